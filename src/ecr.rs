@@ -1,0 +1,476 @@
+//! The AWS side: credentials through the default chain, the registry token, repository
+//! settings and policies, and digest confirmation.
+//!
+//! The HTTP client is built here rather than taken from aws-config's default: rustls with
+//! ring (static, fast to build) and a pure-Rust resolver that reads `/etc/hosts` and
+//! `/etc/resolv.conf` itself, because a static glibc binary in a `FROM scratch` image
+//! cannot resolve names through NSS.
+
+use std::fmt;
+
+use anyhow::{bail, Context as _};
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::provider::{error::CredentialsError, ProvideCredentials};
+use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::types::{
+    EncryptionConfiguration, EncryptionType, ImageIdentifier, ImageScanningConfiguration,
+    ImageTagMutability, Tag,
+};
+use aws_sdk_ecr::Client;
+use aws_smithy_http_client::tls;
+use base64::Engine as _;
+
+use crate::inputs::{Encryption, Policy, RepositorySettings, TagMutability};
+
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// A connected ECR client, with the region it talks to.
+#[derive(Debug, Clone)]
+pub struct Ecr {
+    client: Client,
+    pub region: String,
+}
+
+/// A registry password, held in memory only. `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Basic-auth credentials for the registry, from `GetAuthorizationToken`.
+#[derive(Debug, Clone)]
+pub struct RegistryAuth {
+    /// `<account>.dkr.ecr.<region>.amazonaws.com`, without a scheme.
+    pub registry: String,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// The repository as it is after [`Ecr::ensure_repository`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    pub uri: String,
+    pub registry_id: String,
+    pub created: bool,
+    pub tag_mutability: String,
+    pub scan_on_push: bool,
+    pub encryption: String,
+}
+
+/// What ECR reports for the pushed image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageDetail {
+    pub digest: String,
+    pub size_bytes: Option<i64>,
+    pub tags: Vec<String>,
+}
+
+/// Renders an SDK error with its whole cause chain and, where AWS sent one, its code.
+fn describe<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    match err.code() {
+        Some(code) => format!("{code}: {}", err.message().unwrap_or("no message")),
+        None => DisplayErrorContext(err).to_string(),
+    }
+}
+
+impl Ecr {
+    /// Loads the default AWS configuration (environment, web identity, profile, ECS,
+    /// instance metadata) and resolves credentials now, so missing credentials fail before
+    /// the build rather than at the first API call.
+    pub async fn connect(region: Option<&str>) -> anyhow::Result<Self> {
+        if !std::path::Path::new(RESOLV_CONF).exists() {
+            bail!("{RESOLV_CONF} is missing, so AWS endpoints cannot be resolved");
+        }
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_with_resolver(aws_smithy_dns::HickoryDnsResolver::default());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client);
+        if let Some(region) = region {
+            loader = loader.region(Region::new(region.to_string()));
+        }
+        let config = loader.load().await;
+        let Some(region) = config.region().map(ToString::to_string) else {
+            bail!(
+                "no AWS region is set: give the `aws-region` input, or set AWS_REGION \
+                 (aws-actions/configure-aws-credentials does)"
+            );
+        };
+        let provider = config
+            .credentials_provider()
+            .context("no AWS credentials provider is configured")?;
+        match provider.provide_credentials().await {
+            Ok(_) => {}
+            Err(CredentialsError::CredentialsNotLoaded(_)) => bail!(
+                "no AWS credentials found (looked in the environment, web identity token, \
+                 profile, ECS and instance metadata): in a workflow, run \
+                 aws-actions/configure-aws-credentials before this step"
+            ),
+            Err(err) => {
+                return Err(anyhow::Error::new(err).context("cannot load AWS credentials"));
+            }
+        }
+        let client = Client::new(&config);
+        Ok(Self { client, region })
+    }
+
+    /// Gets a registry token. The password is masked by the caller before anything else
+    /// happens; it is never written to disk. The token opens every registry the caller
+    /// may use, so for a cross-account `registry_id` only the host name changes.
+    pub async fn authorization(&self, registry_id: Option<&str>) -> anyhow::Result<RegistryAuth> {
+        let response = self
+            .client
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+            .with_context(|| format!("GetAuthorizationToken failed in {}", self.region))?;
+        let data = response
+            .authorization_data()
+            .first()
+            .context("GetAuthorizationToken returned no authorization data")?;
+        // An expiry in the past is not refused: clocks differ, and ECR is the judge.
+        let token = data
+            .authorization_token()
+            .context("GetAuthorizationToken returned no token")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .context("the registry token is not base64 `user:password`")?;
+        let (username, password) = decoded
+            .split_once(':')
+            .context("the registry token is not `user:password`")?;
+        let endpoint = data
+            .proxy_endpoint()
+            .context("GetAuthorizationToken returned no proxy endpoint")?;
+        let registry = registry_host(endpoint, registry_id);
+        Ok(RegistryAuth {
+            registry,
+            username: username.to_string(),
+            password: Secret(password.to_string()),
+        })
+    }
+
+    /// Finds the repository, creating it with the requested settings when allowed.
+    /// Creation races (another run creating it first) end in the existing repository.
+    pub async fn ensure_repository(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        settings: &RepositorySettings,
+    ) -> anyhow::Result<Repository> {
+        if let Some(found) = self.describe_repository(name, registry_id).await? {
+            return Ok(found);
+        }
+        if !settings.create {
+            bail!(
+                "repository `{name}` does not exist and `create-repository` is false: \
+                 create it first or set `create-repository: true`"
+            );
+        }
+        let mut request = self
+            .client
+            .create_repository()
+            .repository_name(name)
+            .set_registry_id(registry_id.map(ToString::to_string))
+            .image_tag_mutability(match settings.tag_mutability {
+                TagMutability::Mutable => ImageTagMutability::Mutable,
+                TagMutability::Immutable => ImageTagMutability::Immutable,
+            })
+            .image_scanning_configuration(
+                ImageScanningConfiguration::builder()
+                    .scan_on_push(settings.scan_on_push)
+                    .build(),
+            )
+            .encryption_configuration(encryption_configuration(&settings.encryption)?);
+        for (key, value) in &settings.tags {
+            request = request.tags(Tag::builder().key(key).value(value).build()?);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let repo = response
+                    .repository()
+                    .context("CreateRepository returned no repository")?;
+                tracing::info!("created repository {name}");
+                Ok(to_repository(repo, true))
+            }
+            Err(err) if err.code() == Some("RepositoryAlreadyExistsException") => {
+                tracing::info!("repository {name} was created by another run meanwhile");
+                self.describe_repository(name, registry_id)
+                    .await?
+                    .with_context(|| format!("repository `{name}` exists but cannot be described"))
+            }
+            Err(err) => Err(anyhow::anyhow!("{}", describe(&err)))
+                .with_context(|| format!("cannot create repository `{name}`")),
+        }
+    }
+
+    async fn describe_repository(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+    ) -> anyhow::Result<Option<Repository>> {
+        let result = self
+            .client
+            .describe_repositories()
+            .repository_names(name)
+            .set_registry_id(registry_id.map(ToString::to_string))
+            .send()
+            .await;
+        match result {
+            Ok(response) => Ok(response
+                .repositories()
+                .first()
+                .map(|repo| to_repository(repo, false))),
+            Err(err) if err.code() == Some("RepositoryNotFoundException") => Ok(None),
+            Err(err) => Err(anyhow::anyhow!("{}", describe(&err)))
+                .with_context(|| format!("cannot look up repository `{name}`")),
+        }
+    }
+
+    /// Applies the lifecycle policy, writing it only when it differs from ECR's copy.
+    /// Returns whether it was written.
+    pub async fn apply_lifecycle_policy(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        policy: &Policy,
+    ) -> anyhow::Result<bool> {
+        let current = match self
+            .client
+            .get_lifecycle_policy()
+            .repository_name(name)
+            .set_registry_id(registry_id.map(ToString::to_string))
+            .send()
+            .await
+        {
+            Ok(response) => response.lifecycle_policy_text().map(ToString::to_string),
+            Err(err) if err.code() == Some("LifecyclePolicyNotFoundException") => None,
+            Err(err) => {
+                return Err(anyhow::anyhow!("{}", describe(&err)))
+                    .context("cannot read the current lifecycle policy")
+            }
+        };
+        if same_json(current.as_deref(), policy) {
+            return Ok(false);
+        }
+        self.client
+            .put_lifecycle_policy()
+            .repository_name(name)
+            .set_registry_id(registry_id.map(ToString::to_string))
+            .lifecycle_policy_text(policy.to_json_string())
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+            .with_context(|| format!("cannot apply the lifecycle policy from {}", policy.source))?;
+        Ok(true)
+    }
+
+    /// Applies the repository policy, writing it only when it differs from ECR's copy.
+    pub async fn apply_repository_policy(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        policy: &Policy,
+    ) -> anyhow::Result<bool> {
+        let current = match self
+            .client
+            .get_repository_policy()
+            .repository_name(name)
+            .set_registry_id(registry_id.map(ToString::to_string))
+            .send()
+            .await
+        {
+            Ok(response) => response.policy_text().map(ToString::to_string),
+            Err(err) if err.code() == Some("RepositoryPolicyNotFoundException") => None,
+            Err(err) => {
+                return Err(anyhow::anyhow!("{}", describe(&err)))
+                    .context("cannot read the current repository policy")
+            }
+        };
+        if same_json(current.as_deref(), policy) {
+            return Ok(false);
+        }
+        self.client
+            .set_repository_policy()
+            .repository_name(name)
+            .set_registry_id(registry_id.map(ToString::to_string))
+            .policy_text(policy.to_json_string())
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+            .with_context(|| {
+                format!("cannot apply the repository policy from {}", policy.source)
+            })?;
+        Ok(true)
+    }
+
+    /// Looks up `tag` in ECR; `None` when the tag does not exist.
+    pub async fn describe_tag(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        tag: &str,
+    ) -> anyhow::Result<Option<ImageDetail>> {
+        let result = self
+            .client
+            .describe_images()
+            .repository_name(name)
+            .set_registry_id(registry_id.map(ToString::to_string))
+            .image_ids(ImageIdentifier::builder().image_tag(tag).build())
+            .send()
+            .await;
+        match result {
+            Ok(response) => Ok(response.image_details().first().map(|d| ImageDetail {
+                digest: d.image_digest().unwrap_or_default().to_string(),
+                size_bytes: d.image_size_in_bytes(),
+                tags: d.image_tags().to_vec(),
+            })),
+            Err(err) if err.code() == Some("ImageNotFoundException") => Ok(None),
+            Err(err) => Err(anyhow::anyhow!("{}", describe(&err)))
+                .with_context(|| format!("cannot look up tag `{tag}` in `{name}`")),
+        }
+    }
+
+    /// Confirms that every tag points at `digest` in ECR, and returns what ECR reports.
+    pub async fn confirm_digest(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        tags: &[String],
+        digest: &str,
+    ) -> anyhow::Result<ImageDetail> {
+        let mut detail = None;
+        for tag in tags {
+            let found = self
+                .describe_tag(name, registry_id, tag)
+                .await?
+                .with_context(|| format!("ECR has no tag `{tag}` in `{name}` after the push"))?;
+            if found.digest != digest {
+                bail!(
+                    "ECR reports `{name}:{tag}` at {}, but the push reported {digest}; \
+                     another run may have pushed the same tag at the same time",
+                    found.digest
+                );
+            }
+            detail.get_or_insert(found);
+        }
+        detail.context("no tags to confirm")
+    }
+}
+
+/// `https://<caller>.dkr.ecr.<region>.amazonaws.com` to the host of the registry owned
+/// by `registry_id` (the first label is the account).
+fn registry_host(proxy_endpoint: &str, registry_id: Option<&str>) -> String {
+    let host = proxy_endpoint
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    match (registry_id, host.split_once('.')) {
+        (Some(id), Some((_, rest))) => format!("{id}.{rest}"),
+        _ => host.to_string(),
+    }
+}
+
+fn encryption_configuration(encryption: &Encryption) -> anyhow::Result<EncryptionConfiguration> {
+    let builder = match encryption {
+        Encryption::Aes256 => {
+            EncryptionConfiguration::builder().encryption_type(EncryptionType::Aes256)
+        }
+        Encryption::Kms { key } => EncryptionConfiguration::builder()
+            .encryption_type(EncryptionType::Kms)
+            .set_kms_key(key.clone()),
+    };
+    Ok(builder.build()?)
+}
+
+fn to_repository(repo: &aws_sdk_ecr::types::Repository, created: bool) -> Repository {
+    Repository {
+        uri: repo.repository_uri().unwrap_or_default().to_string(),
+        registry_id: repo.registry_id().unwrap_or_default().to_string(),
+        created,
+        tag_mutability: repo
+            .image_tag_mutability()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default(),
+        scan_on_push: repo
+            .image_scanning_configuration()
+            .is_some_and(ImageScanningConfiguration::scan_on_push),
+        encryption: repo.encryption_configuration().map_or_else(
+            || "AES256".to_string(),
+            |e| e.encryption_type().as_str().to_string(),
+        ),
+    }
+}
+
+/// Policies are compared as JSON values, so formatting and key order never cause a
+/// needless write.
+fn same_json(current: Option<&str>, wanted: &Policy) -> bool {
+    current
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .is_some_and(|value| value == wanted.json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Debug output of credentials never contains the password.
+    #[test]
+    fn registry_auth_debug_redacts_the_password() {
+        let auth = RegistryAuth {
+            registry: "r".into(),
+            username: "AWS".into(),
+            password: Secret("hunter2".into()),
+        };
+        let shown = format!("{auth:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+
+    /// The registry host comes from the proxy endpoint, with the owner's account swapped in
+    /// for cross-account pushes.
+    #[test]
+    fn registry_host_follows_registry_id() {
+        let endpoint = "https://111111111111.dkr.ecr.eu-west-1.amazonaws.com";
+        assert_eq!(
+            registry_host(endpoint, None),
+            "111111111111.dkr.ecr.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            registry_host(endpoint, Some("222222222222")),
+            "222222222222.dkr.ecr.eu-west-1.amazonaws.com"
+        );
+    }
+
+    /// Policies that differ only in formatting or key order count as the same.
+    #[test]
+    fn policies_compare_as_json() {
+        let policy = Policy {
+            json: serde_json::json!({"rules": [{"a": 1, "b": 2}]}),
+            source: "inline".into(),
+        };
+        assert!(same_json(
+            Some(r#"{ "rules": [ {"b":2, "a":1} ] }"#),
+            &policy
+        ));
+        assert!(!same_json(Some(r#"{"rules": []}"#), &policy));
+        assert!(!same_json(None, &policy));
+    }
+}

@@ -1,0 +1,326 @@
+//! The build, through `POST /build` with the context streamed as a tar. This is the
+//! classic builder (API `version=1`), which takes registry credentials for private base
+//! images through `X-Registry-Config`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion, TagImageOptions};
+use futures_util::StreamExt as _;
+
+use super::context::PreparedContext;
+use super::Engine;
+use crate::ecr::RegistryAuth;
+use crate::inputs::BuildSettings;
+use crate::runner::Runner;
+
+/// A failed build, with what the log reader needs: the daemon's message and, when it can
+/// be told, the Dockerfile line.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{message}")]
+    Dockerfile {
+        message: String,
+        dockerfile: PathBuf,
+        line: Option<u32>,
+    },
+    #[error("sending the build context failed: {0}")]
+    Context(String),
+    #[error("the Docker daemon failed the build: {0}")]
+    Engine(String),
+}
+
+/// What the build produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// Local image ID (`sha256:` of the config).
+    pub image_id: String,
+    /// Uncompressed size as the daemon reports it.
+    pub size_bytes: i64,
+}
+
+/// Everything a build needs, borrowed from the run.
+#[derive(Debug)]
+pub struct BuildRequest<'a> {
+    pub settings: &'a BuildSettings,
+    pub dockerfile: PathBuf,
+    /// Full references (`registry/repository:tag`) to tag the result with.
+    pub references: &'a [String],
+    /// Credentials for pulling private base images from the ECR registry.
+    pub registry_auth: Option<&'a RegistryAuth>,
+}
+
+/// Builds the image, streaming the daemon's output into the log, then tags it with every
+/// reference.
+pub async fn build(
+    engine: &Engine,
+    context: PreparedContext,
+    request: &BuildRequest<'_>,
+    runner: &Runner,
+) -> Result<Built, BuildError> {
+    let settings = request.settings;
+    let dockerfile_text = std::fs::read_to_string(&request.dockerfile).unwrap_or_default();
+    let instruction_lines = instruction_lines(&dockerfile_text);
+    let options = BuildImageOptions {
+        dockerfile: context.dockerfile_name().to_string(),
+        t: request.references.first().cloned(),
+        nocache: settings.no_cache,
+        pull: settings.pull.then(|| "1".to_string()),
+        rm: true,
+        forcerm: true,
+        buildargs: Some(settings.build_args.clone().into_iter().collect()),
+        labels: Some(settings.labels.clone().into_iter().collect()),
+        platform: settings.platform.clone().unwrap_or_default(),
+        target: settings.target.clone().unwrap_or_default(),
+        version: BuilderVersion::BuilderV1,
+        ..Default::default()
+    };
+    let credentials = request.registry_auth.map(|auth| {
+        HashMap::from([(
+            auth.registry.clone(),
+            DockerCredentials {
+                username: Some(auth.username.clone()),
+                password: Some(auth.password.expose().to_string()),
+                serveraddress: Some(auth.registry.clone()),
+                ..Default::default()
+            },
+        )])
+    });
+
+    let (body, walker) = context.stream();
+    let mut stream =
+        engine
+            .docker
+            .build_image(options, credentials, Some(bollard::body_try_stream(body)));
+
+    let mut image_id = None;
+    let mut last_step: Option<usize> = None;
+    let mut failure = None;
+    {
+        let _group = runner.group("Build");
+        let output = runner.untrusted();
+        let mut lines = LineBuffer::default();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream.as_deref() {
+                        for line in lines.push(text) {
+                            if let Some(step) = parse_step(&line) {
+                                last_step = Some(step);
+                            }
+                            output.line(&line);
+                        }
+                    }
+                    if let Some(status) = info.status.as_deref() {
+                        // Pull progress bars would flood the log; keep the milestones.
+                        if info
+                            .progress_detail
+                            .as_ref()
+                            .is_none_or(|p| p.total.is_none())
+                        {
+                            let id = info
+                                .id
+                                .as_deref()
+                                .map(|id| format!("{id}: "))
+                                .unwrap_or_default();
+                            output.line(&format!("{id}{status}"));
+                        }
+                    }
+                    if let Some(id) = info.aux.as_ref().and_then(|aux| aux.id.clone()) {
+                        image_id = Some(id);
+                    }
+                }
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        if let Some(rest) = lines.finish() {
+            output.line(&rest);
+        }
+    }
+    // Drop the stream first: it owns the request body, which the walker is feeding.
+    drop(stream);
+    let walk_result = walker.await;
+
+    if let Some(err) = failure {
+        // A context that failed mid-walk is the real cause of the HTTP error it made.
+        if let Ok(Err(context_error)) = walk_result {
+            return Err(BuildError::Context(context_error.to_string()));
+        }
+        return Err(classify(err, request, &instruction_lines, last_step));
+    }
+    match walk_result {
+        Ok(Ok(stats)) => tracing::debug!(?stats, "build context sent"),
+        Ok(Err(err)) => return Err(BuildError::Context(err.to_string())),
+        Err(join) => return Err(BuildError::Context(join.to_string())),
+    }
+
+    let reference = request.references.first().cloned().unwrap_or_default();
+    let inspect = engine
+        .docker
+        .inspect_image(image_id.as_deref().unwrap_or(&reference))
+        .await
+        .map_err(|e| {
+            BuildError::Engine(format!(
+                "cannot inspect the built image: {}",
+                crate::error_chain(&e)
+            ))
+        })?;
+    let image_id = inspect.id.unwrap_or_default();
+    for reference in request.references.iter().skip(1) {
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        engine
+            .docker
+            .tag_image(
+                &image_id,
+                Some(TagImageOptions {
+                    repo: Some(repo.to_string()),
+                    tag: Some(tag.to_string()),
+                }),
+            )
+            .await
+            .map_err(|e| {
+                BuildError::Engine(format!(
+                    "cannot tag the image as {reference}: {}",
+                    crate::error_chain(&e)
+                ))
+            })?;
+    }
+    Ok(Built {
+        image_id,
+        size_bytes: inspect.size.unwrap_or_default(),
+    })
+}
+
+/// Sorts a daemon error into a Dockerfile problem (with its line when known) or an engine
+/// problem.
+fn classify(
+    err: bollard::errors::Error,
+    request: &BuildRequest<'_>,
+    instruction_lines: &[u32],
+    last_step: Option<usize>,
+) -> BuildError {
+    let (message, from_step) = match err {
+        // A failed step arrives in the progress stream.
+        bollard::errors::Error::DockerStreamError { error } => (error, true),
+        // Parse errors and bad options arrive as an HTTP error before any output.
+        bollard::errors::Error::DockerResponseServerError { message, .. } => (message, false),
+        other => return BuildError::Engine(crate::error_chain(&other)),
+    };
+    let line = parse_line_number(&message).or_else(|| {
+        from_step
+            .then_some(last_step)
+            .flatten()
+            .and_then(|step| instruction_lines.get(step.checked_sub(1)?).copied())
+    });
+    let looks_like_dockerfile =
+        from_step || message.to_ascii_lowercase().contains("dockerfile") || line.is_some();
+    if looks_like_dockerfile {
+        BuildError::Dockerfile {
+            message,
+            dockerfile: request.dockerfile.clone(),
+            line,
+        }
+    } else {
+        BuildError::Engine(message)
+    }
+}
+
+/// `Step 3/7 : RUN make` gives 3.
+fn parse_step(line: &str) -> Option<usize> {
+    let rest = line.strip_prefix("Step ")?;
+    let (number, _) = rest.split_once('/')?;
+    number.parse().ok()
+}
+
+/// Finds `line 12` (as in `dockerfile parse error on line 12: ...`).
+fn parse_line_number(message: &str) -> Option<u32> {
+    let lower = message.to_ascii_lowercase();
+    let start = lower.find("line ")? + "line ".len();
+    let digits: String = lower[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// The 1-based line on which each instruction of a Dockerfile starts, in order, so the
+/// classic builder's `Step N` maps to a line. Comments, blank lines and continuation
+/// lines do not start instructions.
+pub fn instruction_lines(dockerfile: &str) -> Vec<u32> {
+    let mut starts = Vec::new();
+    let mut continued = false;
+    for (index, line) in dockerfile.lines().enumerate() {
+        let trimmed = line.trim();
+        let comment_or_blank = trimmed.is_empty() || trimmed.starts_with('#');
+        if !continued && !comment_or_blank {
+            starts.push(u32::try_from(index + 1).unwrap_or(u32::MAX));
+        }
+        if !comment_or_blank {
+            continued = trimmed.ends_with('\\');
+        }
+    }
+    starts
+}
+
+/// Splits streamed text into whole lines; the daemon's chunks do not align with lines.
+#[derive(Debug, Default)]
+struct LineBuffer {
+    partial: String,
+}
+
+impl LineBuffer {
+    fn push(&mut self, text: &str) -> Vec<String> {
+        self.partial.push_str(text);
+        let mut lines = Vec::new();
+        while let Some(end) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=end).collect();
+            lines.push(line.trim_end_matches(['\n', '\r']).to_string());
+        }
+        lines
+    }
+
+    fn finish(self) -> Option<String> {
+        Some(self.partial).filter(|p| !p.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Instructions are found past comments, blank lines and `\` continuations, so Step N
+    /// points at the right line.
+    #[test]
+    fn instruction_lines_skip_comments_and_continuations() {
+        let text = "# syntax\nFROM a\n\nRUN one \\\n  two \\\n  three\n# note\nCOPY . .\n";
+        assert_eq!(instruction_lines(text), [2, 4, 8]);
+    }
+
+    /// Step numbers and `line N` are read from the daemon's messages.
+    #[test]
+    fn step_and_line_numbers_are_parsed() {
+        assert_eq!(parse_step("Step 3/7 : RUN make"), Some(3));
+        assert_eq!(parse_step("Removing intermediate container"), None);
+        assert_eq!(
+            parse_line_number("dockerfile parse error on line 12: unknown instruction: FOO"),
+            Some(12)
+        );
+        assert_eq!(parse_line_number("no number here"), None);
+    }
+
+    /// Streamed chunks are re-cut into whole lines.
+    #[test]
+    fn line_buffer_rejoins_split_lines() {
+        let mut buffer = LineBuffer::default();
+        assert!(buffer.push("Step 1/2 : FR").is_empty());
+        assert_eq!(
+            buffer.push("OM a\nStep 2/2\r\nhal"),
+            ["Step 1/2 : FROM a", "Step 2/2"]
+        );
+        assert_eq!(buffer.finish(), Some("hal".to_string()));
+    }
+}

@@ -1,0 +1,110 @@
+//! The Docker side, through the Engine API: connecting ([`Engine::connect`]), the build
+//! context ([`context`], [`dockerignore`]), the build ([`build`]) and the push ([`push`]).
+
+pub mod build;
+pub mod context;
+pub mod dockerignore;
+pub mod push;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bollard::{Docker, API_DEFAULT_VERSION};
+
+use crate::env::DockerEnv;
+
+/// bollard's default request timeout is 2 minutes, which would cut off a large context
+/// upload or a long build (the response starts only once the daemon has the whole
+/// context). Six hours is GitHub's job limit; the job's own timeout is the real bound.
+pub const ENGINE_REQUEST_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
+
+const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+
+/// A connected Docker engine, with the API version agreed with the daemon.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub docker: Docker,
+    pub version: String,
+    pub api_version: String,
+}
+
+impl Engine {
+    /// Connects to the daemon named by `DOCKER_HOST` (default: the local socket) and
+    /// agrees an API version, so a daemon that is missing, not running or not accessible
+    /// fails here, before anything else, with what to do about it.
+    pub async fn connect(env: &DockerEnv) -> anyhow::Result<Self> {
+        let host = env.host.as_deref().unwrap_or(DEFAULT_SOCKET);
+        let timeout = ENGINE_REQUEST_TIMEOUT.as_secs();
+        let docker = if let Some(path) = host.strip_prefix("unix://") {
+            let socket = std::path::Path::new(path);
+            if !socket.exists() {
+                anyhow::bail!(
+                    "the Docker socket {path} does not exist: start the Docker daemon, or set \
+                     DOCKER_HOST to where it listens (in a workflow, mount it into the job \
+                     container with `-v /var/run/docker.sock:/var/run/docker.sock`)"
+                );
+            }
+            Docker::connect_with_unix(host, timeout, API_DEFAULT_VERSION)
+        } else if host.starts_with("tcp://")
+            || host.starts_with("http://")
+            || host.starts_with("https://")
+        {
+            if env.tls_verify || host.starts_with("https://") {
+                let dir = env
+                    .cert_path
+                    .clone()
+                    .context("DOCKER_TLS_VERIFY is set but neither DOCKER_CERT_PATH nor HOME is")?;
+                Docker::connect_with_ssl(
+                    host,
+                    &dir.join("key.pem"),
+                    &dir.join("cert.pem"),
+                    &dir.join("ca.pem"),
+                    timeout,
+                    API_DEFAULT_VERSION,
+                )
+            } else {
+                Docker::connect_with_http(host, timeout, API_DEFAULT_VERSION)
+            }
+        } else {
+            anyhow::bail!(
+                "DOCKER_HOST `{host}` is not supported: use unix:///path/to/docker.sock, \
+                 tcp://host:port or https://host:port"
+            );
+        }
+        .with_context(|| format!("cannot set up a Docker client for {host}"))?;
+
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| explain_connect_error(host, &e))?;
+        let version = docker
+            .version()
+            .await
+            .map_err(|e| explain_connect_error(host, &e))?;
+        Ok(Self {
+            api_version: docker.client_version().to_string(),
+            version: version.version.unwrap_or_default(),
+            docker,
+        })
+    }
+}
+
+/// Turns a failed first request into advice: permission, a dead daemon, or the raw cause.
+fn explain_connect_error(host: &str, err: &bollard::errors::Error) -> anyhow::Error {
+    let io_kind = std::iter::successors(Some(err as &dyn std::error::Error), |e| e.source())
+        .find_map(|e| e.downcast_ref::<std::io::Error>().map(std::io::Error::kind));
+    let chain = crate::error_chain(err);
+    match io_kind {
+        Some(std::io::ErrorKind::PermissionDenied) => anyhow::anyhow!(
+            "permission denied on the Docker socket {host}: run as root or as a member of the \
+             `docker` group ({chain})"
+        ),
+        Some(std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound) => {
+            anyhow::anyhow!(
+                "the Docker daemon at {host} is not running or not listening: start it \
+                 (e.g. `sudo systemctl start docker`) or fix DOCKER_HOST ({chain})"
+            )
+        }
+        _ => anyhow::anyhow!("cannot talk to the Docker daemon at {host}: {chain}"),
+    }
+}

@@ -1,0 +1,128 @@
+//! Every environment variable the action reads itself, listed once and read in one place.
+//!
+//! `main` captures the process environment into [`Environment`] at start-up; everything
+//! below takes the values it needs as arguments, so tests never touch the process
+//! environment. Two libraries read further variables on their own, by design: aws-config
+//! (the standard `AWS_*` settings, e.g. `AWS_REGION`, `AWS_PROFILE`,
+//! `AWS_ENDPOINT_URL_ECR`, `AWS_MAX_ATTEMPTS`) and bollard (`DOCKER_HOST`,
+//! `DOCKER_CERT_PATH`, `DOCKER_TLS_VERIFY`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Prefix of the variables the runner sets for each input (`INPUT_BUILD-ARGS` for
+/// `build-args`: upper-cased, hyphens kept).
+pub const INPUT_PREFIX: &str = "INPUT_";
+/// Set to `true` by GitHub's runner (and by act) for every step.
+pub const GITHUB_ACTIONS: &str = "GITHUB_ACTIONS";
+/// File that receives step outputs, in the runner's `name<<delimiter` format.
+pub const GITHUB_OUTPUT: &str = "GITHUB_OUTPUT";
+/// File that receives the Markdown job summary.
+pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
+/// `1` when the workflow runs with debug logging enabled.
+pub const RUNNER_DEBUG: &str = "RUNNER_DEBUG";
+/// Log filter in `tracing` syntax (e.g. `debug`, `ecr_build_push=trace`); overrides the
+/// level chosen from `RUNNER_DEBUG`.
+pub const LOG_FILTER: &str = "ECR_BUILD_PUSH_LOG";
+/// Where the Docker daemon listens: `unix:///path` (default `/var/run/docker.sock`),
+/// `tcp://host:port` or `http://`, with TLS when `DOCKER_TLS_VERIFY` is set.
+pub const DOCKER_HOST: &str = "DOCKER_HOST";
+/// Set (to anything) to use TLS for `tcp://` hosts, with the client certificate from
+/// `DOCKER_CERT_PATH`.
+pub const DOCKER_TLS_VERIFY: &str = "DOCKER_TLS_VERIFY";
+/// Folder holding `ca.pem`, `cert.pem` and `key.pem` for TLS; default `~/.docker`.
+pub const DOCKER_CERT_PATH: &str = "DOCKER_CERT_PATH";
+/// Home folder, for the default `DOCKER_CERT_PATH`.
+pub const HOME: &str = "HOME";
+/// Test switch: when `1`, retry delays are zero, so tests of the retry paths run fast.
+pub const NO_RETRY_DELAY: &str = "ECR_BUILD_PUSH_NO_RETRY_DELAY";
+
+/// The environment as the action sees it, captured once.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// Raw input values keyed by input name as written in `action.yml` (lower case),
+    /// from `INPUT_*` variables.
+    pub inputs: BTreeMap<String, String>,
+    /// Running under a GitHub Actions runner (or act).
+    pub in_actions: bool,
+    pub output_file: Option<PathBuf>,
+    pub summary_file: Option<PathBuf>,
+    pub runner_debug: bool,
+    pub log_filter: Option<String>,
+    pub no_retry_delay: bool,
+    pub docker: DockerEnv,
+}
+
+/// How to reach the Docker daemon.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DockerEnv {
+    pub host: Option<String>,
+    pub tls_verify: bool,
+    pub cert_path: Option<PathBuf>,
+}
+
+impl Environment {
+    /// Captures the variables above from an iterator of `(name, value)` pairs, e.g.
+    /// `std::env::vars_os()` converted lossily.
+    pub fn capture(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut env = Self::default();
+        let mut home = None;
+        for (name, value) in vars {
+            if let Some(input) = name.strip_prefix(INPUT_PREFIX) {
+                // The runner upper-cases input names; action.yml names are lower case.
+                env.inputs.insert(input.to_ascii_lowercase(), value);
+                continue;
+            }
+            let non_empty = || (!value.is_empty()).then(|| value.clone());
+            match name.as_str() {
+                GITHUB_ACTIONS => env.in_actions = value == "true",
+                GITHUB_OUTPUT => env.output_file = non_empty().map(PathBuf::from),
+                GITHUB_STEP_SUMMARY => env.summary_file = non_empty().map(PathBuf::from),
+                RUNNER_DEBUG => env.runner_debug = value == "1",
+                LOG_FILTER => env.log_filter = non_empty(),
+                NO_RETRY_DELAY => env.no_retry_delay = value == "1",
+                DOCKER_HOST => env.docker.host = non_empty(),
+                DOCKER_TLS_VERIFY => env.docker.tls_verify = !value.is_empty(),
+                DOCKER_CERT_PATH => env.docker.cert_path = non_empty().map(PathBuf::from),
+                HOME => home = non_empty().map(PathBuf::from),
+                _ => {}
+            }
+        }
+        if env.docker.cert_path.is_none() {
+            env.docker.cert_path = home.map(|h| h.join(".docker"));
+        }
+        env
+    }
+
+    /// Reads the process environment. Only `main` calls this.
+    pub fn from_process() -> Self {
+        Self::capture(std::env::vars_os().map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runner keeps hyphens and upper-cases names: `INPUT_BUILD-ARGS` is `build-args`.
+    #[test]
+    fn input_variables_keep_hyphens_and_are_lowercased() {
+        let env = Environment::capture([
+            ("INPUT_BUILD-ARGS".to_string(), "A=1".to_string()),
+            ("INPUT_REPOSITORY".to_string(), "app".to_string()),
+            ("GITHUB_ACTIONS".to_string(), "true".to_string()),
+            ("GITHUB_OUTPUT".to_string(), "/tmp/out".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ]);
+        assert_eq!(env.inputs["build-args"], "A=1");
+        assert_eq!(env.inputs["repository"], "app");
+        assert_eq!(env.inputs.len(), 2);
+        assert!(env.in_actions);
+        assert_eq!(env.output_file, Some(PathBuf::from("/tmp/out")));
+    }
+}

@@ -1,0 +1,408 @@
+//! Inputs, parsed in two stages: raw strings keyed by input name (from `INPUT_*`
+//! variables or `--flags`, see [`cli`]), then typed, validated [`Inputs`]. The parser
+//! takes a map, so tests never touch the process environment; defaults come from the
+//! embedded `action.yml` ([`spec`]).
+
+pub mod cli;
+pub mod spec;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use spec::ActionSpec;
+
+/// A bad input: which input, which value, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("input `{input}` is required: {hint}")]
+    Missing { input: String, hint: String },
+    #[error("invalid value `{value}` for input `{input}`: {reason}")]
+    Invalid {
+        input: String,
+        value: String,
+        reason: String,
+    },
+    #[error("unknown input `{0}`; the inputs are listed by --help and in action.yml")]
+    Unknown(String),
+}
+
+impl InputError {
+    pub fn invalid(input: &str, value: &str, reason: impl Into<String>) -> Self {
+        // A 300-character value would bury the reason; show its start.
+        const SHOWN: usize = 80;
+        let value = if value.chars().count() > SHOWN {
+            format!("{}…", value.chars().take(SHOWN).collect::<String>())
+        } else {
+            value.to_string()
+        };
+        Self::Invalid {
+            input: input.to_string(),
+            value,
+            reason: reason.into(),
+        }
+    }
+
+    /// The input the error is about.
+    pub fn input(&self) -> &str {
+        match self {
+            Self::Missing { input, .. } | Self::Invalid { input, .. } | Self::Unknown(input) => {
+                input
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagMutability {
+    Mutable,
+    Immutable,
+}
+
+impl TagMutability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mutable => "MUTABLE",
+            Self::Immutable => "IMMUTABLE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    Aes256,
+    /// `key` is a KMS key ARN or ID; `None` uses the AWS managed key.
+    Kms {
+        key: Option<String>,
+    },
+}
+
+impl Encryption {
+    pub fn type_str(&self) -> &'static str {
+        match self {
+            Self::Aes256 => "AES256",
+            Self::Kms { .. } => "KMS",
+        }
+    }
+}
+
+/// A JSON policy document, normalised from a file, inline JSON or inline YAML.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub json: serde_json::Value,
+    /// Where it came from, for messages: `inline` or the file path.
+    pub source: String,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Policy({})", self.source)
+    }
+}
+
+impl Policy {
+    pub fn to_json_string(&self) -> String {
+        self.json.to_string()
+    }
+}
+
+/// What the repository should look like. Creation settings apply only when the action
+/// creates the repository; policies are applied on every run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositorySettings {
+    pub create: bool,
+    pub tag_mutability: TagMutability,
+    pub scan_on_push: bool,
+    pub encryption: Encryption,
+    pub tags: Vec<(String, String)>,
+    pub lifecycle_policy: Option<Policy>,
+    pub repository_policy: Option<Policy>,
+}
+
+/// Everything the build needs from the inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSettings {
+    pub context: PathBuf,
+    /// Absolute or relative to the working directory; `None` means `Dockerfile` in the
+    /// context.
+    pub dockerfile: Option<PathBuf>,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    pub pull: bool,
+    pub no_cache: bool,
+}
+
+impl BuildSettings {
+    /// The Dockerfile path the build uses.
+    pub fn dockerfile_path(&self) -> PathBuf {
+        self.dockerfile
+            .clone()
+            .unwrap_or_else(|| self.context.join("Dockerfile"))
+    }
+}
+
+/// Typed, validated inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inputs {
+    pub repository: String,
+    /// At least one tag, duplicates removed, in the order given.
+    pub tags: Vec<String>,
+    pub build: BuildSettings,
+    pub push: bool,
+    pub repository_settings: RepositorySettings,
+    pub registry_id: Option<String>,
+    pub aws_region: Option<String>,
+}
+
+/// Looks up raw values with the defaults from `action.yml` applied; an empty value counts
+/// as unset, as it does for the runner.
+struct Raw<'a> {
+    spec: &'a ActionSpec,
+    values: &'a BTreeMap<String, String>,
+    /// Names the parser asked for: a test checks they are exactly action.yml's inputs.
+    read: std::cell::RefCell<std::collections::BTreeSet<String>>,
+}
+
+impl Raw<'_> {
+    fn get(&self, name: &str) -> String {
+        self.read.borrow_mut().insert(name.to_string());
+        let spec = self.spec.input(name).unwrap_or_else(|| {
+            panic!("input `{name}` is read by the parser but not declared in action.yml")
+        });
+        match self.values.get(name).map(|v| v.trim()) {
+            Some(v) if !v.is_empty() => v.to_string(),
+            _ => spec.default.clone(),
+        }
+    }
+
+    fn optional(&self, name: &str) -> Option<String> {
+        Some(self.get(name)).filter(|v| !v.is_empty())
+    }
+
+    fn boolean(&self, name: &str) -> Result<bool, InputError> {
+        let value = self.get(name);
+        validate::boolean(&value).map_err(|reason| InputError::invalid(name, &value, reason))
+    }
+
+    fn map(&self, name: &str) -> Result<BTreeMap<String, String>, InputError> {
+        Ok(self.pairs(name)?.into_iter().collect())
+    }
+
+    fn pairs(&self, name: &str) -> Result<Vec<(String, String)>, InputError> {
+        self.read.borrow_mut().insert(name.to_string());
+        // Keep the raw text (not trimmed) so line numbers in messages match.
+        let value = self.values.get(name).cloned().unwrap_or_default();
+        validate::key_value_lines(&value)
+            .map_err(|reason| InputError::invalid(name, &value, reason))
+    }
+}
+
+impl Inputs {
+    /// Validates raw input values. `workdir` resolves relative paths (the workspace in a
+    /// runner); policy files are read here so a bad policy fails before any AWS call.
+    pub fn parse(
+        spec: &ActionSpec,
+        values: &BTreeMap<String, String>,
+        workdir: &Path,
+    ) -> Result<Self, InputError> {
+        Self::parse_tracked(spec, values, workdir).0
+    }
+
+    /// [`Inputs::parse`], also returning the input names it read.
+    fn parse_tracked(
+        spec: &ActionSpec,
+        values: &BTreeMap<String, String>,
+        workdir: &Path,
+    ) -> (Result<Self, InputError>, std::collections::BTreeSet<String>) {
+        let raw = Raw {
+            spec,
+            values,
+            read: std::cell::RefCell::default(),
+        };
+        let result = Self::parse_raw(&raw, workdir);
+        (result, raw.read.into_inner())
+    }
+
+    fn parse_raw(raw: &Raw<'_>, workdir: &Path) -> Result<Self, InputError> {
+        if let Some(unknown) = raw.values.keys().find(|k| raw.spec.input(k).is_none()) {
+            return Err(InputError::Unknown(unknown.clone()));
+        }
+
+        let repository = raw.get("repository");
+        if repository.is_empty() {
+            return Err(InputError::Missing {
+                input: "repository".into(),
+                hint: "name the ECR repository to push to, e.g. `repository: team/app`".into(),
+            });
+        }
+        validate::repository_name(&repository)
+            .map_err(|reason| InputError::invalid("repository", &repository, reason))?;
+
+        let tags = parse_tags(&raw.get("tags"))?;
+
+        let build = BuildSettings {
+            context: workdir.join(raw.get("context")),
+            dockerfile: raw.optional("dockerfile").map(|d| workdir.join(d)),
+            build_args: raw.map("build-args")?,
+            labels: raw.map("labels")?,
+            target: raw.optional("target"),
+            platform: raw
+                .optional("platform")
+                .map(|p| {
+                    validate::platform(&p)
+                        .map(|()| p.clone())
+                        .map_err(|reason| InputError::invalid("platform", &p, reason))
+                })
+                .transpose()?,
+            pull: raw.boolean("pull")?,
+            no_cache: raw.boolean("no-cache")?,
+        };
+        if let Some(target) = &build.target {
+            if target.chars().any(char::is_whitespace) {
+                return Err(InputError::invalid(
+                    "target",
+                    target,
+                    "a stage name has no white space",
+                ));
+            }
+        }
+
+        let repository_settings = RepositorySettings {
+            create: raw.boolean("create-repository")?,
+            tag_mutability: match raw
+                .get("image-tag-mutability")
+                .to_ascii_uppercase()
+                .as_str()
+            {
+                "MUTABLE" => TagMutability::Mutable,
+                "IMMUTABLE" => TagMutability::Immutable,
+                _ => {
+                    return Err(InputError::invalid(
+                        "image-tag-mutability",
+                        &raw.get("image-tag-mutability"),
+                        "expected `MUTABLE` or `IMMUTABLE`",
+                    ))
+                }
+            },
+            scan_on_push: raw.boolean("scan-on-push")?,
+            encryption: parse_encryption(raw)?,
+            tags: raw.pairs("repository-tags")?,
+            lifecycle_policy: parse_policy(raw, "lifecycle-policy", workdir)?,
+            repository_policy: parse_policy(raw, "repository-policy", workdir)?,
+        };
+
+        let registry_id = raw.optional("registry-id");
+        if let Some(id) = &registry_id {
+            validate::account_id(id)
+                .map_err(|reason| InputError::invalid("registry-id", id, reason))?;
+        }
+        let aws_region = raw.optional("aws-region");
+        if let Some(region) = &aws_region {
+            validate::region(region)
+                .map_err(|reason| InputError::invalid("aws-region", region, reason))?;
+        }
+
+        Ok(Self {
+            repository,
+            tags,
+            build,
+            push: raw.boolean("push")?,
+            repository_settings,
+            registry_id,
+            aws_region,
+        })
+    }
+}
+
+fn parse_tags(value: &str) -> Result<Vec<String>, InputError> {
+    let mut tags: Vec<String> = Vec::new();
+    for tag in value
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        validate::tag(tag).map_err(|reason| InputError::invalid("tags", tag, reason))?;
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_string());
+        }
+    }
+    if tags.is_empty() {
+        return Err(InputError::invalid(
+            "tags",
+            value,
+            "no tags given; list at least one",
+        ));
+    }
+    Ok(tags)
+}
+
+fn parse_encryption(raw: &Raw<'_>) -> Result<Encryption, InputError> {
+    let kind = raw.get("encryption-type");
+    let key = raw.optional("kms-key");
+    match (kind.to_ascii_uppercase().as_str(), key) {
+        ("AES256", None) => Ok(Encryption::Aes256),
+        ("AES256", Some(key)) => Err(InputError::invalid(
+            "kms-key",
+            &key,
+            "a KMS key needs `encryption-type: KMS` (it is `AES256`)",
+        )),
+        ("KMS", key) => Ok(Encryption::Kms { key }),
+        _ => Err(InputError::invalid(
+            "encryption-type",
+            &kind,
+            "expected `AES256` or `KMS`",
+        )),
+    }
+}
+
+/// A policy input is a file path, or inline JSON or YAML. Inline text is recognised by
+/// its shape (a `{` or a `key:` line); anything else must name a readable file.
+fn parse_policy(raw: &Raw<'_>, name: &str, workdir: &Path) -> Result<Option<Policy>, InputError> {
+    let Some(value) = raw.optional(name) else {
+        return Ok(None);
+    };
+    let looks_inline = value.starts_with('{') || value.contains('\n') || value.contains(": ");
+    let (text, source) = if looks_inline {
+        (value.clone(), "inline".to_string())
+    } else {
+        let path = workdir.join(&value);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            InputError::invalid(
+                name,
+                &value,
+                format!(
+                    "not inline JSON or YAML, and the file {} cannot be read: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+        (text, path.display().to_string())
+    };
+    // JSON is (nearly) a subset of YAML, so one parser serves both.
+    let json: serde_json::Value = serde_norway::from_str(&text)
+        .map_err(|e| InputError::invalid(name, &value, format!("not valid JSON or YAML: {e}")))?;
+    check_policy_shape(name, &json).map_err(|reason| InputError::invalid(name, &value, reason))?;
+    Ok(Some(Policy { json, source }))
+}
+
+fn check_policy_shape(name: &str, json: &serde_json::Value) -> Result<(), String> {
+    let object = json
+        .as_object()
+        .ok_or("a policy is a JSON object (a YAML mapping)")?;
+    match name {
+        "lifecycle-policy" => match object.get("rules") {
+            Some(serde_json::Value::Array(rules)) if !rules.is_empty() => Ok(()),
+            _ => Err("a lifecycle policy needs a non-empty `rules` list".into()),
+        },
+        _ => match object.get("Statement") {
+            Some(serde_json::Value::Array(_) | serde_json::Value::Object(_)) => Ok(()),
+            _ => Err("a repository policy needs a `Statement`".into()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

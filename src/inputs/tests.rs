@@ -1,0 +1,188 @@
+use super::*;
+
+fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+fn parse(pairs: &[(&str, &str)]) -> Result<Inputs, InputError> {
+    Inputs::parse(&ActionSpec::embedded(), &values(pairs), Path::new("/ws"))
+}
+
+/// A valid, non-default value for every input in action.yml. The test below fails when an
+/// input is added to action.yml without a sample here, so new inputs get covered.
+fn sample(name: &str) -> &'static str {
+    match name {
+        "repository" => "team/app",
+        "tags" => "v1, v2",
+        "context" => "sub",
+        "dockerfile" => "other/Dockerfile",
+        "build-args" => "A=1",
+        "labels" => "org.opencontainers.image.source=x",
+        "target" => "runtime",
+        "platform" => "linux/arm64",
+        "pull" | "no-cache" => "true",
+        "push" | "create-repository" | "scan-on-push" => "false",
+        "image-tag-mutability" => "IMMUTABLE",
+        "encryption-type" => "KMS",
+        "kms-key" => "alias/ecr",
+        "repository-tags" => "team=platform",
+        "lifecycle-policy" => r#"{"rules":[{"rulePriority":1}]}"#,
+        "repository-policy" => "Version: '2012-10-17'\nStatement: []",
+        "registry-id" => "210987654321",
+        "aws-region" => "eu-west-1",
+        other => panic!("no sample value for input `{other}`: add one to this test"),
+    }
+}
+
+/// The parser reads exactly the inputs action.yml declares (no more, no fewer), and each
+/// one changes the parsed result when set, so none is silently ignored.
+#[test]
+fn every_input_in_action_yml_is_parsed_and_no_other() {
+    let spec = ActionSpec::embedded();
+    let all: BTreeMap<String, String> = spec
+        .inputs
+        .iter()
+        .map(|i| (i.name.clone(), sample(&i.name).to_string()))
+        .collect();
+    let (parsed, read) = Inputs::parse_tracked(&spec, &all, Path::new("/ws"));
+    let full = parsed.expect("all samples are valid");
+    let declared: std::collections::BTreeSet<String> =
+        spec.inputs.iter().map(|i| i.name.clone()).collect();
+    assert_eq!(read, declared);
+
+    // Dropping one input at a time (back to its default) must change the result.
+    for input in &spec.inputs {
+        if input.required {
+            continue;
+        }
+        let mut without = all.clone();
+        without.remove(&input.name);
+        // kms-key is only valid with KMS, which is not the default: drop both together.
+        if input.name == "encryption-type" {
+            without.remove("kms-key");
+        }
+        let parsed = Inputs::parse(&spec, &without, Path::new("/ws"))
+            .unwrap_or_else(|e| panic!("without {}: {e}", input.name));
+        assert_ne!(parsed, full, "input `{}` has no effect", input.name);
+    }
+}
+
+/// Defaults come from action.yml: tag `latest`, context `.`, push and create on, MUTABLE,
+/// scan on push, AES256.
+#[test]
+fn defaults_come_from_action_yml() {
+    let inputs = parse(&[("repository", "app")]).unwrap();
+    assert_eq!(inputs.tags, ["latest"]);
+    assert_eq!(inputs.build.context, Path::new("/ws/."));
+    assert_eq!(
+        inputs.build.dockerfile_path(),
+        Path::new("/ws/./Dockerfile")
+    );
+    assert!(inputs.push);
+    assert!(inputs.repository_settings.create);
+    assert!(inputs.repository_settings.scan_on_push);
+    assert_eq!(
+        inputs.repository_settings.tag_mutability,
+        TagMutability::Mutable
+    );
+    assert_eq!(inputs.repository_settings.encryption, Encryption::Aes256);
+    assert_eq!(inputs.registry_id, None);
+    assert_eq!(inputs.aws_region, None);
+}
+
+/// Tags split on commas and newlines, trimmed, de-duplicated in order.
+#[test]
+fn tags_split_on_commas_and_newlines() {
+    let inputs = parse(&[("repository", "app"), ("tags", "v1, sha-1\nlatest,v1\n")]).unwrap();
+    assert_eq!(inputs.tags, ["v1", "sha-1", "latest"]);
+}
+
+/// Policies arrive as inline JSON, inline YAML or a file, and normalise to the same JSON.
+#[test]
+fn policies_from_json_yaml_or_file_are_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yml"),
+        "rules:\n  - rulePriority: 1\n",
+    )
+    .unwrap();
+    let spec = ActionSpec::embedded();
+    let parse_with = |policy: &str| {
+        Inputs::parse(
+            &spec,
+            &values(&[("repository", "app"), ("lifecycle-policy", policy)]),
+            dir.path(),
+        )
+        .unwrap()
+        .repository_settings
+        .lifecycle_policy
+        .unwrap()
+        .json
+    };
+    let json = parse_with(r#"{"rules": [{"rulePriority": 1}]}"#);
+    assert_eq!(json, parse_with("rules:\n  - rulePriority: 1"));
+    assert_eq!(json, parse_with("policy.yml"));
+}
+
+/// Every kind of bad value fails with an error that names the input.
+#[test]
+fn bad_values_name_their_input() {
+    let cases: &[(&str, &str)] = &[
+        ("repository", "MyApp"),
+        ("repository", "team/../app"),
+        ("repository", "/app"),
+        ("tags", "a:b"),
+        ("tags", ".hidden"),
+        ("tags", " , \n"),
+        ("build-args", "NOEQUALS"),
+        ("labels", "a=b\nnope"),
+        ("platform", "linux/amd64,linux/arm64"),
+        ("pull", "yes"),
+        ("no-cache", "1"),
+        ("push", "maybe"),
+        ("create-repository", "nope"),
+        ("image-tag-mutability", "maybe"),
+        ("scan-on-push", "on"),
+        ("encryption-type", "DES"),
+        ("kms-key", "alias/x"),
+        ("repository-tags", "team"),
+        ("lifecycle-policy", "{not json"),
+        ("lifecycle-policy", "missing-file.json"),
+        ("lifecycle-policy", r#"{"rules": []}"#),
+        ("repository-policy", "[1, 2]"),
+        ("registry-id", "12345"),
+        ("aws-region", "moon-base"),
+        ("target", "two words"),
+    ];
+    for (input, value) in cases {
+        let mut pairs = vec![("repository", "app"), (*input, *value)];
+        if *input == "repository" {
+            pairs.remove(0);
+        }
+        let err = parse(&pairs).expect_err(&format!("{input}={value:?} should fail"));
+        assert_eq!(err.input(), *input, "{input}={value:?}: {err}");
+        assert!(err.to_string().contains(&format!("`{input}`")), "{err}");
+    }
+}
+
+/// A missing repository and an unknown input are reported as such.
+#[test]
+fn missing_repository_and_unknown_inputs_are_reported() {
+    let err = parse(&[]).unwrap_err();
+    assert!(matches!(err, InputError::Missing { .. }), "{err}");
+    assert_eq!(err.input(), "repository");
+    let err = parse(&[("repository", "app"), ("build-arg", "A=1")]).unwrap_err();
+    assert_eq!(err, InputError::Unknown("build-arg".into()));
+}
+
+/// A 300-character value is shortened in the message, so the reason stays readable.
+#[test]
+fn long_values_are_shortened_in_messages() {
+    let long = "a".repeat(300);
+    let err = parse(&[("repository", &long)]).unwrap_err();
+    assert!(err.to_string().len() < 250, "{err}");
+    assert!(err.to_string().contains("300"), "{err}");
+}

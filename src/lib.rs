@@ -1,0 +1,233 @@
+//! ecr-build-push: build a Docker image and push it to Amazon ECR in one step.
+//!
+//! # Layout
+//!
+//! Data flows one way: the environment is captured once, inputs are parsed once into
+//! types, and each module takes what it needs as arguments.
+//!
+//! - `main.rs`: logging, inputs, [`run`], and a failure turned into one `::error::` line.
+//! - [`env`]: every environment variable the action reads, captured in one place.
+//! - [`inputs`]: `INPUT_*` variables or `--flags` to typed, validated [`inputs::Inputs`];
+//!   `action.yml` (embedded) is the source of names and defaults.
+//! - [`ecr`]: the AWS side: credentials, registry token, repository settings and
+//!   policies, digest confirmation.
+//! - [`engine`]: the Docker side through the Engine API: the build context as a streamed
+//!   tar honouring `.dockerignore`, the build, the push.
+//! - [`runner`]: the GitHub runner protocol: outputs file, summary, masks, groups,
+//!   annotations.
+//! - [`report`]: the outputs and job summary of a finished run.
+//!
+//! # Order of work
+//!
+//! Everything that can fail cheaply fails before the build: inputs, the build context and
+//! `.dockerignore`, the Docker engine and AWS credentials (checked concurrently), the
+//! registry token and the repository. Policies are applied while the image builds. The
+//! push starts only after everything has succeeded, and outputs are written only after
+//! ECR has confirmed the digest of every tag.
+
+pub mod ecr;
+pub mod engine;
+pub mod env;
+pub mod inputs;
+pub mod report;
+pub mod runner;
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use crate::ecr::{Ecr, RegistryAuth};
+use crate::engine::build::BuildRequest;
+use crate::engine::context::{self, ContextError};
+use crate::engine::push::RetryPolicy;
+use crate::engine::Engine;
+use crate::env::Environment;
+use crate::inputs::{InputError, Inputs};
+use crate::report::{PolicyOutcome, Report};
+use crate::runner::Runner;
+
+/// Renders an error with its whole cause chain on one line: `a: b: c`.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors repeat their source in their own message.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Builds and pushes as `inputs` say, and returns what happened. Writes nothing to the
+/// outputs file: the caller does, after success.
+pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow::Result<Report> {
+    let dockerfile = inputs.build.dockerfile_path();
+    let prepared = context::prepare(&inputs.build.context, &dockerfile)
+        .map_err(|e| context_input_error(&e))?;
+
+    let (engine, ecr) = tokio::try_join!(
+        async {
+            Engine::connect(&env.docker)
+                .await
+                .context("the Docker engine is not usable")
+        },
+        async {
+            Ecr::connect(inputs.aws_region.as_deref())
+                .await
+                .context("AWS is not usable")
+        },
+    )?;
+    tracing::info!(
+        "Docker Engine {} (API {}), AWS region {}",
+        engine.version,
+        engine.api_version,
+        ecr.region
+    );
+
+    let registry_id = inputs.registry_id.as_deref();
+    let auth = ecr.authorization(registry_id).await?;
+    runner.add_mask(auth.password.expose());
+    let repository_ref = format!("{}/{}", auth.registry, inputs.repository);
+    let references: Vec<String> = inputs
+        .tags
+        .iter()
+        .map(|tag| format!("{repository_ref}:{tag}"))
+        .collect();
+
+    // A build-only run leaves the repository alone.
+    let repository_state = if inputs.push {
+        Some(
+            ecr.ensure_repository(&inputs.repository, registry_id, &inputs.repository_settings)
+                .await?,
+        )
+    } else {
+        None
+    };
+
+    let build_started = Instant::now();
+    let request = BuildRequest {
+        settings: &inputs.build,
+        dockerfile,
+        references: &references,
+        registry_auth: Some(&auth),
+    };
+    let (built, policies) = tokio::join!(
+        engine::build::build(&engine, prepared, &request, runner),
+        apply_policies(&ecr, inputs),
+    );
+    let built = built?;
+    let policies = policies?;
+    let build_time = build_started.elapsed();
+    tracing::info!(
+        "built {} in {:.1}s",
+        built.image_id,
+        build_time.as_secs_f64()
+    );
+
+    let mut report = Report {
+        registry: auth.registry.clone(),
+        repository: inputs.repository.clone(),
+        references,
+        pushed: false,
+        digest: None,
+        image_id: built.image_id,
+        pushed_size_bytes: None,
+        local_size_bytes: built.size_bytes,
+        repository_state,
+        policies,
+        build_time,
+        push_time: None,
+    };
+    if inputs.push {
+        push_and_confirm(&engine, &ecr, inputs, &auth, env, runner, &mut report).await?;
+    }
+    Ok(report)
+}
+
+async fn push_and_confirm(
+    engine: &Engine,
+    ecr: &Ecr,
+    inputs: &Inputs,
+    auth: &RegistryAuth,
+    env: &Environment,
+    runner: &Runner,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let retry = if env.no_retry_delay {
+        RetryPolicy::DEFAULT.without_delays()
+    } else {
+        RetryPolicy::DEFAULT
+    };
+    let started = Instant::now();
+    let repository_ref = report.repository_uri();
+    let pushed =
+        engine::push::push(engine, &repository_ref, &inputs.tags, auth, retry, runner).await?;
+    let detail = ecr
+        .confirm_digest(
+            &inputs.repository,
+            inputs.registry_id.as_deref(),
+            &inputs.tags,
+            &pushed.digest,
+        )
+        .await
+        .context("the pushed image could not be confirmed with ECR")?;
+    let push_time = started.elapsed();
+    tracing::info!(
+        "pushed {} tag(s) at {} in {:.1}s",
+        inputs.tags.len(),
+        pushed.digest,
+        push_time.as_secs_f64()
+    );
+    report.pushed = true;
+    report.digest = Some(pushed.digest);
+    report.pushed_size_bytes = detail.size_bytes;
+    report.push_time = Some(push_time);
+    Ok(())
+}
+
+/// Applies the policies that were asked for, on pushing runs only.
+async fn apply_policies(
+    ecr: &Ecr,
+    inputs: &Inputs,
+) -> anyhow::Result<Vec<(String, PolicyOutcome)>> {
+    let mut outcomes = Vec::new();
+    if !inputs.push {
+        return Ok(outcomes);
+    }
+    let settings = &inputs.repository_settings;
+    let registry_id = inputs.registry_id.as_deref();
+    let outcome = |written: bool| {
+        if written {
+            PolicyOutcome::Applied
+        } else {
+            PolicyOutcome::Unchanged
+        }
+    };
+    if let Some(policy) = &settings.lifecycle_policy {
+        let written = ecr
+            .apply_lifecycle_policy(&inputs.repository, registry_id, policy)
+            .await?;
+        outcomes.push(("Lifecycle policy".to_string(), outcome(written)));
+    }
+    if let Some(policy) = &settings.repository_policy {
+        let written = ecr
+            .apply_repository_policy(&inputs.repository, registry_id, policy)
+            .await?;
+        outcomes.push(("Repository policy".to_string(), outcome(written)));
+    }
+    Ok(outcomes)
+}
+
+/// A context problem is a bad `context` or `dockerfile` input; say which.
+fn context_input_error(err: &ContextError) -> anyhow::Error {
+    let input = err.input_name();
+    let value = err
+        .path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    anyhow::Error::new(InputError::invalid(input, &value, err.to_string()))
+}

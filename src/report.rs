@@ -1,0 +1,193 @@
+//! What a run hands back: the step outputs (names as in `action.yml`) and the Markdown
+//! job summary.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::ecr::Repository;
+
+/// The result of a run, from which outputs and the summary are rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub registry: String,
+    pub repository: String,
+    /// Full references, one per tag, in input order.
+    pub references: Vec<String>,
+    pub pushed: bool,
+    /// Manifest digest confirmed with ECR; `None` when not pushed.
+    pub digest: Option<String>,
+    pub image_id: String,
+    /// Compressed size as ECR reports it, when pushed.
+    pub pushed_size_bytes: Option<i64>,
+    pub local_size_bytes: i64,
+    pub repository_state: Option<Repository>,
+    pub policies: Vec<(String, PolicyOutcome)>,
+    pub build_time: Duration,
+    pub push_time: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyOutcome {
+    Applied,
+    Unchanged,
+}
+
+impl Report {
+    pub fn repository_uri(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+
+    /// Outputs in `action.yml` order.
+    pub fn outputs(&self) -> Vec<(&'static str, String)> {
+        let by_digest = self
+            .digest
+            .as_ref()
+            .map(|d| format!("{}@{d}", self.repository_uri()))
+            .unwrap_or_default();
+        let pushed: Vec<&String> = if self.pushed {
+            self.references.iter().collect()
+        } else {
+            Vec::new()
+        };
+        vec![
+            ("registry", self.registry.clone()),
+            ("repository-uri", self.repository_uri()),
+            (
+                "image-uri",
+                self.references.first().cloned().unwrap_or_default(),
+            ),
+            ("image-digest", self.digest.clone().unwrap_or_default()),
+            ("image-uri-by-digest", by_digest),
+            (
+                "image-uris",
+                serde_json::to_string(&pushed).unwrap_or_else(|_| "[]".into()),
+            ),
+            ("image-id", self.image_id.clone()),
+        ]
+    }
+
+    /// The job summary: what was pushed, where, and with which repository settings.
+    pub fn summary_markdown(&self) -> String {
+        let mut md = String::new();
+        let verb = if self.pushed {
+            "Pushed"
+        } else {
+            "Built (not pushed)"
+        };
+        let _ = writeln!(md, "### {verb} `{}`\n", self.repository);
+        md.push_str("| | |\n|---|---|\n");
+        for reference in &self.references {
+            let _ = writeln!(md, "| Image | `{reference}` |");
+        }
+        if let Some(digest) = &self.digest {
+            let _ = writeln!(md, "| Digest | `{digest}` |");
+            let _ = writeln!(md, "| By digest | `{}@{digest}` |", self.repository_uri());
+        }
+        if let Some(size) = self.pushed_size_bytes {
+            let _ = writeln!(md, "| Size in ECR (compressed) | {} |", human_bytes(size));
+        }
+        let _ = writeln!(
+            md,
+            "| Size (uncompressed) | {} |",
+            human_bytes(self.local_size_bytes)
+        );
+        let _ = writeln!(md, "| Image ID | `{}` |", self.image_id);
+        let _ = writeln!(
+            md,
+            "| Build time | {:.1} s |",
+            self.build_time.as_secs_f64()
+        );
+        if let Some(push) = self.push_time {
+            let _ = writeln!(md, "| Push time | {:.1} s |", push.as_secs_f64());
+        }
+        if let Some(repo) = &self.repository_state {
+            let created = if repo.created {
+                " (created by this run)"
+            } else {
+                ""
+            };
+            let _ = writeln!(md, "| Repository | `{}`{created} |", repo.uri);
+            let _ = writeln!(md, "| Tag mutability | {} |", repo.tag_mutability);
+            let _ = writeln!(md, "| Scan on push | {} |", repo.scan_on_push);
+            let _ = writeln!(md, "| Encryption | {} |", repo.encryption);
+        }
+        for (name, outcome) in &self.policies {
+            let state = match outcome {
+                PolicyOutcome::Applied => "applied",
+                PolicyOutcome::Unchanged => "unchanged",
+            };
+            let _ = writeln!(md, "| {name} | {state} |");
+        }
+        md.push('\n');
+        md
+    }
+}
+
+fn human_bytes(bytes: i64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let value = bytes as f64;
+    if value >= 1e9 {
+        format!("{:.2} GB", value / 1e9)
+    } else if value >= 1e6 {
+        format!("{:.1} MB", value / 1e6)
+    } else if value >= 1e3 {
+        format!("{:.1} kB", value / 1e3)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(pushed: bool) -> Report {
+        Report {
+            registry: "1.dkr.ecr.r.amazonaws.com".into(),
+            repository: "team/app".into(),
+            references: vec![
+                "1.dkr.ecr.r.amazonaws.com/team/app:v1".into(),
+                "1.dkr.ecr.r.amazonaws.com/team/app:latest".into(),
+            ],
+            pushed,
+            digest: pushed.then(|| "sha256:abc".into()),
+            image_id: "sha256:def".into(),
+            pushed_size_bytes: pushed.then_some(1_234_567),
+            local_size_bytes: 4_000_000,
+            repository_state: None,
+            policies: vec![],
+            build_time: Duration::from_millis(1500),
+            push_time: None,
+        }
+    }
+
+    /// Outputs follow the documented formats, in action.yml's order.
+    #[test]
+    fn outputs_have_the_documented_shapes() {
+        let outputs = report(true).outputs();
+        let get = |name: &str| outputs.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+        assert_eq!(get("registry"), "1.dkr.ecr.r.amazonaws.com");
+        assert_eq!(get("repository-uri"), "1.dkr.ecr.r.amazonaws.com/team/app");
+        assert_eq!(get("image-uri"), "1.dkr.ecr.r.amazonaws.com/team/app:v1");
+        assert_eq!(
+            get("image-uri-by-digest"),
+            "1.dkr.ecr.r.amazonaws.com/team/app@sha256:abc"
+        );
+        let uris: Vec<String> = serde_json::from_str(&get("image-uris")).unwrap();
+        assert_eq!(uris.len(), 2);
+        let names: Vec<_> = outputs.iter().map(|(n, _)| *n).collect();
+        let spec = crate::inputs::ActionSpec::embedded();
+        let declared: Vec<_> = spec.outputs.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, declared);
+    }
+
+    /// A build-only run has no digest and pushed nothing.
+    #[test]
+    fn build_only_outputs_are_empty_where_nothing_was_pushed() {
+        let outputs = report(false).outputs();
+        let get = |name: &str| outputs.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+        assert_eq!(get("image-digest"), "");
+        assert_eq!(get("image-uris"), "[]");
+        assert!(report(false).summary_markdown().contains("not pushed"));
+    }
+}

@@ -1,0 +1,282 @@
+//! The GitHub runner protocol: workflow commands (masks, groups, annotations), the
+//! outputs file and the job summary. Outside a runner the same calls degrade to plain
+//! text: outputs go to stdout as `name=value` lines and annotations become messages.
+//!
+//! Workflow commands and logs go to stderr: the runner (and act) read commands from both
+//! streams, and keeping stdout for data means `ecr-build-push ... > outputs.env` works
+//! by hand.
+
+use std::collections::hash_map::RandomState;
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+/// Where the runner protocol writes.
+#[derive(Debug, Clone, Default)]
+pub struct Runner {
+    pub in_actions: bool,
+    pub output_file: Option<PathBuf>,
+    pub summary_file: Option<PathBuf>,
+}
+
+impl Runner {
+    /// Hides `secret` in every later log line. Must be called before the value could be
+    /// printed anywhere.
+    pub fn add_mask(&self, secret: &str) {
+        if self.in_actions && !secret.is_empty() {
+            command("add-mask", &[], secret);
+        }
+    }
+
+    /// Starts a collapsible section of the log.
+    pub fn group(&self, title: &str) -> Group {
+        if self.in_actions {
+            command("group", &[], title);
+        } else {
+            eprintln!("==> {title}");
+        }
+        Group {
+            in_actions: self.in_actions,
+        }
+    }
+
+    /// Prints untrusted text (build output) so the runner does not act on workflow
+    /// commands inside it: `::stop-commands::<token>` turns command processing off until
+    /// the token is echoed back.
+    pub fn untrusted(&self) -> Untrusted {
+        let token = self.in_actions.then(|| {
+            let token = random_token();
+            command("stop-commands", &[], &token);
+            token
+        });
+        Untrusted { token }
+    }
+
+    /// The one error annotation of a failed run.
+    pub fn error(&self, title: &str, message: &str) {
+        if self.in_actions {
+            command("error", &[("title", title)], message);
+        } else {
+            eprintln!("error: {message}");
+        }
+    }
+
+    /// An error annotation pointing at a line of a file (a Dockerfile).
+    pub fn error_at(&self, file: &str, line: Option<u32>, title: &str, message: &str) {
+        if self.in_actions {
+            let line = line.map(|l| l.to_string());
+            let mut props = vec![("file", file), ("title", title)];
+            if let Some(line) = &line {
+                props.push(("line", line));
+            }
+            command("error", &props, message);
+        } else {
+            match line {
+                Some(line) => eprintln!("error: {file}:{line}: {message}"),
+                None => eprintln!("error: {file}: {message}"),
+            }
+        }
+    }
+
+    pub fn warning(&self, message: &str) {
+        if self.in_actions {
+            command("warning", &[], message);
+        } else {
+            eprintln!("warning: {message}");
+        }
+    }
+
+    /// Writes all outputs at once, in the runner's multiline-safe `name<<delimiter`
+    /// format, or as `name=value` lines on stdout outside a runner.
+    pub fn write_outputs(&self, outputs: &[(&str, String)]) -> anyhow::Result<()> {
+        if let Some(path) = &self.output_file {
+            let text = format_outputs(outputs);
+            return append(path, &text)
+                .with_context(|| format!("cannot write outputs to {}", path.display()));
+        }
+        let mut stdout = std::io::stdout().lock();
+        for (name, value) in outputs {
+            writeln!(stdout, "{name}={value}")?;
+        }
+        Ok(())
+    }
+
+    /// Appends Markdown to the job summary, when there is one.
+    pub fn write_summary(&self, markdown: &str) -> anyhow::Result<()> {
+        if let Some(path) = &self.summary_file {
+            append(path, markdown)
+                .with_context(|| format!("cannot write the job summary to {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Closes its log group when dropped, so an early return cannot leave a group open.
+#[derive(Debug)]
+#[must_use = "the group ends when this is dropped"]
+pub struct Group {
+    in_actions: bool,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if self.in_actions {
+            eprintln!("::endgroup::");
+        }
+    }
+}
+
+/// Turns workflow commands back on when dropped.
+#[derive(Debug)]
+#[must_use = "commands resume when this is dropped"]
+pub struct Untrusted {
+    token: Option<String>,
+}
+
+impl Untrusted {
+    /// Prints one line of untrusted output.
+    pub fn line(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+impl Drop for Untrusted {
+    fn drop(&mut self) {
+        if let Some(token) = &self.token {
+            eprintln!("::{token}::");
+        }
+    }
+}
+
+fn command(name: &str, properties: &[(&str, &str)], message: &str) {
+    eprintln!("{}", format_command(name, properties, message));
+}
+
+/// `::name key=value,key=value::message`, escaped as the runner's toolkit does.
+pub fn format_command(name: &str, properties: &[(&str, &str)], message: &str) -> String {
+    let mut line = format!("::{name}");
+    for (i, (key, value)) in properties.iter().enumerate() {
+        line.push(if i == 0 { ' ' } else { ',' });
+        let _ = write!(line, "{key}={}", escape_property(value));
+    }
+    let _ = write!(line, "::{}", escape_data(message));
+    line
+}
+
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// Formats outputs for `GITHUB_OUTPUT`. The delimiter is random and checked against the
+/// values, so a value cannot end the block early and inject another output.
+pub fn format_outputs(outputs: &[(&str, String)]) -> String {
+    let mut text = String::new();
+    for (name, value) in outputs {
+        let delimiter = loop {
+            let candidate = format!("ghadelimiter_{}", random_token());
+            if !value.contains(&candidate) && !name.contains(&candidate) {
+                break candidate;
+            }
+        };
+        let _ = write!(text, "{name}<<{delimiter}\n{value}\n{delimiter}\n");
+    }
+    text
+}
+
+/// 128 random bits as hex. `RandomState` is seeded from the OS per instance, which is
+/// all the unpredictability a delimiter or stop-commands token needs.
+fn random_token() -> String {
+    let mut token = String::new();
+    for _ in 0..2 {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u8(0);
+        let _ = write!(token, "{:016x}", hasher.finish());
+    }
+    token
+}
+
+fn append(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commands escape `%`, newlines, and `:`/`,` in properties, as the toolkit does.
+    #[test]
+    fn commands_are_escaped_like_the_toolkit() {
+        assert_eq!(
+            format_command(
+                "error",
+                &[("file", "a:b,c"), ("line", "3")],
+                "50% done\nnext"
+            ),
+            "::error file=a%3Ab%2Cc,line=3::50%25 done%0Anext"
+        );
+        assert_eq!(format_command("group", &[], "Build"), "::group::Build");
+    }
+
+    /// Outputs use the heredoc format, so a value with newlines (or one that tries to
+    /// fake a second output) stays one value.
+    #[test]
+    fn outputs_survive_multiline_and_injection_attempts() {
+        let text = format_outputs(&[
+            ("a", "x".to_string()),
+            ("b", "line1\nline2\nc<<EOF\nevil\nEOF".to_string()),
+        ]);
+        let mut lines = text.lines();
+        let first = lines.next().unwrap();
+        let delimiter = first.strip_prefix("a<<").unwrap();
+        assert_eq!(lines.next(), Some("x"));
+        assert_eq!(lines.next(), Some(delimiter));
+        let second = lines.next().unwrap();
+        let delimiter2 = second.strip_prefix("b<<").unwrap();
+        assert_ne!(delimiter, delimiter2, "delimiters are random per output");
+        let body: Vec<_> = lines.by_ref().take_while(|l| *l != delimiter2).collect();
+        assert_eq!(body, ["line1", "line2", "c<<EOF", "evil", "EOF"]);
+        assert_eq!(lines.next(), None);
+    }
+
+    /// Outputs append to the file, keeping what earlier steps wrote.
+    #[test]
+    fn outputs_append_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        std::fs::write(&path, "earlier<<X\n1\nX\n").unwrap();
+        let runner = Runner {
+            in_actions: true,
+            output_file: Some(path.clone()),
+            summary_file: None,
+        };
+        runner
+            .write_outputs(&[("image-uri", "r/a:b".into())])
+            .unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.starts_with("earlier<<X\n1\nX\nimage-uri<<ghadelimiter_"),
+            "{text}"
+        );
+        assert!(text.contains("\nr/a:b\n"));
+    }
+
+    /// Tokens are random: two in a row differ.
+    #[test]
+    fn tokens_are_random() {
+        assert_ne!(random_token(), random_token());
+        assert_eq!(random_token().len(), 32);
+    }
+}

@@ -1,0 +1,551 @@
+//! End-to-end: the action binary against the stand-in (Docker engine, moto's ECR API,
+//! the TLS registry at the ECR host name). Every assertion looks at what a user would
+//! see: the registry's own manifests, ECR's records, the pulled image, the outputs file
+//! and the log.
+
+mod support;
+
+use support::{docker, docker_output, standin, unique, Workspace, ACCOUNT, REGION};
+
+const BASE: &str = "local/busybox:latest";
+
+fn example_workspace() -> Workspace {
+    let ws = Workspace::new();
+    ws.write(
+        "Dockerfile",
+        &format!(
+            "FROM {BASE}\nARG GREETING=unset\nCOPY . /app/\n\
+             RUN echo \"$GREETING\" > /greeting\nCMD [\"cat\", \"/greeting\"]\n"
+        ),
+    )
+    .write("app.txt", "hello from the context\n")
+    .write("secret.env", "TOKEN=do-not-ship\n")
+    .write("logs/debug.log", "noise\n")
+    .write("docs/README.md", "keep me\n")
+    .write("docs/notes.md", "drop me\n")
+    .write(
+        ".dockerignore",
+        "secret.env\nlogs\ndocs/*.md\n!docs/README.md\n",
+    );
+    ws
+}
+
+/// The main job: a build pushed under two tags. Every output is well formed; the registry's
+/// own manifest digest for each tag, and ECR's record, equal `image-digest`; the pulled
+/// image runs with the build arg baked in; `.dockerignore`d files are not in it; the
+/// repository was created with the default settings; the summary names the digest.
+#[test]
+fn pushes_an_image_and_outputs_match_the_registry() {
+    let standin = standin();
+    let repo = unique("team/app");
+    let ws = example_workspace();
+    let run = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("tags", "v1\nlatest")
+        .input("build-args", "GREETING=hi there")
+        .input(
+            "labels",
+            "org.opencontainers.image.source=https://example.test/app",
+        )
+        .run();
+    run.assert_success();
+
+    let registry = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com");
+    let digest = run.output("image-digest").to_string();
+    assert_eq!(run.output("registry"), registry);
+    assert_eq!(run.output("repository-uri"), format!("{registry}/{repo}"));
+    assert_eq!(run.output("image-uri"), format!("{registry}/{repo}:v1"));
+    assert_eq!(
+        run.output("image-uri-by-digest"),
+        format!("{registry}/{repo}@{digest}")
+    );
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    assert!(run.output("image-id").starts_with("sha256:"));
+    let uris: Vec<String> = serde_json::from_str(run.output("image-uris")).unwrap();
+    assert_eq!(
+        uris,
+        [
+            format!("{registry}/{repo}:v1"),
+            format!("{registry}/{repo}:latest")
+        ]
+    );
+
+    for tag in ["v1", "latest"] {
+        assert_eq!(
+            standin.registry_digest(&repo, tag).as_deref(),
+            Some(digest.as_str()),
+            "registry, tag {tag}"
+        );
+        assert_eq!(
+            standin.moto_digest(&repo, tag).as_deref(),
+            Some(digest.as_str()),
+            "ECR, tag {tag}"
+        );
+    }
+
+    // Pull it back by digest, from a clean slate, and run it.
+    let by_digest = run.output("image-uri-by-digest");
+    let _ = docker_output(&[
+        "rmi",
+        "-f",
+        &format!("{registry}/{repo}:v1"),
+        &format!("{registry}/{repo}:latest"),
+    ]);
+    standin.docker_pull(by_digest);
+    assert_eq!(docker(&["run", "--rm", by_digest]), "hi there");
+    let files = docker(&["run", "--rm", by_digest, "find", "/app", "-type", "f"]);
+    let mut files: Vec<&str> = files.lines().collect();
+    files.sort_unstable();
+    // As with `docker build`, .dockerignore itself is part of the context.
+    assert_eq!(
+        files,
+        [
+            "/app/.dockerignore",
+            "/app/Dockerfile",
+            "/app/app.txt",
+            "/app/docs/README.md"
+        ]
+    );
+    let label = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"org.opencontainers.image.source\"}}",
+        by_digest,
+    ]);
+    assert_eq!(label, "https://example.test/app");
+
+    let repository = standin
+        .repository(&repo)
+        .expect("the repository was created");
+    assert_eq!(repository["imageTagMutability"], "MUTABLE");
+    assert_eq!(repository["imageScanningConfiguration"]["scanOnPush"], true);
+    assert!(run.summary.contains(&digest), "summary: {}", run.summary);
+    assert!(
+        run.summary.contains("created by this run"),
+        "summary: {}",
+        run.summary
+    );
+    assert_eq!(run.error_lines(), Vec::<&str>::new());
+    let _ = docker_output(&["rmi", "-f", by_digest]);
+}
+
+/// The registry password is masked before anything else is printed and appears nowhere
+/// else: not in the log, the outputs, the summary, or ~/.docker/config.json.
+#[test]
+fn the_registry_password_is_masked_and_never_written() {
+    let standin = standin();
+    let home = tempfile::tempdir().unwrap();
+    let ws = example_workspace();
+    let run = standin
+        .action(ws.path())
+        .input("repository", &unique("secrets"))
+        .env("HOME", home.path().to_str().unwrap())
+        .env("RUNNER_DEBUG", "1")
+        .run();
+    run.assert_success();
+    let mask = format!("::add-mask::{}", standin.password);
+    let first_mention = run
+        .stderr
+        .find(&standin.password)
+        .expect("the password is masked");
+    assert_eq!(
+        first_mention,
+        run.stderr.find(&mask).unwrap() + "::add-mask::".len()
+    );
+    assert_eq!(
+        run.stderr.matches(&standin.password).count(),
+        1,
+        "only in the mask command"
+    );
+    assert!(!run.stdout.contains(&standin.password));
+    assert!(!run.output_file.contains(&standin.password));
+    assert!(!run.summary.contains(&standin.password));
+    assert!(
+        !home.path().join(".docker").exists(),
+        "nothing written under HOME"
+    );
+}
+
+/// A Dockerfile outside the context is sent under a generated name and does not end up in
+/// the image; `dockerfile` relative to the workspace works.
+#[test]
+fn a_dockerfile_outside_the_context_builds() {
+    let standin = standin();
+    let ws = Workspace::new();
+    ws.write(
+        "build/app.Dockerfile",
+        &format!("FROM {BASE}\nCOPY . /ctx/\n"),
+    )
+    .write("src/main.txt", "code\n");
+    let repo = unique("outside");
+    let run = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("context", "src")
+        .input("dockerfile", "build/app.Dockerfile")
+        .input("push", "false")
+        .run();
+    run.assert_success();
+    let image = run.output("image-uri");
+    assert_eq!(
+        docker(&["run", "--rm", image, "ls", "-A", "/ctx"]),
+        "main.txt"
+    );
+    let _ = docker_output(&["rmi", "-f", image]);
+}
+
+/// `push: false` builds and tags locally, creates no repository, and reports no digest.
+#[test]
+fn push_false_builds_only() {
+    let standin = standin();
+    let repo = unique("buildonly");
+    let ws = example_workspace();
+    let run = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("push", "false")
+        .run();
+    run.assert_success();
+    assert_eq!(run.output("image-digest"), "");
+    assert_eq!(run.output("image-uris"), "[]");
+    assert!(
+        standin.repository(&repo).is_none(),
+        "no repository is created"
+    );
+    let image = run.output("image-uri");
+    assert_eq!(
+        docker(&["image", "inspect", "-f", "{{.Id}}", image]),
+        run.output("image-id")
+    );
+    let _ = docker_output(&["rmi", "-f", image]);
+}
+
+/// A private base image in ECR builds: the daemon pulls it with the registry token.
+#[test]
+fn a_private_base_image_in_ecr_builds() {
+    let standin = standin();
+    let base_repo = unique("base");
+    let base_ws = Workspace::new();
+    base_ws.write(
+        "Dockerfile",
+        &format!("FROM {BASE}\nRUN echo private-base > /base.txt\n"),
+    );
+    let base = standin
+        .action(base_ws.path())
+        .input("repository", &base_repo)
+        .input("tags", "v1")
+        .run();
+    base.assert_success();
+    let base_ref = base.output("image-uri").to_string();
+    // Remove it locally, so the build must pull it from the registry.
+    docker(&["rmi", "-f", &base_ref]);
+
+    let ws = Workspace::new();
+    ws.write(
+        "Dockerfile",
+        &format!("FROM {base_ref}\nCMD [\"cat\", \"/base.txt\"]\n"),
+    );
+    let run = standin
+        .action(ws.path())
+        .input("repository", &unique("app"))
+        .input("pull", "true")
+        .run();
+    run.assert_success();
+    assert_eq!(
+        docker(&["run", "--rm", run.output("image-uri")]),
+        "private-base"
+    );
+    let _ = docker_output(&["rmi", "-f", run.output("image-uri"), &base_ref]);
+}
+
+/// Repository settings apply on creation (IMMUTABLE, scan off, resource tags) and
+/// policies are applied, then left alone when unchanged on the next run.
+#[test]
+fn repository_settings_and_policies_apply_idempotently() {
+    let standin = standin();
+    let repo = unique("settings");
+    let ws = example_workspace();
+    ws.write("policy.yml", "rules:\n  - rulePriority: 1\n    selection:\n      tagStatus: untagged\n      countType: sinceImagePushed\n      countUnit: days\n      countNumber: 14\n    action:\n      type: expire\n");
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Sid":"pull","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::210987654321:root"},"Action":["ecr:BatchGetImage"]}]}"#;
+    let first = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("tags", "one")
+        .input("image-tag-mutability", "IMMUTABLE")
+        .input("scan-on-push", "false")
+        .input("repository-tags", "team=platform")
+        .input("lifecycle-policy", "policy.yml")
+        .input("repository-policy", policy)
+        .run();
+    first.assert_success();
+    let repository = standin.repository(&repo).unwrap();
+    assert_eq!(repository["imageTagMutability"], "IMMUTABLE");
+    assert_eq!(
+        repository["imageScanningConfiguration"]["scanOnPush"],
+        false
+    );
+    let lifecycle = standin.moto(
+        "GetLifecyclePolicy",
+        &serde_json::json!({"repositoryName": repo}),
+    );
+    let text: serde_json::Value =
+        serde_json::from_str(lifecycle["lifecyclePolicyText"].as_str().unwrap()).unwrap();
+    assert_eq!(text["rules"][0]["selection"]["countNumber"], 14);
+    let tags = standin.moto(
+        "ListTagsForResource",
+        &serde_json::json!({"resourceArn": repository["repositoryArn"]}),
+    );
+    assert_eq!(tags["tags"][0]["Key"], "team");
+    assert!(
+        first.summary.contains("| Lifecycle policy | applied |"),
+        "{}",
+        first.summary
+    );
+
+    let second = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("tags", "two")
+        .input("lifecycle-policy", "policy.yml")
+        .input("repository-policy", policy)
+        .run();
+    second.assert_success();
+    assert!(
+        second.summary.contains("| Lifecycle policy | unchanged |"),
+        "{}",
+        second.summary
+    );
+    assert!(
+        second.summary.contains("| Repository policy | unchanged |"),
+        "{}",
+        second.summary
+    );
+}
+
+/// An IMMUTABLE repository refuses a different image under an existing tag: the run fails
+/// with ECR's message, writes no outputs, and the tag keeps its first digest.
+#[test]
+fn an_immutable_tag_cannot_be_overwritten() {
+    let standin = standin();
+    let repo = unique("immutable");
+    let ws = example_workspace();
+    let first = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("tags", "v1")
+        .input("image-tag-mutability", "IMMUTABLE")
+        .run();
+    first.assert_success();
+    let digest = first.output("image-digest").to_string();
+
+    ws.write("app.txt", "a different image\n");
+    let second = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("tags", "v1")
+        .run();
+    assert!(!second.success);
+    assert_eq!(second.error_lines().len(), 1, "{}", second.stderr);
+    assert!(
+        second.error_lines()[0].contains("already exists"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(second.output_file, "");
+    assert_eq!(standin.registry_digest(&repo, "v1"), Some(digest));
+}
+
+/// With `create-repository: false` a missing repository fails before the build, naming it.
+#[test]
+fn a_missing_repository_fails_when_creation_is_off() {
+    let standin = standin();
+    let repo = unique("missing");
+    let run = standin
+        .action(example_workspace().path())
+        .input("repository", &repo)
+        .input("create-repository", "false")
+        .run();
+    assert!(!run.success);
+    assert_eq!(run.error_lines().len(), 1, "{}", run.stderr);
+    assert!(run.error_lines()[0].contains(&repo), "{}", run.stderr);
+    assert!(!run.stderr.contains("Step 1/"), "the build must not start");
+    assert!(standin.repository(&repo).is_none());
+}
+
+/// Bad inputs fail before anything happens: exit non-zero, one `::error::` naming the
+/// input, no outputs, no repository created, no build started.
+#[test]
+fn bad_inputs_fail_before_anything_happens() {
+    let standin = standin();
+    let cases: &[(&str, &str)] = &[
+        ("tags", "bad:tag"),
+        ("tags", &"x".repeat(129)),
+        ("context", "does-not-exist"),
+        ("context", "app.txt"),
+        ("dockerfile", "nope/Dockerfile"),
+        ("dockerfile", "docs"),
+        ("build-args", "NOEQUALS"),
+        ("image-tag-mutability", "maybe"),
+        ("push", "yes"),
+        ("lifecycle-policy", "{\"rules\": ["),
+        ("kms-key", "alias/key"),
+    ];
+    for (input, value) in cases {
+        let repo = unique("bad");
+        let run = standin
+            .action(example_workspace().path())
+            .input("repository", &repo)
+            .input(input, value)
+            .run();
+        assert!(!run.success, "{input}={value} should fail");
+        let errors = run.error_lines();
+        assert_eq!(errors.len(), 1, "{input}={value}: {}", run.stderr);
+        assert!(
+            errors[0].contains(&format!("`{input}`")),
+            "{input}={value}: {}",
+            errors[0]
+        );
+        assert_eq!(run.output_file, "", "{input}={value}");
+        assert!(
+            !run.stderr.contains("Step 1/"),
+            "{input}={value}: the build started"
+        );
+        assert!(
+            standin.repository(&repo).is_none(),
+            "{input}={value}: repository created"
+        );
+    }
+    let run = standin
+        .action(example_workspace().path())
+        .input("repository", "Team/App")
+        .run();
+    assert!(!run.success);
+    assert!(
+        run.error_lines()[0].contains("`repository`"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// A failing `RUN` fails the run with one error annotation pointing at its Dockerfile
+/// line, and nothing is pushed.
+#[test]
+fn a_failing_run_step_points_at_its_dockerfile_line() {
+    let standin = standin();
+    let repo = unique("runfails");
+    let ws = Workspace::new();
+    ws.write(
+        "Dockerfile",
+        &format!("FROM {BASE}\n\n# fails\nRUN echo about to fail && \\\n    false\n"),
+    );
+    let run = standin.action(ws.path()).input("repository", &repo).run();
+    assert!(!run.success);
+    let errors = run.error_lines();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(errors[0].contains("line=4"), "{}", errors[0]);
+    assert!(errors[0].contains("non-zero code"), "{}", errors[0]);
+    assert_eq!(standin.registry_digest(&repo, "latest"), None);
+    assert_eq!(run.output_file, "");
+}
+
+/// `target` stops at a stage and `platform` builds for another architecture (no RUN, so
+/// no emulation is needed).
+#[test]
+fn target_and_platform_are_honoured() {
+    let standin = standin();
+    let ws = Workspace::new();
+    ws.write(
+        "Dockerfile",
+        "FROM scratch AS first\nCOPY a.txt /\n\nFROM scratch AS second\nCOPY b.txt /\n",
+    )
+    .write("a.txt", "a\n")
+    .write("b.txt", "b\n");
+    let run = standin
+        .action(ws.path())
+        .input("repository", &unique("stages"))
+        .input("target", "first")
+        .input("platform", "linux/arm64")
+        .run();
+    run.assert_success();
+    let image = run.output("image-uri-by-digest");
+    let layers = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Architecture}} {{len .RootFS.Layers}}",
+        run.output("image-uri"),
+    ]);
+    assert_eq!(layers, "arm64 1");
+    let _ = image;
+    let _ = docker_output(&["rmi", "-f", run.output("image-uri")]);
+}
+
+/// Run by hand with `--flags`: outputs go to stdout as name=value lines.
+#[test]
+fn runs_by_hand_with_flags_and_prints_outputs() {
+    let standin = standin();
+    let repo = unique("byhand");
+    let ws = example_workspace();
+    let run = standin
+        .action(ws.path())
+        .by_hand(&["--repository", &repo, "--tags", "cli", "--no-cache"])
+        .run();
+    run.assert_success();
+    let outputs: std::collections::BTreeMap<&str, &str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let digest = outputs["image-digest"];
+    assert_eq!(
+        standin.registry_digest(&repo, "cli").as_deref(),
+        Some(digest)
+    );
+    assert!(
+        !run.stderr.contains("::"),
+        "no workflow commands outside a runner"
+    );
+}
+
+/// Without AWS credentials the run fails fast, says so, and builds nothing.
+#[test]
+fn no_credentials_fails_before_the_build() {
+    let standin = standin();
+    let run = standin
+        .action(example_workspace().path())
+        .input("repository", &unique("nocreds"))
+        .remove_env("AWS_ACCESS_KEY_ID")
+        .remove_env("AWS_SECRET_ACCESS_KEY")
+        .remove_env("AWS_SESSION_TOKEN")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .run();
+    assert!(!run.success);
+    let errors = run.error_lines();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(errors[0].contains("no AWS credentials"), "{}", errors[0]);
+    assert!(!run.stderr.contains("Step 1/"));
+}
+
+/// A Docker daemon that is not there fails first, with advice.
+#[test]
+fn a_missing_docker_daemon_fails_first_with_advice() {
+    let standin = standin();
+    let run = standin
+        .action(example_workspace().path())
+        .input("repository", &unique("nodocker"))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .run();
+    assert!(!run.success);
+    let errors = run.error_lines();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains("/nonexistent/docker.sock does not exist"),
+        "{}",
+        errors[0]
+    );
+}

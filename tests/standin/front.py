@@ -1,0 +1,487 @@
+#!/usr/bin/env python3
+"""TLS front of the ECR stand-in: one HTTPS listener that plays both ECR hosts.
+
+  api.ecr.us-east-1.amazonaws.com               -> moto server (plain pass-through)
+  123456789012.dkr.ecr.us-east-1.amazonaws.com  -> docker-registry, plus the ECR rules
+                                                   that a plain registry lacks:
+    * a repository moto does not know answers 404 NAME_UNKNOWN (ECR never creates
+      a repository on push);
+    * an IMMUTABLE repository refuses to move an existing tag (400 TAG_INVALID);
+    * every accepted manifest PUT is recorded in moto (put_image) before the client
+      sees the 201, so DescribeImages agrees with the registry the moment a push ends.
+
+Standard library only, apart from boto3 (shipped with moto) to talk to moto. Bodies
+are streamed in both directions, never buffered whole, except manifests (small, and
+needed for the digest and for put_image). One thread per client connection.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import logging
+import os
+import re
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+REGISTRY_HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+API_HOST = f"api.ecr.{REGION}.amazonaws.com"
+
+BUF = 256 * 1024                 # copy size: big enough that a 50 MB layer costs few syscalls
+MANIFEST_LIMIT = 4 * 1024 * 1024  # ECR's own manifest size limit
+UPSTREAM_TIMEOUT = 300
+CLIENT_IDLE_TIMEOUT = 300
+
+# Headers that describe one hop, not the message (RFC 9110 7.6.1); we re-frame bodies ourselves.
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+    "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
+    "content-length", "expect",
+}
+
+# Greedy (.+) makes <name> run up to the LAST /manifests/, /blobs/ or /tags/ segment,
+# so names with slashes ("team/app") work.
+REPO_PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<rest>.*)$")
+
+log = logging.getLogger("front")
+
+
+class ClientGone(Exception):
+    """The downstream client went away; nothing useful can be sent to it any more."""
+
+
+class UpstreamGone(Exception):
+    """The upstream closed the connection before answering."""
+
+
+class Moto:
+    """The few ECR API calls the registry rules need, against moto's plain-HTTP endpoint."""
+
+    def __init__(self, url: str):
+        import boto3  # imported here so `front.py --help` stays instant
+        from botocore.config import Config
+
+        self.client = boto3.client(
+            "ecr", endpoint_url=url, region_name=REGION,
+            aws_access_key_id="standin", aws_secret_access_key="standin",
+            config=Config(retries={"max_attempts": 2, "mode": "standard"},
+                          max_pool_connections=64, connect_timeout=5, read_timeout=30),
+        )
+        self.errors = self.client.exceptions
+
+    def repository(self, name: str) -> dict | None:
+        # Deliberately uncached: tests reset moto between cases, and a stale "exists"
+        # would let a push succeed that real ECR would refuse.
+        try:
+            return self.client.describe_repositories(repositoryNames=[name])["repositories"][0]
+        except (self.errors.RepositoryNotFoundException, self.errors.InvalidParameterException):
+            return None
+
+    def digest_of(self, name: str, image_id: dict) -> str | None:
+        try:
+            details = self.client.describe_images(repositoryName=name, imageIds=[image_id])
+        except self.errors.ImageNotFoundException:
+            return None
+        images = details.get("imageDetails") or []
+        return images[0]["imageDigest"] if images else None
+
+    def image(self, name: str, tag: str) -> dict | None:
+        """The image a tag points at now: imageId, imageManifest, imageManifestMediaType."""
+        images = self.client.batch_get_image(repositoryName=name, imageIds=[{"imageTag": tag}])
+        return (images.get("images") or [None])[0]
+
+    def put_image(self, name: str, manifest: str, media_type: str | None,
+                  tag: str | None, digest: str, previous: dict | None = None) -> None:
+        if tag is None and self.digest_of(name, {"imageDigest": digest}):
+            # moto 5.2 mishandles a digest-only re-push of a known manifest (it tries to
+            # delete tag None); ECR treats it as a no-op, so do we.
+            return
+        args = {"repositoryName": name, "imageManifest": manifest, "imageDigest": digest}
+        if media_type:
+            args["imageManifestMediaType"] = media_type
+        if tag is not None:
+            args["imageTag"] = tag
+        try:
+            self.client.put_image(**args)
+        except self.errors.ImageAlreadyExistsException:
+            pass  # identical tag+manifest already recorded: ECR accepts the re-push
+        old_digest = previous["imageId"]["imageDigest"] if previous else None
+        if old_digest and old_digest != digest and not self.digest_of(name, {"imageDigest": old_digest}):
+            # moto 5.2 deletes the image a moved tag used to name; ECR keeps it, untagged
+            # (and so does the registry). Put it back so the two stay in step.
+            self.client.put_image(
+                repositoryName=name, imageManifest=previous["imageManifest"],
+                imageManifestMediaType=previous.get("imageManifestMediaType")
+                or json.loads(previous["imageManifest"]).get("mediaType"),
+                imageDigest=old_digest)
+
+
+class Front(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, addr, ctx: ssl.SSLContext, moto: Moto, moto_addr, registry_addr):
+        self.ctx = ctx
+        self.moto = moto
+        self.moto_addr = moto_addr
+        self.registry_addr = registry_addr
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        super().__init__(addr, Handler)
+
+    def server_bind(self):
+        # HTTPServer.server_bind does a reverse DNS lookup we do not need.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Handshake lazily in the connection's own thread, so a slow client never
+        # blocks the accept loop.
+        return self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def repo_lock(self, name: str) -> threading.Lock:
+        # Serialises check-then-put on one repository, so two parallel pushes of
+        # different images to one immutable tag cannot both win.
+        with self._locks_guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        log.info("%s connection error: %s: %s", client_address[0], type(exc).__name__, exc)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"   # keep-alive: docker reuses connections heavily
+    server_version = "ecr-standin"
+    rbufsize = 64 * 1024
+    timeout = CLIENT_IDLE_TIMEOUT
+    server: Front
+
+    def setup(self):
+        self.request.settimeout(30)
+        self.request.do_handshake()
+        super().setup()
+
+    def log_message(self, fmt, *args):  # BaseHTTPRequestHandler's own stderr chatter
+        pass
+
+    # Every method goes through one path: the proxy does not care about verbs.
+    def do_GET(self):
+        self._serve()
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+    def _serve(self):
+        started = time.monotonic()
+        self._status = 0
+        self._sent_headers = False
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
+        try:
+            if host == API_HOST:
+                self._forward(self.server.moto_addr)
+            elif host == REGISTRY_HOST:
+                self._registry()
+            else:
+                self._drain_body()
+                self._json_error(421, "MISDIRECTED", f"unknown host {host!r}")
+        except ClientGone:
+            self.close_connection = True
+        except UpstreamGone:
+            self.close_connection = True
+            log.info("upstream hung up on %s %s", self.command, urlsplit(self.path).path)
+            self._try_json_error(502, "STANDIN_UPSTREAM_GONE", "upstream closed the connection early")
+        except Exception as exc:  # noqa: BLE001 - a proxy must answer something
+            self.close_connection = True
+            log.exception("error serving %s %s", self.command, urlsplit(self.path).path)
+            self._try_json_error(502, "STANDIN_ERROR", f"{type(exc).__name__}: {exc}")
+        finally:
+            ms = (time.monotonic() - started) * 1000
+            # Path only: query strings carry upload state tokens; never headers or bodies.
+            log.info("%s %s %s %s %d %.1fms", self.client_address[0], host.split(".")[0],
+                     self.command, urlsplit(self.path).path, self._status, ms)
+
+    # --- registry rules ---------------------------------------------------------------
+
+    def _registry(self):
+        m = REPO_PATH.match(urlsplit(self.path).path)
+        # Unauthenticated requests go straight to the registry so they get its 401
+        # challenge first, as ECR does; the repository check applies to real clients.
+        if m and self.headers.get("Authorization"):
+            name = m["name"]
+            repo = self.server.moto.repository(name)
+            if repo is None:
+                self._drain_body()
+                return self._json_error(
+                    404, "NAME_UNKNOWN",
+                    f"The repository with name '{name}' does not exist in the registry "
+                    f"with id '{ACCOUNT}'")
+            if m["kind"] == "manifests" and self.command == "PUT":
+                return self._put_manifest(name, m["rest"], repo)
+        self._forward(self.server.registry_addr)
+
+    def _put_manifest(self, name: str, reference: str, repo: dict):
+        body = self._read_body(MANIFEST_LIMIT)
+        if body is None:
+            return self._json_error(400, "MANIFEST_INVALID", "manifest too large")
+        tag = None if reference.startswith("sha256:") else reference
+        moto = self.server.moto
+        with self.server.repo_lock(name):
+            previous = moto.image(name, tag) if tag is not None else None
+            if previous and repo.get("imageTagMutability") == "IMMUTABLE":
+                mine = "sha256:" + hashlib.sha256(body).hexdigest()
+                if previous["imageId"]["imageDigest"] != mine:
+                    return self._json_error(
+                        400, "TAG_INVALID",
+                        f"The image tag '{tag}' already exists in the '{name}' repository "
+                        "and cannot be overwritten because the repository is immutable.")
+            conn, resp = self._upstream(self.server.registry_addr, body=body)
+            try:
+                answer = resp.read()
+                if resp.status == 201:
+                    digest = resp.getheader("Docker-Content-Digest")
+                    moto.put_image(name, body.decode("utf-8"),
+                                   self.headers.get("Content-Type"), tag, digest, previous)
+                self._relay(resp, answer)
+            finally:
+                conn.close()
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _forward(self, addr):
+        conn, resp = self._upstream(addr, stream=True)
+        try:
+            self._relay(resp)
+        finally:
+            conn.close()
+
+    def _upstream(self, addr, body: bytes | None = None, stream: bool = False):
+        """Send this request upstream; body is either given or streamed from the client."""
+        # A fresh loopback connection per request: costs ~0.1 ms and avoids retry logic
+        # around stale pooled connections.
+        conn = http.client.HTTPConnection(*addr, timeout=UPSTREAM_TIMEOUT)
+        conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+        for key, value in self.headers.items():
+            if key.lower() not in HOP_BY_HOP:
+                conn.putheader(key, value)
+        conn.putheader("X-Forwarded-Proto", "https")
+        conn.putheader("X-Forwarded-For", self.client_address[0])
+        chunked = self._is_chunked()
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            return conn, conn.getresponse()
+        if stream and chunked:
+            conn.putheader("Transfer-Encoding", "chunked")
+            frame = lambda piece: b"%x\r\n%b\r\n" % (len(piece), piece)  # noqa: E731
+            trailer = b"0\r\n\r\n"
+        elif stream and self.headers.get("Content-Length") is not None:
+            conn.putheader("Content-Length", self.headers["Content-Length"])
+            frame, trailer = (lambda piece: piece), b""
+        else:
+            conn.endheaders()
+            return conn, conn.getresponse()
+        conn.endheaders()
+        pieces = self._iter_body()
+        try:
+            for piece in pieces:
+                conn.send(frame(piece))
+            if trailer:
+                conn.send(trailer)
+        except (BrokenPipeError, ConnectionResetError):
+            # The upstream answered early (e.g. the registry's 401 to a PATCH without
+            # credentials) and hung up mid-body. Swallow the rest of the client's body so
+            # the client can read an answer instead of hitting a broken pipe, then relay
+            # the early answer if the socket still holds it.
+            for _ in pieces:
+                pass
+            self.close_connection = True
+            try:
+                return conn, conn.getresponse()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                raise UpstreamGone() from None
+        return conn, conn.getresponse()
+
+    def _relay(self, resp: http.client.HTTPResponse, body: bytes | None = None):
+        """Copy an upstream response to the client, streaming unless body is given."""
+        self._status = resp.status
+        bodiless = self.command == "HEAD" or resp.status in (204, 304) or resp.status < 200
+        self.send_response_only(resp.status, resp.reason)
+        for key, value in resp.getheaders():
+            lower = key.lower()
+            if lower in HOP_BY_HOP:
+                continue
+            if lower == "location":
+                value = rewrite_location(value)
+            self.send_header(key, value)
+        length = resp.getheader("Content-Length")
+        if body is not None and not bodiless:
+            length = str(len(body))
+        if length is not None:
+            # HEAD keeps the upstream length: docker reads a blob's size from it.
+            self.send_header("Content-Length", length)
+        chunked = not bodiless and length is None
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self._end_headers()
+        if bodiless:
+            return
+        try:
+            if body is not None:
+                self.wfile.write(body)
+                return
+            while True:
+                piece = resp.read1(BUF)
+                if not piece:
+                    break
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientGone() from exc
+
+    def _end_headers(self):
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        try:
+            self.end_headers()
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientGone() from exc
+        self._sent_headers = True
+
+    def _is_chunked(self) -> bool:
+        return "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+
+    def _iter_body(self):
+        """Yield the client's request body in pieces, undoing chunked framing."""
+        rfile = self.rfile
+        try:
+            if self._is_chunked():
+                while True:
+                    line = rfile.readline(1024)
+                    if not line:
+                        raise ClientGone()
+                    size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                    if size == 0:
+                        while rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                            pass  # trailers: dropped
+                        return
+                    while size:
+                        piece = rfile.read(min(size, BUF))
+                        if not piece:
+                            raise ClientGone()
+                        size -= len(piece)
+                        yield piece
+                    rfile.readline(16)  # CRLF after each chunk
+            else:
+                remaining = int(self.headers.get("Content-Length") or 0)
+                while remaining:
+                    piece = rfile.read(min(remaining, BUF))
+                    if not piece:
+                        raise ClientGone()
+                    remaining -= len(piece)
+                    yield piece
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientGone() from exc
+
+    def _read_body(self, limit: int) -> bytes | None:
+        parts, total = [], 0
+        pieces = self._iter_body()
+        for piece in pieces:
+            total += len(piece)
+            if total > limit:
+                for _ in pieces:  # keep the kept-alive connection in sync
+                    pass
+                return None
+            parts.append(piece)
+        return b"".join(parts)
+
+    def _drain_body(self):
+        """Consume an unused request body so the kept-alive connection stays in sync."""
+        for _ in self._iter_body():
+            pass
+
+    def _json_error(self, status: int, code: str, message: str):
+        payload = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+        self._status = status
+        self.send_response_only(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self._end_headers()
+        if self.command != "HEAD":
+            try:
+                self.wfile.write(payload)
+            except (OSError, ssl.SSLError) as exc:
+                raise ClientGone() from exc
+
+
+    def _try_json_error(self, status: int, code: str, message: str):
+        # Last-ditch answer: only if nothing went out yet, and the client may be gone.
+        if not self._sent_headers:
+            try:
+                self._json_error(status, code, message)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def rewrite_location(value: str) -> str:
+    # The registry is told its external URL, but a Location naming the loopback port
+    # would send clients around the front (and around the ECR rules).
+    for internal in ("http://127.0.0.1:5002", "http://localhost:5002"):
+        if value.startswith(internal):
+            return f"https://{REGISTRY_HOST}" + value[len(internal):]
+    return value
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--listen", default="127.0.0.2:443")
+    ap.add_argument("--cert", required=True)
+    ap.add_argument("--key", required=True)
+    ap.add_argument("--moto", default="127.0.0.1:5001")
+    ap.add_argument("--registry", default="127.0.0.1:5002")
+    ap.add_argument("--log", required=True, help="one line per request goes here")
+    ap.add_argument("--pid-file")
+    args = ap.parse_args()
+
+    handler = logging.FileHandler(args.log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+    def addr(text):
+        host, port = text.rsplit(":", 1)
+        return host, int(port)
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(args.cert, args.key)
+    ctx.set_alpn_protocols(["http/1.1"])  # no h2: keep Go clients on HTTP/1.1
+
+    moto_addr = addr(args.moto)
+    moto = Moto(f"http://{moto_addr[0]}:{moto_addr[1]}")
+    server = Front(addr(args.listen), ctx, moto, moto_addr, addr(args.registry))
+    if args.pid_file:
+        with open(args.pid_file, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    log.info("listening on %s", args.listen)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Self-check of the ECR stand-in, using only the docker CLI, curl and python (boto3).
+# Run after `scripts/standin start`. Resets the stand-in first, so it wipes its state.
+# Exits non-zero on the first failed check.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+STANDIN=$ROOT/scripts/standin
+eval "$("$STANDIN" env)"
+REG=$STANDIN_REGISTRY_HOST
+DIRECT=127.0.0.1:5003   # a throwaway plain registry, for the timing baseline only
+BASELINE_PID=
+SMOKE_LABEL=ecr-build-push-standin-smoke
+ECR=(python3 "$ROOT/tests/standin/ecr.py")
+V2_MANIFEST=application/vnd.docker.distribution.manifest.v2+json
+
+WORK=$(mktemp -d)
+cleanup() {
+  # Never leave credentials in ~/.docker/config.json, whatever happened.
+  docker logout "$REG" >/dev/null 2>&1 || true
+  # Only our own images, found by label: retagged builds leave untagged ones behind.
+  docker images -q --filter "label=$SMOKE_LABEL" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1 || true
+  if [ -n "$BASELINE_PID" ]; then kill "$BASELINE_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+ok() { printf '   ok: %s\n' "$*"; }
+fail() { printf '   FAIL: %s\n' "$*" >&2; exit 1; }
+
+# build TAG CONTENT: a tiny image whose only layer holds CONTENT, so different CONTENT
+# means a different manifest digest.
+build() {
+  printf 'FROM local/busybox\nLABEL %s=1\nRUN echo %q > /hello\n' "$SMOKE_LABEL" "$2" \
+    | docker build -q -t "$1" - >/dev/null
+}
+
+# manifest_digest NAME REF: the registry's digest, asked through the front like a client.
+manifest_digest() {
+  curl -fsS -I -u "AWS:$PASSWORD" -H "Accept: $V2_MANIFEST" \
+    "https://$REG/v2/$1/manifests/$2" | tr -d '\r' \
+    | awk -F': ' 'tolower($1)=="docker-content-digest" {print $2}'
+}
+
+RUN_ID=$(date +%s%N)
+
+step "reset"
+t0=$(date +%s%N)
+"$STANDIN" reset
+ok "reset took $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+[ "$(curl -fsS "$STANDIN_MOTO_URL/moto-api/data.json" | jq '(.ecr.Repository // []) | length')" = 0 ] \
+  || fail "moto still has repositories after reset"
+[ -z "$(find /var/lib/ecr-build-push-standin/registry -type f | head -1)" ] \
+  || fail "registry storage not empty after reset"
+ok "moto and the registry are empty"
+
+step "login with the token from GetAuthorizationToken (TLS API route, system CA)"
+PASSWORD=$("${ECR[@]}" password)
+[ "$PASSWORD" = 123456789012-auth-token ] || fail "unexpected token password: $PASSWORD"
+printf '%s' "$PASSWORD" | docker login -u AWS --password-stdin "$REG" >/dev/null 2>&1 \
+  || fail "docker login $REG"
+ok "docker login"
+
+step "(a) push to a repository ECR does not know -> NAME_UNKNOWN"
+build "$REG/smoke/missing:1" "missing $RUN_ID"
+if docker push "$REG/smoke/missing:1" >"$WORK/push-a.log" 2>&1; then
+  fail "push to an unknown repository succeeded"
+fi
+grep -q "does not exist in the registry with id '123456789012'" "$WORK/push-a.log" \
+  || { cat "$WORK/push-a.log"; fail "docker push did not report NAME_UNKNOWN"; }
+code=$(curl -sS -u "AWS:$PASSWORD" "https://$REG/v2/smoke/missing/tags/list" | jq -r '.errors[0].code')
+[ "$code" = NAME_UNKNOWN ] || fail "tags/list on an unknown repository gave $code"
+ok "refused with NAME_UNKNOWN"
+
+step "(b) create smoke/app, push two tags, registry digest == moto digest"
+"${ECR[@]}" create smoke/app
+build "$REG/smoke/app:one" "app $RUN_ID"
+docker tag "$REG/smoke/app:one" "$REG/smoke/app:two"
+docker push -q "$REG/smoke/app:one" >/dev/null || fail "push smoke/app:one"
+docker push -q "$REG/smoke/app:two" >/dev/null || fail "push smoke/app:two"
+for tag in one two; do
+  reg_digest=$(manifest_digest smoke/app "$tag")
+  moto_digest=$("${ECR[@]}" digest smoke/app "$tag")
+  [ -n "$reg_digest" ] && [ "$reg_digest" = "$moto_digest" ] \
+    || fail "tag $tag: registry $reg_digest, moto $moto_digest"
+done
+APP_DIGEST=$reg_digest
+ok "both tags at $APP_DIGEST in the registry and in moto"
+
+step "(c) IMMUTABLE repository keeps its tags"
+"${ECR[@]}" create smoke/frozen IMMUTABLE
+build "$REG/smoke/frozen:v1" "frozen first $RUN_ID"
+docker push -q "$REG/smoke/frozen:v1" >/dev/null || fail "first push to smoke/frozen:v1"
+first=$("${ECR[@]}" digest smoke/frozen v1)
+docker push -q "$REG/smoke/frozen:v1" >/dev/null || fail "identical re-push to an immutable tag was refused"
+ok "identical re-push accepted"
+build "$REG/smoke/frozen:v1" "frozen second $RUN_ID"
+if docker push "$REG/smoke/frozen:v1" >"$WORK/push-c.log" 2>&1; then
+  fail "a different image replaced an immutable tag"
+fi
+grep -q "already exists in the 'smoke/frozen' repository and cannot be overwritten" "$WORK/push-c.log" \
+  || { cat "$WORK/push-c.log"; fail "docker push did not report TAG_INVALID"; }
+[ "$("${ECR[@]}" digest smoke/frozen v1)" = "$first" ] || fail "moto moved the immutable tag"
+[ "$(manifest_digest smoke/frozen v1)" = "$first" ] || fail "the registry moved the immutable tag"
+ok "different image refused with TAG_INVALID; tag still at $first"
+
+step "(d) pull back by digest"
+docker rmi -f "$REG/smoke/app:one" "$REG/smoke/app:two" >/dev/null
+docker pull -q "$REG/smoke/app@$APP_DIGEST" >/dev/null || fail "pull by digest"
+[ "$(docker run --rm "$REG/smoke/app@$APP_DIGEST" cat /hello)" = "app $RUN_ID" ] \
+  || fail "pulled image has the wrong content"
+ok "pulled and ran smoke/app@$APP_DIGEST"
+
+step "(f) 8 parallel pushes through the front"
+"${ECR[@]}" create smoke/parallel
+pids=()
+for i in $(seq 8); do
+  build "$REG/smoke/parallel:p$i" "parallel $i $RUN_ID"
+done
+t0=$(date +%s%N)
+for i in $(seq 8); do
+  docker push -q "$REG/smoke/parallel:p$i" >"$WORK/par-$i.log" 2>&1 &
+  pids+=($!)
+done
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" || { cat "$WORK/par-$((i + 1)).log"; fail "parallel push $((i + 1))"; }
+done
+n=$("${ECR[@]}" images smoke/parallel | jq length)
+[ "$n" = 8 ] || fail "moto has $n images after 8 parallel pushes"
+ok "8 pushes in $(( ($(date +%s%N) - t0) / 1000000 )) ms, 8 images in moto"
+
+step "timing: a ~50 MB random layer, straight to a registry vs through the front"
+# The stand-in's registry names the front in every Location (http.host), so a "direct"
+# push to it would still upload through the front. The baseline is therefore a second,
+# throwaway docker-registry on :5003 (same binary and storage driver, plain HTTP, no
+# auth), which docker treats as an insecure loopback registry.
+"${ECR[@]}" create smoke/big
+mkdir -p "$WORK/baseline"
+printf '%s\n' 'version: 0.1' 'log: {level: error, accesslog: {disabled: true}}' \
+  "storage: {filesystem: {rootdirectory: $WORK/baseline/data}}" \
+  "http: {addr: \"$DIRECT\"}" >"$WORK/baseline/config.yml"
+docker-registry serve "$WORK/baseline/config.yml" </dev/null >"$WORK/baseline/log" 2>&1 &
+BASELINE_PID=$!
+for _ in $(seq 100); do curl -fsS -o /dev/null "http://$DIRECT/v2/" 2>/dev/null && break; sleep 0.1; done
+# Two different random layers, so neither push finds its blob already uploaded.
+for where in direct front; do
+  mkdir -p "$WORK/$where"
+  head -c 50000000 /dev/urandom >"$WORK/$where/blob"
+  printf 'FROM local/busybox\nLABEL %s=1\nCOPY blob /blob\n' "$SMOKE_LABEL" >"$WORK/$where/Dockerfile"
+done
+docker build -q -t "$DIRECT/smoke/big:1" "$WORK/direct" >/dev/null
+docker build -q -t "$REG/smoke/big:1" "$WORK/front" >/dev/null
+t0=$(date +%s%N)
+docker push -q "$DIRECT/smoke/big:1" >/dev/null || fail "push straight to the baseline registry"
+direct_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+t0=$(date +%s%N)
+docker push -q "$REG/smoke/big:1" >/dev/null || fail "push through the front"
+front_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+printf '   straight to a registry:   %d ms\n   through the front:        %d ms\n' "$direct_ms" "$front_ms"
+docker rmi -f "$DIRECT/smoke/big:1" "$REG/smoke/big:1" >/dev/null
+kill "$BASELINE_PID" 2>/dev/null || true
+BASELINE_PID=
+
+step "(e) logout"
+docker logout "$REG" >/dev/null
+if [ -f ~/.docker/config.json ] && jq -e --arg r "$REG" '.auths[$r]' ~/.docker/config.json >/dev/null; then
+  fail "credentials left in ~/.docker/config.json"
+fi
+ok "no credentials left in ~/.docker/config.json"
+
+printf '\nsmoke: all checks passed\n'

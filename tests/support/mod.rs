@@ -1,0 +1,436 @@
+//! Test support for the end-to-end tests: the stand-in (Docker engine, moto's ECR API,
+//! the TLS registry at the ECR host name, started by `scripts/standin`), a runner for the
+//! action binary that behaves like GitHub's runner, and probes that look at what a user
+//! would see: the registry's own manifests, moto's records, the pulled image.
+//!
+//! A test that needs the stand-in starts it; when it cannot start, the test fails with
+//! the script's output. Nothing is skipped.
+
+#![allow(dead_code)] // each test crate uses a different part of this module
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+pub const ACCOUNT: &str = "123456789012";
+pub const REGION: &str = "us-east-1";
+
+/// Root of the repository (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The running stand-in and how to reach it.
+#[derive(Debug)]
+pub struct Standin {
+    /// `export` lines from `scripts/standin env`, as pairs.
+    pub env: Vec<(String, String)>,
+    pub registry: String,
+    pub moto_url: String,
+    pub ca_cert: PathBuf,
+    /// Registry password, as moto's `GetAuthorizationToken` hands it out.
+    pub password: String,
+}
+
+/// Starts the stand-in once per test process (the script is idempotent) and returns it.
+pub fn standin() -> &'static Standin {
+    static STANDIN: OnceLock<Standin> = OnceLock::new();
+    STANDIN.get_or_init(|| {
+        let script = repo_root().join("scripts/standin");
+        let start = Command::new(&script)
+            .arg("start")
+            .output()
+            .expect("run scripts/standin start");
+        assert!(
+            start.status.success(),
+            "the stand-in did not start; run `scripts/setup` (as root) first.\n{}{}",
+            String::from_utf8_lossy(&start.stdout),
+            String::from_utf8_lossy(&start.stderr)
+        );
+        let env_out = Command::new(&script)
+            .arg("env")
+            .output()
+            .expect("run scripts/standin env");
+        assert!(env_out.status.success(), "scripts/standin env failed");
+        let env: Vec<(String, String)> = String::from_utf8_lossy(&env_out.stdout)
+            .lines()
+            .filter_map(|line| line.strip_prefix("export "))
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches(['"', '\'']).to_string()))
+            .collect();
+        let get = |name: &str| {
+            env.iter().find(|(k, _)| k == name).map_or_else(
+                || panic!("scripts/standin env does not export {name}"),
+                |(_, v)| v.clone(),
+            )
+        };
+        let registry = get("STANDIN_REGISTRY_HOST");
+        let moto_url = get("STANDIN_MOTO_URL");
+        let ca_cert = PathBuf::from(get("STANDIN_CA_CERT"));
+        let mut standin = Standin {
+            env: env.clone(),
+            registry,
+            moto_url,
+            ca_cert,
+            password: String::new(),
+        };
+        let token = standin.moto("GetAuthorizationToken", &serde_json::json!({}));
+        let encoded = token["authorizationData"][0]["authorizationToken"]
+            .as_str()
+            .expect("moto returns a token")
+            .to_string();
+        let decoded = base64_decode(&encoded);
+        standin.password = decoded
+            .split_once(':')
+            .expect("user:password")
+            .1
+            .to_string();
+        standin
+    })
+}
+
+fn base64_decode(text: &str) -> String {
+    use base64::Engine as _;
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The action's image, built from `Dockerfile` by `scripts/build-image` once per test
+/// process.
+pub fn action_image() -> &'static str {
+    const IMAGE: &str = "ecr-build-push:test";
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/build-image"))
+            .arg(IMAGE)
+            .output()
+            .expect("run scripts/build-image");
+        assert!(
+            out.status.success(),
+            "scripts/build-image failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    IMAGE
+}
+
+/// A repository name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Standin {
+    /// Calls moto's ECR API directly (it does not check signatures) and returns the JSON
+    /// answer; a 4xx answer is returned too, with its `__type`.
+    pub fn moto(&self, operation: &str, body: &serde_json::Value) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sS", "-X", "POST", &self.moto_url])
+            .args(["-H", "Content-Type: application/x-amz-json-1.1"])
+            .args([
+                "-H",
+                &format!("X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.{operation}"),
+            ])
+            .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/{REGION}/ecr/aws4_request, SignedHeaders=host, Signature=x")])
+            .args(["--data-binary", &body.to_string()])
+            .output()
+            .expect("run curl");
+        assert!(
+            out.status.success(),
+            "curl to moto failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The repository as moto knows it, or `None`.
+    pub fn repository(&self, name: &str) -> Option<serde_json::Value> {
+        let answer = self.moto(
+            "DescribeRepositories",
+            &serde_json::json!({"repositoryNames": [name]}),
+        );
+        answer["repositories"].get(0).cloned()
+    }
+
+    /// Creates a repository in moto directly (as an administrator would).
+    pub fn create_repository(&self, name: &str, mutability: &str) {
+        let answer = self.moto(
+            "CreateRepository",
+            &serde_json::json!({"repositoryName": name, "imageTagMutability": mutability}),
+        );
+        assert!(answer["repository"].is_object(), "create {name}: {answer}");
+    }
+
+    /// The digest moto records for `repository:tag`.
+    pub fn moto_digest(&self, repository: &str, tag: &str) -> Option<String> {
+        let answer = self.moto(
+            "DescribeImages",
+            &serde_json::json!({"repositoryName": repository, "imageIds": [{"imageTag": tag}]}),
+        );
+        answer["imageDetails"][0]["imageDigest"]
+            .as_str()
+            .map(ToString::to_string)
+    }
+
+    /// Asks the registry itself (through the front, over TLS, with the ECR login) for the
+    /// manifest digest of `repository:reference`.
+    pub fn registry_digest(&self, repository: &str, reference: &str) -> Option<String> {
+        let url = format!(
+            "https://{}/v2/{repository}/manifests/{reference}",
+            self.registry
+        );
+        let out = Command::new("curl")
+            .args(["-sS", "-I", "--cacert"])
+            .arg(&self.ca_cert)
+            .args(["-u", &format!("AWS:{}", self.password)])
+            .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json"])
+            .arg(&url)
+            .output()
+            .expect("run curl");
+        let head = String::from_utf8_lossy(&out.stdout);
+        if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/2 200") {
+            return None;
+        }
+        head.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("docker-content-digest")
+                .then(|| value.trim().to_string())
+        })
+    }
+
+    /// Runs the action binary with these inputs, like the runner does.
+    pub fn action(&self, workspace: &Path) -> ActionRun {
+        ActionRun {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_ecr-build-push")),
+            workdir: workspace.to_path_buf(),
+            inputs: BTreeMap::new(),
+            env: self.env.clone(),
+            args: Vec::new(),
+            in_actions: true,
+        }
+    }
+
+    /// `docker login` for tests that pull; undone by [`Standin::docker_logout`].
+    pub fn docker_pull(&self, reference: &str) {
+        let config = tempfile::tempdir().unwrap();
+        let login = Command::new("docker")
+            .arg("--config")
+            .arg(config.path())
+            .args(["login", "-u", "AWS", "--password-stdin", &self.registry])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(self.password.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("docker login");
+        assert!(
+            login.status.success(),
+            "docker login: {}",
+            String::from_utf8_lossy(&login.stderr)
+        );
+        let pull = Command::new("docker")
+            .arg("--config")
+            .arg(config.path())
+            .args(["pull", "-q", reference])
+            .output()
+            .expect("docker pull");
+        assert!(
+            pull.status.success(),
+            "docker pull {reference}: {}",
+            String::from_utf8_lossy(&pull.stderr)
+        );
+    }
+}
+
+/// Runs `docker` with `args` and returns stdout, panicking with stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = docker_output(args);
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn docker_output(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker")
+}
+
+/// A temporary workspace (the runner's `/github/workspace`).
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `content` at `relative`, creating folders.
+    pub fn write(&self, relative: &str, content: &str) -> &Self {
+        let path = self.dir.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+        self
+    }
+}
+
+/// One invocation of the action.
+pub struct ActionRun {
+    program: PathBuf,
+    workdir: PathBuf,
+    inputs: BTreeMap<String, String>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    in_actions: bool,
+}
+
+/// What a run left behind.
+#[derive(Debug)]
+pub struct RunResult {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+    /// The raw `GITHUB_OUTPUT` file.
+    pub output_file: String,
+    /// Outputs parsed from it.
+    pub outputs: BTreeMap<String, String>,
+    pub summary: String,
+}
+
+impl RunResult {
+    /// `::error` lines in the log.
+    pub fn error_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .chain(self.stdout.lines())
+            .filter(|l| l.starts_with("::error"))
+            .collect()
+    }
+
+    pub fn output(&self, name: &str) -> &str {
+        self.outputs
+            .get(name)
+            .unwrap_or_else(|| panic!("no output `{name}`; log:\n{}", self.stderr))
+    }
+
+    /// Panics with the log unless the run succeeded.
+    pub fn assert_success(&self) -> &Self {
+        assert!(self.success, "the action failed:\n{}", self.stderr);
+        self
+    }
+}
+
+impl ActionRun {
+    pub fn input(mut self, name: &str, value: &str) -> Self {
+        self.inputs.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn remove_env(mut self, name: &str) -> Self {
+        self.env.retain(|(k, _)| k != name);
+        self
+    }
+
+    /// Runs as by hand: `--flags`, no runner variables.
+    pub fn by_hand(mut self, args: &[&str]) -> Self {
+        self.in_actions = false;
+        self.args = args.iter().map(ToString::to_string).collect();
+        self
+    }
+
+    pub fn run(self) -> RunResult {
+        let files = tempfile::tempdir().unwrap();
+        let output_path = files.path().join("output");
+        let summary_path = files.path().join("summary");
+        let mut command = Command::new(&self.program);
+        command
+            .current_dir(&self.workdir)
+            .args(&self.args)
+            .env_clear();
+        // Only what a runner would pass: PATH and HOME, the stand-in's AWS settings.
+        for name in ["PATH", "HOME"] {
+            if let Ok(value) = std::env::var(name) {
+                command.env(name, value);
+            }
+        }
+        command.env("AWS_EC2_METADATA_DISABLED", "true");
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if self.in_actions {
+            command
+                .env("GITHUB_ACTIONS", "true")
+                .env("GITHUB_OUTPUT", &output_path)
+                .env("GITHUB_STEP_SUMMARY", &summary_path);
+            for (name, value) in &self.inputs {
+                command.env(format!("INPUT_{}", name.to_ascii_uppercase()), value);
+            }
+        }
+        let out = command.output().expect("run the action binary");
+        let output_file = std::fs::read_to_string(&output_path).unwrap_or_default();
+        RunResult {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            outputs: parse_output_file(&output_file),
+            output_file,
+            summary: std::fs::read_to_string(&summary_path).unwrap_or_default(),
+        }
+    }
+}
+
+/// Parses the runner's `name<<delimiter` format independently of the action's code.
+pub fn parse_output_file(text: &str) -> BTreeMap<String, String> {
+    let mut outputs = BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let (name, delimiter) = line.split_once("<<").expect("heredoc header");
+        let mut value = Vec::new();
+        for body in lines.by_ref() {
+            if body == delimiter {
+                break;
+            }
+            value.push(body);
+        }
+        outputs.insert(name.to_string(), value.join("\n"));
+    }
+    outputs
+}
