@@ -54,6 +54,8 @@ pub struct RegistryAuth {
     pub registry: String,
     pub username: String,
     pub password: Secret,
+    /// The token as ECR sends it (base64 of `user:password`), kept only to be masked.
+    pub token: Secret,
 }
 
 /// The repository as it is after [`Ecr::ensure_repository`].
@@ -164,6 +166,7 @@ impl Ecr {
             registry,
             username: username.to_string(),
             password: Secret(password.to_string()),
+            token: Secret(token.to_string()),
         })
     }
 
@@ -438,9 +441,11 @@ mod tests {
             registry: "r".into(),
             username: "AWS".into(),
             password: Secret("hunter2".into()),
+            token: Secret("aHVudGVyMg==".into()),
         };
         let shown = format!("{auth:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("aHVudGVyMg"), "{shown}");
         assert!(shown.contains("redacted"));
     }
 

@@ -91,6 +91,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     let registry_id = inputs.registry_id.as_deref();
     let auth = ecr.authorization(registry_id).await?;
     runner.add_mask(auth.password.expose());
+    runner.add_mask(auth.token.expose());
     let repository_ref = format!("{}/{}", auth.registry, inputs.repository);
     let references: Vec<String> = inputs
         .tags

@@ -12,15 +12,40 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
+/// Crates whose debug output carries request and response bodies: the SDK logs the
+/// `GetAuthorizationToken` answer (the registry password, base64-encoded) before the
+/// action can mask it, and HTTP clients log headers. They never log below `info`, whatever
+/// `ECR_BUILD_PUSH_LOG` asks for.
+const SECRET_BEARING_TARGETS: &[&str] = &[
+    "aws_config",
+    "aws_runtime",
+    "aws_sdk_ecr",
+    "aws_sdk_sts",
+    "aws_sigv4",
+    "aws_smithy_http_client",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "bollard",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "rustls",
+];
+
 pub fn init(env: &Environment) {
     let default = if env.runner_debug { "debug" } else { "info" };
-    // The libraries' own debug output (HTTP, SDK internals) is noise in a CI log; opt in
-    // with ECR_BUILD_PUSH_LOG, e.g. `debug,aws_smithy_runtime=trace`.
+    // The libraries' own output is noise in a CI log; ECR_BUILD_PUSH_LOG opts in (e.g.
+    // `debug`), short of the secret-bearing targets above.
     let directive = env
         .log_filter
         .clone()
         .unwrap_or_else(|| format!("warn,ecr_build_push={default}"));
-    let filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in SECRET_BEARING_TARGETS {
+        if let Ok(cap) = format!("{target}=info").parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

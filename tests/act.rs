@@ -71,7 +71,7 @@ fn action_repository(dir: &Path) {
     write(
         &dir.join("app/Dockerfile"),
         "FROM local/busybox:latest\nARG GREETING\n\
-         RUN echo '::set-output name=image-digest::injected' && echo '::add-mask::sha256'\n\
+         RUN echo '::set-output name=injected::yes' && echo '::add-mask::sha256'\n\
          RUN echo \"$GREETING\" > /greeting\nCMD [\"cat\", \"/greeting\"]\n",
     );
     std::fs::copy(&standin().ca_cert, dir.join("test-ca.crt")).unwrap();
@@ -99,7 +99,7 @@ fn action_repository(dir: &Path) {
 
 /// act runs the workflow: the action pushes, the next step sees well-formed outputs, and
 /// the digest it saw is the one the registry serves for both tags. A `RUN` that prints
-/// `::set-output` and `::add-mask::` cannot tamper with the outputs or the log.
+/// `::set-output` and `::add-mask::` cannot set an output or hide text in the log.
 #[test]
 fn act_runs_the_workflow_and_the_outputs_reach_the_next_step() {
     let standin = standin();
@@ -142,6 +142,7 @@ fn act_runs_the_workflow_and_the_outputs_reach_the_next_step() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    println!("{log}");
     assert!(out.status.success(), "act failed:\n{log}");
     assert!(log.contains("Job succeeded"), "{log}");
 

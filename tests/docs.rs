@@ -2,6 +2,8 @@
 //! never disagree. Run with `UPDATE_README=1` to rewrite the tables after editing
 //! `action.yml`.
 
+use std::fmt::Write as _;
+
 use ecr_build_push::inputs::ActionSpec;
 
 const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
@@ -20,11 +22,12 @@ fn inputs_table(spec: &ActionSpec) -> String {
             format!("`{}`", input.default)
         };
         let required = if input.required { "yes" } else { "no" };
-        table.push_str(&format!(
-            "| `{}` | {required} | {default} | {} |\n",
+        let _ = writeln!(
+            table,
+            "| `{}` | {required} | {default} | {} |",
             input.name,
             cell(&input.description)
-        ));
+        );
     }
     table
 }
@@ -32,11 +35,12 @@ fn inputs_table(spec: &ActionSpec) -> String {
 fn outputs_table(spec: &ActionSpec) -> String {
     let mut table = String::from("| Output | Description |\n|---|---|\n");
     for output in &spec.outputs {
-        table.push_str(&format!(
-            "| `{}` | {} |\n",
+        let _ = writeln!(
+            table,
+            "| `{}` | {} |",
             output.name,
             cell(&output.description)
-        ));
+        );
     }
     table
 }

@@ -133,41 +133,61 @@ fn pushes_an_image_and_outputs_match_the_registry() {
     let _ = docker_output(&["rmi", "-f", by_digest]);
 }
 
-/// The registry password is masked before anything else is printed and appears nowhere
-/// else: not in the log, the outputs, the summary, or ~/.docker/config.json.
+/// The registry password and the token it came in are masked before anything else is
+/// printed and appear nowhere else, even with every log level on (`RUNNER_DEBUG=1`,
+/// `ECR_BUILD_PUSH_LOG=trace`): not in the log, the outputs, the summary, or
+/// `~/.docker/config.json`. The AWS secret key appears nowhere at all.
 #[test]
 fn the_registry_password_is_masked_and_never_written() {
+    use base64::Engine as _;
     let standin = standin();
-    let home = tempfile::tempdir().unwrap();
-    let ws = example_workspace();
-    let run = standin
-        .action(ws.path())
-        .input("repository", &unique("secrets"))
-        .env("HOME", home.path().to_str().unwrap())
-        .env("RUNNER_DEBUG", "1")
-        .run();
-    run.assert_success();
-    let mask = format!("::add-mask::{}", standin.password);
-    let first_mention = run
-        .stderr
-        .find(&standin.password)
-        .expect("the password is masked");
-    assert_eq!(
-        first_mention,
-        run.stderr.find(&mask).unwrap() + "::add-mask::".len()
-    );
-    assert_eq!(
-        run.stderr.matches(&standin.password).count(),
-        1,
-        "only in the mask command"
-    );
-    assert!(!run.stdout.contains(&standin.password));
-    assert!(!run.output_file.contains(&standin.password));
-    assert!(!run.summary.contains(&standin.password));
-    assert!(
-        !home.path().join(".docker").exists(),
-        "nothing written under HOME"
-    );
+    let token =
+        base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", standin.password));
+    let secret_key = &standin
+        .env
+        .iter()
+        .find(|(k, _)| k == "AWS_SECRET_ACCESS_KEY")
+        .unwrap()
+        .1;
+    for log_filter in ["", "trace"] {
+        let home = tempfile::tempdir().unwrap();
+        let ws = example_workspace();
+        let run = standin
+            .action(ws.path())
+            .input("repository", &unique("secrets"))
+            .env("HOME", home.path().to_str().unwrap())
+            .env("RUNNER_DEBUG", "1")
+            .env("ECR_BUILD_PUSH_LOG", log_filter)
+            .run();
+        run.assert_success();
+        for secret in [&standin.password, &token] {
+            let mask = format!("::add-mask::{secret}\n");
+            let first_mention = run
+                .stderr
+                .find(secret.as_str())
+                .expect("the secret is masked");
+            assert_eq!(
+                first_mention,
+                run.stderr.find(&mask).unwrap() + "::add-mask::".len()
+            );
+            assert_eq!(
+                run.stderr.matches(secret.as_str()).count(),
+                1,
+                "{log_filter}: only in the mask command"
+            );
+            assert!(!run.stdout.contains(secret.as_str()));
+            assert!(!run.output_file.contains(secret.as_str()));
+            assert!(!run.summary.contains(secret.as_str()));
+        }
+        assert!(
+            !run.stderr.contains(secret_key.as_str()),
+            "{log_filter}: the AWS secret key leaked"
+        );
+        assert!(
+            !home.path().join(".docker").exists(),
+            "nothing written under HOME"
+        );
+    }
 }
 
 /// A Dockerfile outside the context is sent under a generated name and does not end up in
@@ -547,5 +567,105 @@ fn a_missing_docker_daemon_fails_first_with_advice() {
         errors[0].contains("/nonexistent/docker.sock does not exist"),
         "{}",
         errors[0]
+    );
+}
+
+/// Credentials from a shared profile (with a session token, as role assumption gives),
+/// the region from the `aws-region` input, and an explicit `registry-id`: the default AWS
+/// chain is honoured, not just environment keys.
+#[test]
+fn credentials_from_a_profile_and_region_from_the_input() {
+    let standin = standin();
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        "[deploy]\naws_access_key_id = AKIAPROFILEEXAMPLE\n\
+         aws_secret_access_key = profile/secret/EXAMPLEKEY\naws_session_token = FwoGZXIvYXdzEXAMPLE\n",
+    )
+    .unwrap();
+    let repo = unique("profile");
+    let run = standin
+        .action(example_workspace().path())
+        .input("repository", &repo)
+        .input("aws-region", REGION)
+        .input("registry-id", ACCOUNT)
+        .remove_env("AWS_ACCESS_KEY_ID")
+        .remove_env("AWS_SECRET_ACCESS_KEY")
+        .remove_env("AWS_REGION")
+        .remove_env("AWS_DEFAULT_REGION")
+        .env("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap())
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_PROFILE", "deploy")
+        .run();
+    run.assert_success();
+    assert_eq!(
+        standin.registry_digest(&repo, "latest").as_deref(),
+        Some(run.output("image-digest"))
+    );
+    assert!(!run.stderr.contains("profile/secret/EXAMPLEKEY"));
+    assert!(!run.stderr.contains("FwoGZXIvYXdzEXAMPLE"));
+}
+
+/// Symlinks in the context are sent as symlinks and never followed: a link to
+/// /etc/shadow and one to `..` arrive in the image as links, without the target's bytes.
+#[test]
+fn symlinks_out_of_the_context_are_not_followed() {
+    let standin = standin();
+    let ws = Workspace::new();
+    ws.write("ctx/Dockerfile", &format!("FROM {BASE}\nCOPY . /ctx/\n"))
+        .write("ctx/file.txt", "inside\n");
+    std::os::unix::fs::symlink("/etc/shadow", ws.path().join("ctx/shadow")).unwrap();
+    std::os::unix::fs::symlink("..", ws.path().join("ctx/up")).unwrap();
+    let run = standin
+        .action(ws.path())
+        .input("repository", &unique("symlinks"))
+        .input("context", "ctx")
+        .input("push", "false")
+        .run();
+    run.assert_success();
+    let image = run.output("image-uri");
+    let listing = docker(&[
+        "run",
+        "--rm",
+        image,
+        "sh",
+        "-c",
+        "readlink /ctx/shadow; readlink /ctx/up; ls -A /ctx",
+    ]);
+    assert_eq!(listing, "/etc/shadow\n..\nDockerfile\nfile.txt\nshadow\nup");
+    let root_shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
+    let first_line = root_shadow.lines().next().unwrap_or("root:");
+    let saved = docker_output(&["save", image]);
+    assert!(
+        !String::from_utf8_lossy(&saved.stdout).contains(first_line),
+        "the image holds /etc/shadow's content"
+    );
+    let _ = docker_output(&["rmi", "-f", image]);
+}
+
+/// `encryption-type: KMS` with a key creates the repository with that encryption.
+#[test]
+fn kms_encryption_applies_on_creation() {
+    let standin = standin();
+    let repo = unique("kms");
+    let key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let run = standin
+        .action(example_workspace().path())
+        .input("repository", &repo)
+        .input("encryption-type", "KMS")
+        .input("kms-key", key)
+        .run();
+    run.assert_success();
+    let repository = standin.repository(&repo).unwrap();
+    assert_eq!(
+        repository["encryptionConfiguration"]["encryptionType"],
+        "KMS"
+    );
+    assert_eq!(repository["encryptionConfiguration"]["kmsKey"], key);
+    assert!(
+        run.summary.contains("| Encryption | KMS |"),
+        "{}",
+        run.summary
     );
 }

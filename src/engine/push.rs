@@ -168,7 +168,12 @@ async fn push_tag(
             .as_ref()
             .is_none_or(|p| p.total.is_none())
         {
-            eprintln!("{tag}: {status}");
+            // The daemon's last line names the tag itself.
+            if status.starts_with(&format!("{tag}: ")) {
+                eprintln!("{status}");
+            } else {
+                eprintln!("{tag}: {status}");
+            }
         }
     }
     digest.ok_or_else(|| "the daemon finished the push without reporting a digest".to_string())
