@@ -34,6 +34,10 @@ pub const DOCKER_TLS_VERIFY: &str = "DOCKER_TLS_VERIFY";
 pub const DOCKER_CERT_PATH: &str = "DOCKER_CERT_PATH";
 /// Home folder, for the default `DOCKER_CERT_PATH`.
 pub const HOME: &str = "HOME";
+/// The ECR API endpoint override, read by aws-config; read here too, for messages.
+pub const AWS_ENDPOINT_URL_ECR: &str = "AWS_ENDPOINT_URL_ECR";
+/// The endpoint override for every AWS service, read by aws-config.
+pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 /// Test switch: when `1`, retry delays are zero, so tests of the retry paths run fast.
 pub const NO_RETRY_DELAY: &str = "ECR_BUILD_PUSH_NO_RETRY_DELAY";
 
@@ -51,6 +55,8 @@ pub struct Environment {
     pub log_filter: Option<String>,
     pub no_retry_delay: bool,
     pub docker: DockerEnv,
+    /// `AWS_ENDPOINT_URL_ECR`, else `AWS_ENDPOINT_URL`: where the ECR API is, for messages.
+    pub ecr_endpoint: Option<String>,
 }
 
 /// How to reach the Docker daemon.
@@ -67,6 +73,7 @@ impl Environment {
     pub fn capture(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut env = Self::default();
         let mut home = None;
+        let mut global_endpoint = None;
         for (name, value) in vars {
             if let Some(input) = name.strip_prefix(INPUT_PREFIX) {
                 // The runner upper-cases input names; action.yml names are lower case.
@@ -85,8 +92,13 @@ impl Environment {
                 DOCKER_TLS_VERIFY => env.docker.tls_verify = !value.is_empty(),
                 DOCKER_CERT_PATH => env.docker.cert_path = non_empty().map(PathBuf::from),
                 HOME => home = non_empty().map(PathBuf::from),
+                AWS_ENDPOINT_URL_ECR => env.ecr_endpoint = non_empty(),
+                AWS_ENDPOINT_URL => global_endpoint = non_empty(),
                 _ => {}
             }
+        }
+        if env.ecr_endpoint.is_none() {
+            env.ecr_endpoint = global_endpoint;
         }
         if env.docker.cert_path.is_none() {
             env.docker.cert_path = home.map(|h| h.join(".docker"));

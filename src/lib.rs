@@ -15,6 +15,8 @@
 //!   tar honouring `.dockerignore`, the build, the push.
 //! - [`runner`]: the GitHub runner protocol: outputs file, summary, masks, groups,
 //!   annotations.
+//! - [`repository`]: what a run does to the repository besides pushing: policies,
+//!   warnings about settings an existing repository keeps, tags that already exist.
 //! - [`report`]: the outputs and job summary of a finished run.
 //!
 //! # Order of work
@@ -30,6 +32,7 @@ pub mod engine;
 pub mod env;
 pub mod inputs;
 pub mod report;
+pub mod repository;
 pub mod runner;
 
 use std::time::Instant;
@@ -39,11 +42,12 @@ use anyhow::Context as _;
 use crate::ecr::{Ecr, RegistryAuth};
 use crate::engine::build::BuildRequest;
 use crate::engine::context::{self, ContextError};
-use crate::engine::push::RetryPolicy;
+use crate::engine::push::{PushTarget, RetryPolicy};
 use crate::engine::Engine;
 use crate::env::Environment;
 use crate::inputs::{InputError, Inputs};
-use crate::report::{PolicyOutcome, Report};
+use crate::report::{Outcome, Report};
+use crate::repository::TagPlan;
 use crate::runner::Runner;
 
 /// Renders an error with its whole cause chain on one line: `a: b: c`.
@@ -76,7 +80,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
                 .context("the Docker engine is not usable")
         },
         async {
-            Ecr::connect(inputs.aws_region.as_deref())
+            Ecr::connect(inputs.aws_region.as_deref(), env.ecr_endpoint.as_deref())
                 .await
                 .context("AWS is not usable")
         },
@@ -92,57 +96,48 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     let auth = ecr.authorization(registry_id).await?;
     runner.add_mask(auth.password.expose());
     runner.add_mask(auth.token.expose());
-    let repository_ref = format!("{}/{}", auth.registry, inputs.repository);
-    let references: Vec<String> = inputs
-        .tags
-        .iter()
-        .map(|tag| format!("{repository_ref}:{tag}"))
-        .collect();
+    let mut report = Report::new(&auth.registry, inputs);
 
     // A build-only run leaves the repository alone.
-    let repository_state = if inputs.push {
-        Some(
-            ecr.ensure_repository(&inputs.repository, registry_id, &inputs.repository_settings)
-                .await?,
-        )
-    } else {
-        None
-    };
+    if inputs.push {
+        let state = ecr
+            .ensure_repository(&inputs.repository, registry_id, &inputs.repository_settings)
+            .await?;
+        repository::warn_about_settings_not_applied(&state, inputs, runner);
+        let plan = repository::plan_tags(&ecr, inputs, &state).await?;
+        report.repository_state = Some(state);
+        if let TagPlan::Skip { digest, image_id } = plan {
+            tracing::info!("every tag already exists at {digest}: nothing to build or push");
+            report.policies = repository::apply_policies(&ecr, inputs).await?;
+            report.outcome = Outcome::Skipped;
+            report.digest = Some(digest);
+            report.image_id = image_id.unwrap_or_default();
+            return Ok(report);
+        }
+    }
 
     let build_started = Instant::now();
     let request = BuildRequest {
         settings: &inputs.build,
         dockerfile,
-        references: &references,
+        references: &report.references,
         registry_auth: Some(&auth),
     };
     let (built, policies) = tokio::join!(
         engine::build::build(&engine, prepared, &request, runner),
-        apply_policies(&ecr, inputs),
+        repository::apply_policies(&ecr, inputs),
     );
     let built = built?;
-    let policies = policies?;
-    let build_time = build_started.elapsed();
+    report.policies = policies?;
+    report.build_time = Some(build_started.elapsed());
+    report.image_id = built.image_id;
+    report.local_size_bytes = Some(built.size_bytes);
     tracing::info!(
         "built {} in {:.1}s",
-        built.image_id,
-        build_time.as_secs_f64()
+        report.image_id,
+        build_started.elapsed().as_secs_f64()
     );
 
-    let mut report = Report {
-        registry: auth.registry.clone(),
-        repository: inputs.repository.clone(),
-        references,
-        pushed: false,
-        digest: None,
-        image_id: built.image_id,
-        pushed_size_bytes: None,
-        local_size_bytes: built.size_bytes,
-        repository_state,
-        policies,
-        build_time,
-        push_time: None,
-    };
     if inputs.push {
         push_and_confirm(&engine, &ecr, inputs, &auth, env, runner, &mut report).await?;
     }
@@ -165,9 +160,13 @@ async fn push_and_confirm(
     };
     let started = Instant::now();
     let repository_ref = report.repository_uri();
-    let pushed =
-        engine::push::push(engine, &repository_ref, &inputs.tags, auth, retry, runner).await?;
-    let detail = ecr
+    let target = PushTarget {
+        repository_ref: &repository_ref,
+        image_id: &report.image_id,
+        auth,
+    };
+    let pushed = engine::push::push(engine, target, &inputs.tags, retry, runner).await?;
+    let (detail, moved) = ecr
         .confirm_digest(
             &inputs.repository,
             inputs.registry_id.as_deref(),
@@ -176,6 +175,14 @@ async fn push_and_confirm(
         )
         .await
         .context("the pushed image could not be confirmed with ECR")?;
+    if !moved.is_empty() {
+        runner.warning(&format!(
+            "tag(s) {} now point at another image: another run pushed them after this one; \
+             this run's image is in ECR as {}",
+            moved.join(", "),
+            pushed.digest
+        ));
+    }
     let push_time = started.elapsed();
     tracing::info!(
         "pushed {} tag(s) at {} in {:.1}s",
@@ -183,44 +190,11 @@ async fn push_and_confirm(
         pushed.digest,
         push_time.as_secs_f64()
     );
-    report.pushed = true;
+    report.outcome = Outcome::Pushed;
     report.digest = Some(pushed.digest);
     report.pushed_size_bytes = detail.size_bytes;
     report.push_time = Some(push_time);
     Ok(())
-}
-
-/// Applies the policies that were asked for, on pushing runs only.
-async fn apply_policies(
-    ecr: &Ecr,
-    inputs: &Inputs,
-) -> anyhow::Result<Vec<(String, PolicyOutcome)>> {
-    let mut outcomes = Vec::new();
-    if !inputs.push {
-        return Ok(outcomes);
-    }
-    let settings = &inputs.repository_settings;
-    let registry_id = inputs.registry_id.as_deref();
-    let outcome = |written: bool| {
-        if written {
-            PolicyOutcome::Applied
-        } else {
-            PolicyOutcome::Unchanged
-        }
-    };
-    if let Some(policy) = &settings.lifecycle_policy {
-        let written = ecr
-            .apply_lifecycle_policy(&inputs.repository, registry_id, policy)
-            .await?;
-        outcomes.push(("Lifecycle policy".to_string(), outcome(written)));
-    }
-    if let Some(policy) = &settings.repository_policy {
-        let written = ecr
-            .apply_repository_policy(&inputs.repository, registry_id, policy)
-            .await?;
-        outcomes.push(("Repository policy".to_string(), outcome(written)));
-    }
-    Ok(outcomes)
 }
 
 /// A context problem is a bad `context` or `dockerfile` input; say which.

@@ -3,6 +3,7 @@
 
 mod log;
 
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 use ecr_build_push::engine::build::BuildError;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
     };
     let spec = ActionSpec::embedded();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let workdir = std::env::current_dir().unwrap_or_default();
 
     let mut values = env.inputs.clone();
     match cli::parse_args(&spec, &args) {
@@ -34,12 +36,11 @@ fn main() -> ExitCode {
         }
         // Flags override INPUT_* variables of the same name.
         Ok(Command::Run(flags)) => values.extend(flags),
-        Err(err) => return fail(&runner, &anyhow::Error::new(err)),
+        Err(err) => return fail(&runner, &anyhow::Error::new(err), &workdir),
     }
-    let workdir = std::env::current_dir().unwrap_or_default();
     let inputs = match Inputs::parse(&spec, &values, &workdir) {
         Ok(inputs) => inputs,
-        Err(err) => return fail(&runner, &anyhow::Error::new(err)),
+        Err(err) => return fail(&runner, &anyhow::Error::new(err), &workdir),
     };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
             return fail(
                 &runner,
                 &anyhow::Error::new(err).context("cannot start the async runtime"),
+                &workdir,
             )
         }
     };
@@ -62,13 +64,13 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(&runner, &err),
+        Err(err) => fail(&runner, &err, &workdir),
     }
 }
 
 /// Prints the one error annotation of a failed run: a bad input names the input, a
 /// Dockerfile problem points at the file and line, anything else gives its cause chain.
-fn fail(runner: &Runner, err: &anyhow::Error) -> ExitCode {
+fn fail(runner: &Runner, err: &anyhow::Error, workdir: &Path) -> ExitCode {
     let chain = format!("{err:#}");
     if let Some(input) = err.downcast_ref::<InputError>() {
         runner.error(&format!("Invalid input `{}`", input.input()), &chain);
@@ -76,8 +78,15 @@ fn fail(runner: &Runner, err: &anyhow::Error) -> ExitCode {
         dockerfile, line, ..
     }) = err.downcast_ref::<BuildError>()
     {
+        // Annotations name files relative to the workspace, as the repository does.
+        let relative: PathBuf = dockerfile
+            .strip_prefix(workdir)
+            .unwrap_or(dockerfile)
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect();
         runner.error_at(
-            &dockerfile.display().to_string(),
+            &relative.display().to_string(),
             *line,
             "Build failed",
             &chain,

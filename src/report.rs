@@ -5,6 +5,17 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::ecr::Repository;
+use crate::inputs::Inputs;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Built with `push: false`.
+    BuiltOnly,
+    Pushed,
+    /// Every tag already existed at one image (`on-tag-exists: skip`).
+    Skipped,
+}
 
 /// The result of a run, from which outputs and the summary are rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,16 +24,16 @@ pub struct Report {
     pub repository: String,
     /// Full references, one per tag, in input order.
     pub references: Vec<String>,
-    pub pushed: bool,
-    /// Manifest digest confirmed with ECR; `None` when not pushed.
+    pub outcome: Outcome,
+    /// Manifest digest as ECR holds it; `None` for a build-only run.
     pub digest: Option<String>,
     pub image_id: String,
     /// Compressed size as ECR reports it, when pushed.
     pub pushed_size_bytes: Option<i64>,
-    pub local_size_bytes: i64,
+    pub local_size_bytes: Option<i64>,
     pub repository_state: Option<Repository>,
     pub policies: Vec<(String, PolicyOutcome)>,
-    pub build_time: Duration,
+    pub build_time: Option<Duration>,
     pub push_time: Option<Duration>,
 }
 
@@ -33,6 +44,29 @@ pub enum PolicyOutcome {
 }
 
 impl Report {
+    /// A report for a run that has built nothing yet.
+    pub fn new(registry: &str, inputs: &Inputs) -> Self {
+        let references = inputs
+            .tags
+            .iter()
+            .map(|tag| format!("{registry}/{}:{tag}", inputs.repository))
+            .collect();
+        Self {
+            registry: registry.to_string(),
+            repository: inputs.repository.clone(),
+            references,
+            outcome: Outcome::BuiltOnly,
+            digest: None,
+            image_id: String::new(),
+            pushed_size_bytes: None,
+            local_size_bytes: None,
+            repository_state: None,
+            policies: Vec::new(),
+            build_time: None,
+            push_time: None,
+        }
+    }
+
     pub fn repository_uri(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
@@ -44,10 +78,10 @@ impl Report {
             .as_ref()
             .map(|d| format!("{}@{d}", self.repository_uri()))
             .unwrap_or_default();
-        let pushed: Vec<&String> = if self.pushed {
-            self.references.iter().collect()
-        } else {
-            Vec::new()
+        // A skipped run's tags are in ECR too, pointing at the image it outputs.
+        let pushed: Vec<&String> = match self.outcome {
+            Outcome::Pushed | Outcome::Skipped => self.references.iter().collect(),
+            Outcome::BuiltOnly => Vec::new(),
         };
         vec![
             ("registry", self.registry.clone()),
@@ -69,10 +103,10 @@ impl Report {
     /// The job summary: what was pushed, where, and with which repository settings.
     pub fn summary_markdown(&self) -> String {
         let mut md = String::new();
-        let verb = if self.pushed {
-            "Pushed"
-        } else {
-            "Built (not pushed)"
+        let verb = match self.outcome {
+            Outcome::Pushed => "Pushed",
+            Outcome::BuiltOnly => "Built (not pushed)",
+            Outcome::Skipped => "Already in ECR, not rebuilt",
         };
         let _ = writeln!(md, "### {verb} `{}`\n", self.repository);
         md.push_str("| | |\n|---|---|\n");
@@ -86,17 +120,15 @@ impl Report {
         if let Some(size) = self.pushed_size_bytes {
             let _ = writeln!(md, "| Size in ECR (compressed) | {} |", human_bytes(size));
         }
-        let _ = writeln!(
-            md,
-            "| Size (uncompressed) | {} |",
-            human_bytes(self.local_size_bytes)
-        );
-        let _ = writeln!(md, "| Image ID | `{}` |", self.image_id);
-        let _ = writeln!(
-            md,
-            "| Build time | {:.1} s |",
-            self.build_time.as_secs_f64()
-        );
+        if let Some(size) = self.local_size_bytes {
+            let _ = writeln!(md, "| Size (uncompressed) | {} |", human_bytes(size));
+        }
+        if !self.image_id.is_empty() {
+            let _ = writeln!(md, "| Image ID | `{}` |", self.image_id);
+        }
+        if let Some(build) = self.build_time {
+            let _ = writeln!(md, "| Build time | {:.1} s |", build.as_secs_f64());
+        }
         if let Some(push) = self.push_time {
             let _ = writeln!(md, "| Push time | {:.1} s |", push.as_secs_f64());
         }
@@ -149,14 +181,18 @@ mod tests {
                 "1.dkr.ecr.r.amazonaws.com/team/app:v1".into(),
                 "1.dkr.ecr.r.amazonaws.com/team/app:latest".into(),
             ],
-            pushed,
+            outcome: if pushed {
+                Outcome::Pushed
+            } else {
+                Outcome::BuiltOnly
+            },
             digest: pushed.then(|| "sha256:abc".into()),
             image_id: "sha256:def".into(),
             pushed_size_bytes: pushed.then_some(1_234_567),
-            local_size_bytes: 4_000_000,
+            local_size_bytes: Some(4_000_000),
             repository_state: None,
             policies: vec![],
-            build_time: Duration::from_millis(1500),
+            build_time: Some(Duration::from_millis(1500)),
             push_time: None,
         }
     }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
-use bollard::query_parameters::PushImageOptions;
+use bollard::query_parameters::{PushImageOptions, TagImageOptions};
 use futures_util::{stream, StreamExt as _, TryStreamExt as _};
 
 use super::Engine;
@@ -61,34 +61,55 @@ pub struct Pushed {
     pub digest: String,
 }
 
-/// Pushes every `repository:tag`, returning the one digest they all share.
+/// What to push: the built image, under `repository_ref:<tag>` for every tag.
+#[derive(Debug, Clone, Copy)]
+pub struct PushTarget<'a> {
+    pub repository_ref: &'a str,
+    pub image_id: &'a str,
+    pub auth: &'a RegistryAuth,
+}
+
+/// One failed attempt, and whether another attempt could succeed.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    transient: bool,
+}
+
+impl Failure {
+    fn from_daemon(message: String) -> Self {
+        let transient = is_transient(&message);
+        Self { message, transient }
+    }
+}
+
+/// Pushes every tag, returning the one digest they all share.
 pub async fn push(
     engine: &Engine,
-    repository_ref: &str,
+    target: PushTarget<'_>,
     tags: &[String],
-    auth: &RegistryAuth,
     retry: RetryPolicy,
     runner: &Runner,
 ) -> Result<Pushed, PushError> {
-    let _group = runner.group(&format!("Push {repository_ref}"));
+    let _group = runner.group(&format!("Push {}", target.repository_ref));
     let Some((first, rest)) = tags.split_first() else {
         return Err(PushError {
-            reference: repository_ref.to_string(),
-            registry: auth.registry.clone(),
+            reference: target.repository_ref.to_string(),
+            registry: target.auth.registry.clone(),
             message: "no tags to push".into(),
         });
     };
-    let digest = push_tag_with_retry(engine, repository_ref, first, auth, retry).await?;
+    let digest = push_tag_with_retry(engine, target, first, retry).await?;
     let others: Vec<String> = stream::iter(rest)
-        .map(|tag| push_tag_with_retry(engine, repository_ref, tag, auth, retry))
+        .map(|tag| push_tag_with_retry(engine, target, tag, retry))
         .buffer_unordered(TAG_CONCURRENCY)
         .try_collect()
         .await?;
     for (tag, other) in rest.iter().zip(&others) {
         if *other != digest {
             return Err(PushError {
-                reference: format!("{repository_ref}:{tag}"),
-                registry: auth.registry.clone(),
+                reference: format!("{}:{tag}", target.repository_ref),
+                registry: target.auth.registry.clone(),
                 message: format!("the registry answered digest {other}, but {first} got {digest}"),
             });
         }
@@ -98,34 +119,34 @@ pub async fn push(
 
 async fn push_tag_with_retry(
     engine: &Engine,
-    repository_ref: &str,
+    target: PushTarget<'_>,
     tag: &str,
-    auth: &RegistryAuth,
     retry: RetryPolicy,
 ) -> Result<String, PushError> {
-    let reference = format!("{repository_ref}:{tag}");
+    let reference = format!("{}:{tag}", target.repository_ref);
     let mut attempt = 1;
     loop {
-        match push_tag(engine, repository_ref, tag, auth).await {
+        match push_tag(engine, target, tag).await {
             Ok(digest) => return Ok(digest),
-            Err(message) if attempt < retry.attempts && is_transient(&message) => {
+            Err(failure) if attempt < retry.attempts && failure.transient => {
                 let delay = retry.delay(attempt);
                 tracing::warn!(
-                    "push of {reference} failed (attempt {attempt} of {}): {message}; retrying in {delay:?}",
-                    retry.attempts
+                    "push of {reference} failed (attempt {attempt} of {}): {}; retrying in {delay:?}",
+                    retry.attempts,
+                    failure.message
                 );
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
-            Err(message) => {
+            Err(failure) => {
                 let message = if attempt > 1 {
-                    format!("{message} (after {attempt} attempts)")
+                    format!("{} (after {attempt} attempts)", failure.message)
                 } else {
-                    message
+                    failure.message
                 };
                 return Err(PushError {
                     reference,
-                    registry: auth.registry.clone(),
+                    registry: target.auth.registry.clone(),
                     message,
                 });
             }
@@ -133,29 +154,39 @@ async fn push_tag_with_retry(
     }
 }
 
-/// One push of one tag. Returns the digest, or the daemon's error text.
-async fn push_tag(
-    engine: &Engine,
-    repository_ref: &str,
-    tag: &str,
-    auth: &RegistryAuth,
-) -> Result<String, String> {
+/// One push of one tag. The daemon pushes whatever the local tag names when the push
+/// starts, and another build on the same daemon may have moved that tag since this run
+/// set it; so the tag is set again just before the push, and the digest is accepted only
+/// if the daemon recorded it against this run's image.
+async fn push_tag(engine: &Engine, target: PushTarget<'_>, tag: &str) -> Result<String, Failure> {
+    engine
+        .docker
+        .tag_image(
+            target.image_id,
+            Some(TagImageOptions {
+                repo: Some(target.repository_ref.to_string()),
+                tag: Some(tag.to_string()),
+            }),
+        )
+        .await
+        .map_err(|e| Failure::from_daemon(crate::error_chain(&e)))?;
     let credentials = DockerCredentials {
-        username: Some(auth.username.clone()),
-        password: Some(auth.password.expose().to_string()),
-        serveraddress: Some(auth.registry.clone()),
+        username: Some(target.auth.username.clone()),
+        password: Some(target.auth.password.expose().to_string()),
+        serveraddress: Some(target.auth.registry.clone()),
         ..Default::default()
     };
     let options = PushImageOptions {
         tag: Some(tag.to_string()),
         ..Default::default()
     };
-    let mut progress = engine
-        .docker
-        .push_image(repository_ref, Some(options), Some(credentials));
+    let mut progress =
+        engine
+            .docker
+            .push_image(target.repository_ref, Some(options), Some(credentials));
     let mut digest = None;
     while let Some(item) = progress.next().await {
-        let info = item.map_err(|e| crate::error_chain(&e))?;
+        let info = item.map_err(|e| Failure::from_daemon(crate::error_chain(&e)))?;
         let Some(status) = info.status.as_deref() else {
             continue;
         };
@@ -176,7 +207,30 @@ async fn push_tag(
             }
         }
     }
-    digest.ok_or_else(|| "the daemon finished the push without reporting a digest".to_string())
+    let digest = digest.ok_or_else(|| Failure {
+        message: "the daemon finished the push without reporting a digest".into(),
+        transient: false,
+    })?;
+    let pushed_ours = engine
+        .docker
+        .inspect_image(target.image_id)
+        .await
+        .map_err(|e| Failure::from_daemon(crate::error_chain(&e)))?
+        .repo_digests
+        .unwrap_or_default()
+        .contains(&format!("{}@{digest}", target.repository_ref));
+    if pushed_ours {
+        Ok(digest)
+    } else {
+        Err(Failure {
+            message: format!(
+                "a concurrent build on this Docker daemon moved the local tag {}:{tag}, \
+                 so the push sent another image ({digest})",
+                target.repository_ref
+            ),
+            transient: true,
+        })
+    }
 }
 
 /// The daemon ends a push with `<tag>: digest: sha256:<hex> size: <n>`.

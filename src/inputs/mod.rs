@@ -87,6 +87,14 @@ impl Encryption {
     }
 }
 
+/// What to do when a requested tag already exists in ECR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTagExists {
+    Fail,
+    Skip,
+    Overwrite,
+}
+
 /// A JSON policy document, normalised from a file, inline JSON or inline YAML.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -152,6 +160,7 @@ pub struct Inputs {
     pub tags: Vec<String>,
     pub build: BuildSettings,
     pub push: bool,
+    pub on_tag_exists: OnTagExists,
     pub repository_settings: RepositorySettings,
     pub registry_id: Option<String>,
     pub aws_region: Option<String>,
@@ -310,6 +319,18 @@ impl Inputs {
             tags,
             build,
             push: raw.boolean("push")?,
+            on_tag_exists: match raw.get("on-tag-exists").to_ascii_lowercase().as_str() {
+                "fail" => OnTagExists::Fail,
+                "skip" => OnTagExists::Skip,
+                "overwrite" => OnTagExists::Overwrite,
+                _ => {
+                    return Err(InputError::invalid(
+                        "on-tag-exists",
+                        &raw.get("on-tag-exists"),
+                        "expected `fail`, `skip` or `overwrite`",
+                    ))
+                }
+            },
             repository_settings,
             registry_id,
             aws_region,

@@ -141,6 +141,7 @@ mod tests {
             "repository-policy",
             "registry-id",
             "aws-region",
+            "on-tag-exists",
         ] {
             assert!(inputs.contains(&name), "action.yml lacks input {name}");
         }

@@ -32,6 +32,7 @@ fn sample(name: &str) -> &'static str {
         "lifecycle-policy" => r#"{"rules":[{"rulePriority":1}]}"#,
         "repository-policy" => "Version: '2012-10-17'\nStatement: []",
         "registry-id" => "210987654321",
+        "on-tag-exists" => "skip",
         "aws-region" => "eu-west-1",
         other => panic!("no sample value for input `{other}`: add one to this test"),
     }
@@ -156,6 +157,7 @@ fn bad_values_name_their_input() {
         ("registry-id", "12345"),
         ("aws-region", "moon-base"),
         ("target", "two words"),
+        ("on-tag-exists", "replace"),
     ];
     for (input, value) in cases {
         let mut pairs = vec![("repository", "app"), (*input, *value)];

@@ -6,15 +6,18 @@
 //! `/etc/resolv.conf` itself, because a static glibc binary in a `FROM scratch` image
 //! cannot resolve names through NSS.
 
+mod images;
+
+pub use images::ExistingTag;
+
 use std::fmt;
 
 use anyhow::{bail, Context as _};
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::{error::CredentialsError, ProvideCredentials};
-use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecr::types::{
-    EncryptionConfiguration, EncryptionType, ImageIdentifier, ImageScanningConfiguration,
-    ImageTagMutability, Tag,
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Tag,
 };
 use aws_sdk_ecr::Client;
 use aws_smithy_http_client::tls;
@@ -29,6 +32,8 @@ const RESOLV_CONF: &str = "/etc/resolv.conf";
 pub struct Ecr {
     client: Client,
     pub region: String,
+    /// The ECR API endpoint, for messages.
+    pub endpoint: String,
 }
 
 /// A registry password, held in memory only. `Debug` never shows it.
@@ -77,15 +82,43 @@ pub struct ImageDetail {
     pub tags: Vec<String>,
 }
 
-/// Renders an SDK error with its whole cause chain and, where AWS sent one, its code.
+/// Renders an SDK error for a CI log: AWS's code and message with what to do about the
+/// common ones, or the transport failure's cause chain.
 fn describe<E, R>(err: &SdkError<E, R>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
+    R: fmt::Debug + 'static,
 {
-    match err.code() {
-        Some(code) => format!("{code}: {}", err.message().unwrap_or("no message")),
-        None => DisplayErrorContext(err).to_string(),
+    if let Some(code) = err.code() {
+        let hint = match code {
+            "UnrecognizedClientException"
+            | "InvalidClientTokenId"
+            | "InvalidSignatureException"
+            | "SignatureDoesNotMatch" => {
+                " (the AWS credentials were rejected: check the key pair, or the role that \
+                 configure-aws-credentials assumed)"
+            }
+            "ExpiredTokenException" | "ExpiredToken" | "RequestExpired" => {
+                " (the AWS session has expired: assume the role again, or raise \
+                 role-duration-seconds for long jobs)"
+            }
+            "AccessDeniedException" | "AccessDenied" => {
+                " (the credentials lack a permission: see the minimal IAM policy in the README)"
+            }
+            "ThrottlingException" | "ServiceUnavailableException" => {
+                " (still failing after the SDK's retries: raise AWS_MAX_ATTEMPTS or set \
+                 AWS_RETRY_MODE=adaptive)"
+            }
+            _ => "",
+        };
+        return format!("{code}: {}{hint}", err.message().unwrap_or("no message"));
+    }
+    match err {
+        SdkError::DispatchFailure(_) => {
+            format!("cannot reach the ECR API: {}", crate::error_chain(err))
+        }
+        SdkError::TimeoutError(_) => "the ECR API did not answer in time".to_string(),
+        _ => crate::error_chain(err),
     }
 }
 
@@ -93,7 +126,12 @@ impl Ecr {
     /// Loads the default AWS configuration (environment, web identity, profile, ECS,
     /// instance metadata) and resolves credentials now, so missing credentials fail before
     /// the build rather than at the first API call.
-    pub async fn connect(region: Option<&str>) -> anyhow::Result<Self> {
+    /// `endpoint_override` is only for messages: aws-config reads the endpoint settings
+    /// itself.
+    pub async fn connect(
+        region: Option<&str>,
+        endpoint_override: Option<&str>,
+    ) -> anyhow::Result<Self> {
         if !std::path::Path::new(RESOLV_CONF).exists() {
             bail!("{RESOLV_CONF} is missing, so AWS endpoints cannot be resolved");
         }
@@ -128,7 +166,15 @@ impl Ecr {
             }
         }
         let client = Client::new(&config);
-        Ok(Self { client, region })
+        let endpoint = endpoint_override.map_or_else(
+            || format!("https://api.ecr.{region}.amazonaws.com"),
+            ToString::to_string,
+        );
+        Ok(Self {
+            client,
+            region,
+            endpoint,
+        })
     }
 
     /// Gets a registry token. The password is masked by the caller before anything else
@@ -141,7 +187,7 @@ impl Ecr {
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
-            .with_context(|| format!("GetAuthorizationToken failed in {}", self.region))?;
+            .with_context(|| format!("GetAuthorizationToken failed at {}", self.endpoint))?;
         let data = response
             .authorization_data()
             .first()
@@ -322,59 +368,6 @@ impl Ecr {
                 format!("cannot apply the repository policy from {}", policy.source)
             })?;
         Ok(true)
-    }
-
-    /// Looks up `tag` in ECR; `None` when the tag does not exist.
-    pub async fn describe_tag(
-        &self,
-        name: &str,
-        registry_id: Option<&str>,
-        tag: &str,
-    ) -> anyhow::Result<Option<ImageDetail>> {
-        let result = self
-            .client
-            .describe_images()
-            .repository_name(name)
-            .set_registry_id(registry_id.map(ToString::to_string))
-            .image_ids(ImageIdentifier::builder().image_tag(tag).build())
-            .send()
-            .await;
-        match result {
-            Ok(response) => Ok(response.image_details().first().map(|d| ImageDetail {
-                digest: d.image_digest().unwrap_or_default().to_string(),
-                size_bytes: d.image_size_in_bytes(),
-                tags: d.image_tags().to_vec(),
-            })),
-            Err(err) if err.code() == Some("ImageNotFoundException") => Ok(None),
-            Err(err) => Err(anyhow::anyhow!("{}", describe(&err)))
-                .with_context(|| format!("cannot look up tag `{tag}` in `{name}`")),
-        }
-    }
-
-    /// Confirms that every tag points at `digest` in ECR, and returns what ECR reports.
-    pub async fn confirm_digest(
-        &self,
-        name: &str,
-        registry_id: Option<&str>,
-        tags: &[String],
-        digest: &str,
-    ) -> anyhow::Result<ImageDetail> {
-        let mut detail = None;
-        for tag in tags {
-            let found = self
-                .describe_tag(name, registry_id, tag)
-                .await?
-                .with_context(|| format!("ECR has no tag `{tag}` in `{name}` after the push"))?;
-            if found.digest != digest {
-                bail!(
-                    "ECR reports `{name}:{tag}` at {}, but the push reported {digest}; \
-                     another run may have pushed the same tag at the same time",
-                    found.digest
-                );
-            }
-            detail.get_or_insert(found);
-        }
-        detail.context("no tags to confirm")
     }
 }
 

@@ -1,0 +1,155 @@
+//! Images already in ECR: which of the requested tags exist (before the build, for
+//! `on-tag-exists`), and the confirmation of a pushed digest (after the push).
+
+use anyhow::Context as _;
+use aws_sdk_ecr::error::ProvideErrorMetadata;
+use aws_sdk_ecr::types::ImageIdentifier;
+
+use super::{describe, Ecr, ImageDetail};
+
+/// Manifest types asked for when reading a manifest back, newest first.
+const MANIFEST_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// A requested tag that exists in ECR, and the digest it points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingTag {
+    pub tag: String,
+    pub digest: String,
+}
+
+impl Ecr {
+    /// Which of `tags` exist in the repository, and where they point. One lookup per tag,
+    /// concurrently: `DescribeImages` fails as a whole when any one tag is missing.
+    pub async fn existing_tags(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        tags: &[String],
+    ) -> anyhow::Result<Vec<ExistingTag>> {
+        let lookups = tags.iter().map(|tag| async move {
+            let result = self
+                .client
+                .describe_images()
+                .repository_name(name)
+                .set_registry_id(registry_id.map(ToString::to_string))
+                .image_ids(ImageIdentifier::builder().image_tag(tag).build())
+                .send()
+                .await;
+            match result {
+                Ok(response) => Ok(response
+                    .image_details()
+                    .first()
+                    .and_then(|d| d.image_digest())
+                    .map(|digest| ExistingTag {
+                        tag: tag.clone(),
+                        digest: digest.to_string(),
+                    })),
+                Err(err) if err.code() == Some("ImageNotFoundException") => Ok(None),
+                Err(err) => Err(anyhow::anyhow!("{}", describe(&err)))
+                    .with_context(|| format!("cannot look up tag `{tag}` in `{name}`")),
+            }
+        });
+        let found = futures_util::future::try_join_all(lookups).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// The config digest (local image ID) of the image at `digest`, from its manifest;
+    /// `None` for an index.
+    pub async fn image_config_digest(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        digest: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let response = self
+            .client
+            .batch_get_image()
+            .repository_name(name)
+            .set_registry_id(registry_id.map(ToString::to_string))
+            .image_ids(ImageIdentifier::builder().image_digest(digest).build())
+            .set_accepted_media_types(Some(MANIFEST_TYPES.map(String::from).to_vec()))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+            .with_context(|| format!("cannot read the manifest of {digest} in `{name}`"))?;
+        Ok(response
+            .images()
+            .first()
+            .and_then(|image| image.image_manifest())
+            .and_then(config_digest))
+    }
+
+    /// Confirms that ECR holds the pushed `digest` and returns what it reports. A tag that
+    /// points elsewhere by now (another run pushed the same tag meanwhile) is reported in
+    /// `moved_tags`, not as an error: this run's image is in ECR under its digest.
+    pub async fn confirm_digest(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        tags: &[String],
+        digest: &str,
+    ) -> anyhow::Result<(ImageDetail, Vec<String>)> {
+        let result = self
+            .client
+            .describe_images()
+            .repository_name(name)
+            .set_registry_id(registry_id.map(ToString::to_string))
+            .image_ids(ImageIdentifier::builder().image_digest(digest).build())
+            .send()
+            .await;
+        let response = match result {
+            Ok(response) => response,
+            Err(err) if err.code() == Some("ImageNotFoundException") => {
+                anyhow::bail!("ECR has no image {digest} in `{name}` after the push")
+            }
+            Err(err) => {
+                return Err(anyhow::anyhow!("{}", describe(&err)))
+                    .with_context(|| format!("cannot look up {digest} in `{name}`"))
+            }
+        };
+        let found = response
+            .image_details()
+            .first()
+            .with_context(|| format!("ECR has no image {digest} in `{name}` after the push"))?;
+        let detail = ImageDetail {
+            digest: found.image_digest().unwrap_or_default().to_string(),
+            size_bytes: found.image_size_in_bytes(),
+            tags: found.image_tags().to_vec(),
+        };
+        if detail.digest != digest {
+            anyhow::bail!("ECR answered {} when asked for {digest}", detail.digest);
+        }
+        let moved = tags
+            .iter()
+            .filter(|tag| !detail.tags.contains(tag))
+            .cloned()
+            .collect();
+        Ok((detail, moved))
+    }
+}
+
+/// The `config.digest` of an image manifest; `None` for an index or unreadable JSON.
+fn config_digest(manifest: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(manifest).ok()?;
+    value["config"]["digest"].as_str().map(ToString::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The image ID of an existing image is its manifest's config digest.
+    #[test]
+    fn config_digest_is_read_from_image_manifests_only() {
+        let manifest =
+            r#"{"schemaVersion":2,"config":{"digest":"sha256:abc","size":1},"layers":[]}"#;
+        assert_eq!(config_digest(manifest), Some("sha256:abc".into()));
+        assert_eq!(config_digest(r#"{"schemaVersion":2,"manifests":[]}"#), None);
+        assert_eq!(config_digest("not json"), None);
+    }
+}
