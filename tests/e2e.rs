@@ -462,6 +462,9 @@ fn rerunning_on_a_mutable_repository_is_idempotent() {
     let standin = standin();
     let repo = unique("rerun");
     let ws = example_workspace();
+    // Content of its own: other tests remove images built from the shared example, which
+    // would take this test's build cache with them.
+    ws.write("unique.txt", &repo);
     let runs: Vec<_> = (0..2)
         .map(|_| {
             standin

@@ -9,17 +9,31 @@ system store via AWS_CA_BUNDLE, which is the point: it proves the test CA is tru
   ecr.py create NAME [IMMUTABLE]    create a repository
   ecr.py digest NAME TAG            imageDigest that DescribeImages reports for a tag
   ecr.py images NAME                DescribeImages as JSON
+  ecr.py try [--retry]              one DescribeRepositories call: prints "ok" or the error
+                                    code; no retries unless --retry (botocore standard mode,
+                                    3 attempts); for the fault-injection checks
 """
 import base64
 import json
 import sys
 
 import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 
 def main(argv):
-    ecr = boto3.client("ecr")
     cmd, args = argv[1], argv[2:]
+    if cmd == "try":
+        attempts = 3 if "--retry" in args else 1
+        ecr = boto3.client("ecr", config=Config(retries={"mode": "standard", "total_max_attempts": attempts}))
+        try:
+            ecr.describe_repositories(maxResults=1)
+            print("ok")
+        except ClientError as exc:
+            print(exc.response["Error"]["Code"])
+        return
+    ecr = boto3.client("ecr")
     if cmd == "password":
         data = ecr.get_authorization_token()["authorizationData"][0]
         user, password = base64.b64decode(data["authorizationToken"]).decode().split(":", 1)

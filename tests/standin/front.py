@@ -10,6 +10,13 @@
     * every accepted manifest PUT is recorded in moto (put_image) before the client
       sees the 201, so DescribeImages agrees with the registry the moment a push ends.
 
+Fault injection for tests: a plain-HTTP control API (default 127.0.0.1:5005, see
+Faults and ControlHandler) queues rules that make the next matching requests answer an
+error status, reset the connection mid-body, or wait first, or that close the listener
+for a while so new connections are refused. API requests signed with the access key ids
+AKIADENIEDEXAMPLE / AKIAEXPIREDEXAMPLE are always refused like ECR refuses bad or expired
+credentials. Both are marked "injected:..." in the request log.
+
 Standard library only, apart from boto3 (shipped with moto) to talk to moto. Bodies
 are streamed in both directions, never buffered whole, except manifests (small, and
 needed for the digest and for put_image). One thread per client connection.
@@ -23,12 +30,15 @@ import json
 import logging
 import os
 import re
+import select
 import socket
 import socketserver
 import ssl
+import struct
 import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -64,6 +74,134 @@ class UpstreamGone(Exception):
     """The upstream closed the connection before answering."""
 
 
+RESET_READ_LIMIT = 64 * 1024   # "reset" faults read at most this much of the body first
+FAULT_ROUTES = ("registry", "api")
+FAULT_MODES = ("status", "reset", "delay", "refuse")
+FAULT_FIELDS = {"route", "mode", "count", "method", "path", "action", "status", "error",
+                "message", "seconds"}
+MAX_FAULT_SECONDS = 300
+
+# Access key ids that the API route refuses whatever the signature, as ECR would.
+CREDENTIAL_FAULTS = {
+    "AKIADENIEDEXAMPLE": ("UnrecognizedClientException",
+                          "The security token included in the request is invalid."),
+    "AKIAEXPIREDEXAMPLE": ("ExpiredTokenException",
+                           "The security token included in the request is expired"),
+}
+CREDENTIAL = re.compile(r"Credential=([A-Za-z0-9]+)/")
+
+REGISTRY_FAULT_CODES = {
+    503: ("UNAVAILABLE", "service unavailable"),
+    429: ("TOOMANYREQUESTS", "Rate exceeded"),
+    401: ("UNAUTHORIZED", "authentication required"),
+    403: ("DENIED", "requested access to the resource is denied"),
+}
+API_FAULT_MESSAGES = {
+    "ThrottlingException": "Rate exceeded",
+    "ServiceUnavailableException": "Service Unavailable",
+}
+
+
+class FaultSpecError(ValueError):
+    """A POST /faults body that does not describe a valid rule."""
+
+
+def parse_fault(spec) -> dict:
+    """Validate one rule as POSTed, filling in the defaults."""
+    if not isinstance(spec, dict):
+        raise FaultSpecError("the body must be a JSON object")
+    unknown = set(spec) - FAULT_FIELDS
+    if unknown:
+        raise FaultSpecError(f"unknown field(s): {', '.join(sorted(unknown))}")
+    mode = spec.get("mode")
+    if mode not in FAULT_MODES:
+        raise FaultSpecError(f"mode must be one of {', '.join(FAULT_MODES)}")
+    route = spec.get("route")
+    if route is not None and route not in FAULT_ROUTES:
+        raise FaultSpecError("route must be 'registry' or 'api' (or absent: both)")
+    count = spec.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise FaultSpecError("count must be an integer >= 1")
+    rule = {"mode": mode, "route": route, "count": count}
+    for key in ("method", "path", "action", "error", "message"):
+        value = spec.get(key)
+        if value is not None and not isinstance(value, str):
+            raise FaultSpecError(f"{key} must be a string")
+        rule[key] = value.upper() if key == "method" and value else value
+    status = spec.get("status")
+    if mode == "status":
+        if status is None:
+            status = 400 if route == "api" and rule["error"] else 503
+        if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+            raise FaultSpecError("status must be an integer from 400 to 599")
+    elif status is not None:
+        raise FaultSpecError("status only applies to mode 'status'")
+    rule["status"] = status
+    seconds = spec.get("seconds")
+    if mode in ("delay", "refuse"):
+        seconds = 1.0 if seconds is None else seconds
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) \
+                or not 0 <= seconds <= MAX_FAULT_SECONDS:
+            raise FaultSpecError(f"seconds must be a number from 0 to {MAX_FAULT_SECONDS}")
+        seconds = float(seconds)
+    elif seconds is not None:
+        raise FaultSpecError("seconds only applies to modes 'delay' and 'refuse'")
+    rule["seconds"] = seconds
+    if mode == "refuse":
+        for key in ("route", "method", "path", "action", "error", "message"):
+            if rule[key] is not None:
+                raise FaultSpecError(f"{key} does not apply to mode 'refuse'")
+        if count != 1:
+            raise FaultSpecError("count does not apply to mode 'refuse'")
+    return rule
+
+
+class Faults:
+    """Pending fault rules, oldest first; each request takes the first rule it matches."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._rules: list[dict] = []
+        self._next_id = 1
+        self.injected = 0
+
+    def add(self, rule: dict) -> dict:
+        with self._lock:
+            rule = dict(rule, id=self._next_id)
+            self._next_id += 1
+            if rule["mode"] == "refuse":
+                self.injected += 1   # applied at once by the caller
+            else:
+                self._rules.append(rule)
+            return dict(rule)
+
+    def take(self, route: str, method: str, path: str, action: str | None) -> dict | None:
+        with self._lock:
+            for rule in self._rules:
+                if (rule["route"] not in (None, route)
+                        or (rule["method"] and rule["method"] != method)
+                        or (rule["path"] and rule["path"] not in path)
+                        or (rule["action"] and rule["action"] != action)):
+                    continue
+                rule["count"] -= 1
+                if rule["count"] <= 0:
+                    self._rules.remove(rule)
+                self.injected += 1
+                return dict(rule)
+        return None
+
+    def clear(self) -> int:
+        with self._lock:
+            dropped = len(self._rules)
+            self._rules.clear()
+            self.injected = 0
+            return dropped
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"pending": [dict(r) for r in self._rules], "injected": self.injected}
+
+
 class Moto:
     """The few ECR API calls the registry rules need, against moto's plain-HTTP endpoint."""
 
@@ -78,13 +216,18 @@ class Moto:
                           max_pool_connections=64, connect_timeout=5, read_timeout=30),
         )
         self.errors = self.client.exceptions
+        from botocore.exceptions import ParamValidationError
+        self.ParamValidationError = ParamValidationError
 
     def repository(self, name: str) -> dict | None:
         # Deliberately uncached: tests reset moto between cases, and a stale "exists"
         # would let a push succeed that real ECR would refuse.
         try:
             return self.client.describe_repositories(repositoryNames=[name])["repositories"][0]
-        except (self.errors.RepositoryNotFoundException, self.errors.InvalidParameterException):
+        except (self.errors.RepositoryNotFoundException, self.errors.InvalidParameterException,
+                self.ParamValidationError):
+            # ParamValidationError: botocore's own check (e.g. a 1-character name); no
+            # such repository can exist, so the client gets NAME_UNKNOWN, not a 502.
             return None
 
     def digest_of(self, name: str, image_id: dict) -> str | None:
@@ -135,14 +278,93 @@ class Front(ThreadingHTTPServer):
         self.moto = moto
         self.moto_addr = moto_addr
         self.registry_addr = registry_addr
+        self.faults = Faults()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # "refuse" faults: the accept loop owns the listening socket; other threads ask it
+        # to close the socket until a deadline, through a wake-up pipe.
+        self._refuse_guard = threading.Lock()
+        self._refuse_until = 0.0
+        self._refuse_waiters: list[threading.Event] = []
+        self._wake_r, self._wake_w = os.pipe()
         super().__init__(addr, Handler)
 
     def server_bind(self):
         # HTTPServer.server_bind does a reverse DNS lookup we do not need.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
+
+    # --- accept loop with "refuse" support ---------------------------------------------
+
+    def serve(self):
+        """serve_forever, except that the listening socket can be closed for a while."""
+        # poll, not select: the listener re-opened after a "refuse" may get an fd > 1023.
+        while True:
+            listener = self.socket.fileno()
+            poller = select.poll()
+            poller.register(listener, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
+            ready = {fd for fd, _ in poller.poll(500)}
+            if self._wake_r in ready:
+                os.read(self._wake_r, 512)
+            if self._refuse_until > time.monotonic():
+                self._refuse_now()
+            elif listener in ready:
+                self._handle_request_noblock()
+
+    def refuse(self, seconds: float) -> None:
+        """Close the listener for `seconds`; returns once new connections are refused."""
+        done = threading.Event()
+        with self._refuse_guard:
+            self._refuse_until = max(self._refuse_until, time.monotonic() + seconds)
+            self._refuse_waiters.append(done)
+        os.write(self._wake_w, b"r")
+        done.wait(5)
+
+    def stop_refusing(self) -> None:
+        with self._refuse_guard:
+            self._refuse_until = 0.0
+        os.write(self._wake_w, b"s")
+
+    @property
+    def refusing(self) -> float:
+        return max(0.0, self._refuse_until - time.monotonic())
+
+    def _refuse_now(self):
+        self.socket.close()  # pending, not yet accepted connections get a RST too
+        log.info("- - - - refusing connections on %s:%d for %.1fs injected:refuse",
+                 *self.server_address[:2], self.refusing)
+        while True:
+            with self._refuse_guard:
+                waiters, self._refuse_waiters = self._refuse_waiters, []
+                left = self._refuse_until - time.monotonic()
+            for done in waiters:
+                done.set()
+            if left <= 0:
+                break
+            waker = select.poll()
+            waker.register(self._wake_r, select.POLLIN)
+            if waker.poll(left * 1000):
+                os.read(self._wake_r, 512)
+        self.socket = self._listen_again()
+        log.info("- - - - accepting connections on %s:%d again", *self.server_address[:2])
+
+    def _listen_again(self) -> socket.socket:
+        deadline = time.monotonic() + 10
+        while True:
+            sock = socket.socket(self.address_family, self.socket_type)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(self.server_address)
+                sock.listen(self.request_queue_size)
+                return sock
+            except OSError as exc:
+                sock.close()
+                if time.monotonic() > deadline:
+                    log.error("cannot listen on %s:%d again: %s; exiting",
+                              *self.server_address[:2], exc)
+                    os._exit(3)
+                time.sleep(0.05)
 
     def get_request(self):
         sock, addr = self.socket.accept()
@@ -187,9 +409,15 @@ class Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         self._status = 0
         self._sent_headers = False
+        self._injected = None
         host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
+        route = {API_HOST: "api", REGISTRY_HOST: "registry"}.get(host)
         try:
-            if host == API_HOST:
+            if route and self._inject(route):
+                pass  # a fault answered (or dropped) the request
+            elif route == "api" and self._refuse_credentials():
+                pass
+            elif host == API_HOST:
                 self._forward(self.server.moto_addr)
             elif host == REGISTRY_HOST:
                 self._registry()
@@ -209,8 +437,85 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             ms = (time.monotonic() - started) * 1000
             # Path only: query strings carry upload state tokens; never headers or bodies.
-            log.info("%s %s %s %s %d %.1fms", self.client_address[0], host.split(".")[0],
-                     self.command, urlsplit(self.path).path, self._status, ms)
+            log.info("%s %s %s %s %d %.1fms%s", self.client_address[0], host.split(".")[0],
+                     self.command, urlsplit(self.path).path, self._status, ms,
+                     f" injected:{self._injected}" if self._injected else "")
+
+    # --- fault injection --------------------------------------------------------------
+
+    def _inject(self, route: str) -> bool:
+        """Apply the first pending fault rule this request matches; True if it answered."""
+        action = None
+        if route == "api":
+            action = (self.headers.get("X-Amz-Target") or "").rsplit(".", 1)[-1] or None
+        fault = self.server.faults.take(route, self.command, urlsplit(self.path).path, action)
+        if fault is None:
+            return False
+        mode = self._injected = fault["mode"]
+        if mode == "delay":
+            time.sleep(fault["seconds"])
+            return False
+        if mode == "reset":
+            self._reset_connection()
+            return True
+        self._drain_body()
+        if route == "api":
+            error = fault["error"] or ("ServiceUnavailableException" if fault["status"] >= 500
+                                       else "ThrottlingException")
+            self._api_error(fault["status"], error,
+                            fault["message"] or API_FAULT_MESSAGES.get(error, error))
+        else:
+            code, message = REGISTRY_FAULT_CODES.get(fault["status"], ("UNKNOWN", "injected fault"))
+            self._json_error(fault["status"], fault["error"] or code, fault["message"] or message)
+        return True
+
+    def _refuse_credentials(self) -> bool:
+        m = CREDENTIAL.search(self.headers.get("Authorization") or "")
+        refusal = CREDENTIAL_FAULTS.get(m[1]) if m else None
+        if refusal is None:
+            return False
+        self._injected = refusal[0]
+        self._drain_body()
+        self._api_error(400, *refusal)
+        return True
+
+    def _api_error(self, status: int, error_type: str, message: str):
+        """An error as ECR's JSON protocol sends it (botocore reads __type and the header)."""
+        payload = json.dumps({"__type": error_type, "message": message}).encode()
+        self._status = status
+        self.send_response_only(status)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        self.send_header("x-amzn-ErrorType", error_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self._end_headers()
+        try:
+            self.wfile.write(payload)
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientGone() from exc
+
+    def _reset_connection(self):
+        """Read some of the body, then drop the connection with a TCP RST (SO_LINGER 0)."""
+        self.close_connection = True
+        want = RESET_READ_LIMIT
+        if not self._is_chunked():
+            want = min(want, int(self.headers.get("Content-Length") or 0))
+        try:
+            self.request.settimeout(5)
+            while want > 0:
+                piece = self.rfile.read1(want)
+                if not piece:
+                    break
+                want -= len(piece)
+        except (OSError, ssl.SSLError, ValueError):
+            pass
+        try:
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        # rfile holds a reference that keeps the socket open; wfile does not.
+        self.rfile.close()
+        self.request.close()
 
     # --- registry rules ---------------------------------------------------------------
 
@@ -436,6 +741,81 @@ class Handler(BaseHTTPRequestHandler):
                 pass
 
 
+class ControlHandler(BaseHTTPRequestHandler):
+    """The fault control API (plain HTTP, loopback):
+
+      POST   /faults   add one rule (JSON object; see parse_fault) -> 201 {"added": rule}
+      GET    /faults   {"pending": [rules], "injected": N, "refusing": seconds left}
+      DELETE /faults   drop every pending rule, end a "refuse", zero the counter
+    """
+    protocol_version = "HTTP/1.1"
+    server_version = "ecr-standin-faults"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def _answer(self, status: int, payload: dict):
+        body = json.dumps(payload).encode()
+        self.send_response_only(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _front(self) -> Front:
+        return self.server.front  # type: ignore[attr-defined]
+
+    def _route_ok(self) -> bool:
+        if urlsplit(self.path).path.rstrip("/") == "/faults":
+            return True
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self._answer(404, {"error": "only /faults exists"})
+        return False
+
+    def do_GET(self):
+        if self._route_ok():
+            front = self._front()
+            self._answer(200, dict(front.faults.snapshot(), refusing=round(front.refusing, 3)))
+
+    def do_DELETE(self):
+        if self._route_ok():
+            front = self._front()
+            dropped = front.faults.clear()
+            if front.refusing:
+                front.stop_refusing()
+            self._answer(200, {"cleared": dropped})
+
+    def do_POST(self):
+        if not self._route_ok():
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            rule = parse_fault(json.loads(raw or b"null"))
+        except (ValueError, FaultSpecError) as exc:  # JSONDecodeError is a ValueError
+            return self._answer(400, {"error": str(exc)})
+        front = self._front()
+        rule = front.faults.add(rule)
+        log.info("- - - - fault added: %s", json.dumps(rule, sort_keys=True))
+        if rule["mode"] == "refuse":
+            front.refuse(rule["seconds"])
+        self._answer(201, {"added": rule})
+
+
+class Control(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, addr, front: Front):
+        self.front = front
+        super().__init__(addr, ControlHandler)
+
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
 def rewrite_location(value: str) -> str:
     # The registry is told its external URL, but a Location naming the loopback port
     # would send clients around the front (and around the ECR rules).
@@ -452,6 +832,8 @@ def main():
     ap.add_argument("--key", required=True)
     ap.add_argument("--moto", default="127.0.0.1:5001")
     ap.add_argument("--registry", default="127.0.0.1:5002")
+    ap.add_argument("--control", default="127.0.0.1:5005",
+                    help="plain-HTTP fault control API (keep it on loopback)")
     ap.add_argument("--log", required=True, help="one line per request goes here")
     ap.add_argument("--pid-file")
     args = ap.parse_args()
@@ -473,12 +855,15 @@ def main():
     moto_addr = addr(args.moto)
     moto = Moto(f"http://{moto_addr[0]}:{moto_addr[1]}")
     server = Front(addr(args.listen), ctx, moto, moto_addr, addr(args.registry))
+    control = Control(addr(args.control), server)
+    threading.Thread(target=control.serve_forever, kwargs={"poll_interval": 0.5},
+                     name="control", daemon=True).start()
     if args.pid_file:
         with open(args.pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
-    log.info("listening on %s", args.listen)
+    log.info("listening on %s, fault control API on http://%s", args.listen, args.control)
     try:
-        server.serve_forever(poll_interval=0.5)
+        server.serve()
     except KeyboardInterrupt:
         pass
 

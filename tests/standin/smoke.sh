@@ -16,6 +16,8 @@ V2_MANIFEST=application/vnd.docker.distribution.manifest.v2+json
 
 WORK=$(mktemp -d)
 cleanup() {
+  # No fault rule may outlive the run (and end a "refuse" early if we died during one).
+  curl -fsS -o /dev/null --max-time 5 -X DELETE "$STANDIN_FAULTS_URL/faults" 2>/dev/null || true
   # Never leave credentials in ~/.docker/config.json, whatever happened.
   docker logout "$REG" >/dev/null 2>&1 || true
   # Only our own images, found by label: retagged builds leave untagged ones behind.
@@ -129,6 +131,103 @@ done
 n=$("${ECR[@]}" images smoke/parallel | jq length)
 [ "$n" = 8 ] || fail "moto has $n images after 8 parallel pushes"
 ok "8 pushes in $(( ($(date +%s%N) - t0) / 1000000 )) ms, 8 images in moto"
+
+step "(g) fault injection ($STANDIN_FAULTS_URL)"
+FRONT_LOG=/var/lib/ecr-build-push-standin/front-requests.log
+log_from=$(( $(wc -l <"$FRONT_LOG") + 1 ))
+faults() { curl -fsS "$@"; }
+add_fault() {
+  curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d "$1" "$STANDIN_FAULTS_URL/faults" \
+    || fail "POST /faults $1"
+}
+faults -o /dev/null -X DELETE "$STANDIN_FAULTS_URL/faults" || fail "DELETE /faults"
+[ "$(curl -sS -o /dev/null -w '%{http_code}' -X POST -d '{"mode":"status","paths":"x"}' \
+  "$STANDIN_FAULTS_URL/faults")" = 400 ] || fail "a misspelt field was accepted"
+# Every rule below is pinned to smoke's own paths (or API action), so it cannot hit a
+# request of some other test that happens to use the stand-in at the same time.
+TAGS_URL=https://$REG/v2/smoke/app/tags/list
+
+add_fault '{"route":"registry","mode":"status","status":503,"count":2,"method":"GET","path":"/v2/smoke/app/tags/list"}'
+codes=
+for i in 1 2 3; do
+  codes+=$(curl -sS -o "$WORK/status-$i.json" -w '%{http_code} ' -u "AWS:$PASSWORD" "$TAGS_URL")
+done
+[ "$codes" = "503 503 200 " ] || fail "503 x2 then success: got $codes"
+[ "$(jq -r '.errors[0].code' "$WORK/status-1.json")" = UNAVAILABLE ] || fail "503 body: $(cat "$WORK/status-1.json")"
+jq -e '.tags | index("one")' "$WORK/status-3.json" >/dev/null || fail "tags/list after the faults"
+ok "status: two GETs answered 503 UNAVAILABLE, the third went through"
+
+location=$(curl -fsS -o /dev/null -D - -X POST -u "AWS:$PASSWORD" "https://$REG/v2/smoke/app/blobs/uploads/" \
+  | tr -d '\r' | awk -F': ' 'tolower($1)=="location" {print $2}')
+[ -n "$location" ] || fail "could not start a blob upload"
+head -c 300000 /dev/urandom >"$WORK/reset-body"
+add_fault '{"route":"registry","mode":"reset","method":"PATCH","path":"/v2/smoke/app/blobs/uploads/"}'
+rc=0
+curl -sS -o /dev/null -X PATCH -u "AWS:$PASSWORD" -H 'Content-Type: application/octet-stream' \
+  --data-binary @"$WORK/reset-body" "$location" 2>"$WORK/reset.err" || rc=$?
+case $rc in
+  55 | 56) ;;  # send / receive failure: "Connection reset by peer"
+  *) cat "$WORK/reset.err"; fail "PATCH during a reset fault: curl exit $rc, expected 55 or 56" ;;
+esac
+ok "reset: PATCH dropped mid-body ($(tr -d '\n' <"$WORK/reset.err"))"
+
+add_fault '{"route":"registry","mode":"delay","seconds":1,"method":"GET","path":"/v2/smoke/app/tags/list"}'
+secs=$(curl -fsS -o /dev/null -w '%{time_total}' -u "AWS:$PASSWORD" "$TAGS_URL") || fail "delayed GET"
+awk -v s="$secs" 'BEGIN { exit !(s >= 1.0 && s < 5) }' || fail "delay of 1 s took ${secs}s"
+ok "delay: answered after ${secs}s"
+
+t0=$(date +%s%N)
+add_fault '{"mode":"refuse","seconds":1}'
+rc=0
+curl -sS -o /dev/null --max-time 2 "https://$REG/v2/" 2>"$WORK/refuse.err" || rc=$?
+[ "$rc" = 7 ] || { cat "$WORK/refuse.err"; fail "connect during refuse: curl exit $rc, expected 7"; }
+until [ "$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "https://$REG/v2/" 2>/dev/null)" = 401 ]; do
+  [ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 5000 ] || fail "the front did not accept again after refuse"
+  sleep 0.05
+done
+ok "refuse: connection refused, accepting again after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+
+add_fault '{"route":"api","mode":"status","error":"ThrottlingException","action":"DescribeRepositories"}'
+[ "$("${ECR[@]}" try)" = ThrottlingException ] || fail "no ThrottlingException"
+[ "$("${ECR[@]}" try)" = ok ] || fail "the call after a throttled one failed"
+add_fault '{"route":"api","mode":"status","status":503,"count":2,"action":"DescribeRepositories"}'
+[ "$("${ECR[@]}" try --retry)" = ok ] || fail "boto3 did not get through two 503s in 3 attempts"
+ok "api: ThrottlingException once; boto3's retries got through two 503 ServiceUnavailableException"
+
+[ "$(AWS_ACCESS_KEY_ID=AKIADENIEDEXAMPLE "${ECR[@]}" try)" = UnrecognizedClientException ] \
+  || fail "AKIADENIEDEXAMPLE was not refused"
+[ "$(AWS_ACCESS_KEY_ID=AKIAEXPIREDEXAMPLE "${ECR[@]}" try)" = ExpiredTokenException ] \
+  || fail "AKIAEXPIREDEXAMPLE was not refused as expired"
+header=$(curl -sS -o /dev/null -D - -X POST -d '{}' \
+  -H 'X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.DescribeRepositories' \
+  -H 'Authorization: AWS4-HMAC-SHA256 Credential=AKIADENIEDEXAMPLE/20250101/us-east-1/ecr/aws4_request, SignedHeaders=host, Signature=00' \
+  "$AWS_ENDPOINT_URL_ECR/" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-amzn-errortype" {print $2}')
+[ "$header" = UnrecognizedClientException ] || fail "x-amzn-ErrorType: '$header'"
+ok "credentials: denied -> UnrecognizedClientException, expired -> ExpiredTokenException"
+
+state=$(faults "$STANDIN_FAULTS_URL/faults") || fail "GET /faults"
+# 2 status + reset + delay + refuse + throttle + 2 x 503 = 8 (credentials are not rules)
+[ "$(jq -c '[(.pending | length), .injected]' <<<"$state")" = '[0,8]' ] || fail "GET /faults: $state"
+tail -n +"$log_from" "$FRONT_LOG" >"$WORK/front.log"
+for mark in status reset delay refuse UnrecognizedClientException ExpiredTokenException; do
+  grep -q "injected:$mark" "$WORK/front.log" || fail "no injected:$mark line in $FRONT_LOG"
+done
+! grep -qiE 'credential=|signature=|authorization' "$WORK/front.log" || fail "credentials in the request log"
+faults -o /dev/null -X DELETE "$STANDIN_FAULTS_URL/faults"
+ok "GET /faults: nothing pending, 8 injected; all marked in the request log, no credentials"
+
+step "(h) the docker socket over TCP and TLS"
+TLS=(--tlsverify --tlscacert "$STANDIN_DOCKER_CERT_PATH/ca.pem")
+docker -H "$STANDIN_DOCKER_TCP" info --format '{{.ServerVersion}}' >/dev/null || fail "docker -H $STANDIN_DOCKER_TCP info"
+docker "${TLS[@]}" --tlscert "$STANDIN_DOCKER_CERT_PATH/cert.pem" --tlskey "$STANDIN_DOCKER_CERT_PATH/key.pem" \
+  -H "$STANDIN_DOCKER_TLS" info --format '{{.ServerVersion}}' >/dev/null || fail "docker over TLS with the client cert"
+if docker "${TLS[@]}" -H "$STANDIN_DOCKER_TLS" info >/dev/null 2>&1; then
+  fail "docker over TLS without a client certificate was let in"
+fi
+[ "$(DOCKER_HOST=$STANDIN_DOCKER_TLS DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=$STANDIN_DOCKER_CERT_PATH \
+  docker run --rm local/busybox echo tls)" = tls ] || fail "docker run via DOCKER_HOST/DOCKER_CERT_PATH"
+[ "$(head -n 1 "$STANDIN_DOCKER_CERT_PATH/key.pem")" = '-----BEGIN PRIVATE KEY-----' ] || fail "key.pem is not PKCS#8"
+ok "$STANDIN_DOCKER_TCP; $STANDIN_DOCKER_TLS with the client cert (and not without)"
 
 step "timing: a ~50 MB random layer, straight to a registry vs through the front"
 # The stand-in's registry names the front in every Location (http.host), so a "direct"
