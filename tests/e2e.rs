@@ -462,9 +462,12 @@ fn rerunning_on_a_mutable_repository_is_idempotent() {
     let standin = standin();
     let repo = unique("rerun");
     let ws = example_workspace();
-    // Content of its own: other tests remove images built from the shared example, which
-    // would take this test's build cache with them.
-    ws.write("unique.txt", &repo);
+    // A build chain of its own: the classic builder's cache is keyed by parent image, and
+    // other tests remove images built from the shared example (with untagged parents).
+    ws.write(
+        "Dockerfile",
+        &format!("FROM {BASE}\nLABEL test.id={repo}\nCOPY . /app/\nRUN echo built > /built\n"),
+    );
     let runs: Vec<_> = (0..2)
         .map(|_| {
             standin
@@ -479,7 +482,10 @@ fn rerunning_on_a_mutable_repository_is_idempotent() {
     }
     assert_eq!(
         runs[0].output("image-digest"),
-        runs[1].output("image-digest")
+        runs[1].output("image-digest"),
+        "first run:\n{}\nsecond run:\n{}",
+        runs[0].stderr,
+        runs[1].stderr
     );
     assert_eq!(
         standin.registry_digest(&repo, "v1").as_deref(),

@@ -48,6 +48,25 @@ manifest_digest() {
 RUN_ID=$(date +%s%N)
 
 step "reset"
+# The reset drops every repository and image, so never pull it from under a test that is
+# using the stand-in right now: wait (up to a minute) until the front has been idle for
+# 10 s. SMOKE_FORCE=1 skips the wait.
+FRONT_LOG=/var/lib/ecr-build-push-standin/front-requests.log
+front_idle_seconds() {
+  local last
+  last=$(grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2} ' "$FRONT_LOG" 2>/dev/null | tail -n 1 | cut -c1-19)
+  [ -n "$last" ] || { echo 999; return; }
+  echo $(( $(date +%s) - $(date -d "$last" +%s) ))
+}
+if [ "${SMOKE_FORCE:-0}" != 1 ]; then
+  waited=0
+  until [ "$(front_idle_seconds)" -ge 10 ]; do
+    [ "$waited" = 0 ] && printf '   waiting for the front to be idle for 10 s (other tests?)\n'
+    [ "$waited" -lt 60 ] || fail "the front is still busy after 60 s; run smoke when no other test runs (or SMOKE_FORCE=1)"
+    sleep 1
+    waited=$((waited + 1))
+  done
+fi
 t0=$(date +%s%N)
 "$STANDIN" reset
 ok "reset took $(( ($(date +%s%N) - t0) / 1000000 )) ms"
@@ -133,7 +152,6 @@ n=$("${ECR[@]}" images smoke/parallel | jq length)
 ok "8 pushes in $(( ($(date +%s%N) - t0) / 1000000 )) ms, 8 images in moto"
 
 step "(g) fault injection ($STANDIN_FAULTS_URL)"
-FRONT_LOG=/var/lib/ecr-build-push-standin/front-requests.log
 log_from=$(( $(wc -l <"$FRONT_LOG") + 1 ))
 faults() { curl -fsS "$@"; }
 add_fault() {
