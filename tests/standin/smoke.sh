@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Self-check of the ECR stand-in, using only the docker CLI, curl and python (boto3).
-# Run after `scripts/standin start`. Resets the stand-in first, so it wipes its state.
+# Run after `scripts/standin start`. Safe next to other tests by default (own repository
+# prefix, faults pinned to its own paths); SMOKE_EXCLUSIVE=1 also resets the stand-in first
+# and checks the `refuse` fault, which both disturb anyone else using it.
 # Exits non-zero on the first failed check.
 set -euo pipefail
 
@@ -16,8 +18,11 @@ V2_MANIFEST=application/vnd.docker.distribution.manifest.v2+json
 
 WORK=$(mktemp -d)
 cleanup() {
-  # No fault rule may outlive the run (and end a "refuse" early if we died during one).
-  curl -fsS -o /dev/null --max-time 5 -X DELETE "$STANDIN_FAULTS_URL/faults" 2>/dev/null || true
+  # Fault rules left behind by a failed run name only this run's paths, so they never
+  # fire; in exclusive mode, drop them (and end a "refuse") anyway.
+  if [ "$EXCLUSIVE" = 1 ]; then
+    curl -fsS -o /dev/null --max-time 5 -X DELETE "$STANDIN_FAULTS_URL/faults" 2>/dev/null || true
+  fi
   # Never leave credentials in ~/.docker/config.json, whatever happened.
   docker logout "$REG" >/dev/null 2>&1 || true
   # Only our own images, found by label: retagged builds leave untagged ones behind.
@@ -46,12 +51,18 @@ manifest_digest() {
 }
 
 RUN_ID=$(date +%s%N)
+# Every repository of this run lives under its own prefix, so smoke can run while other
+# tests use the stand-in. SMOKE_EXCLUSIVE=1 adds the two checks that disturb everyone:
+# `standin reset` first (drops every repository) and a 1 s `refuse` fault.
+NS=smoke-$RUN_ID
+EXCLUSIVE=${SMOKE_EXCLUSIVE:-0}
+FRONT_LOG=/var/lib/ecr-build-push-standin/front-requests.log
 
-step "reset"
+if [ "$EXCLUSIVE" = 1 ]; then
+step "reset (SMOKE_EXCLUSIVE=1)"
 # The reset drops every repository and image, so never pull it from under a test that is
 # using the stand-in right now: wait (up to a minute) until the front has been idle for
 # 10 s. SMOKE_FORCE=1 skips the wait.
-FRONT_LOG=/var/lib/ecr-build-push-standin/front-requests.log
 front_idle_seconds() {
   local last
   last=$(grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2} ' "$FRONT_LOG" 2>/dev/null | tail -n 1 | cut -c1-19)
@@ -75,6 +86,7 @@ ok "reset took $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 [ -z "$(find /var/lib/ecr-build-push-standin/registry -type f | head -1)" ] \
   || fail "registry storage not empty after reset"
 ok "moto and the registry are empty"
+fi
 
 step "login with the token from GetAuthorizationToken (TLS API route, system CA)"
 PASSWORD=$("${ECR[@]}" password)
@@ -84,25 +96,25 @@ printf '%s' "$PASSWORD" | docker login -u AWS --password-stdin "$REG" >/dev/null
 ok "docker login"
 
 step "(a) push to a repository ECR does not know -> NAME_UNKNOWN"
-build "$REG/smoke/missing:1" "missing $RUN_ID"
-if docker push "$REG/smoke/missing:1" >"$WORK/push-a.log" 2>&1; then
+build "$REG/$NS/missing:1" "missing $RUN_ID"
+if docker push "$REG/$NS/missing:1" >"$WORK/push-a.log" 2>&1; then
   fail "push to an unknown repository succeeded"
 fi
 grep -q "does not exist in the registry with id '123456789012'" "$WORK/push-a.log" \
   || { cat "$WORK/push-a.log"; fail "docker push did not report NAME_UNKNOWN"; }
-code=$(curl -sS -u "AWS:$PASSWORD" "https://$REG/v2/smoke/missing/tags/list" | jq -r '.errors[0].code')
+code=$(curl -sS -u "AWS:$PASSWORD" "https://$REG/v2/$NS/missing/tags/list" | jq -r '.errors[0].code')
 [ "$code" = NAME_UNKNOWN ] || fail "tags/list on an unknown repository gave $code"
 ok "refused with NAME_UNKNOWN"
 
-step "(b) create smoke/app, push two tags, registry digest == moto digest"
-"${ECR[@]}" create smoke/app
-build "$REG/smoke/app:one" "app $RUN_ID"
-docker tag "$REG/smoke/app:one" "$REG/smoke/app:two"
-docker push -q "$REG/smoke/app:one" >/dev/null || fail "push smoke/app:one"
-docker push -q "$REG/smoke/app:two" >/dev/null || fail "push smoke/app:two"
+step "(b) create $NS/app, push two tags, registry digest == moto digest"
+"${ECR[@]}" create $NS/app
+build "$REG/$NS/app:one" "app $RUN_ID"
+docker tag "$REG/$NS/app:one" "$REG/$NS/app:two"
+docker push -q "$REG/$NS/app:one" >/dev/null || fail "push $NS/app:one"
+docker push -q "$REG/$NS/app:two" >/dev/null || fail "push $NS/app:two"
 for tag in one two; do
-  reg_digest=$(manifest_digest smoke/app "$tag")
-  moto_digest=$("${ECR[@]}" digest smoke/app "$tag")
+  reg_digest=$(manifest_digest $NS/app "$tag")
+  moto_digest=$("${ECR[@]}" digest $NS/app "$tag")
   [ -n "$reg_digest" ] && [ "$reg_digest" = "$moto_digest" ] \
     || fail "tag $tag: registry $reg_digest, moto $moto_digest"
 done
@@ -110,44 +122,44 @@ APP_DIGEST=$reg_digest
 ok "both tags at $APP_DIGEST in the registry and in moto"
 
 step "(c) IMMUTABLE repository keeps its tags"
-"${ECR[@]}" create smoke/frozen IMMUTABLE
-build "$REG/smoke/frozen:v1" "frozen first $RUN_ID"
-docker push -q "$REG/smoke/frozen:v1" >/dev/null || fail "first push to smoke/frozen:v1"
-first=$("${ECR[@]}" digest smoke/frozen v1)
-docker push -q "$REG/smoke/frozen:v1" >/dev/null || fail "identical re-push to an immutable tag was refused"
+"${ECR[@]}" create $NS/frozen IMMUTABLE
+build "$REG/$NS/frozen:v1" "frozen first $RUN_ID"
+docker push -q "$REG/$NS/frozen:v1" >/dev/null || fail "first push to $NS/frozen:v1"
+first=$("${ECR[@]}" digest $NS/frozen v1)
+docker push -q "$REG/$NS/frozen:v1" >/dev/null || fail "identical re-push to an immutable tag was refused"
 ok "identical re-push accepted"
-build "$REG/smoke/frozen:v1" "frozen second $RUN_ID"
-if docker push "$REG/smoke/frozen:v1" >"$WORK/push-c.log" 2>&1; then
+build "$REG/$NS/frozen:v1" "frozen second $RUN_ID"
+if docker push "$REG/$NS/frozen:v1" >"$WORK/push-c.log" 2>&1; then
   fail "a different image replaced an immutable tag"
 fi
-grep -q "already exists in the 'smoke/frozen' repository and cannot be overwritten" "$WORK/push-c.log" \
+grep -q "already exists in the '$NS/frozen' repository and cannot be overwritten" "$WORK/push-c.log" \
   || { cat "$WORK/push-c.log"; fail "docker push did not report TAG_INVALID"; }
-[ "$("${ECR[@]}" digest smoke/frozen v1)" = "$first" ] || fail "moto moved the immutable tag"
-[ "$(manifest_digest smoke/frozen v1)" = "$first" ] || fail "the registry moved the immutable tag"
+[ "$("${ECR[@]}" digest $NS/frozen v1)" = "$first" ] || fail "moto moved the immutable tag"
+[ "$(manifest_digest $NS/frozen v1)" = "$first" ] || fail "the registry moved the immutable tag"
 ok "different image refused with TAG_INVALID; tag still at $first"
 
 step "(d) pull back by digest"
-docker rmi -f "$REG/smoke/app:one" "$REG/smoke/app:two" >/dev/null
-docker pull -q "$REG/smoke/app@$APP_DIGEST" >/dev/null || fail "pull by digest"
-[ "$(docker run --rm "$REG/smoke/app@$APP_DIGEST" cat /hello)" = "app $RUN_ID" ] \
+docker rmi -f "$REG/$NS/app:one" "$REG/$NS/app:two" >/dev/null
+docker pull -q "$REG/$NS/app@$APP_DIGEST" >/dev/null || fail "pull by digest"
+[ "$(docker run --rm "$REG/$NS/app@$APP_DIGEST" cat /hello)" = "app $RUN_ID" ] \
   || fail "pulled image has the wrong content"
-ok "pulled and ran smoke/app@$APP_DIGEST"
+ok "pulled and ran $NS/app@$APP_DIGEST"
 
 step "(f) 8 parallel pushes through the front"
-"${ECR[@]}" create smoke/parallel
+"${ECR[@]}" create $NS/parallel
 pids=()
 for i in $(seq 8); do
-  build "$REG/smoke/parallel:p$i" "parallel $i $RUN_ID"
+  build "$REG/$NS/parallel:p$i" "parallel $i $RUN_ID"
 done
 t0=$(date +%s%N)
 for i in $(seq 8); do
-  docker push -q "$REG/smoke/parallel:p$i" >"$WORK/par-$i.log" 2>&1 &
+  docker push -q "$REG/$NS/parallel:p$i" >"$WORK/par-$i.log" 2>&1 &
   pids+=($!)
 done
 for i in "${!pids[@]}"; do
   wait "${pids[$i]}" || { cat "$WORK/par-$((i + 1)).log"; fail "parallel push $((i + 1))"; }
 done
-n=$("${ECR[@]}" images smoke/parallel | jq length)
+n=$("${ECR[@]}" images $NS/parallel | jq length)
 [ "$n" = 8 ] || fail "moto has $n images after 8 parallel pushes"
 ok "8 pushes in $(( ($(date +%s%N) - t0) / 1000000 )) ms, 8 images in moto"
 
@@ -158,14 +170,14 @@ add_fault() {
   curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' -d "$1" "$STANDIN_FAULTS_URL/faults" \
     || fail "POST /faults $1"
 }
-faults -o /dev/null -X DELETE "$STANDIN_FAULTS_URL/faults" || fail "DELETE /faults"
+injected_before=$(faults "$STANDIN_FAULTS_URL/faults" | jq .injected) || fail "GET /faults"
 [ "$(curl -sS -o /dev/null -w '%{http_code}' -X POST -d '{"mode":"status","paths":"x"}' \
   "$STANDIN_FAULTS_URL/faults")" = 400 ] || fail "a misspelt field was accepted"
 # Every rule below is pinned to smoke's own paths (or API action), so it cannot hit a
 # request of some other test that happens to use the stand-in at the same time.
-TAGS_URL=https://$REG/v2/smoke/app/tags/list
+TAGS_URL=https://$REG/v2/$NS/app/tags/list
 
-add_fault '{"route":"registry","mode":"status","status":503,"count":2,"method":"GET","path":"/v2/smoke/app/tags/list"}'
+add_fault "{\"route\":\"registry\",\"mode\":\"status\",\"status\":503,\"count\":2,\"method\":\"GET\",\"path\":\"/v2/$NS/app/tags/list\"}"
 codes=
 for i in 1 2 3; do
   codes+=$(curl -sS -o "$WORK/status-$i.json" -w '%{http_code} ' -u "AWS:$PASSWORD" "$TAGS_URL")
@@ -175,11 +187,11 @@ done
 jq -e '.tags | index("one")' "$WORK/status-3.json" >/dev/null || fail "tags/list after the faults"
 ok "status: two GETs answered 503 UNAVAILABLE, the third went through"
 
-location=$(curl -fsS -o /dev/null -D - -X POST -u "AWS:$PASSWORD" "https://$REG/v2/smoke/app/blobs/uploads/" \
+location=$(curl -fsS -o /dev/null -D - -X POST -u "AWS:$PASSWORD" "https://$REG/v2/$NS/app/blobs/uploads/" \
   | tr -d '\r' | awk -F': ' 'tolower($1)=="location" {print $2}')
 [ -n "$location" ] || fail "could not start a blob upload"
 head -c 300000 /dev/urandom >"$WORK/reset-body"
-add_fault '{"route":"registry","mode":"reset","method":"PATCH","path":"/v2/smoke/app/blobs/uploads/"}'
+add_fault "{\"route\":\"registry\",\"mode\":\"reset\",\"method\":\"PATCH\",\"path\":\"/v2/$NS/app/blobs/uploads/\"}"
 rc=0
 curl -sS -o /dev/null -X PATCH -u "AWS:$PASSWORD" -H 'Content-Type: application/octet-stream' \
   --data-binary @"$WORK/reset-body" "$location" 2>"$WORK/reset.err" || rc=$?
@@ -189,11 +201,12 @@ case $rc in
 esac
 ok "reset: PATCH dropped mid-body ($(tr -d '\n' <"$WORK/reset.err"))"
 
-add_fault '{"route":"registry","mode":"delay","seconds":1,"method":"GET","path":"/v2/smoke/app/tags/list"}'
+add_fault "{\"route\":\"registry\",\"mode\":\"delay\",\"seconds\":1,\"method\":\"GET\",\"path\":\"/v2/$NS/app/tags/list\"}"
 secs=$(curl -fsS -o /dev/null -w '%{time_total}' -u "AWS:$PASSWORD" "$TAGS_URL") || fail "delayed GET"
 awk -v s="$secs" 'BEGIN { exit !(s >= 1.0 && s < 5) }' || fail "delay of 1 s took ${secs}s"
 ok "delay: answered after ${secs}s"
 
+if [ "$EXCLUSIVE" = 1 ]; then
 t0=$(date +%s%N)
 add_fault '{"mode":"refuse","seconds":1}'
 rc=0
@@ -204,6 +217,9 @@ until [ "$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "https://$REG/v2
   sleep 0.05
 done
 ok "refuse: connection refused, accepting again after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+else
+  ok "refuse: skipped (it refuses every client for 1 s; SMOKE_EXCLUSIVE=1 runs it)"
+fi
 
 add_fault '{"route":"api","mode":"status","error":"ThrottlingException","action":"DescribeRepositories"}'
 [ "$("${ECR[@]}" try)" = ThrottlingException ] || fail "no ThrottlingException"
@@ -224,15 +240,20 @@ header=$(curl -sS -o /dev/null -D - -X POST -d '{}' \
 ok "credentials: denied -> UnrecognizedClientException, expired -> ExpiredTokenException"
 
 state=$(faults "$STANDIN_FAULTS_URL/faults") || fail "GET /faults"
-# 2 status + reset + delay + refuse + throttle + 2 x 503 = 8 (credentials are not rules)
-[ "$(jq -c '[(.pending | length), .injected]' <<<"$state")" = '[0,8]' ] || fail "GET /faults: $state"
+# 2 status + reset + delay + (refuse) + throttle + 2 x 503 (credentials are not rules);
+# other tests' faults may add to the count, never take from it.
+expected=$((injected_before + 7 + EXCLUSIVE))
+jq -e --arg ns "/v2/$NS/" --argjson n "$expected" \
+  '([.pending[] | select((.path // "") | startswith($ns)) | select(.action == null)] | length) == 0
+   and .injected >= $n' <<<"$state" >/dev/null || fail "GET /faults (want >= $expected injected): $state"
 tail -n +"$log_from" "$FRONT_LOG" >"$WORK/front.log"
-for mark in status reset delay refuse UnrecognizedClientException ExpiredTokenException; do
+marks="status reset delay UnrecognizedClientException ExpiredTokenException"
+[ "$EXCLUSIVE" = 1 ] && marks+=" refuse"
+for mark in $marks; do
   grep -q "injected:$mark" "$WORK/front.log" || fail "no injected:$mark line in $FRONT_LOG"
 done
 ! grep -qiE 'credential=|signature=|authorization' "$WORK/front.log" || fail "credentials in the request log"
-faults -o /dev/null -X DELETE "$STANDIN_FAULTS_URL/faults"
-ok "GET /faults: nothing pending, 8 injected; all marked in the request log, no credentials"
+ok "GET /faults: none of ours pending, $((expected - injected_before)) injected; all marked in the request log, no credentials"
 
 step "(h) the docker socket over TCP and TLS"
 TLS=(--tlsverify --tlscacert "$STANDIN_DOCKER_CERT_PATH/ca.pem")
@@ -252,7 +273,7 @@ step "timing: a ~50 MB random layer, straight to a registry vs through the front
 # push to it would still upload through the front. The baseline is therefore a second,
 # throwaway docker-registry on :5003 (same binary and storage driver, plain HTTP, no
 # auth), which docker treats as an insecure loopback registry.
-"${ECR[@]}" create smoke/big
+"${ECR[@]}" create $NS/big
 mkdir -p "$WORK/baseline"
 printf '%s\n' 'version: 0.1' 'log: {level: error, accesslog: {disabled: true}}' \
   "storage: {filesystem: {rootdirectory: $WORK/baseline/data}}" \
@@ -266,16 +287,16 @@ for where in direct front; do
   head -c 50000000 /dev/urandom >"$WORK/$where/blob"
   printf 'FROM local/busybox\nLABEL %s=1\nCOPY blob /blob\n' "$SMOKE_LABEL" >"$WORK/$where/Dockerfile"
 done
-docker build -q -t "$DIRECT/smoke/big:1" "$WORK/direct" >/dev/null
-docker build -q -t "$REG/smoke/big:1" "$WORK/front" >/dev/null
+docker build -q -t "$DIRECT/$NS/big:1" "$WORK/direct" >/dev/null
+docker build -q -t "$REG/$NS/big:1" "$WORK/front" >/dev/null
 t0=$(date +%s%N)
-docker push -q "$DIRECT/smoke/big:1" >/dev/null || fail "push straight to the baseline registry"
+docker push -q "$DIRECT/$NS/big:1" >/dev/null || fail "push straight to the baseline registry"
 direct_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 t0=$(date +%s%N)
-docker push -q "$REG/smoke/big:1" >/dev/null || fail "push through the front"
+docker push -q "$REG/$NS/big:1" >/dev/null || fail "push through the front"
 front_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 printf '   straight to a registry:   %d ms\n   through the front:        %d ms\n' "$direct_ms" "$front_ms"
-docker rmi -f "$DIRECT/smoke/big:1" "$REG/smoke/big:1" >/dev/null
+docker rmi -f "$DIRECT/$NS/big:1" "$REG/$NS/big:1" >/dev/null
 kill "$BASELINE_PID" 2>/dev/null || true
 BASELINE_PID=
 

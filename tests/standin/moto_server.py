@@ -1,0 +1,48 @@
+"""moto's server for the ECR API, with one fix that makes it behave like ECR.
+
+When `PutImage` moves a tag to a new manifest, moto 5.2 deletes the image the tag used to
+name (through `BatchDeleteImage`, which deletes an image whose last tag goes). ECR, and
+the registry behind the front, keep that image, untagged. Runs that race for one tag must
+each find their own image by digest afterwards, so here a moved tag is only taken off the
+old image.
+"""
+
+import sys
+import threading
+
+from moto.ecr.models import ECRBackend
+from moto.server import main
+
+_moving = threading.local()
+_put_image = ECRBackend.put_image
+_batch_delete_image = ECRBackend.batch_delete_image
+
+
+def put_image(self, *args, **kwargs):
+    _moving.active = True
+    try:
+        return _put_image(self, *args, **kwargs)
+    finally:
+        _moving.active = False
+
+
+def batch_delete_image(self, repository_name, registry_id=None, image_ids=None):
+    if not getattr(_moving, "active", False):
+        return _batch_delete_image(self, repository_name, registry_id, image_ids)
+    # Called by put_image to move a tag: untag, never delete.
+    repository = self.repositories[repository_name]
+    for image_id in image_ids or []:
+        tag = image_id.get("imageTag")
+        for image in repository.images:
+            if tag in image.image_tags:
+                image.remove_tag(tag)
+                if not image.image_tags:
+                    image.image_tag = None
+    return {"imageIds": [], "failures": []}
+
+
+ECRBackend.put_image = put_image
+ECRBackend.batch_delete_image = batch_delete_image
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
