@@ -148,7 +148,8 @@ def parse_fault(spec) -> dict:
         raise FaultSpecError("seconds only applies to modes 'delay' and 'refuse'")
     rule["seconds"] = seconds
     if mode == "refuse":
-        for key in ("route", "method", "path", "action", "error", "message"):
+        # `route` picks the listener: the registry's, the API's, or (unset) both.
+        for key in ("method", "path", "action", "error", "message"):
             if rule[key] is not None:
                 raise FaultSpecError(f"{key} does not apply to mode 'refuse'")
         if count != 1:
@@ -273,12 +274,13 @@ class Front(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, addr, ctx: ssl.SSLContext, moto: Moto, moto_addr, registry_addr):
+    def __init__(self, addr, ctx: ssl.SSLContext, moto: Moto, moto_addr, registry_addr,
+                 faults: "Faults"):
         self.ctx = ctx
         self.moto = moto
         self.moto_addr = moto_addr
         self.registry_addr = registry_addr
-        self.faults = Faults()
+        self.faults = faults
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         # "refuse" faults: the accept loop owns the listening socket; other threads ask it
@@ -776,15 +778,15 @@ class ControlHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self._route_ok():
-            front = self._front()
-            self._answer(200, dict(front.faults.snapshot(), refusing=round(front.refusing, 3)))
+            refusing = max(front.refusing for front in self.server.fronts.values())  # type: ignore[attr-defined]
+            self._answer(200, dict(self._front().faults.snapshot(), refusing=round(refusing, 3)))
 
     def do_DELETE(self):
         if self._route_ok():
-            front = self._front()
-            dropped = front.faults.clear()
-            if front.refusing:
-                front.stop_refusing()
+            dropped = self._front().faults.clear()
+            for front in set(self.server.fronts.values()):  # type: ignore[attr-defined]
+                if front.refusing:
+                    front.stop_refusing()
             self._answer(200, {"cleared": dropped})
 
     def do_POST(self):
@@ -800,15 +802,20 @@ class ControlHandler(BaseHTTPRequestHandler):
         rule = front.faults.add(rule)
         log.info("- - - - fault added: %s", json.dumps(rule, sort_keys=True))
         if rule["mode"] == "refuse":
-            front.refuse(rule["seconds"])
+            fronts = self.server.fronts  # type: ignore[attr-defined]
+            targets = {fronts[rule["route"]]} if rule["route"] else set(fronts.values())
+            for target in targets:
+                target.refuse(rule["seconds"])
         self._answer(201, {"added": rule})
 
 
 class Control(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, addr, front: Front):
-        self.front = front
+    def __init__(self, addr, fronts: dict[str, Front]):
+        # route -> the listener serving it (one Front may serve both)
+        self.fronts = fronts
+        self.front = fronts["registry"]
         super().__init__(addr, ControlHandler)
 
     def server_bind(self):
@@ -828,6 +835,9 @@ def rewrite_location(value: str) -> str:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--listen", default="127.0.0.2:443")
+    ap.add_argument("--api-listen",
+                    help="a second listener for the ECR API host, so faults like 'refuse' can "
+                         "hit the registry alone, as two ECR hosts would fail separately")
     ap.add_argument("--cert", required=True)
     ap.add_argument("--key", required=True)
     ap.add_argument("--moto", default="127.0.0.1:5001")
@@ -854,8 +864,14 @@ def main():
 
     moto_addr = addr(args.moto)
     moto = Moto(f"http://{moto_addr[0]}:{moto_addr[1]}")
-    server = Front(addr(args.listen), ctx, moto, moto_addr, addr(args.registry))
-    control = Control(addr(args.control), server)
+    faults = Faults()
+    server = Front(addr(args.listen), ctx, moto, moto_addr, addr(args.registry), faults)
+    fronts = {"registry": server, "api": server}
+    if args.api_listen:
+        api = Front(addr(args.api_listen), ctx, moto, moto_addr, addr(args.registry), faults)
+        fronts["api"] = api
+        threading.Thread(target=api.serve, name="api-listener", daemon=True).start()
+    control = Control(addr(args.control), fronts)
     threading.Thread(target=control.serve_forever, kwargs={"poll_interval": 0.5},
                      name="control", daemon=True).start()
     if args.pid_file:

@@ -403,6 +403,8 @@ impl ActionRun {
             }
         }
         command.env("AWS_EC2_METADATA_DISABLED", "true");
+        // Every run logs at debug level, so the secret scan below covers it too.
+        command.env("RUNNER_DEBUG", "1");
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         if self.in_actions {
             command
@@ -415,14 +417,60 @@ impl ActionRun {
         }
         let out = command.output().expect("run the action binary");
         let output_file = std::fs::read_to_string(&output_path).unwrap_or_default();
-        RunResult {
+        let result = RunResult {
             success: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             outputs: parse_output_file(&output_file),
             output_file,
             summary: std::fs::read_to_string(&summary_path).unwrap_or_default(),
+        };
+        scan_for_secrets(&result, &self.env);
+        result
+    }
+}
+
+/// Every run of every test passes through here: the registry password and its token may
+/// appear only in their `::add-mask::` lines, and the AWS secret key and session token
+/// nowhere, in the log, stdout, the outputs file and the summary. Each scanned run is
+/// counted in `target/secret-scan.log`, which `scripts/test` reports.
+fn scan_for_secrets(run: &RunResult, env: &[(String, String)]) {
+    use base64::Engine as _;
+    let standin = standin();
+    let token =
+        base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", standin.password));
+    let produced = [&run.stderr, &run.stdout, &run.output_file, &run.summary];
+    for secret in [&standin.password, &token] {
+        for text in produced {
+            for line in text.lines().filter(|l| l.contains(secret.as_str())) {
+                assert_eq!(
+                    line,
+                    format!("::add-mask::{secret}"),
+                    "the registry password leaked:\n{}",
+                    run.stderr
+                );
+            }
         }
+    }
+    for name in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        if let Some((_, value)) = env.iter().find(|(k, _)| k == name) {
+            for text in produced {
+                assert!(
+                    !text.contains(value.as_str()),
+                    "{name} leaked:\n{}",
+                    run.stderr
+                );
+            }
+        }
+    }
+    let log = repo_root().join("target/secret-scan.log");
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        use std::io::Write as _;
+        let _ = writeln!(file, "scanned");
     }
 }
 

@@ -1,0 +1,579 @@
+//! BuildKit builds through the Engine API, with a session attached.
+//!
+//! bollard 0.21 cannot do this build: its `build_image` with `BuilderBuildKit` starts its
+//! own session that serves registry credentials only (its secrets provider and server
+//! enum are crate-private), its gRPC `Solve` path loads the whole context into memory, and
+//! without its `buildkit` feature it has no `session` option and cannot decode the trace.
+//! So this module makes the two requests itself, on their own connections:
+//!
+//! 1. `POST /session`, upgraded to `h2c` ([`session`]): the daemon becomes a gRPC client
+//!    of ours, and we answer `Auth/Credentials` for the ECR registry,
+//!    `Secrets/GetSecret` for build secrets and `Health/Check`.
+//! 2. `POST /build?version=2&session=<id>` with the context streamed as a tar, whose JSON
+//!    answer carries BuildKit's progress as base64 protobuf ([`progress`]), rendered as
+//!    `--progress=plain` lines, and the image ID.
+//!
+//! No secret value or registry password is logged, put in an error or shown by `Debug`;
+//! rendered lines have them replaced by `***` should a build step print one.
+
+// "BuildKit" is a product name, not code.
+#![allow(clippy::doc_markdown)]
+
+mod daemon;
+mod dockerfile;
+mod progress;
+mod session;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use http_body_util::BodyExt as _;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use zeroize::Zeroizing;
+
+pub use daemon::DaemonAddress;
+pub use dockerfile::DockerfileMap;
+pub use progress::{BuildWarning, FailedStep, ProgressRenderer};
+
+/// The build argument that makes BuildKit embed inline cache metadata in the image, so a
+/// later build on a fresh daemon can use the pushed image as `cache_from`.
+pub const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
+
+/// Credentials for one registry, answered to BuildKit's `Credentials` for that host only.
+#[derive(Clone, Copy)]
+pub struct RegistryCredentials<'a> {
+    /// `<account>.dkr.ecr.<region>.amazonaws.com`, no scheme.
+    pub host: &'a str,
+    pub username: &'a str,
+    pub password: &'a str,
+}
+
+impl fmt::Debug for RegistryCredentials<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("host", &self.host)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Everything a BuildKit build needs, borrowed from the caller.
+#[derive(Clone, Copy)]
+pub struct BuildkitBuild<'a> {
+    /// The `dockerfile` parameter: a slash path relative to the context root.
+    pub dockerfile: &'a str,
+    /// The Dockerfile's text, to find the line of a failed step (optional).
+    pub dockerfile_text: Option<&'a str>,
+    /// Full references to tag the image with (each sent as `t`).
+    pub tags: &'a [String],
+    pub build_args: &'a BTreeMap<String, String>,
+    pub labels: &'a BTreeMap<String, String>,
+    pub target: Option<&'a str>,
+    pub platform: Option<&'a str>,
+    pub pull: bool,
+    pub no_cache: bool,
+    /// Image references to use as cache sources (inline cache).
+    pub cache_from: &'a [String],
+    pub registry_auth: Option<RegistryCredentials<'a>>,
+    /// Build secrets by id, for `RUN --mount=type=secret,id=...`.
+    pub secrets: &'a [(String, Vec<u8>)],
+}
+
+impl fmt::Debug for BuildkitBuild<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret_ids: Vec<&str> = self.secrets.iter().map(|(id, _)| id.as_str()).collect();
+        f.debug_struct("BuildkitBuild")
+            .field("dockerfile", &self.dockerfile)
+            .field("tags", &self.tags)
+            .field("build_args", &self.build_args)
+            .field("labels", &self.labels)
+            .field("target", &self.target)
+            .field("platform", &self.platform)
+            .field("pull", &self.pull)
+            .field("no_cache", &self.no_cache)
+            .field("cache_from", &self.cache_from)
+            .field("registry_auth", &self.registry_auth)
+            .field("secret_ids", &secret_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a successful build produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildkitOutcome {
+    /// Local image ID (`sha256:` of the config).
+    pub image_id: String,
+    /// Dockerfile steps that finished (`[stage n/total]` vertices, `FROM` included).
+    pub steps: usize,
+    /// Of those, the ones BuildKit took from its cache.
+    pub cached_steps: usize,
+    pub warnings: Vec<BuildWarning>,
+}
+
+/// A failed BuildKit build.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildkitError {
+    /// BuildKit failed the build: a step, the Dockerfile, a base image. `line` is the
+    /// Dockerfile line when BuildKit's progress or message tells it.
+    #[error("{message}")]
+    Failed {
+        message: String,
+        /// The failing step's name, e.g. `[build 3/4] RUN make`.
+        step: Option<String>,
+        line: Option<u32>,
+    },
+    /// The build context stream failed while it was being sent.
+    #[error("sending the build context failed: {0}")]
+    Context(String),
+    /// The daemon could not be reached or refused the request.
+    #[error("{0}")]
+    Daemon(String),
+}
+
+/// Whether the daemon at `host` (a `DOCKER_HOST` value) builds with BuildKit: its
+/// `/_ping` says `Builder-Version: 2`, or, when it does not say, its API is 1.39 or
+/// newer. Any failure answers `false`.
+pub async fn supports_buildkit(host: &str) -> bool {
+    let Ok(address) = DaemonAddress::parse(host) else {
+        return false;
+    };
+    let ping = async {
+        let mut sender = daemon::connect(&address).await.ok()?;
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri("/_ping")
+            .header(HOST, address.host_header())
+            .body(daemon::empty())
+            .ok()?;
+        let response = sender.send_request(request).await.ok()?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Some((header("Builder-Version"), header("Api-Version")))
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), ping).await {
+        Ok(Some((Some(builder), _))) => builder.trim() == "2",
+        Ok(Some((None, Some(api)))) => api_at_least(&api, 1, 39),
+        _ => false,
+    }
+}
+
+fn api_at_least(version: &str, major: u32, minor: u32) -> bool {
+    let mut parts = version.trim().split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
+/// Builds with BuildKit on the daemon at `host` (a `DOCKER_HOST` value: `unix://` or
+/// plain `tcp://`), streaming `context` (a tar) as the request body and calling
+/// `on_line` with each rendered progress line.
+pub async fn build(
+    host: &str,
+    request: &BuildkitBuild<'_>,
+    context: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
+    mut on_line: impl FnMut(&str),
+) -> Result<BuildkitOutcome, BuildkitError> {
+    let address = DaemonAddress::parse(host).map_err(BuildkitError::Daemon)?;
+
+    let login = request.registry_auth.map(|auth| session::RegistryLogin {
+        host: auth.host.to_string(),
+        username: auth.username.to_string(),
+        password: Zeroizing::new(auth.password.to_string()),
+    });
+    let session = session::start(
+        &address,
+        "ecr-build-push",
+        &session::random_id(),
+        login,
+        session::SecretStore::new(request.secrets),
+    )
+    .await?;
+
+    let mut renderer = ProgressRenderer::new(request.dockerfile_text);
+    for (_, value) in request.secrets {
+        if let Ok(text) = std::str::from_utf8(value) {
+            renderer.mask(text.trim_end_matches(['\n', '\r']));
+        }
+    }
+    if let Some(auth) = request.registry_auth {
+        renderer.mask(auth.password);
+    }
+
+    // Remember a context failure: it is the real cause of the broken upload.
+    let context_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let seen = Arc::clone(&context_error);
+    let body = context.map(move |item| match item {
+        Ok(bytes) => Ok(hyper::body::Frame::data(bytes)),
+        Err(err) => {
+            if let Ok(mut slot) = seen.lock() {
+                slot.get_or_insert_with(|| err.to_string());
+            }
+            Err(err)
+        }
+    });
+    let body = http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(body));
+
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(build_uri(request, &session.id))
+        .header(HOST, address.host_header())
+        .header(CONTENT_TYPE, "application/x-tar");
+    if let Some(config) = registry_config_header(request.registry_auth) {
+        builder = builder.header("X-Registry-Config", config.as_str());
+    }
+    let http_request = builder
+        .body(body)
+        .map_err(|e| BuildkitError::Daemon(format!("cannot make the build request: {e}")))?;
+
+    let mut sender = daemon::connect(&address)
+        .await
+        .map_err(|e| BuildkitError::Daemon(format!("cannot connect to the daemon: {e}")))?;
+    let take_context_error = || context_error.lock().ok().and_then(|mut e| e.take());
+    let response = match sender.send_request(http_request).await {
+        Ok(response) => response,
+        Err(err) => {
+            if let Some(context) = take_context_error() {
+                return Err(BuildkitError::Context(context));
+            }
+            return Err(BuildkitError::Daemon(format!(
+                "the build request failed: {err}"
+            )));
+        }
+    };
+    if response.status() != StatusCode::OK {
+        let status = response.status();
+        let message = daemon::body_text(response.into_body()).await;
+        if let Some(context) = take_context_error() {
+            return Err(BuildkitError::Context(context));
+        }
+        return Err(classify_http_error(status, message));
+    }
+
+    let mut body = response.into_body();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut image_id: Option<String> = None;
+    let mut stream_error: Option<String> = None;
+    let mut read_error: Option<String> = None;
+    let mut emit = |line: &str| on_line(line);
+    loop {
+        let frame = match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(err)) => {
+                read_error = Some(err.to_string());
+                break;
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            handle_message(
+                &line,
+                &mut renderer,
+                &mut image_id,
+                &mut stream_error,
+                &mut emit,
+            );
+        }
+    }
+    if !pending.is_empty() {
+        let line = std::mem::take(&mut pending);
+        handle_message(
+            &line,
+            &mut renderer,
+            &mut image_id,
+            &mut stream_error,
+            &mut emit,
+        );
+    }
+    drop(session);
+
+    if let Some(message) = stream_error {
+        let failed = renderer.failed().cloned();
+        let line = failed
+            .as_ref()
+            .and_then(|f| f.line)
+            .or_else(|| line_in_message(&message));
+        return Err(BuildkitError::Failed {
+            message,
+            step: failed.map(|f| f.name),
+            line,
+        });
+    }
+    if let Some(context) = take_context_error() {
+        return Err(BuildkitError::Context(context));
+    }
+    if let Some(err) = read_error {
+        return Err(BuildkitError::Daemon(format!(
+            "the build's progress stream broke off: {err}"
+        )));
+    }
+    let image_id = image_id.ok_or_else(|| {
+        BuildkitError::Daemon("the daemon finished the build without an image ID".into())
+    })?;
+    Ok(BuildkitOutcome {
+        image_id,
+        steps: renderer.steps(),
+        cached_steps: renderer.cached_steps(),
+        warnings: renderer.warnings().to_vec(),
+    })
+}
+
+/// One JSON line of the build's answer.
+fn handle_message(
+    line: &[u8],
+    renderer: &mut ProgressRenderer,
+    image_id: &mut Option<String>,
+    stream_error: &mut Option<String>,
+    emit: &mut dyn FnMut(&str),
+) {
+    let line = line.trim_ascii();
+    if line.is_empty() {
+        return;
+    }
+    let Ok(message) = serde_json::from_slice::<progress::JsonMessage>(line) else {
+        tracing::debug!("unreadable message in the build stream");
+        return;
+    };
+    if let Some(error) = message
+        .error_detail
+        .and_then(|d| d.message)
+        .or(message.error)
+    {
+        stream_error.get_or_insert(error);
+        return;
+    }
+    match (message.id.as_deref(), message.aux) {
+        (Some("moby.buildkit.trace"), Some(serde_json::Value::String(payload))) => {
+            renderer.push_trace(&payload, emit);
+        }
+        (Some("moby.image.id"), Some(aux)) => {
+            if let Some(id) = aux.get("ID").and_then(|v| v.as_str()) {
+                *image_id = Some(id.to_string());
+            }
+        }
+        _ => {
+            // Rare plain messages (e.g. from the classic code paths of the daemon).
+            for text in [message.stream, message.status].into_iter().flatten() {
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    emit(line);
+                }
+            }
+        }
+    }
+}
+
+/// An HTTP error before the build started: a bad option or an unparsable Dockerfile.
+fn classify_http_error(status: StatusCode, message: String) -> BuildkitError {
+    let line = line_in_message(&message);
+    if status.is_client_error()
+        || line.is_some()
+        || message.to_ascii_lowercase().contains("dockerfile")
+    {
+        BuildkitError::Failed {
+            message,
+            step: None,
+            line,
+        }
+    } else {
+        BuildkitError::Daemon(format!(
+            "the daemon refused the build ({status}): {message}"
+        ))
+    }
+}
+
+/// `Dockerfile:12` or `line 12` in a message.
+fn line_in_message(message: &str) -> Option<u32> {
+    let lower = message.to_ascii_lowercase();
+    let number_after = |marker: &str| {
+        let start = lower.find(marker)? + marker.len();
+        let digits: String = lower[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok().filter(|n| *n > 0)
+    };
+    number_after("dockerfile:").or_else(|| number_after("line "))
+}
+
+/// `/build?version=2&session=...` with every option.
+fn build_uri(request: &BuildkitBuild<'_>, session_id: &str) -> String {
+    let mut build_args = request.build_args.clone();
+    build_args
+        .entry(INLINE_CACHE_ARG.to_string())
+        .or_insert_with(|| "1".to_string());
+    let mut query: Vec<(&str, String)> = vec![
+        ("version", "2".into()),
+        ("session", session_id.into()),
+        ("dockerfile", request.dockerfile.into()),
+        ("rm", "1".into()),
+        ("forcerm", "1".into()),
+        (
+            "buildargs",
+            serde_json::to_string(&build_args).unwrap_or_default(),
+        ),
+        (
+            "labels",
+            serde_json::to_string(request.labels).unwrap_or_default(),
+        ),
+        (
+            "cachefrom",
+            serde_json::to_string(request.cache_from).unwrap_or_default(),
+        ),
+    ];
+    for tag in request.tags {
+        query.push(("t", tag.clone()));
+    }
+    if let Some(target) = request.target.filter(|t| !t.is_empty()) {
+        query.push(("target", target.into()));
+    }
+    if let Some(platform) = request.platform.filter(|p| !p.is_empty()) {
+        query.push(("platform", platform.into()));
+    }
+    if request.pull {
+        query.push(("pull", "1".into()));
+    }
+    if request.no_cache {
+        query.push(("nocache", "1".into()));
+    }
+    let mut uri = String::from("/build?");
+    for (i, (key, value)) in query.iter().enumerate() {
+        if i > 0 {
+            uri.push('&');
+        }
+        uri.push_str(key);
+        uri.push('=');
+        uri.push_str(&percent_encode(value));
+    }
+    uri
+}
+
+fn percent_encode(value: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// `X-Registry-Config`: base64url of `{"<host>": {"username", "password",
+/// "serveraddress"}}`, as the Docker CLI sends it (BuildKit itself asks the session).
+fn registry_config_header(auth: Option<RegistryCredentials<'_>>) -> Option<Zeroizing<String>> {
+    let auth = auth?;
+    let json = Zeroizing::new(
+        serde_json::json!({
+            auth.host: {
+                "username": auth.username,
+                "password": auth.password,
+                "serveraddress": auth.host,
+            }
+        })
+        .to_string(),
+    );
+    Some(Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE.encode(json.as_bytes()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_has_every_option_and_inline_cache() {
+        let args = BTreeMap::from([("A".to_string(), "x y".to_string())]);
+        let labels = BTreeMap::from([("l".to_string(), "v".to_string())]);
+        let tags = vec!["r/a:1".to_string(), "r/a:2".to_string()];
+        let cache = vec!["r/a:1".to_string()];
+        let request = BuildkitBuild {
+            dockerfile: "Dockerfile",
+            dockerfile_text: None,
+            tags: &tags,
+            build_args: &args,
+            labels: &labels,
+            target: Some("final"),
+            platform: Some("linux/amd64"),
+            pull: true,
+            no_cache: false,
+            cache_from: &cache,
+            registry_auth: None,
+            secrets: &[],
+        };
+        let uri = build_uri(&request, "sess");
+        assert!(
+            uri.starts_with("/build?version=2&session=sess&dockerfile=Dockerfile"),
+            "{uri}"
+        );
+        assert!(uri.contains("&t=r%2Fa%3A1&t=r%2Fa%3A2"), "{uri}");
+        assert!(uri.contains("BUILDKIT_INLINE_CACHE%22%3A%221%22"), "{uri}");
+        assert!(uri.contains("&cachefrom=%5B%22r%2Fa%3A1%22%5D"), "{uri}");
+        assert!(
+            uri.contains("&target=final&platform=linux%2Famd64&pull=1"),
+            "{uri}"
+        );
+        assert!(!uri.contains("nocache"), "{uri}");
+    }
+
+    #[test]
+    fn debug_never_shows_secrets_or_passwords() {
+        let secrets = vec![("npm".to_string(), b"tok-123".to_vec())];
+        let empty = BTreeMap::new();
+        let request = BuildkitBuild {
+            dockerfile: "Dockerfile",
+            dockerfile_text: None,
+            tags: &[],
+            build_args: &empty,
+            labels: &empty,
+            target: None,
+            platform: None,
+            pull: false,
+            no_cache: false,
+            cache_from: &[],
+            registry_auth: Some(RegistryCredentials {
+                host: "h",
+                username: "AWS",
+                password: "pw-456",
+            }),
+            secrets: &secrets,
+        };
+        let debug = format!("{request:?}");
+        assert!(debug.contains("npm"), "{debug}");
+        assert!(
+            !debug.contains("tok-123") && !debug.contains("pw-456"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn lines_are_found_in_messages() {
+        assert_eq!(
+            line_in_message("dockerfile parse error on line 4: unknown instruction: FOO"),
+            Some(4)
+        );
+        assert_eq!(line_in_message("Dockerfile:7\n----"), Some(7));
+        assert_eq!(line_in_message("no such thing"), None);
+        assert!(api_at_least("1.45", 1, 39));
+        assert!(!api_at_least("1.38", 1, 39));
+    }
+}

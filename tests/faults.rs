@@ -1,0 +1,333 @@
+//! Faults injected by the stand-in's front (between the Docker daemon and the registry,
+//! and in front of the ECR API): what a retry can cure is retried, with each attempt
+//! logged; what it cannot ends in one clear error. Every rule is pinned to the test's own
+//! repository (or operation), so tests can run side by side.
+
+mod support;
+
+use std::time::Instant;
+
+use serde_json::json;
+use support::{standin, unique, RunResult, Workspace};
+
+fn workspace(repo: &str) -> Workspace {
+    let ws = Workspace::new();
+    // Content of its own, so the push has a layer to upload.
+    ws.write(
+        "Dockerfile",
+        "FROM local/busybox:latest\nCOPY payload.txt /\n",
+    )
+    .write("payload.txt", &format!("{repo}\n{}", "x".repeat(200_000)));
+    ws
+}
+
+/// Adds a fault rule to the front.
+fn inject(rule: serde_json::Value) {
+    let url = format!("{}/faults", standin_env("STANDIN_FAULTS_URL"));
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-f",
+            "-X",
+            "POST",
+            &url,
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["--data-binary", &rule.to_string()])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "cannot add fault {rule}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn standin_env(name: &str) -> String {
+    standin()
+        .env
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("{name}"))
+}
+
+/// How many pushes of the repository the front saw answered with an injected fault.
+fn injected_for(repo: &str) -> usize {
+    let log = std::fs::read_to_string("/var/lib/ecr-build-push-standin/front-requests.log")
+        .unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains(&format!("/v2/{repo}/")) && l.contains("injected:"))
+        .count()
+}
+
+fn assert_pushed(run: &RunResult, repo: &str) {
+    run.assert_success();
+    let digest = run.output("image-digest");
+    assert_eq!(
+        standin().registry_digest(repo, "latest").as_deref(),
+        Some(digest)
+    );
+    assert_eq!(
+        standin().moto_digest(repo, "latest").as_deref(),
+        Some(digest)
+    );
+}
+
+/// Two 503 answers to the manifest upload: the push is retried, each attempt logged with
+/// its cause, and the image lands with the digest the outputs report.
+#[test]
+fn registry_503s_are_retried_until_they_clear() {
+    let standin = standin();
+    let repo = unique("faults/503");
+    inject(
+        json!({"route": "registry", "mode": "status", "status": 503, "count": 2,
+                  "method": "PUT", "path": format!("/v2/{repo}/manifests/")}),
+    );
+    let run = standin
+        .action(workspace(&repo).path())
+        .input("repository", &repo)
+        .env("ECR_BUILD_PUSH_NO_RETRY_DELAY", "1")
+        .run();
+    assert_pushed(&run, &repo);
+    let attempts: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("failed (attempt"))
+        .collect();
+    assert_eq!(attempts.len(), 2, "{}", run.stderr);
+    assert!(
+        attempts[0].contains("attempt 1 of 4") && attempts[0].contains("503"),
+        "{}",
+        attempts[0]
+    );
+    assert!(attempts[1].contains("attempt 2 of 4"), "{}", attempts[1]);
+    assert_eq!(injected_for(&repo), 2);
+}
+
+/// 429 (throttling) is retried like a 503.
+#[test]
+fn registry_throttling_is_retried() {
+    let standin = standin();
+    let repo = unique("faults/429");
+    inject(
+        json!({"route": "registry", "mode": "status", "status": 429, "count": 1,
+                  "method": "PUT", "path": format!("/v2/{repo}/manifests/")}),
+    );
+    let run = standin
+        .action(workspace(&repo).path())
+        .input("repository", &repo)
+        .env("ECR_BUILD_PUSH_NO_RETRY_DELAY", "1")
+        .run();
+    assert_pushed(&run, &repo);
+    assert!(run.stderr.contains("attempt 1 of 4"), "{}", run.stderr);
+    assert!(
+        run.stderr.to_lowercase().contains("toomanyrequests"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// A fault that outlasts the retry budget fails with one error that names the registry
+/// and the attempts; nothing is output.
+#[test]
+fn a_registry_that_keeps_failing_ends_in_one_clear_error() {
+    let standin = standin();
+    let repo = unique("faults/down");
+    inject(
+        json!({"route": "registry", "mode": "status", "status": 503, "count": 10,
+                  "method": "PUT", "path": format!("/v2/{repo}/manifests/")}),
+    );
+    let run = standin
+        .action(workspace(&repo).path())
+        .input("repository", &repo)
+        .env("ECR_BUILD_PUSH_NO_RETRY_DELAY", "1")
+        .run();
+    assert!(!run.success);
+    let errors = run.error_lines();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains(&format!("to {} failed", standin.registry)),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].contains("(after 4 attempts)"), "{}", errors[0]);
+    assert_eq!(run.output_file, "");
+    // Clear what is left of the rule for other runs of this repository name (none).
+    assert_eq!(injected_for(&repo), 4);
+}
+
+/// A connection reset in the middle of a layer upload, and a slow answer: the daemon's
+/// own upload retry and the action's patience get the image through.
+#[test]
+fn a_reset_upload_and_a_slow_registry_still_push() {
+    let standin = standin();
+    let repo = unique("faults/reset");
+    inject(
+        json!({"route": "registry", "mode": "reset", "count": 1, "method": "PATCH",
+                  "path": format!("/v2/{repo}/blobs/uploads/")}),
+    );
+    inject(
+        json!({"route": "registry", "mode": "delay", "seconds": 2.5, "count": 1,
+                  "method": "PUT", "path": format!("/v2/{repo}/manifests/")}),
+    );
+    let run = standin
+        .action(workspace(&repo).path())
+        .input("repository", &repo)
+        .run();
+    assert_pushed(&run, &repo);
+    assert_eq!(injected_for(&repo), 2);
+}
+
+/// While the registry refuses connections, the push is retried with backoff until it
+/// answers again.
+#[test]
+#[allow(clippy::similar_names)]
+fn refused_connections_are_retried_until_the_registry_is_back() {
+    let standin = standin();
+    let repo = unique("faults/refuse");
+    let ws = workspace(&repo);
+    let started = Instant::now();
+    // Refusing hits every client of the registry, so keep it short: other tests retry too.
+    inject(json!({"mode": "refuse", "route": "registry", "seconds": 3}));
+    let run = standin.action(ws.path()).input("repository", &repo).run();
+    assert_pushed(&run, &repo);
+    assert!(run.stderr.contains("attempt 1 of 4"), "{}", run.stderr);
+    assert!(started.elapsed().as_secs() >= 3);
+}
+
+/// ECR API throttling and 5xx answers are retried by the SDK; with retries turned off
+/// (`AWS_MAX_ATTEMPTS=1`) the same fault fails with AWS's code and advice.
+#[test]
+fn ecr_api_throttling_and_5xx_are_retried_by_the_sdk() {
+    let standin = standin();
+    let repo = unique("faults/api");
+    inject(
+        json!({"route": "api", "mode": "status", "error": "ThrottlingException", "count": 1,
+                  "action": "DescribeRepositories"}),
+    );
+    inject(
+        json!({"route": "api", "mode": "status", "status": 503, "count": 1,
+                  "action": "DescribeRepositories"}),
+    );
+    let run = standin
+        .action(workspace(&repo).path())
+        .input("repository", &repo)
+        .run();
+    assert_pushed(&run, &repo);
+
+    let repo = unique("faults/api-once");
+    inject(
+        json!({"route": "api", "mode": "status", "error": "ThrottlingException", "count": 1,
+                  "action": "DescribeRepositories"}),
+    );
+    let run = standin
+        .action(workspace(&repo).path())
+        .input("repository", &repo)
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .run();
+    assert!(!run.success);
+    let errors = run.error_lines();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(errors[0].contains("ThrottlingException"), "{}", errors[0]);
+    assert!(errors[0].contains("AWS_MAX_ATTEMPTS"), "{}", errors[0]);
+}
+
+/// Denied and expired credentials, and an unreachable endpoint, fail before the build,
+/// quickly, saying which.
+#[test]
+fn bad_credentials_and_an_unreachable_endpoint_fail_fast() {
+    let standin = standin();
+    let cases = [
+        (
+            "AKIADENIEDEXAMPLE",
+            None,
+            "UnrecognizedClientException",
+            "credentials were rejected",
+        ),
+        (
+            "AKIAEXPIREDEXAMPLE",
+            None,
+            "ExpiredTokenException",
+            "session has expired",
+        ),
+        (
+            "AKIAIOSFODNN7EXAMPLE",
+            Some("https://127.0.0.1:9"),
+            "cannot reach the ECR API",
+            "https://127.0.0.1:9",
+        ),
+    ];
+    for (key, endpoint, code, advice) in cases {
+        let repo = unique("faults/creds");
+        let ws = workspace(&repo);
+        let mut action = standin
+            .action(ws.path())
+            .input("repository", &repo)
+            .env("AWS_ACCESS_KEY_ID", key);
+        if let Some(endpoint) = endpoint {
+            action = action.env("AWS_ENDPOINT_URL_ECR", endpoint);
+        }
+        let started = Instant::now();
+        let run = action.run();
+        assert!(!run.success, "{key}");
+        let errors = run.error_lines();
+        assert_eq!(errors.len(), 1, "{key}: {}", run.stderr);
+        assert!(errors[0].contains(code), "{key}: {}", errors[0]);
+        assert!(errors[0].contains(advice), "{key}: {}", errors[0]);
+        assert!(!run.stderr.contains("Step 1/"), "{key}: the build started");
+        assert!(
+            started.elapsed().as_secs() < 15,
+            "{key}: took {:?}",
+            started.elapsed()
+        );
+        assert!(standin.repository(&repo).is_none());
+    }
+}
+
+/// `DOCKER_HOST` over TCP, and over TCP with TLS and a client certificate, works end to
+/// end; TLS without the certificates fails first with a message naming them.
+#[test]
+fn docker_host_over_tcp_and_tls() {
+    let standin = standin();
+    let tcp = standin_env("STANDIN_DOCKER_TCP");
+    let tls = standin_env("STANDIN_DOCKER_TLS");
+    let certs = standin_env("STANDIN_DOCKER_CERT_PATH");
+
+    let repo = unique("faults/tcp");
+    let run = standin
+        .action(workspace(&repo).path())
+        .input("repository", &repo)
+        .env("DOCKER_HOST", &tcp)
+        .run();
+    assert_pushed(&run, &repo);
+
+    let repo = unique("faults/tls");
+    let run = standin
+        .action(workspace(&repo).path())
+        .input("repository", &repo)
+        .env("DOCKER_HOST", &tls)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &certs)
+        .run();
+    assert_pushed(&run, &repo);
+
+    let empty = tempfile::tempdir().unwrap();
+    let run = standin
+        .action(workspace(&repo).path())
+        .input("repository", &unique("faults/nocert"))
+        .env("DOCKER_HOST", &tls)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", empty.path().to_str().unwrap())
+        .run();
+    assert!(!run.success);
+    let errors = run.error_lines();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(errors[0].contains("Docker"), "{}", errors[0]);
+    assert!(
+        errors[0].contains(empty.path().to_str().unwrap()),
+        "{}",
+        errors[0]
+    );
+}
