@@ -22,7 +22,7 @@ fn workspace(repo: &str) -> Workspace {
 }
 
 /// Adds a fault rule to the front.
-fn inject(rule: serde_json::Value) {
+fn inject(rule: &serde_json::Value) {
     let url = format!("{}/faults", standin_env("STANDIN_FAULTS_URL"));
     let out = std::process::Command::new("curl")
         .args([
@@ -49,8 +49,7 @@ fn standin_env(name: &str) -> String {
         .env
         .iter()
         .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| panic!("{name}"))
+        .map_or_else(|| panic!("{name}"), |(_, v)| v.clone())
 }
 
 /// How many pushes of the repository the front saw answered with an injected fault.
@@ -190,7 +189,7 @@ fn refused_connections_are_retried_until_the_registry_is_back() {
     let ws = workspace(&repo);
     let started = Instant::now();
     // Refusing hits every client of the registry, so keep it short: other tests retry too.
-    inject(json!({"mode": "refuse", "route": "registry", "seconds": 3}));
+    inject(&json!({"mode": "refuse", "route": "registry", "seconds": 3}));
     let run = standin.action(ws.path()).input("repository", &repo).run();
     assert_pushed(&run, &repo);
     assert!(run.stderr.contains("attempt 1 of 4"), "{}", run.stderr);
