@@ -81,7 +81,7 @@ fn registry_503s_are_retried_until_they_clear() {
     let standin = standin();
     let repo = unique("faults/503");
     inject(
-        json!({"route": "registry", "mode": "status", "status": 503, "count": 2,
+        &json!({"route": "registry", "mode": "status", "status": 503, "count": 2,
                   "method": "PUT", "path": format!("/v2/{repo}/manifests/")}),
     );
     let run = standin
@@ -111,7 +111,7 @@ fn registry_throttling_is_retried() {
     let standin = standin();
     let repo = unique("faults/429");
     inject(
-        json!({"route": "registry", "mode": "status", "status": 429, "count": 1,
+        &json!({"route": "registry", "mode": "status", "status": 429, "count": 1,
                   "method": "PUT", "path": format!("/v2/{repo}/manifests/")}),
     );
     let run = standin
@@ -135,7 +135,7 @@ fn a_registry_that_keeps_failing_ends_in_one_clear_error() {
     let standin = standin();
     let repo = unique("faults/down");
     inject(
-        json!({"route": "registry", "mode": "status", "status": 503, "count": 10,
+        &json!({"route": "registry", "mode": "status", "status": 503, "count": 10,
                   "method": "PUT", "path": format!("/v2/{repo}/manifests/")}),
     );
     let run = standin
@@ -164,11 +164,11 @@ fn a_reset_upload_and_a_slow_registry_still_push() {
     let standin = standin();
     let repo = unique("faults/reset");
     inject(
-        json!({"route": "registry", "mode": "reset", "count": 1, "method": "PATCH",
+        &json!({"route": "registry", "mode": "reset", "count": 1, "method": "PATCH",
                   "path": format!("/v2/{repo}/blobs/uploads/")}),
     );
     inject(
-        json!({"route": "registry", "mode": "delay", "seconds": 2.5, "count": 1,
+        &json!({"route": "registry", "mode": "delay", "seconds": 2.5, "count": 1,
                   "method": "PUT", "path": format!("/v2/{repo}/manifests/")}),
     );
     let run = standin
@@ -203,11 +203,11 @@ fn ecr_api_throttling_and_5xx_are_retried_by_the_sdk() {
     let standin = standin();
     let repo = unique("faults/api");
     inject(
-        json!({"route": "api", "mode": "status", "error": "ThrottlingException", "count": 1,
+        &json!({"route": "api", "mode": "status", "error": "ThrottlingException", "count": 1,
                   "action": "DescribeRepositories"}),
     );
     inject(
-        json!({"route": "api", "mode": "status", "status": 503, "count": 1,
+        &json!({"route": "api", "mode": "status", "status": 503, "count": 1,
                   "action": "DescribeRepositories"}),
     );
     let run = standin
@@ -218,7 +218,7 @@ fn ecr_api_throttling_and_5xx_are_retried_by_the_sdk() {
 
     let repo = unique("faults/api-once");
     inject(
-        json!({"route": "api", "mode": "status", "error": "ThrottlingException", "count": 1,
+        &json!({"route": "api", "mode": "status", "error": "ThrottlingException", "count": 1,
                   "action": "DescribeRepositories"}),
     );
     let run = standin
