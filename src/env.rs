@@ -57,6 +57,24 @@ pub struct Environment {
     pub docker: DockerEnv,
     /// `AWS_ENDPOINT_URL_ECR`, else `AWS_ENDPOINT_URL`: where the ECR API is, for messages.
     pub ecr_endpoint: Option<String>,
+    /// Every other variable, for `secrets: id=NAME,env=VAR` only.
+    pub secret_vars: SecretVars,
+}
+
+/// The rest of the environment, which build secrets may name. `Debug` shows no values.
+#[derive(Clone, Default)]
+pub struct SecretVars(BTreeMap<String, String>);
+
+impl SecretVars {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for SecretVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretVars({} variables)", self.0.len())
+    }
 }
 
 /// How to reach the Docker daemon.
@@ -94,7 +112,9 @@ impl Environment {
                 HOME => home = non_empty().map(PathBuf::from),
                 AWS_ENDPOINT_URL_ECR => env.ecr_endpoint = non_empty(),
                 AWS_ENDPOINT_URL => global_endpoint = non_empty(),
-                _ => {}
+                _ => {
+                    env.secret_vars.0.insert(name, value);
+                }
             }
         }
         if env.ecr_endpoint.is_none() {

@@ -40,12 +40,12 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::ecr::{Ecr, RegistryAuth};
-use crate::engine::build::BuildRequest;
+use crate::engine::build::{BuildRequest, BuilderKind};
 use crate::engine::context::{self, ContextError};
 use crate::engine::push::{PushTarget, RetryPolicy};
 use crate::engine::Engine;
 use crate::env::Environment;
-use crate::inputs::{InputError, Inputs};
+use crate::inputs::{Builder, InputError, Inputs, SecretSource, SecretSpec};
 use crate::report::{Outcome, Report};
 use crate::repository::TagPlan;
 use crate::runner::Runner;
@@ -72,6 +72,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     let dockerfile = inputs.build.dockerfile_path();
     let prepared = context::prepare(&inputs.build.context, &dockerfile)
         .map_err(|e| context_input_error(&e))?;
+    let secrets = read_secrets(&inputs.build.secrets, env, runner)?;
 
     let (engine, ecr) = tokio::try_join!(
         async {
@@ -116,12 +117,20 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         }
     }
 
+    let builder = choose_builder(&engine, inputs, prepared.dockerfile_is_generated()).await?;
+    let cache_from = match builder {
+        BuilderKind::Buildkit => cache_sources(&ecr, inputs, &report).await,
+        BuilderKind::Classic => Vec::new(),
+    };
     let build_started = Instant::now();
     let request = BuildRequest {
         settings: &inputs.build,
         dockerfile,
         references: &report.references,
         registry_auth: Some(&auth),
+        builder,
+        secrets: &secrets,
+        cache_from: &cache_from,
     };
     let (built, policies) = tokio::join!(
         engine::build::build(&engine, prepared, &request, runner),
@@ -132,6 +141,8 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     report.build_time = Some(build_started.elapsed());
     report.image_id = built.image_id;
     report.local_size_bytes = Some(built.size_bytes);
+    report.builder = Some(builder);
+    report.cache = built.cache;
     tracing::info!(
         "built {} in {:.1}s",
         report.image_id,
@@ -195,6 +206,137 @@ async fn push_and_confirm(
     report.pushed_size_bytes = detail.size_bytes;
     report.push_time = Some(push_time);
     Ok(())
+}
+
+/// Decides `builder: auto`, and logs the choice and why.
+///
+/// A Dockerfile outside the context travels inside the context tar under a generated
+/// name. The classic daemon removes it again through the tar's `.dockerignore`; BuildKit,
+/// given a tar, applies no `.dockerignore`, so `COPY .` would copy that file into the
+/// image. Such builds use the classic builder.
+async fn choose_builder(
+    engine: &Engine,
+    inputs: &Inputs,
+    outside_dockerfile: bool,
+) -> anyhow::Result<BuilderKind> {
+    let (kind, why) = match inputs.build.builder {
+        Builder::Classic => (BuilderKind::Classic, "asked for".to_string()),
+        Builder::Buildkit if outside_dockerfile => anyhow::bail!(InputError::invalid(
+            "dockerfile",
+            &inputs.build.dockerfile_path().display().to_string(),
+            "with `builder: buildkit` the Dockerfile must be inside the context (BuildKit \
+             would copy it into the image); move it, or use `builder: auto` or `classic`",
+        )),
+        Builder::Auto if outside_dockerfile => (
+            BuilderKind::Classic,
+            "auto: the Dockerfile is outside the context".to_string(),
+        ),
+        Builder::Buildkit if engine.tls => anyhow::bail!(InputError::invalid(
+            "builder",
+            "buildkit",
+            format!(
+                "BuildKit builds need a unix:// or plain tcp:// DOCKER_HOST, not TLS ({})",
+                engine.host
+            ),
+        )),
+        Builder::Buildkit => (BuilderKind::Buildkit, "asked for".to_string()),
+        Builder::Auto if engine.tls => (
+            BuilderKind::Classic,
+            "auto: BuildKit builds do not run over a TLS DOCKER_HOST".to_string(),
+        ),
+        Builder::Auto if engine::buildkit::supports_buildkit(&engine.host).await => (
+            BuilderKind::Buildkit,
+            "auto: the daemon supports it".to_string(),
+        ),
+        Builder::Auto => (
+            BuilderKind::Classic,
+            "auto: the daemon does not support BuildKit".to_string(),
+        ),
+    };
+    if kind == BuilderKind::Classic && !inputs.build.secrets.is_empty() {
+        anyhow::bail!(InputError::invalid(
+            "secrets",
+            &inputs
+                .build
+                .secrets
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            format!("build secrets need BuildKit, and this run uses the classic builder ({why})"),
+        ));
+    }
+    let name = match kind {
+        BuilderKind::Buildkit => "BuildKit",
+        BuilderKind::Classic => "the classic builder",
+    };
+    tracing::info!("building with {name} ({why})");
+    Ok(kind)
+}
+
+/// `cache-from` as given, else the repository's first tag when ECR has it: the image
+/// the previous run pushed, with inline cache metadata.
+async fn cache_sources(ecr: &Ecr, inputs: &Inputs, report: &Report) -> Vec<String> {
+    if !inputs.build.cache_from.is_empty() {
+        return inputs.build.cache_from.clone();
+    }
+    let first = inputs.tags[..1].to_vec();
+    match ecr
+        .existing_tags(&inputs.repository, inputs.registry_id.as_deref(), &first)
+        .await
+    {
+        Ok(found) if !found.is_empty() => {
+            let reference = report.references[0].clone();
+            tracing::info!("reusing build cache from {reference}");
+            vec![reference]
+        }
+        Ok(_) => Vec::new(),
+        Err(err) => {
+            tracing::debug!("no cache source: {err:#}");
+            Vec::new()
+        }
+    }
+}
+
+/// Reads the build secrets' values (files, step environment variables) and masks them
+/// before anything could print them.
+fn read_secrets(
+    specs: &[SecretSpec],
+    env: &Environment,
+    runner: &Runner,
+) -> Result<Vec<(String, Vec<u8>)>, InputError> {
+    let mut values = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let value = match &spec.source {
+            SecretSource::File(path) => std::fs::read(path).map_err(|e| {
+                InputError::invalid(
+                    "secrets",
+                    &spec.id,
+                    format!("cannot read the secret file {}: {e}", path.display()),
+                )
+            })?,
+            SecretSource::Env(name) => env
+                .secret_vars
+                .get(name)
+                .ok_or_else(|| {
+                    InputError::invalid(
+                        "secrets",
+                        &spec.id,
+                        format!("the environment variable `{name}` is not set for this step"),
+                    )
+                })?
+                .as_bytes()
+                .to_vec(),
+        };
+        // The runner masks line by line; a multi-line value gets a mask per line.
+        for line in String::from_utf8_lossy(&value).lines() {
+            if line.trim().len() >= 4 {
+                runner.add_mask(line.trim());
+            }
+        }
+        values.push((spec.id.clone(), value));
+    }
+    Ok(values)
 }
 
 /// A context problem is a bad `context` or `dockerfile` input; say which.

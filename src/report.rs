@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::ecr::Repository;
+use crate::engine::build::{BuilderKind, CacheStats};
 use crate::inputs::Inputs;
 
 /// How a run ended.
@@ -35,6 +36,8 @@ pub struct Report {
     pub policies: Vec<(String, PolicyOutcome)>,
     pub build_time: Option<Duration>,
     pub push_time: Option<Duration>,
+    pub builder: Option<BuilderKind>,
+    pub cache: Option<CacheStats>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,8 @@ impl Report {
             policies: Vec::new(),
             build_time: None,
             push_time: None,
+            builder: None,
+            cache: None,
         }
     }
 
@@ -128,6 +133,18 @@ impl Report {
         }
         if let Some(build) = self.build_time {
             let _ = writeln!(md, "| Build time | {:.1} s |", build.as_secs_f64());
+        }
+        match (self.builder, self.cache) {
+            (Some(BuilderKind::Buildkit), Some(cache)) => {
+                let _ = writeln!(
+                    md,
+                    "| Builder | BuildKit: {} of {} steps cached |",
+                    cache.cached_steps, cache.steps
+                );
+            }
+            (Some(BuilderKind::Buildkit), None) => md.push_str("| Builder | BuildKit |\n"),
+            (Some(BuilderKind::Classic), _) => md.push_str("| Builder | classic |\n"),
+            (None, _) => {}
         }
         if let Some(push) = self.push_time {
             let _ = writeln!(md, "| Push time | {:.1} s |", push.as_secs_f64());
@@ -194,6 +211,11 @@ mod tests {
             policies: vec![],
             build_time: Some(Duration::from_millis(1500)),
             push_time: None,
+            builder: Some(BuilderKind::Buildkit),
+            cache: Some(CacheStats {
+                cached_steps: 3,
+                steps: 4,
+            }),
         }
     }
 
@@ -225,5 +247,8 @@ mod tests {
         assert_eq!(get("image-digest"), "");
         assert_eq!(get("image-uris"), "[]");
         assert!(report(false).summary_markdown().contains("not pushed"));
+        assert!(report(true)
+            .summary_markdown()
+            .contains("| Builder | BuildKit: 3 of 4 steps cached |"));
     }
 }

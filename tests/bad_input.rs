@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{standin, unique, RunResult, Workspace};
+use support::{standin, unique, RunResult, Workspace, BUILD_STARTED};
 
 fn workspace() -> Workspace {
     let ws = Workspace::new();
@@ -43,7 +43,10 @@ fn assert_failed_cleanly(case: &str, run: &RunResult, repo: &str, names: &str, v
             standin.repository(repo).is_none(),
             "{case}: a repository was created"
         );
-        assert!(!run.stderr.contains("Step 1/"), "{case}: the build started");
+        assert!(
+            !run.stderr.contains(BUILD_STARTED),
+            "{case}: the build started"
+        );
     }
 }
 
@@ -142,7 +145,7 @@ fn dockerfile_errors_point_at_the_line() {
         (
             "FROM local/busybox:latest\nRUN true\nRUN exit 3\n",
             "line=3",
-            "non-zero code: 3",
+            "code: 3",
         ),
         (
             "FROM local/busybox:latest\nCOPY missing.txt /\n",
@@ -155,6 +158,7 @@ fn dockerfile_errors_point_at_the_line() {
         ws.write("Dockerfile", dockerfile);
         let repo = unique("dockerfile");
         let run = standin.action(ws.path()).input("repository", &repo).run();
+        // "returned a non-zero code: 3" (classic) or "exit code: 3" (BuildKit)
         assert_failed_cleanly(message, &run, &repo, line, false);
         let error = run.error_lines()[0];
         assert!(error.contains("file=Dockerfile,"), "{error}");

@@ -1,6 +1,6 @@
-//! The build, through `POST /build` with the context streamed as a tar. This is the
-//! classic builder (API `version=1`), which takes registry credentials for private base
-//! images through `X-Registry-Config`.
+//! The build, through `POST /build` with the context streamed as a tar: BuildKit (see
+//! [`super::buildkit`]), or the classic builder (API `version=1`), which takes registry
+//! credentials for private base images through `X-Registry-Config`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion, TagImageOptions};
 use futures_util::StreamExt as _;
 
+use super::buildkit::{self, BuildkitBuild, BuildkitError, RegistryCredentials};
 use super::context::PreparedContext;
 use super::Engine;
 use crate::ecr::RegistryAuth;
@@ -38,6 +39,22 @@ pub struct Built {
     pub image_id: String,
     /// Uncompressed size as the daemon reports it.
     pub size_bytes: i64,
+    /// BuildKit's step counts (`None` for the classic builder, which does not say).
+    pub cache: Option<CacheStats>,
+}
+
+/// How many build steps BuildKit found in its cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub cached_steps: usize,
+    pub steps: usize,
+}
+
+/// The builder a run uses, once `auto` is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuilderKind {
+    Classic,
+    Buildkit,
 }
 
 /// Everything a build needs, borrowed from the run.
@@ -49,6 +66,11 @@ pub struct BuildRequest<'a> {
     pub references: &'a [String],
     /// Credentials for pulling private base images from the ECR registry.
     pub registry_auth: Option<&'a RegistryAuth>,
+    pub builder: BuilderKind,
+    /// Secret values by id (BuildKit only).
+    pub secrets: &'a [(String, Vec<u8>)],
+    /// Images to reuse cache from (BuildKit only).
+    pub cache_from: &'a [String],
 }
 
 /// Builds the image, streaming the daemon's output into the log, then tags it with every
@@ -59,6 +81,80 @@ pub async fn build(
     request: &BuildRequest<'_>,
     runner: &Runner,
 ) -> Result<Built, BuildError> {
+    let (image_id, cache) = match request.builder {
+        BuilderKind::Classic => (classic(engine, context, request, runner).await?, None),
+        BuilderKind::Buildkit => {
+            let (image_id, cache) = buildkit(engine, context, request, runner).await?;
+            (Some(image_id), Some(cache))
+        }
+    };
+    let mut built = finish(engine, image_id, request).await?;
+    built.cache = cache;
+    Ok(built)
+}
+
+/// BuildKit, with a session that answers registry credentials and secrets.
+async fn buildkit(
+    engine: &Engine,
+    context: PreparedContext,
+    request: &BuildRequest<'_>,
+    runner: &Runner,
+) -> Result<(String, CacheStats), BuildError> {
+    let settings = request.settings;
+    let dockerfile_text = std::fs::read_to_string(&request.dockerfile).ok();
+    let dockerfile_name = context.dockerfile_name().to_string();
+    let options = BuildkitBuild {
+        dockerfile: &dockerfile_name,
+        dockerfile_text: dockerfile_text.as_deref(),
+        tags: request.references,
+        build_args: &settings.build_args,
+        labels: &settings.labels,
+        target: settings.target.as_deref(),
+        platform: settings.platform.as_deref(),
+        pull: settings.pull,
+        no_cache: settings.no_cache,
+        cache_from: request.cache_from,
+        registry_auth: request.registry_auth.map(|auth| RegistryCredentials {
+            host: &auth.registry,
+            username: &auth.username,
+            password: auth.password.expose(),
+        }),
+        secrets: request.secrets,
+    };
+    let (body, walker) = context.stream();
+    let result = {
+        let _group = runner.group("Build (BuildKit)");
+        let output = runner.untrusted();
+        buildkit::build(&engine.host, &options, body, |line| output.line(line)).await
+    };
+    let walk_result = walker.await;
+    let outcome = result.map_err(|err| match (err, walk_result) {
+        // A context that failed mid-walk is the real cause of the failure it made.
+        (_, Ok(Err(context_error))) => BuildError::Context(context_error.to_string()),
+        (BuildkitError::Failed { message, line, .. }, _) => BuildError::Dockerfile {
+            message,
+            dockerfile: request.dockerfile.clone(),
+            line,
+        },
+        (BuildkitError::Context(message), _) => BuildError::Context(message),
+        (BuildkitError::Daemon(message), _) => BuildError::Engine(message),
+    })?;
+    Ok((
+        outcome.image_id,
+        CacheStats {
+            cached_steps: outcome.cached_steps,
+            steps: outcome.steps,
+        },
+    ))
+}
+
+/// The classic builder (API `version=1`); returns the image ID it reported.
+async fn classic(
+    engine: &Engine,
+    context: PreparedContext,
+    request: &BuildRequest<'_>,
+    runner: &Runner,
+) -> Result<Option<String>, BuildError> {
     let settings = request.settings;
     let dockerfile_text = std::fs::read_to_string(&request.dockerfile).unwrap_or_default();
     let instruction_lines = instruction_lines(&dockerfile_text);
@@ -157,7 +253,16 @@ pub async fn build(
         Ok(Err(err)) => return Err(BuildError::Context(err.to_string())),
         Err(join) => return Err(BuildError::Context(join.to_string())),
     }
+    Ok(image_id)
+}
 
+/// Tags the image with every reference (BuildKit has, the classic builder only the
+/// first) and reads its ID and size.
+async fn finish(
+    engine: &Engine,
+    image_id: Option<String>,
+    request: &BuildRequest<'_>,
+) -> Result<Built, BuildError> {
     let reference = request.references.first().cloned().unwrap_or_default();
     let inspect = engine
         .docker
@@ -192,6 +297,7 @@ pub async fn build(
     Ok(Built {
         image_id,
         size_bytes: inspect.size.unwrap_or_default(),
+        cache: None,
     })
 }
 

@@ -314,6 +314,12 @@ impl PreparedContext {
     }
 
     /// The `dockerfile` build parameter: a slash path relative to the context root.
+    /// Whether the Dockerfile travels in the tar under a generated name (it lives outside
+    /// the context). Only the classic daemon removes such a file from the context again.
+    pub fn dockerfile_is_generated(&self) -> bool {
+        self.outside.is_some()
+    }
+
     pub fn dockerfile_name(&self) -> &str {
         &self.dockerfile_name
     }

@@ -2,6 +2,7 @@
 //! context ([`context`], [`dockerignore`]), the build ([`build`]) and the push ([`push`]).
 
 pub mod build;
+pub mod buildkit;
 pub mod context;
 pub mod dockerignore;
 pub mod push;
@@ -24,6 +25,10 @@ const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub docker: Docker,
+    /// The `DOCKER_HOST` value it was reached at (BuildKit opens its own connections).
+    pub host: String,
+    /// TLS to the daemon: BuildKit's session path speaks plain `unix://` and `tcp://` only.
+    pub tls: bool,
     pub version: String,
     pub api_version: String,
 }
@@ -82,6 +87,8 @@ impl Engine {
             .await
             .map_err(|e| explain_connect_error(host, &e))?;
         Ok(Self {
+            host: host.to_string(),
+            tls: env.tls_verify || host.starts_with("https://"),
             api_version: docker.client_version().to_string(),
             version: version.version.unwrap_or_default(),
             docker,

@@ -87,6 +87,30 @@ impl Encryption {
     }
 }
 
+/// Which builder the daemon uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builder {
+    /// BuildKit when the daemon supports it, else classic.
+    Auto,
+    Buildkit,
+    Classic,
+}
+
+/// Where a build secret's value comes from; read just before the build, never logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    /// An environment variable of the step.
+    Env(String),
+}
+
+/// One `secrets` line: `id=NAME,src=PATH` or `id=NAME,env=VAR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    pub id: String,
+    pub source: SecretSource,
+}
+
 /// What to do when a requested tag already exists in ECR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnTagExists {
@@ -141,6 +165,10 @@ pub struct BuildSettings {
     pub platform: Option<String>,
     pub pull: bool,
     pub no_cache: bool,
+    pub builder: Builder,
+    pub secrets: Vec<SecretSpec>,
+    /// Explicit `cache-from` references; empty means "the first tag, if it exists".
+    pub cache_from: Vec<String>,
 }
 
 impl BuildSettings {
@@ -268,7 +296,33 @@ impl Inputs {
                 .transpose()?,
             pull: raw.boolean("pull")?,
             no_cache: raw.boolean("no-cache")?,
+            builder: match raw.get("builder").to_ascii_lowercase().as_str() {
+                "auto" => Builder::Auto,
+                "buildkit" => Builder::Buildkit,
+                "classic" => Builder::Classic,
+                _ => {
+                    return Err(InputError::invalid(
+                        "builder",
+                        &raw.get("builder"),
+                        "expected `auto`, `buildkit` or `classic`",
+                    ))
+                }
+            },
+            secrets: parse_secrets(&raw.get("secrets"), workdir)?,
+            cache_from: parse_cache_from(&raw.get("cache-from"))?,
         };
+        if build.builder == Builder::Classic && !build.secrets.is_empty() {
+            return Err(InputError::invalid(
+                "secrets",
+                &build
+                    .secrets
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                "build secrets need BuildKit; remove `builder: classic`",
+            ));
+        }
         if let Some(target) = &build.target {
             if target.chars().any(char::is_whitespace) {
                 return Err(InputError::invalid(
@@ -358,6 +412,69 @@ fn parse_tags(value: &str) -> Result<Vec<String>, InputError> {
         ));
     }
     Ok(tags)
+}
+
+/// `id=NAME,src=PATH` or `id=NAME,env=VAR`, one per line. A file must exist now, so a
+/// typo fails before anything else happens; values are read just before the build.
+fn parse_secrets(text: &str, workdir: &Path) -> Result<Vec<SecretSpec>, InputError> {
+    let mut secrets: Vec<SecretSpec> = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let bad = |reason: &str| InputError::invalid("secrets", line, reason);
+        let mut id = None;
+        let mut source = None;
+        for field in line.split(',').map(str::trim) {
+            let Some((key, value)) = field.split_once('=') else {
+                return Err(bad("expected `id=NAME,src=PATH` or `id=NAME,env=VAR`"));
+            };
+            match key.trim() {
+                "id" => id = Some(value.trim().to_string()),
+                "src" | "source" => {
+                    let path = workdir.join(value.trim());
+                    if !path.is_file() {
+                        return Err(bad(&format!(
+                            "the secret file {} does not exist",
+                            path.display()
+                        )));
+                    }
+                    source = Some(SecretSource::File(path));
+                }
+                "env" => source = Some(SecretSource::Env(value.trim().to_string())),
+                other => return Err(bad(&format!("unknown key `{other}`; use id, src or env"))),
+            }
+        }
+        let id = id
+            .filter(|id| {
+                !id.is_empty()
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            })
+            .ok_or_else(|| bad("a secret needs an `id` of letters, digits, `_`, `-` or `.`"))?;
+        let source = source.ok_or_else(|| bad("a secret needs `src=PATH` or `env=VAR`"))?;
+        if secrets.iter().any(|s| s.id == id) {
+            return Err(bad(&format!("secret id `{id}` is given twice")));
+        }
+        secrets.push(SecretSpec { id, source });
+    }
+    Ok(secrets)
+}
+
+fn parse_cache_from(text: &str) -> Result<Vec<String>, InputError> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|reference| {
+            if reference.chars().any(char::is_whitespace) || reference.starts_with(['-', '/']) {
+                Err(InputError::invalid(
+                    "cache-from",
+                    reference,
+                    "expected an image reference",
+                ))
+            } else {
+                Ok(reference.to_string())
+            }
+        })
+        .collect()
 }
 
 fn parse_encryption(raw: &Raw<'_>) -> Result<Encryption, InputError> {

@@ -142,6 +142,9 @@ mod tests {
             "registry-id",
             "aws-region",
             "on-tag-exists",
+            "builder",
+            "secrets",
+            "cache-from",
         ] {
             assert!(inputs.contains(&name), "action.yml lacks input {name}");
         }

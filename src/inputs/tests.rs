@@ -33,6 +33,9 @@ fn sample(name: &str) -> &'static str {
         "repository-policy" => "Version: '2012-10-17'\nStatement: []",
         "registry-id" => "210987654321",
         "on-tag-exists" => "skip",
+        "builder" => "buildkit",
+        "secrets" => "id=token,env=TOKEN",
+        "cache-from" => "registry.example/app:main",
         "aws-region" => "eu-west-1",
         other => panic!("no sample value for input `{other}`: add one to this test"),
     }
@@ -158,6 +161,12 @@ fn bad_values_name_their_input() {
         ("aws-region", "moon-base"),
         ("target", "two words"),
         ("on-tag-exists", "replace"),
+        ("builder", "kaniko"),
+        ("secrets", "id=x"),
+        ("secrets", "id=x,src=missing.txt"),
+        ("secrets", "src=a.txt"),
+        ("secrets", "id=a,env=A\nid=a,env=B"),
+        ("cache-from", "two words"),
     ];
     for (input, value) in cases {
         let mut pairs = vec![("repository", "app"), (*input, *value)];

@@ -15,6 +15,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 pub const ACCOUNT: &str = "123456789012";
+/// The log group every build opens, whichever builder: its absence means no build began.
+pub const BUILD_STARTED: &str = "::group::Build";
+/// Runs every test's builds with this builder when set (`classic`, `buildkit`), so the
+/// suite proves both; unset, the action's default (`auto`) decides.
+pub const TEST_BUILDER: &str = "ECR_BUILD_PUSH_TEST_BUILDER";
 pub const REGION: &str = "us-east-1";
 
 /// Root of the repository (where Cargo.toml is).
@@ -413,6 +418,12 @@ impl ActionRun {
                 .env("GITHUB_STEP_SUMMARY", &summary_path);
             for (name, value) in &self.inputs {
                 command.env(format!("INPUT_{}", name.to_ascii_uppercase()), value);
+            }
+            if let (Ok(builder), false) = (
+                std::env::var(TEST_BUILDER),
+                self.inputs.contains_key("builder"),
+            ) {
+                command.env("INPUT_BUILDER", builder);
             }
         }
         let out = command.output().expect("run the action binary");

@@ -16,9 +16,6 @@
 //! No secret value or registry password is logged, put in an error or shown by `Debug`;
 //! rendered lines have them replaced by `***` should a build step print one.
 
-// "BuildKit" is a product name, not code.
-#![allow(clippy::doc_markdown)]
-
 mod daemon;
 mod dockerfile;
 mod progress;

@@ -308,7 +308,7 @@ mod tests {
         tonic::Request::new(message)
     }
 
-    /// Secrets are served by id, an unknown id is NotFound, and Debug shows no value.
+    /// Secrets are served by id, an unknown id is `NotFound`, and `Debug` shows no value.
     #[tokio::test]
     async fn secrets_by_id_and_debug_hides_values() {
         let store = SecretStore::new(&[("token".into(), b"s3cr3t-value".to_vec())]);
