@@ -114,10 +114,13 @@ fn build_secrets_reach_run_and_nothing_else() {
     let hashes = docker(&["run", "--rm", &by_digest, "cat", "/hashes"]);
     let sha = |value: &str| {
         use sha2::Digest as _;
+        use std::fmt::Write as _;
         sha2::Sha256::digest(value.as_bytes())
             .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
+            .fold(String::new(), |mut hex, b| {
+                let _ = write!(hex, "{b:02x}");
+                hex
+            })
     };
     assert_eq!(
         hashes,
