@@ -129,7 +129,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         references: &report.references,
         registry_auth: Some(&auth),
         builder,
-        secrets: &secrets,
+        secrets: &secrets.0,
         cache_from: &cache_from,
     };
     let (built, policies) = tokio::join!(
@@ -298,14 +298,35 @@ async fn cache_sources(ecr: &Ecr, inputs: &Inputs, report: &Report) -> Vec<Strin
     }
 }
 
+/// Build secrets by id. Their bytes are wiped when dropped; `Debug` shows ids only.
+struct SecretValues(Vec<(String, Vec<u8>)>);
+
+impl Drop for SecretValues {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        for (_, value) in &mut self.0 {
+            value.zeroize();
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(id, _)| id))
+            .finish()
+    }
+}
+
 /// Reads the build secrets' values (files, step environment variables) and masks them
 /// before anything could print them.
 fn read_secrets(
     specs: &[SecretSpec],
     env: &Environment,
     runner: &Runner,
-) -> Result<Vec<(String, Vec<u8>)>, InputError> {
-    let mut values = Vec::with_capacity(specs.len());
+) -> Result<SecretValues, InputError> {
+    // Wrapped from the start, so values read before a failing one are wiped too.
+    let mut values = SecretValues(Vec::with_capacity(specs.len()));
     for spec in specs {
         let value = match &spec.source {
             SecretSource::File(path) => std::fs::read(path).map_err(|e| {
@@ -334,7 +355,7 @@ fn read_secrets(
                 runner.add_mask(line.trim());
             }
         }
-        values.push((spec.id.clone(), value));
+        values.0.push((spec.id.clone(), value));
     }
     Ok(values)
 }
