@@ -93,6 +93,9 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         ecr.region
     );
 
+    // Before any change in AWS: a builder that cannot do this build is an input error.
+    let builder = choose_builder(&engine, inputs, prepared.dockerfile_is_generated()).await?;
+
     let registry_id = inputs.registry_id.as_deref();
     let auth = ecr.authorization(registry_id).await?;
     runner.add_mask(auth.password.expose());
@@ -117,7 +120,6 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         }
     }
 
-    let builder = choose_builder(&engine, inputs, prepared.dockerfile_is_generated()).await?;
     let cache_from = match builder {
         BuilderKind::Buildkit => cache_sources(&ecr, inputs, &report).await,
         BuilderKind::Classic => Vec::new(),

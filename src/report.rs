@@ -132,7 +132,7 @@ impl Report {
             let _ = writeln!(md, "| Image ID | `{}` |", self.image_id);
         }
         if let Some(build) = self.build_time {
-            let _ = writeln!(md, "| Build time | {:.1} s |", build.as_secs_f64());
+            let _ = writeln!(md, "| Build time | {:.2} s |", build.as_secs_f64());
         }
         match (self.builder, self.cache) {
             (Some(BuilderKind::Buildkit), Some(cache)) => {
@@ -147,7 +147,7 @@ impl Report {
             (None, _) => {}
         }
         if let Some(push) = self.push_time {
-            let _ = writeln!(md, "| Push time | {:.1} s |", push.as_secs_f64());
+            let _ = writeln!(md, "| Push time | {:.2} s |", push.as_secs_f64());
         }
         if let Some(repo) = &self.repository_state {
             let created = if repo.created {

@@ -239,6 +239,10 @@ fn a_dockerfile_outside_the_context_builds() {
         refused.stderr
     );
     assert!(!refused.stderr.contains(BUILD_STARTED));
+    assert!(
+        standin.repository(&repo).is_none(),
+        "refused before any change in AWS"
+    );
 }
 
 /// `push: false` builds and tags locally, creates no repository, and reports no digest.
