@@ -63,3 +63,59 @@ fn a_build_longer_than_two_minutes_is_not_cut_off() {
     run.assert_success();
     assert!(run.output("image-digest").starts_with("sha256:"));
 }
+
+/// A socket nobody listens on (a stopped daemon) fails first, saying the daemon is not
+/// running.
+#[test]
+fn a_stopped_daemon_fails_first_with_advice() {
+    let standin = standin();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let ws = workspace("FROM local/busybox:latest\n");
+    let repo = unique("stopped");
+    let run = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .env("DOCKER_HOST", &format!("unix://{}", socket.display()))
+        .run();
+    assert!(!run.success);
+    let errors = run.error_lines();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains("is not running or not listening"),
+        "{}",
+        errors[0]
+    );
+    assert!(standin.repository(&repo).is_none());
+}
+
+/// A `.dockerignore`d file never reaches the daemon: here it is a 1 TiB sparse file,
+/// which would take hours to send, so a build that finishes in seconds proves it was
+/// left out (under either builder).
+#[test]
+fn an_ignored_file_never_reaches_the_daemon() {
+    let standin = standin();
+    let ws = workspace("FROM local/busybox:latest\nCOPY . /ctx/\n");
+    ws.write(".dockerignore", "secrets/\n")
+        .write("app.txt", "app\n");
+    std::fs::create_dir(ws.path().join("secrets")).unwrap();
+    let huge = std::fs::File::create(ws.path().join("secrets/huge.bin")).unwrap();
+    huge.set_len(1 << 40).unwrap();
+    let started = std::time::Instant::now();
+    let run = standin
+        .action(ws.path())
+        .input("repository", &unique("ignored"))
+        .input("push", "false")
+        .run();
+    run.assert_success();
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
+    let image = run.output("image-uri");
+    let listing = support::docker(&["run", "--rm", image, "ls", "-A", "/ctx"]);
+    assert_eq!(listing, ".dockerignore\nDockerfile\napp.txt");
+    let _ = support::docker_output(&["rmi", "-f", image]);
+}
