@@ -45,7 +45,7 @@ use crate::engine::context::{self, ContextError};
 use crate::engine::push::{PushTarget, RetryPolicy};
 use crate::engine::Engine;
 use crate::env::Environment;
-use crate::inputs::{Builder, InputError, Inputs, SecretSource, SecretSpec};
+use crate::inputs::{Builder, InputError, Inputs, PushEngine, SecretSource, SecretSpec};
 use crate::report::{Outcome, Report};
 use crate::repository::TagPlan;
 use crate::runner::Runner;
@@ -178,13 +178,56 @@ async fn push_and_confirm(
         image_id: &report.image_id,
         auth,
     };
-    let pushed = engine::push::push(engine, target, &inputs.tags, retry, runner).await?;
+    let (digest, engine_used) = match inputs.push_engine {
+        PushEngine::Daemon => (
+            engine::push::push(engine, target, &inputs.tags, retry, runner)
+                .await?
+                .digest,
+            "daemon",
+        ),
+        PushEngine::Direct | PushEngine::Auto => {
+            let direct = {
+                let _group = runner.group(&format!("Push {repository_ref} (direct)"));
+                engine::direct::push(
+                    &engine.docker,
+                    &report.image_id,
+                    &inputs.repository,
+                    &inputs.tags,
+                    auth,
+                    retry,
+                    |line| eprintln!("{line}"),
+                )
+                .await
+            };
+            match direct {
+                Ok(pushed) => {
+                    tracing::info!(
+                        "direct push: {} bytes compressed, {} uploaded, {} blob(s) already there",
+                        pushed.compressed_bytes,
+                        pushed.uploaded_bytes,
+                        pushed.skipped_blobs
+                    );
+                    (pushed.digest, "direct")
+                }
+                Err(err) if inputs.push_engine == PushEngine::Auto && err.daemon_may_succeed() => {
+                    runner.warning(&format!(
+                        "the direct push cannot send this image ({err}); pushing through the \
+                         Docker daemon instead"
+                    ));
+                    let pushed =
+                        engine::push::push(engine, target, &inputs.tags, retry, runner).await?;
+                    (pushed.digest, "daemon (fallback)")
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    };
     let (detail, moved) = ecr
         .confirm_digest(
             &inputs.repository,
             inputs.registry_id.as_deref(),
             &inputs.tags,
-            &pushed.digest,
+            &digest,
         )
         .await
         .context("the pushed image could not be confirmed with ECR")?;
@@ -193,18 +236,18 @@ async fn push_and_confirm(
             "tag(s) {} now point at another image: another run pushed them after this one; \
              this run's image is in ECR as {}",
             moved.join(", "),
-            pushed.digest
+            digest
         ));
     }
     let push_time = started.elapsed();
     tracing::info!(
-        "pushed {} tag(s) at {} in {:.1}s",
+        "pushed {} tag(s) at {digest} in {:.1}s ({engine_used})",
         inputs.tags.len(),
-        pushed.digest,
         push_time.as_secs_f64()
     );
     report.outcome = Outcome::Pushed;
-    report.digest = Some(pushed.digest);
+    report.push_engine = Some(engine_used);
+    report.digest = Some(digest);
     report.pushed_size_bytes = detail.size_bytes;
     report.push_time = Some(push_time);
     Ok(())

@@ -38,6 +38,8 @@ pub struct Report {
     pub push_time: Option<Duration>,
     pub builder: Option<BuilderKind>,
     pub cache: Option<CacheStats>,
+    /// Which pusher sent the image: `direct`, `daemon` or `daemon (fallback)`.
+    pub push_engine: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,7 @@ impl Report {
             push_time: None,
             builder: None,
             cache: None,
+            push_engine: None,
         }
     }
 
@@ -147,7 +150,9 @@ impl Report {
             (None, _) => {}
         }
         if let Some(push) = self.push_time {
+            let engine = self.push_engine.unwrap_or("daemon");
             let _ = writeln!(md, "| Push time | {:.2} s |", push.as_secs_f64());
+            let _ = writeln!(md, "| Push engine | {engine} |");
         }
         if let Some(repo) = &self.repository_state {
             let created = if repo.created {
@@ -216,6 +221,7 @@ mod tests {
                 cached_steps: 3,
                 steps: 4,
             }),
+            push_engine: None,
         }
     }
 

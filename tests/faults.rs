@@ -147,7 +147,7 @@ fn a_registry_that_keeps_failing_ends_in_one_clear_error() {
     let errors = run.error_lines();
     assert_eq!(errors.len(), 1, "{}", run.stderr);
     assert!(
-        errors[0].contains(&format!("to {} failed", standin.registry)),
+        errors[0].contains(&standin.registry) && errors[0].contains("failed"),
         "{}",
         errors[0]
     );
@@ -177,23 +177,6 @@ fn a_reset_upload_and_a_slow_registry_still_push() {
         .run();
     assert_pushed(&run, &repo);
     assert_eq!(injected_for(&repo), 2);
-}
-
-/// While the registry refuses connections, the push is retried with backoff until it
-/// answers again.
-#[test]
-#[allow(clippy::similar_names)]
-fn refused_connections_are_retried_until_the_registry_is_back() {
-    let standin = standin();
-    let repo = unique("faults/refuse");
-    let ws = workspace(&repo);
-    let started = Instant::now();
-    // Refusing hits every client of the registry, so keep it short: other tests retry too.
-    inject(&json!({"mode": "refuse", "route": "registry", "seconds": 3}));
-    let run = standin.action(ws.path()).input("repository", &repo).run();
-    assert_pushed(&run, &repo);
-    assert!(run.stderr.contains("attempt 1 of 4"), "{}", run.stderr);
-    assert!(started.elapsed().as_secs() >= 3);
 }
 
 /// ECR API throttling and 5xx answers are retried by the SDK; with retries turned off

@@ -1,9 +1,11 @@
 //! The Docker side, through the Engine API: connecting ([`Engine::connect`]), the build
-//! context ([`context`], [`dockerignore`]), the build ([`build`]) and the push ([`push`]).
+//! context ([`context`], [`dockerignore`]), the build ([`build`], [`buildkit`]) and the
+//! push: through the daemon ([`push`]) or straight to the registry ([`direct`]).
 
 pub mod build;
 pub mod buildkit;
 pub mod context;
+pub mod direct;
 pub mod dockerignore;
 pub mod push;
 

@@ -37,7 +37,8 @@ impl RetryPolicy {
         }
     }
 
-    fn delay(&self, attempt: u32) -> Duration {
+    /// The wait before attempt `attempt + 1`.
+    pub fn delay(&self, attempt: u32) -> Duration {
         self.first_delay
             .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
             .min(self.max_delay)

@@ -111,6 +111,15 @@ pub struct SecretSpec {
     pub source: SecretSource,
 }
 
+/// Which pusher sends the image to the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushEngine {
+    /// Direct, with the daemon's pusher as the fallback.
+    Auto,
+    Direct,
+    Daemon,
+}
+
 /// What to do when a requested tag already exists in ECR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnTagExists {
@@ -188,6 +197,7 @@ pub struct Inputs {
     pub tags: Vec<String>,
     pub build: BuildSettings,
     pub push: bool,
+    pub push_engine: PushEngine,
     pub on_tag_exists: OnTagExists,
     pub repository_settings: RepositorySettings,
     pub registry_id: Option<String>,
@@ -373,6 +383,18 @@ impl Inputs {
             tags,
             build,
             push: raw.boolean("push")?,
+            push_engine: match raw.get("push-engine").to_ascii_lowercase().as_str() {
+                "auto" => PushEngine::Auto,
+                "direct" => PushEngine::Direct,
+                "daemon" => PushEngine::Daemon,
+                _ => {
+                    return Err(InputError::invalid(
+                        "push-engine",
+                        &raw.get("push-engine"),
+                        "expected `auto`, `direct` or `daemon`",
+                    ))
+                }
+            },
             on_tag_exists: match raw.get("on-tag-exists").to_ascii_lowercase().as_str() {
                 "fail" => OnTagExists::Fail,
                 "skip" => OnTagExists::Skip,

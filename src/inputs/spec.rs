@@ -143,6 +143,7 @@ mod tests {
             "aws-region",
             "on-tag-exists",
             "builder",
+            "push-engine",
             "secrets",
             "cache-from",
         ] {

@@ -20,6 +20,8 @@ pub const BUILD_STARTED: &str = "::group::Build";
 /// Runs every test's builds with this builder when set (`classic`, `buildkit`), so the
 /// suite proves both; unset, the action's default (`auto`) decides.
 pub const TEST_BUILDER: &str = "ECR_BUILD_PUSH_TEST_BUILDER";
+/// Likewise for the pusher (`daemon`, `direct`).
+pub const TEST_PUSH_ENGINE: &str = "ECR_BUILD_PUSH_TEST_PUSH_ENGINE";
 pub const REGION: &str = "us-east-1";
 
 /// Root of the repository (where Cargo.toml is).
@@ -419,11 +421,13 @@ impl ActionRun {
             for (name, value) in &self.inputs {
                 command.env(format!("INPUT_{}", name.to_ascii_uppercase()), value);
             }
-            if let (Ok(builder), false) = (
-                std::env::var(TEST_BUILDER),
-                self.inputs.contains_key("builder"),
-            ) {
-                command.env("INPUT_BUILDER", builder);
+            for (variable, input) in [(TEST_BUILDER, "builder"), (TEST_PUSH_ENGINE, "push-engine")]
+            {
+                if let (Ok(value), false) =
+                    (std::env::var(variable), self.inputs.contains_key(input))
+                {
+                    command.env(format!("INPUT_{}", input.to_ascii_uppercase()), value);
+                }
             }
         }
         let out = command.output().expect("run the action binary");

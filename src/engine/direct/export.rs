@@ -1,0 +1,291 @@
+//! Reads `docker save` output (the image export API) as a stream, on a blocking thread:
+//! small JSON files (the image config, `manifest.json`, the OCI index and manifests) are
+//! kept in memory; every other file is taken for a layer and gzipped on the pool while it
+//! streams, into an unlinked spool file, so no layer is ever held in memory. A layer is
+//! handed to the uploader as soon as it is compressed, while the next one streams in.
+//! Which files are layers is known only from `manifest.json`, which comes last in the
+//! tar; a small layer that happened to look like JSON is compressed then.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::sync::Arc;
+
+use bytes::{Buf as _, Bytes};
+use sha2::{Digest as _, Sha256};
+
+use super::gzip::{GzipWriter, Pool};
+
+/// JSON files up to this size are kept in memory.
+const JSON_LIMIT: u64 = 16 << 20;
+/// Read size while streaming a layer.
+const READ_BUFFER: usize = 1 << 20;
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(data)))
+}
+
+/// A compressed layer in its spool file (already unlinked: it vanishes with the handle).
+#[derive(Debug, Clone)]
+pub struct Spooled {
+    /// Path inside the export tar.
+    pub path: String,
+    /// sha256 of the uncompressed tar (must be one of the config's `diff_ids`).
+    pub diff_id: String,
+    /// sha256 of the gzip stream.
+    pub digest: String,
+    pub size: u64,
+    pub uncompressed: u64,
+    pub file: Arc<File>,
+}
+
+/// A blob ready for upload: in memory or in a spool file.
+#[derive(Debug, Clone)]
+pub enum Content {
+    Memory(Bytes),
+    File(Arc<File>),
+}
+
+impl Content {
+    /// `len` bytes at `offset` (a blocking read for files).
+    pub fn read_part(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        match self {
+            Content::Memory(bytes) => {
+                let start = usize::try_from(offset).map_err(io::Error::other)?;
+                Ok(bytes.slice(start..start + len))
+            }
+            Content::File(file) => {
+                use std::os::unix::fs::FileExt as _;
+                let mut buf = vec![0u8; len];
+                file.read_exact_at(&mut buf, offset)?;
+                Ok(Bytes::from(buf))
+            }
+        }
+    }
+}
+
+/// What is left once the tar has been read.
+#[derive(Debug, Default)]
+pub struct ExportRest {
+    /// Small files kept in memory, by path.
+    pub files: HashMap<String, Vec<u8>>,
+    /// Symbolic and hard links, path to target path.
+    pub links: HashMap<String, String>,
+}
+
+/// Bytes from the async side, as a blocking `Read`.
+#[derive(Debug)]
+pub struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        Self {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+/// Hashes what passes through.
+struct HashingWriter<W> {
+    inner: W,
+    sha: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A spool file that is unlinked at once, so nothing is left behind whatever happens.
+fn spool_file(dir: &std::path::Path) -> io::Result<File> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = dir.join(format!(
+        ".ecr-build-push-layer-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&name)?;
+    std::fs::remove_file(&name)?;
+    Ok(file)
+}
+
+/// Gzips `reader` (whose first bytes are `head`) into a spool file.
+pub fn compress_to_spool(
+    pool: &Pool,
+    level: u32,
+    spool_dir: &std::path::Path,
+    path: String,
+    head: &[u8],
+    reader: &mut dyn Read,
+) -> io::Result<Spooled> {
+    let file = spool_file(spool_dir)?;
+    let sink = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file.try_clone()?),
+        sha: Sha256::new(),
+    };
+    let mut gzip = GzipWriter::new(pool, sink, level);
+    let mut raw_sha = Sha256::new();
+    raw_sha.update(head);
+    gzip.write_all(head)?;
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        raw_sha.update(&buf[..n]);
+        gzip.write_all(&buf[..n])?;
+    }
+    let (mut sink, summary) = gzip.finish()?;
+    sink.inner.flush()?;
+    let HashingWriter { inner, sha } = sink;
+    drop(inner);
+    Ok(Spooled {
+        path,
+        diff_id: format!("sha256:{}", hex(&raw_sha.finalize())),
+        digest: format!("sha256:{}", hex(&sha.finalize())),
+        size: summary.output_bytes,
+        uncompressed: summary.input_bytes,
+        file: Arc::new(file),
+    })
+}
+
+/// Reads the whole export tar. Each compressed layer goes to `layers` as soon as it is
+/// done; the small files come back at the end.
+pub fn read_export(
+    reader: impl Read,
+    pool: &Pool,
+    level: u32,
+    spool_dir: &std::path::Path,
+    layers: &tokio::sync::mpsc::Sender<Spooled>,
+) -> io::Result<ExportRest> {
+    let mut rest = ExportRest::default();
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = normalize(&entry.path()?.to_string_lossy());
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            if let Some(target) = entry.link_name()? {
+                let target = target.to_string_lossy();
+                let resolved = if kind.is_symlink() {
+                    resolve_relative(&path, &target)
+                } else {
+                    normalize(&target)
+                };
+                rest.links.insert(path, resolved);
+            }
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        let size = entry.size();
+        // Peek: JSON (config, manifests) stays in memory; anything else is a layer.
+        let mut head = vec![0u8; usize::try_from(size.min(4096)).unwrap_or(4096)];
+        entry.read_exact(&mut head)?;
+        let looks_json = head.first() == Some(&b'{') || head.first() == Some(&b'[');
+        if size <= JSON_LIMIT && (looks_json || size == 0 || is_metadata(&path)) {
+            let mut data = head;
+            entry.read_to_end(&mut data)?;
+            rest.files.insert(path, data);
+            continue;
+        }
+        let spooled = compress_to_spool(pool, level, spool_dir, path, &head, &mut entry)?;
+        if layers.blocking_send(spooled).is_err() {
+            return Err(io::Error::other("the push was abandoned"));
+        }
+    }
+    Ok(rest)
+}
+
+fn is_metadata(path: &str) -> bool {
+    matches!(
+        path,
+        "manifest.json" | "index.json" | "oci-layout" | "repositories"
+    ) || path.ends_with("/json")
+        || path.ends_with("/VERSION")
+}
+
+/// `./a//b` to `a/b`.
+pub fn normalize(path: &str) -> String {
+    path.split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A symlink target relative to the link's directory, as a tar path.
+fn resolve_relative(link: &str, target: &str) -> String {
+    if target.starts_with('/') {
+        return normalize(target);
+    }
+    let mut parts: Vec<&str> = link.split('/').collect();
+    parts.pop();
+    for piece in target.split('/') {
+        match piece {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Links in old-style exports point at the layer they share.
+    #[test]
+    fn links_resolve_inside_the_tar() {
+        assert_eq!(
+            resolve_relative("abc/layer.tar", "../def/layer.tar"),
+            "def/layer.tar"
+        );
+        assert_eq!(normalize("./blobs//sha256/x"), "blobs/sha256/x");
+    }
+}

@@ -1,0 +1,681 @@
+//! The direct push: the built image goes to the registry without the daemon's pusher.
+//!
+//! 1. The image is read from the daemon with the export API (`docker save` as a tar
+//!    stream) on a blocking thread ([`export`]).
+//! 2. Each layer is gzipped while it streams, in parallel across cores, as one standard
+//!    gzip member ([`gzip`]), into an unlinked spool file: memory stays bounded whatever
+//!    the layer size.
+//! 3. Each compressed layer is uploaded as soon as it is ready, while the next one is
+//!    compressed: `HEAD` first (skip it if the repository has it), a cross-repository
+//!    mount when a source repository is given, else a chunked upload in parts ECR
+//!    accepts ([`registry`]). Uploads run concurrently, bounded.
+//! 4. The schema2 manifest is built from the config and the layers' digests and sizes,
+//!    put for every tag, and its digest (the sha256 of the bytes put) is checked against
+//!    the registry's `Docker-Content-Digest`.
+//!
+//! Transient failures (connection errors, 408, 429, 5xx) are retried per request with
+//! the project's [`RetryPolicy`] (an upload whose session the registry lost is restarted);
+//! refusals (`NAME_UNKNOWN`, `TAG_INVALID`, `DENIED`, 401/403) are final. The registry
+//! password is only ever in a sensitive header value: never logged, never in an error.
+
+// The error carries its context (registry, repository, blob or tag, status) by value;
+// it is built once per failed push, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod export;
+pub mod gzip;
+pub mod registry;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use futures_util::{future::BoxFuture, FutureExt as _, TryStreamExt as _};
+use tokio::sync::Semaphore;
+
+use self::export::{sha256_digest, Content, Spooled};
+use self::registry::{Failure, Registry};
+use crate::ecr::RegistryAuth;
+use crate::engine::push::RetryPolicy;
+
+/// Upload part size: ECR needs at least 5 MiB for every part but the last.
+pub const PART_SIZE: usize = 10 << 20;
+/// Blobs uploaded at once.
+pub const UPLOAD_CONCURRENCY: usize = 4;
+/// Tags put at once after the first.
+const TAG_CONCURRENCY: usize = 4;
+
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.docker.container.image.v1+json";
+pub const LAYER_MEDIA_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// How to push, beyond what and where.
+#[derive(Debug, Clone)]
+pub struct DirectOptions {
+    /// Deflate level (zlib scale, 1-9).
+    pub level: u32,
+    /// Deflate workers (default: the available cores).
+    pub threads: usize,
+    /// Another repository in the same registry to mount blobs from.
+    pub mount_from: Option<String>,
+    /// Where compressed layers are spooled (unlinked at once).
+    pub spool_dir: PathBuf,
+}
+
+impl Default for DirectOptions {
+    fn default() -> Self {
+        Self {
+            level: gzip::DEFAULT_LEVEL,
+            threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            mount_from: None,
+            spool_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+/// A finished direct push.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectPushed {
+    /// The manifest digest, equal to the registry's `Docker-Content-Digest`.
+    pub digest: String,
+    /// The manifest as put (its sha256 is `digest`).
+    pub manifest: String,
+    /// Compressed size of every layer plus the config.
+    pub compressed_bytes: u64,
+    /// Bytes actually sent in blob uploads.
+    pub uploaded_bytes: u64,
+    /// Blobs the repository already had.
+    pub skipped_blobs: usize,
+    /// Blobs mounted from `mount_from`.
+    pub mounted_blobs: usize,
+    pub seconds: f64,
+}
+
+/// Why a direct push failed. Every variant names the registry; registry failures name the
+/// repository, the blob or tag, and the HTTP status when there was one.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectPushError {
+    #[error("cannot set up the connection to {registry}: {message}")]
+    Setup { registry: String, message: String },
+    #[error("reading image {image} from the Docker daemon for {registry} failed: {message}")]
+    Export {
+        image: String,
+        registry: String,
+        message: String,
+    },
+    #[error("image {image} cannot be pushed to {registry}: {message}")]
+    Image {
+        image: String,
+        registry: String,
+        message: String,
+    },
+    #[error(
+        "{operation} {subject} at {registry}/{repository} failed{}: {message}{}",
+        status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+        if *attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() }
+    )]
+    Registry {
+        registry: String,
+        repository: String,
+        /// e.g. `blob sha256:…`, `tag v1`
+        subject: String,
+        /// e.g. `uploading`, `putting the manifest of`
+        operation: String,
+        status: Option<u16>,
+        /// The registry's error code (`NAME_UNKNOWN`, `TAG_INVALID`, `DENIED`, …).
+        code: Option<String>,
+        message: String,
+        attempts: u32,
+    },
+}
+
+impl DirectPushError {
+    /// Whether the daemon's pusher could still succeed where this failed (for
+    /// `push-engine: auto`): the image could not be read or handled, or the connection
+    /// could not be set up. A registry refusal or an exhausted retry would fail there too.
+    pub fn daemon_may_succeed(&self) -> bool {
+        matches!(
+            self,
+            Self::Setup { .. } | Self::Export { .. } | Self::Image { .. }
+        )
+    }
+
+    fn registry(
+        reg: &Registry,
+        operation: &str,
+        subject: String,
+        (failure, attempts): (Failure, u32),
+    ) -> Self {
+        Self::Registry {
+            registry: reg.host.clone(),
+            repository: reg.repository.clone(),
+            subject,
+            operation: operation.to_string(),
+            status: failure.status,
+            message: match &failure.code {
+                Some(code) => format!("{code}: {}", failure.message),
+                None => failure.message.clone(),
+            },
+            code: failure.code,
+            attempts,
+        }
+    }
+}
+
+/// A blob's descriptor in the manifest.
+#[derive(Debug, Clone)]
+struct Blob {
+    digest: String,
+    size: u64,
+    content: Content,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct BlobOutcome {
+    skipped: bool,
+    mounted: bool,
+    uploaded: u64,
+}
+
+/// Pushes `image_id` to `registry/repository` under every tag with default options.
+pub async fn push(
+    docker: &bollard::Docker,
+    image_id: &str,
+    repository: &str,
+    tags: &[String],
+    auth: &RegistryAuth,
+    retry: RetryPolicy,
+    on_line: impl FnMut(&str),
+) -> Result<DirectPushed, DirectPushError> {
+    push_with(
+        docker,
+        image_id,
+        repository,
+        tags,
+        auth,
+        retry,
+        &DirectOptions::default(),
+        on_line,
+    )
+    .await
+}
+
+/// Aborts the export feeder when the push ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// [`push`] with options. `on_line` gets one progress line per milestone (layer
+/// compressed, skipped, mounted, pushed; tag pushed).
+#[allow(clippy::too_many_arguments)]
+pub async fn push_with(
+    docker: &bollard::Docker,
+    image_id: &str,
+    repository: &str,
+    tags: &[String],
+    auth: &RegistryAuth,
+    retry: RetryPolicy,
+    options: &DirectOptions,
+    mut on_line: impl FnMut(&str),
+) -> Result<DirectPushed, DirectPushError> {
+    let started = Instant::now();
+    let image_error = |message: String| DirectPushError::Image {
+        image: image_id.to_string(),
+        registry: auth.registry.clone(),
+        message,
+    };
+    if tags.is_empty() {
+        return Err(image_error("no tags to push".into()));
+    }
+    let reg = Arc::new(Registry::connect(auth, repository, retry)?);
+    let export_error = |message: String| DirectPushError::Export {
+        image: image_id.to_string(),
+        registry: auth.registry.clone(),
+        message,
+    };
+
+    // The export stream, fed to the blocking reader through a small channel.
+    let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
+    let feeder = {
+        let docker = docker.clone();
+        let image = image_id.to_string();
+        AbortOnDrop(tokio::spawn(async move {
+            let mut stream = docker.export_image(&image);
+            while let Some(item) = stream.next().await {
+                let failed = item.is_err();
+                let item = item.map_err(|e| io::Error::other(crate::error_chain(&e)));
+                if bytes_tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        }))
+    };
+    let pool = Arc::new(gzip::Pool::new(options.threads));
+    let (layer_tx, mut layer_rx) = tokio::sync::mpsc::channel::<Spooled>(4);
+    let reader = {
+        let pool = Arc::clone(&pool);
+        let level = options.level;
+        let dir = options.spool_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            export::read_export(
+                export::ChannelReader::new(bytes_rx),
+                &pool,
+                level,
+                &dir,
+                &layer_tx,
+            )
+        })
+    };
+
+    let limit = Arc::new(Semaphore::new(UPLOAD_CONCURRENCY));
+    let mount_from = options.mount_from.clone();
+    let start_upload =
+        |blob: Blob| -> BoxFuture<'static, (String, Result<BlobOutcome, DirectPushError>)> {
+            let reg = Arc::clone(&reg);
+            let limit = Arc::clone(&limit);
+            let from = mount_from.clone();
+            async move {
+                let _permit = limit.acquire_owned().await;
+                let result = upload_blob(&reg, &blob, from.as_deref()).await;
+                (blob.digest, result)
+            }
+            .boxed()
+        };
+
+    let mut uploads = FuturesUnordered::new();
+    let mut started_digests = HashSet::new();
+    let mut spooled: HashMap<String, Spooled> = HashMap::new();
+    let mut done: HashMap<String, BlobOutcome> = HashMap::new();
+    let on_outcome = |digest: &str, outcome: BlobOutcome, on_line: &mut dyn FnMut(&str)| {
+        let short = short(digest);
+        if outcome.skipped {
+            on_line(&format!("{short}: Layer already exists"));
+        } else if outcome.mounted {
+            on_line(&format!("{short}: Mounted"));
+        } else {
+            on_line(&format!("{short}: Pushed {}", mb(outcome.uploaded)));
+        }
+    };
+
+    // Upload layers as they come out of the compressor.
+    let mut layers_open = true;
+    while layers_open || !uploads.is_empty() {
+        tokio::select! {
+            next = layer_rx.recv(), if layers_open => match next {
+                Some(layer) => {
+                    on_line(&format!(
+                        "{}: Compressed {} to {}",
+                        short(&layer.diff_id),
+                        mb(layer.uncompressed),
+                        mb(layer.size)
+                    ));
+                    if started_digests.insert(layer.digest.clone()) {
+                        uploads.push(start_upload(Blob {
+                            digest: layer.digest.clone(),
+                            size: layer.size,
+                            content: Content::File(Arc::clone(&layer.file)),
+                        }));
+                    }
+                    spooled.insert(layer.path.clone(), layer);
+                }
+                None => layers_open = false,
+            },
+            Some((digest, result)) = uploads.next(), if !uploads.is_empty() => {
+                let outcome = result?;
+                on_outcome(&digest, outcome, &mut on_line);
+                done.insert(digest, outcome);
+            }
+        }
+    }
+    let rest = reader
+        .await
+        .map_err(|e| export_error(format!("the export reader stopped: {e}")))?
+        .map_err(|e| export_error(crate::error_chain(&e)))?;
+    drop(feeder);
+
+    // What the image is: manifest.json, then the config.
+    let manifest_json = rest
+        .files
+        .get("manifest.json")
+        .ok_or_else(|| image_error("the export has no manifest.json".into()))?;
+    let saved: Vec<SavedImage> = serde_json::from_slice(manifest_json)
+        .map_err(|e| image_error(format!("the export's manifest.json is invalid: {e}")))?;
+    let saved = saved
+        .into_iter()
+        .next()
+        .ok_or_else(|| image_error("the export's manifest.json is empty".into()))?;
+    let resolve = |path: &str| {
+        let mut path = export::normalize(path);
+        for _ in 0..8 {
+            match rest.links.get(&path) {
+                Some(target) => path.clone_from(target),
+                None => break,
+            }
+        }
+        path
+    };
+    let config_bytes = rest
+        .files
+        .get(&resolve(&saved.config))
+        .ok_or_else(|| image_error(format!("the export lacks the config {}", saved.config)))?
+        .clone();
+    let config_digest = sha256_digest(&config_bytes);
+    if image_id.starts_with("sha256:") && config_digest != image_id {
+        return Err(image_error(format!(
+            "the exported config is {config_digest}, not the image ID"
+        )));
+    }
+    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+        .map_err(|e| image_error(format!("the image config is invalid: {e}")))?;
+    if config.rootfs.diff_ids.len() != saved.layers.len() {
+        return Err(image_error(format!(
+            "the config lists {} layers and the export {}",
+            config.rootfs.diff_ids.len(),
+            saved.layers.len()
+        )));
+    }
+
+    // Every layer's compressed descriptor; layers kept in memory are compressed now.
+    let mut layers = Vec::with_capacity(saved.layers.len());
+    for (path, diff_id) in saved.layers.iter().zip(&config.rootfs.diff_ids) {
+        let path = resolve(path);
+        let blob = if let Some(layer) = spooled.get(&path) {
+            if &layer.diff_id != diff_id {
+                return Err(image_error(format!(
+                    "layer {path} has content {} but the config says {diff_id}",
+                    layer.diff_id
+                )));
+            }
+            Blob {
+                digest: layer.digest.clone(),
+                size: layer.size,
+                content: Content::File(Arc::clone(&layer.file)),
+            }
+        } else if let Some(raw) = rest.files.get(&path) {
+            if &sha256_digest(raw) != diff_id {
+                return Err(image_error(format!(
+                    "layer {path} does not match its diff_id {diff_id}"
+                )));
+            }
+            let raw = raw.clone();
+            let pool = Arc::clone(&pool);
+            let level = options.level;
+            let gz = tokio::task::spawn_blocking(move || gzip::gzip_bytes(&pool, &raw, level))
+                .await
+                .map_err(|e| image_error(e.to_string()))?
+                .map_err(|e| image_error(format!("gzip failed: {e}")))?;
+            Blob {
+                digest: sha256_digest(&gz),
+                size: gz.len() as u64,
+                content: Content::Memory(Bytes::from(gz)),
+            }
+        } else {
+            return Err(image_error(format!("the export lacks layer {path}")));
+        };
+        layers.push(blob);
+    }
+    let config_blob = Blob {
+        digest: config_digest,
+        size: config_bytes.len() as u64,
+        content: Content::Memory(Bytes::from(config_bytes)),
+    };
+    for blob in layers.iter().chain(std::iter::once(&config_blob)) {
+        if started_digests.insert(blob.digest.clone()) {
+            uploads.push(start_upload(blob.clone()));
+        }
+    }
+    while let Some((digest, result)) = uploads.next().await {
+        let outcome = result?;
+        on_outcome(&digest, outcome, &mut on_line);
+        done.insert(digest, outcome);
+    }
+
+    // The manifest, for every tag.
+    let manifest = serde_json::to_string_pretty(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": registry::MANIFEST_V2,
+        "config": {
+            "mediaType": CONFIG_MEDIA_TYPE,
+            "size": config_blob.size,
+            "digest": config_blob.digest,
+        },
+        "layers": layers.iter().map(|l| serde_json::json!({
+            "mediaType": LAYER_MEDIA_TYPE,
+            "size": l.size,
+            "digest": l.digest,
+        })).collect::<Vec<_>>(),
+    }))
+    .map_err(|e| image_error(e.to_string()))?;
+    let manifest_bytes = Bytes::from(manifest.clone());
+    let digest = sha256_digest(&manifest_bytes);
+    let (first, others) = tags.split_first().expect("checked above");
+    put_manifest(&reg, first, &manifest_bytes, &digest).await?;
+    on_line(&format!(
+        "{first}: digest: {digest} size: {}",
+        manifest_bytes.len()
+    ));
+    let results: Vec<String> = futures_util::stream::iter(others)
+        .map(|tag| {
+            let reg = Arc::clone(&reg);
+            let bytes = manifest_bytes.clone();
+            let digest = digest.clone();
+            async move {
+                put_manifest(&reg, tag, &bytes, &digest).await?;
+                Ok::<_, DirectPushError>(tag.clone())
+            }
+        })
+        .buffer_unordered(TAG_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for tag in results {
+        on_line(&format!(
+            "{tag}: digest: {digest} size: {}",
+            manifest_bytes.len()
+        ));
+    }
+
+    let blobs: Vec<&Blob> = layers.iter().chain(std::iter::once(&config_blob)).collect();
+    let mut counted = HashSet::new();
+    let compressed_bytes = blobs
+        .iter()
+        .filter(|b| counted.insert(b.digest.clone()))
+        .map(|b| b.size)
+        .sum();
+    Ok(DirectPushed {
+        digest,
+        manifest,
+        compressed_bytes,
+        uploaded_bytes: done.values().map(|o| o.uploaded).sum(),
+        skipped_blobs: done.values().filter(|o| o.skipped).count(),
+        mounted_blobs: done.values().filter(|o| o.mounted).count(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct SavedImage {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ImageConfig {
+    rootfs: RootFs,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+async fn put_manifest(
+    reg: &Registry,
+    tag: &str,
+    manifest: &Bytes,
+    digest: &str,
+) -> Result<(), DirectPushError> {
+    let answered = reg
+        .with_retry(&format!("putting the manifest for tag {tag}"), || {
+            reg.put_manifest(tag, manifest.clone())
+        })
+        .await
+        .map_err(|f| {
+            DirectPushError::registry(reg, "putting the manifest of", format!("tag {tag}"), f)
+        })?;
+    match answered {
+        Some(answered) if answered != digest => Err(DirectPushError::Registry {
+            registry: reg.host.clone(),
+            repository: reg.repository.clone(),
+            subject: format!("tag {tag}"),
+            operation: "putting the manifest of".into(),
+            status: None,
+            code: None,
+            message: format!(
+                "the registry answered digest {answered}, but the manifest sent is {digest}"
+            ),
+            attempts: 1,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Registry answers that mean the upload session is gone (or ahead of us), so the upload
+/// starts again rather than retrying the part.
+fn session_lost(failure: &Failure) -> bool {
+    matches!(failure.status, Some(404 | 416))
+        || matches!(
+            failure.code.as_deref(),
+            Some("BLOB_UPLOAD_UNKNOWN" | "BLOB_UPLOAD_INVALID")
+        )
+}
+
+async fn upload_blob(
+    reg: &Registry,
+    blob: &Blob,
+    mount_from: Option<&str>,
+) -> Result<BlobOutcome, DirectPushError> {
+    let subject = || format!("blob {}", blob.digest);
+    let fail = |op: &str, f: (Failure, u32)| DirectPushError::registry(reg, op, subject(), f);
+    let what = format!("blob {}", short(&blob.digest));
+    if reg
+        .with_retry(&format!("checking {what}"), || reg.has_blob(&blob.digest))
+        .await
+        .map_err(|f| fail("checking", f))?
+    {
+        return Ok(BlobOutcome {
+            skipped: true,
+            ..BlobOutcome::default()
+        });
+    }
+    let mut session = 1;
+    loop {
+        let Some(mut location) = reg
+            .with_retry(&format!("starting the upload of {what}"), || {
+                reg.start_upload(&blob.digest, mount_from)
+            })
+            .await
+            .map_err(|f| fail("starting the upload of", f))?
+        else {
+            return Ok(BlobOutcome {
+                mounted: true,
+                ..BlobOutcome::default()
+            });
+        };
+        let mut offset = 0u64;
+        let mut lost = None;
+        while offset < blob.size {
+            let len =
+                usize::try_from((blob.size - offset).min(PART_SIZE as u64)).unwrap_or(PART_SIZE);
+            let content = blob.content.clone();
+            let part = tokio::task::spawn_blocking(move || content.read_part(offset, len))
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))
+                .and_then(|r| r)
+                .map_err(|e| DirectPushError::Image {
+                    image: blob.digest.clone(),
+                    registry: reg.host.clone(),
+                    message: format!("cannot read the spooled layer: {e}"),
+                })?;
+            let current = location.clone();
+            match reg
+                .with_retry(
+                    &format!(
+                        "uploading {what} bytes {offset}-{}",
+                        offset + len as u64 - 1
+                    ),
+                    || reg.patch(&current, offset, part.clone()),
+                )
+                .await
+            {
+                Ok(next) => location = next,
+                Err((failure, attempts))
+                    if session_lost(&failure) && session < reg.retry.attempts =>
+                {
+                    lost = Some((failure, attempts));
+                    break;
+                }
+                Err(f) => return Err(fail("uploading", f)),
+            }
+            offset += len as u64;
+        }
+        if lost.is_none() {
+            match reg
+                .with_retry(&format!("completing the upload of {what}"), || {
+                    reg.complete(&location, &blob.digest)
+                })
+                .await
+            {
+                Ok(()) => {
+                    return Ok(BlobOutcome {
+                        uploaded: blob.size,
+                        ..BlobOutcome::default()
+                    })
+                }
+                // A completion whose answer was lost: the blob may be there already.
+                Err((failure, attempts)) if session_lost(&failure) => {
+                    if matches!(reg.has_blob(&blob.digest).await, Ok(true)) {
+                        return Ok(BlobOutcome {
+                            uploaded: blob.size,
+                            ..BlobOutcome::default()
+                        });
+                    }
+                    if session >= reg.retry.attempts {
+                        return Err(fail("completing the upload of", (failure, attempts)));
+                    }
+                    lost = Some((failure, attempts));
+                }
+                Err(f) => return Err(fail("completing the upload of", f)),
+            }
+        }
+        if let Some((failure, _)) = lost {
+            tracing::warn!(
+                "the upload of {what} to {}/{} was lost ({}); starting it again (upload {session} of {})",
+                reg.host,
+                reg.repository,
+                failure.describe(),
+                reg.retry.attempts
+            );
+            tokio::time::sleep(reg.retry.delay(session)).await;
+            session += 1;
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The registry's HTTP API v2, as ECR serves it: blob existence (`HEAD`), chunked blob
+//! uploads (`POST`, `PATCH` parts, `PUT ?digest=`), cross-repository mounts, and manifest
+//! `PUT`s. TLS is rustls with ring trusting the system store (and `SSL_CERT_FILE`), and
+//! names are resolved by hickory, which reads `/etc/hosts` and `/etc/resolv.conf` itself
+//! (a static binary on `scratch` has no NSS), as the AWS client does.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use super::DirectPushError;
+use crate::ecr::RegistryAuth;
+use crate::engine::push::RetryPolicy;
+
+/// How long one request may take (a 10 MiB part on a slow link included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// Resolves names with hickory for hyper's connector.
+#[derive(Clone)]
+struct HickoryDns(Arc<hickory_resolver::TokioResolver>);
+
+impl tower_service::Service<Name> for HickoryDns {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let resolver = Arc::clone(&self.0);
+        Box::pin(async move {
+            let found = resolver
+                .lookup_ip(name.as_str())
+                .await
+                .map_err(std::io::Error::other)?;
+            Ok(found
+                .iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect::<Vec<_>>()
+                .into_iter())
+        })
+    }
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector<HickoryDns>>, Full<Bytes>>;
+
+/// One registry repository, with pre-emptive Basic auth. `Debug` never shows the
+/// credentials (the header value is marked sensitive and skipped).
+#[derive(Clone)]
+pub struct Registry {
+    client: HttpsClient,
+    /// `https://<host>`
+    base: String,
+    pub host: String,
+    pub repository: String,
+    authorization: HeaderValue,
+    pub retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .field("repository", &self.repository)
+            .field("authorization", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registry answer, body read in full (registry answers other than blobs are small).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `CODE: message` from the registry's error body, when it has one.
+    pub fn error_text(&self) -> Option<(String, String)> {
+        let value: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        let first = value.get("errors")?.get(0)?;
+        Some((
+            first.get("code")?.as_str()?.to_string(),
+            first
+                .get("message")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        ))
+    }
+}
+
+/// One failed attempt: why, the status if the registry answered, and whether another
+/// attempt could succeed.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub message: String,
+    pub transient: bool,
+}
+
+impl Failure {
+    pub fn from_answer(answer: &Answer) -> Self {
+        let (code, message) = match answer.error_text() {
+            Some((code, message)) => (Some(code), message),
+            None => (
+                None,
+                answer
+                    .status
+                    .canonical_reason()
+                    .unwrap_or("unexpected answer")
+                    .to_string(),
+            ),
+        };
+        let status = answer.status.as_u16();
+        Self {
+            transient: status_is_transient(status, code.as_deref()),
+            status: Some(status),
+            code,
+            message,
+        }
+    }
+
+    fn transport(message: String) -> Self {
+        Self {
+            status: None,
+            code: None,
+            message,
+            transient: true,
+        }
+    }
+
+    /// Why, for logs and errors: `503 UNAVAILABLE: service unavailable`.
+    pub fn describe(&self) -> String {
+        let mut text = String::new();
+        if let Some(status) = self.status {
+            let _ = write!(text, "HTTP {status} ");
+        }
+        if let Some(code) = &self.code {
+            text.push_str(code);
+            text.push_str(": ");
+        }
+        text.push_str(&self.message);
+        text
+    }
+}
+
+/// Overload and server errors are retried; refusals (`NAME_UNKNOWN`, `TAG_INVALID`,
+/// `DENIED`, 401, 403, other 4xx) are final.
+pub fn status_is_transient(status: u16, code: Option<&str>) -> bool {
+    let refusal = matches!(
+        code,
+        Some(
+            "NAME_UNKNOWN"
+                | "TAG_INVALID"
+                | "DENIED"
+                | "UNAUTHORIZED"
+                | "MANIFEST_INVALID"
+                | "MANIFEST_BLOB_UNKNOWN"
+                | "NAME_INVALID"
+        )
+    );
+    !refusal && (status == 408 || status == 429 || (500..600).contains(&status))
+}
+
+impl Registry {
+    pub fn connect(
+        auth: &RegistryAuth,
+        repository: &str,
+        retry: RetryPolicy,
+    ) -> Result<Self, DirectPushError> {
+        let setup = |message: String| DirectPushError::Setup {
+            registry: auth.registry.clone(),
+            message,
+        };
+        let resolver = hickory_resolver::Resolver::builder_tokio()
+            .map_err(|e| setup(format!("cannot read the DNS configuration: {e}")))?
+            .build();
+        let mut http = HttpConnector::new_with_resolver(HickoryDns(Arc::new(resolver)));
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| {
+                setup(format!(
+                    "no usable CA certificates in the system store: {e}"
+                ))
+            })?
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            auth.username,
+            auth.password.expose()
+        ));
+        let mut authorization = HeaderValue::from_str(&format!("Basic {basic}"))
+            .map_err(|_| setup("the registry credentials are not a valid header".into()))?;
+        authorization.set_sensitive(true);
+        let host = auth
+            .registry
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_string();
+        Ok(Self {
+            client,
+            base: format!("https://{host}"),
+            host,
+            repository: repository.to_string(),
+            authorization,
+            retry,
+        })
+    }
+
+    /// `https://host/v2/<repository>/<rest>`
+    pub fn url(&self, rest: &str) -> String {
+        format!("{}/v2/{}/{rest}", self.base, self.repository)
+    }
+
+    /// A `Location` header to an absolute URL (registries may answer a path).
+    pub fn absolute(&self, location: &str) -> String {
+        if location.starts_with("https://") || location.starts_with("http://") {
+            location.to_string()
+        } else {
+            format!("{}/{}", self.base, location.trim_start_matches('/'))
+        }
+    }
+
+    /// One request, one attempt.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Answer, Failure> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(CONTENT_LENGTH, body.len());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| Failure {
+            status: None,
+            code: None,
+            message: format!("invalid request: {e}"),
+            transient: false,
+        })?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| Failure::transport(crate::error_chain(&e)))?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| Failure::transport(crate::error_chain(&e)))?
+                .to_bytes();
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::transport(format!(
+                    "no answer within {}s",
+                    REQUEST_TIMEOUT.as_secs()
+                )))
+            })
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the attempts run out; each
+    /// retry is logged with its cause. Returns the last failure and the attempts made.
+    pub async fn with_retry<T, F, Fut>(
+        &self,
+        what: &str,
+        mut attempt: F,
+    ) -> Result<T, (Failure, u32)>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mut n = 1;
+        loop {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(failure) if failure.transient && n < self.retry.attempts => {
+                    let delay = self.retry.delay(n);
+                    tracing::warn!(
+                        "{what} at {}/{} failed (attempt {n} of {}): {}; retrying in {delay:?}",
+                        self.host,
+                        self.repository,
+                        self.retry.attempts,
+                        failure.describe()
+                    );
+                    tokio::time::sleep(delay).await;
+                    n += 1;
+                }
+                Err(failure) => return Err((failure, n)),
+            }
+        }
+    }
+
+    /// Whether the repository has the blob (`HEAD`).
+    pub async fn has_blob(&self, digest: &str) -> Result<bool, Failure> {
+        let answer = self
+            .send(
+                Method::HEAD,
+                &self.url(&format!("blobs/{digest}")),
+                &[],
+                Bytes::new(),
+            )
+            .await?;
+        match answer.status {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(Failure::from_answer(&answer)),
+        }
+    }
+
+    /// Starts an upload, or mounts the blob from `from` (same registry) when it can:
+    /// `Ok(None)` means the blob was mounted and nothing needs uploading.
+    pub async fn start_upload(
+        &self,
+        digest: &str,
+        from: Option<&str>,
+    ) -> Result<Option<String>, Failure> {
+        let url = match from {
+            Some(from) => self.url(&format!("blobs/uploads/?mount={digest}&from={from}")),
+            None => self.url("blobs/uploads/"),
+        };
+        let answer = self.send(Method::POST, &url, &[], Bytes::new()).await?;
+        match answer.status {
+            StatusCode::CREATED if from.is_some() => Ok(None),
+            StatusCode::ACCEPTED => answer
+                .header("location")
+                .map(|l| Some(self.absolute(l)))
+                .ok_or_else(|| Failure {
+                    status: Some(202),
+                    code: None,
+                    message: "the upload was accepted without a Location".into(),
+                    transient: true,
+                }),
+            _ => Err(Failure::from_answer(&answer)),
+        }
+    }
+
+    /// Sends one part at `offset` and returns the next upload location.
+    pub async fn patch(&self, location: &str, offset: u64, part: Bytes) -> Result<String, Failure> {
+        let end = offset + part.len() as u64 - 1;
+        let answer = self
+            .send(
+                Method::PATCH,
+                location,
+                &[
+                    ("content-type", "application/octet-stream".into()),
+                    ("content-range", format!("{offset}-{end}")),
+                ],
+                part,
+            )
+            .await?;
+        if answer.status != StatusCode::ACCEPTED {
+            return Err(Failure::from_answer(&answer));
+        }
+        Ok(answer
+            .header("location")
+            .map_or_else(|| location.to_string(), |l| self.absolute(l)))
+    }
+
+    /// Completes an upload with its digest.
+    pub async fn complete(&self, location: &str, digest: &str) -> Result<(), Failure> {
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{separator}digest={digest}");
+        let answer = self
+            .send(
+                Method::PUT,
+                &url,
+                &[("content-type", "application/octet-stream".into())],
+                Bytes::new(),
+            )
+            .await?;
+        if answer.status == StatusCode::CREATED || answer.status == StatusCode::NO_CONTENT {
+            Ok(())
+        } else {
+            Err(Failure::from_answer(&answer))
+        }
+    }
+
+    /// Puts the manifest under `reference`; returns the registry's `Docker-Content-Digest`.
+    pub async fn put_manifest(
+        &self,
+        reference: &str,
+        manifest: Bytes,
+    ) -> Result<Option<String>, Failure> {
+        let answer = self
+            .send(
+                Method::PUT,
+                &self.url(&format!("manifests/{reference}")),
+                &[(CONTENT_TYPE.as_str(), MANIFEST_V2.into())],
+                manifest,
+            )
+            .await?;
+        if answer.status == StatusCode::CREATED || answer.status == StatusCode::OK {
+            Ok(answer
+                .header("docker-content-digest")
+                .map(ToString::to_string))
+        } else {
+            Err(Failure::from_answer(&answer))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Overload and server errors are retried; ECR's refusals and auth failures are not.
+    #[test]
+    fn refusals_are_final() {
+        assert!(status_is_transient(503, Some("UNAVAILABLE")));
+        assert!(status_is_transient(429, Some("TOOMANYREQUESTS")));
+        assert!(status_is_transient(500, None));
+        assert!(!status_is_transient(404, Some("NAME_UNKNOWN")));
+        assert!(!status_is_transient(400, Some("TAG_INVALID")));
+        assert!(!status_is_transient(401, Some("UNAUTHORIZED")));
+        assert!(!status_is_transient(403, Some("DENIED")));
+    }
+}

@@ -1,0 +1,363 @@
+//! The direct push (`engine::direct`) against the stand-in registry and the real Docker
+//! daemon: what it pushes pulls and runs as the same image, a repeat push uploads
+//! nothing, the gzip it writes is the original layer, retried parts give the same image,
+//! refusals are final. Its speed against `docker push` is measured by `scripts/bench`.
+
+mod support;
+
+use std::io::Read as _;
+use std::process::Command;
+
+use ecr_build_push::ecr::{RegistryAuth, Secret};
+use ecr_build_push::engine::direct::{self, DirectOptions, DirectPushError, DirectPushed};
+use ecr_build_push::engine::push::RetryPolicy;
+use sha2::Digest as _;
+use support::{docker, standin, unique};
+
+/// The stand-in registry's login, as `GetAuthorizationToken` hands it out.
+fn auth() -> RegistryAuth {
+    use base64::Engine as _;
+    let standin = standin();
+    RegistryAuth {
+        registry: standin.registry.clone(),
+        username: "AWS".to_string(),
+        password: Secret::new(standin.password.clone()),
+        token: Secret::new(
+            base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", standin.password)),
+        ),
+    }
+}
+
+fn daemon() -> bollard::Docker {
+    bollard::Docker::connect_with_unix(
+        "unix:///var/run/docker.sock",
+        3600,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .expect("the Docker daemon")
+}
+
+/// Builds `dockerfile` as `tag` and returns the image ID.
+fn build(tag: &str, dockerfile: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    docker(&["build", "-q", "-t", tag, &dir.path().to_string_lossy()]);
+    docker(&["image", "inspect", "-f", "{{.Id}}", tag])
+}
+
+async fn push(
+    image_id: &str,
+    repository: &str,
+    tags: &[&str],
+    retry: RetryPolicy,
+) -> Result<DirectPushed, DirectPushError> {
+    let auth = auth();
+    let tags: Vec<String> = tags.iter().map(ToString::to_string).collect();
+    direct::push_with(
+        &daemon(),
+        image_id,
+        repository,
+        &tags,
+        &auth,
+        retry,
+        &DirectOptions::default(),
+        |line| eprintln!("{line}"),
+    )
+    .await
+}
+
+/// GETs `/v2/<repository>/<rest>` from the registry with the ECR login.
+fn registry_get(repository: &str, rest: &str, accept: &str) -> Vec<u8> {
+    let s = standin();
+    let out = Command::new("curl")
+        .args(["-sSf", "--cacert"])
+        .arg(&s.ca_cert)
+        .args(["-u", &format!("AWS:{}", s.password)])
+        .args(["-H", &format!("Accept: {accept}")])
+        .arg(format!("https://{}/v2/{repository}/{rest}", s.registry))
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "GET {rest}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn sha256(data: &[u8]) -> String {
+    let hash = sha2::Sha256::digest(data);
+    hash.iter().fold(String::from("sha256:"), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Pushes `image_id`, removes the local tags, pulls by digest, and checks that the pulled
+/// image is the same image (same ID) and runs.
+async fn push_pull_run(local_tag: &str, image_id: &str, expect_output: &str) {
+    let s = standin();
+    let repository = unique("direct-pull");
+    s.create_repository(&repository, "MUTABLE");
+    let pushed = push(
+        image_id,
+        &repository,
+        &["v1", "latest"],
+        RetryPolicy::DEFAULT,
+    )
+    .await
+    .expect("direct push");
+    for tag in ["v1", "latest"] {
+        assert_eq!(
+            s.registry_digest(&repository, tag).as_deref(),
+            Some(pushed.digest.as_str()),
+            "registry digest of {tag}"
+        );
+        assert_eq!(
+            s.moto_digest(&repository, tag).as_deref(),
+            Some(pushed.digest.as_str()),
+            "moto's digest of {tag}"
+        );
+    }
+    assert_eq!(sha256(pushed.manifest.as_bytes()), pushed.digest);
+    assert_eq!(pushed.skipped_blobs, 0);
+    docker(&["rmi", local_tag]);
+    let reference = format!("{}/{repository}@{}", s.registry, pushed.digest);
+    s.docker_pull(&reference);
+    assert_eq!(
+        docker(&["image", "inspect", "-f", "{{.Id}}", &reference]),
+        image_id,
+        "the pulled image is the built image"
+    );
+    let output = docker(&["run", "--rm", &reference]);
+    assert!(output.contains(expect_output), "{output}");
+    docker(&["rmi", &reference]);
+}
+
+/// A one-layer-on-busybox image pushed directly pulls by digest, has the built image's
+/// ID, and runs; both tags and moto carry the returned digest.
+#[tokio::test(flavor = "multi_thread")]
+async fn small_image_pulls_and_runs() {
+    let tag = format!("{}:1", unique("local/direct-small"));
+    let id = build(
+        &tag,
+        "FROM local/busybox:latest\nRUN echo hello-direct > /hello.txt\nCMD [\"cat\", \"/hello.txt\"]\n",
+    );
+    push_pull_run(&tag, &id, "hello-direct").await;
+}
+
+/// A multi-layer image (text, an incompressible 3 MB layer, a tiny layer) pushed directly
+/// pulls by digest as the same image and runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_layer_image_pulls_and_runs() {
+    let tag = format!("{}:1", unique("local/direct-multi"));
+    let marker = unique("m");
+    let id = build(
+        &tag,
+        &format!(
+            "FROM local/busybox:latest\nRUN echo {marker} > /one.txt\nRUN seq 1 300000 > /seq.txt\n\
+             RUN head -c 3000000 /dev/urandom > /rand.bin\nRUN echo three > /three.txt\n\
+             CMD [\"sh\", \"-c\", \"cat /one.txt /three.txt; wc -l < /seq.txt\"]\n"
+        ),
+    );
+    push_pull_run(&tag, &id, &format!("{marker}\nthree\n300000")).await;
+}
+
+/// A second push of the same image finds every blob in the repository (HEAD hits) and
+/// uploads nothing, with the same digest.
+#[tokio::test(flavor = "multi_thread")]
+async fn second_push_skips_every_blob() {
+    let s = standin();
+    let tag = format!("{}:1", unique("local/direct-again"));
+    let id = build(
+        &tag,
+        &format!(
+            "FROM local/busybox:latest\nRUN echo {} > /x\n",
+            unique("again")
+        ),
+    );
+    let repository = unique("direct-again");
+    s.create_repository(&repository, "MUTABLE");
+    let first = push(&id, &repository, &["v1"], RetryPolicy::DEFAULT)
+        .await
+        .unwrap();
+    assert!(first.uploaded_bytes > 0);
+    let second = push(&id, &repository, &["v2"], RetryPolicy::DEFAULT)
+        .await
+        .unwrap();
+    assert_eq!(second.digest, first.digest);
+    assert_eq!(second.uploaded_bytes, 0);
+    assert_eq!(second.skipped_blobs, 3, "two layers and the config");
+    docker(&["rmi", &tag]);
+}
+
+/// Every uploaded layer is one valid gzip stream that decompresses to the original layer:
+/// its sha256 is the config's `diff_id`; the config blob is the image config (ID).
+#[tokio::test(flavor = "multi_thread")]
+async fn uploaded_layers_decompress_to_their_diff_ids() {
+    let s = standin();
+    let tag = format!("{}:1", unique("local/direct-gzip"));
+    // More than one compression chunk and more than one upload part.
+    let id = build(
+        &tag,
+        "FROM local/busybox:latest\nRUN seq 1 3000000 > /seq.txt && head -c 8000000 /dev/urandom > /r\n",
+    );
+    let repository = unique("direct-gzip");
+    s.create_repository(&repository, "MUTABLE");
+    let pushed = push(&id, &repository, &["v1"], RetryPolicy::DEFAULT)
+        .await
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&pushed.manifest).unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    assert_eq!(config_digest, id);
+    let config: serde_json::Value = serde_json::from_slice(&registry_get(
+        &repository,
+        &format!("blobs/{config_digest}"),
+        "*/*",
+    ))
+    .unwrap();
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), diff_ids.len());
+    for (layer, diff_id) in layers.iter().zip(diff_ids) {
+        let digest = layer["digest"].as_str().unwrap();
+        let blob = registry_get(&repository, &format!("blobs/{digest}"), "*/*");
+        assert_eq!(sha256(&blob), digest);
+        assert_eq!(blob.len() as u64, layer["size"].as_u64().unwrap());
+        // A single-member decoder must read the whole layer: one gzip member.
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&blob[..])
+            .read_to_end(&mut raw)
+            .expect("valid gzip");
+        assert_eq!(&sha256(&raw), diff_id.as_str().unwrap());
+    }
+    assert!(layers.len() >= 2);
+    docker(&["rmi", &tag]);
+}
+
+fn add_fault(rule: &serde_json::Value) {
+    let out = Command::new("curl")
+        .args(["-sSf", "-X", "POST", &format!("{}/faults", faults_url())])
+        .args(["--data-binary", &rule.to_string()])
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "add fault: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn faults_url() -> String {
+    standin()
+        .env
+        .iter()
+        .find(|(k, _)| k == "STANDIN_FAULTS_URL")
+        .map(|(_, v)| v.clone())
+        .expect("STANDIN_FAULTS_URL")
+}
+
+/// Pending fault rules that name `path`.
+fn pending_for(path: &str) -> usize {
+    let out = Command::new("curl")
+        .args(["-sSf", &format!("{}/faults", faults_url())])
+        .output()
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    state["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.contains(path)))
+        .count()
+}
+
+/// Part uploads that fail (two 503s, then a connection reset) are retried, and the image
+/// pushed is the same, digest for digest, as a push without faults.
+#[tokio::test(flavor = "multi_thread")]
+async fn retried_part_uploads_give_the_same_digest() {
+    let s = standin();
+    let tag = format!("{}:1", unique("local/direct-retry"));
+    let id = build(
+        &tag,
+        &format!(
+            "FROM local/busybox:latest\nRUN echo {} > /m && seq 1 2500000 > /seq.txt\n",
+            unique("retry")
+        ),
+    );
+    let clean = unique("direct-clean");
+    s.create_repository(&clean, "MUTABLE");
+    let reference = push(&id, &clean, &["v1"], RetryPolicy::DEFAULT)
+        .await
+        .unwrap();
+
+    let faulty = unique("direct-faulty");
+    s.create_repository(&faulty, "MUTABLE");
+    let path = format!("/v2/{faulty}/");
+    add_fault(
+        &serde_json::json!({"route": "registry", "mode": "status", "status": 503,
+        "count": 2, "method": "PATCH", "path": path}),
+    );
+    add_fault(&serde_json::json!({"route": "registry", "mode": "reset",
+        "count": 1, "method": "PATCH", "path": path}));
+    let pushed = push(&id, &faulty, &["v1"], RetryPolicy::DEFAULT.without_delays())
+        .await
+        .expect("the push succeeds after retries");
+    assert_eq!(pending_for(&faulty), 0, "every fault was hit");
+    assert_eq!(pushed.digest, reference.digest);
+    assert_eq!(
+        s.registry_digest(&faulty, "v1").as_deref(),
+        Some(pushed.digest.as_str())
+    );
+    docker(&["rmi", &tag]);
+}
+
+/// A manifest PUT answered 503 is retried; a repository that does not exist is a final
+/// refusal (one attempt) whose error names the registry, the repository, the blob and the
+/// status, and never the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_final_and_errors_are_clean() {
+    let s = standin();
+    let tag = format!("{}:1", unique("local/direct-refuse"));
+    let id = build(
+        &tag,
+        &format!(
+            "FROM local/busybox:latest\nRUN echo {} > /x\n",
+            unique("refuse")
+        ),
+    );
+    let missing = unique("direct-missing");
+    let err = push(&id, &missing, &["v1"], RetryPolicy::DEFAULT)
+        .await
+        .expect_err("no such repository");
+    let text = format!("{err} {err:?}");
+    assert!(text.contains(&missing), "{text}");
+    assert!(text.contains(&s.registry), "{text}");
+    assert!(text.contains("NAME_UNKNOWN"), "{text}");
+    assert!(text.contains("HTTP 404"), "{text}");
+    assert!(!text.contains("after"), "not retried: {text}");
+    assert!(!text.contains(&s.password), "{text}");
+    let auth = auth();
+    assert!(!format!("{auth:?}").contains(&s.password));
+
+    let repository = unique("direct-manifest");
+    s.create_repository(&repository, "MUTABLE");
+    add_fault(
+        &serde_json::json!({"route": "registry", "mode": "status", "status": 503,
+        "count": 1, "method": "PUT", "path": format!("/v2/{repository}/manifests/")}),
+    );
+    let pushed = push(
+        &id,
+        &repository,
+        &["v1"],
+        RetryPolicy::DEFAULT.without_delays(),
+    )
+    .await
+    .expect("manifest retried");
+    assert_eq!(
+        s.registry_digest(&repository, "v1").as_deref(),
+        Some(pushed.digest.as_str())
+    );
+    docker(&["rmi", &tag]);
+}
