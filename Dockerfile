@@ -19,7 +19,8 @@ COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin ecr-build-push \
-    && mkdir /out \
+    && mkdir -p /out/tmp \
+    && chmod 1777 /out/tmp \
     && cp target/release/ecr-build-push /out/ \
     && cp /etc/ssl/certs/ca-certificates.crt /out/
 
@@ -28,4 +29,6 @@ FROM ${BIN_IMAGE} AS bin
 FROM scratch AS runtime
 COPY --from=bin /out/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=bin /out/ecr-build-push /ecr-build-push
+# The direct push spools compressed layers here (deleted as soon as they are opened).
+COPY --from=bin /out/tmp /tmp
 ENTRYPOINT ["/ecr-build-push"]

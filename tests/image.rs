@@ -135,6 +135,11 @@ fn the_image_pushes_over_tls_resolving_names_from_etc_hosts() {
     let outputs =
         support::parse_output_file(&std::fs::read_to_string(files.path().join("output")).unwrap());
     let digest = &outputs["image-digest"];
+    let summary = std::fs::read_to_string(files.path().join("summary")).unwrap();
+    assert!(
+        summary.contains("| Push engine | direct |"),
+        "{summary}\n{log}"
+    );
     assert_eq!(standin.registry_digest(&repo, "v1").as_ref(), Some(digest));
     assert_eq!(
         docker(&["run", "--rm", &outputs["image-uri"]]),

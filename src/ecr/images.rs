@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
 use aws_sdk_ecr::types::ImageIdentifier;
 
-use super::{describe, Ecr, ImageDetail};
+use super::{api_error, Ecr, ImageDetail};
 
 /// Manifest types asked for when reading a manifest back, newest first.
 const MANIFEST_TYPES: [&str; 4] = [
@@ -50,7 +50,7 @@ impl Ecr {
                         digest: digest.to_string(),
                     })),
                 Err(err) if err.code() == Some("ImageNotFoundException") => Ok(None),
-                Err(err) => Err(anyhow::anyhow!("{}", describe(&err)))
+                Err(err) => Err(api_error(err))
                     .with_context(|| format!("cannot look up tag `{tag}` in `{name}`")),
             }
         });
@@ -75,7 +75,7 @@ impl Ecr {
             .set_accepted_media_types(Some(MANIFEST_TYPES.map(String::from).to_vec()))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+            .map_err(api_error)
             .with_context(|| format!("cannot read the manifest of {digest} in `{name}`"))?;
         Ok(response
             .images()
@@ -108,7 +108,7 @@ impl Ecr {
                 anyhow::bail!("ECR has no image {digest} in `{name}` after the push")
             }
             Err(err) => {
-                return Err(anyhow::anyhow!("{}", describe(&err)))
+                return Err(api_error(err))
                     .with_context(|| format!("cannot look up {digest} in `{name}`"))
             }
         };

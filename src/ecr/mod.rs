@@ -126,6 +126,32 @@ where
     }
 }
 
+/// An SDK error as an `anyhow` error carrying [`describe`]'s text.
+#[allow(clippy::needless_pass_by_value)] // by value, to serve as `.map_err(api_error)`
+fn api_error<E, R>(err: SdkError<E, R>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug + 'static,
+{
+    anyhow::anyhow!("{}", describe(&err))
+}
+
+/// A document that may not exist (a policy): `not_found` is the code ECR answers then.
+fn optional<E, R>(
+    result: Result<Option<String>, SdkError<E, R>>,
+    not_found: &str,
+) -> anyhow::Result<Option<String>>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug + 'static,
+{
+    match result {
+        Ok(text) => Ok(text),
+        Err(err) if err.code() == Some(not_found) => Ok(None),
+        Err(err) => Err(api_error(err)).context("cannot read the current policy"),
+    }
+}
+
 impl Ecr {
     /// Loads the default AWS configuration (environment, web identity, profile, ECS,
     /// instance metadata) and resolves credentials now, so missing credentials fail before
@@ -190,7 +216,7 @@ impl Ecr {
             .get_authorization_token()
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+            .map_err(api_error)
             .with_context(|| format!("GetAuthorizationToken failed at {}", self.endpoint))?;
         let data = response
             .authorization_data()
@@ -269,8 +295,9 @@ impl Ecr {
                     .await?
                     .with_context(|| format!("repository `{name}` exists but cannot be described"))
             }
-            Err(err) => Err(anyhow::anyhow!("{}", describe(&err)))
-                .with_context(|| format!("cannot create repository `{name}`")),
+            Err(err) => {
+                Err(api_error(err)).with_context(|| format!("cannot create repository `{name}`"))
+            }
         }
     }
 
@@ -292,8 +319,9 @@ impl Ecr {
                 .first()
                 .map(|repo| to_repository(repo, false))),
             Err(err) if err.code() == Some("RepositoryNotFoundException") => Ok(None),
-            Err(err) => Err(anyhow::anyhow!("{}", describe(&err)))
-                .with_context(|| format!("cannot look up repository `{name}`")),
+            Err(err) => {
+                Err(api_error(err)).with_context(|| format!("cannot look up repository `{name}`"))
+            }
         }
     }
 
@@ -305,32 +333,29 @@ impl Ecr {
         registry_id: Option<&str>,
         policy: &Policy,
     ) -> anyhow::Result<bool> {
-        let current = match self
+        let registry_id = registry_id.map(ToString::to_string);
+        let current = self
             .client
             .get_lifecycle_policy()
             .repository_name(name)
-            .set_registry_id(registry_id.map(ToString::to_string))
+            .set_registry_id(registry_id.clone())
             .send()
             .await
-        {
-            Ok(response) => response.lifecycle_policy_text().map(ToString::to_string),
-            Err(err) if err.code() == Some("LifecyclePolicyNotFoundException") => None,
-            Err(err) => {
-                return Err(anyhow::anyhow!("{}", describe(&err)))
-                    .context("cannot read the current lifecycle policy")
-            }
-        };
-        if same_json(current.as_deref(), policy) {
+            .map(|r| r.lifecycle_policy_text().map(ToString::to_string));
+        if same_json(
+            optional(current, "LifecyclePolicyNotFoundException")?.as_deref(),
+            policy,
+        ) {
             return Ok(false);
         }
         self.client
             .put_lifecycle_policy()
             .repository_name(name)
-            .set_registry_id(registry_id.map(ToString::to_string))
+            .set_registry_id(registry_id)
             .lifecycle_policy_text(policy.to_json_string())
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+            .map_err(api_error)
             .with_context(|| format!("cannot apply the lifecycle policy from {}", policy.source))?;
         Ok(true)
     }
@@ -342,32 +367,29 @@ impl Ecr {
         registry_id: Option<&str>,
         policy: &Policy,
     ) -> anyhow::Result<bool> {
-        let current = match self
+        let registry_id = registry_id.map(ToString::to_string);
+        let current = self
             .client
             .get_repository_policy()
             .repository_name(name)
-            .set_registry_id(registry_id.map(ToString::to_string))
+            .set_registry_id(registry_id.clone())
             .send()
             .await
-        {
-            Ok(response) => response.policy_text().map(ToString::to_string),
-            Err(err) if err.code() == Some("RepositoryPolicyNotFoundException") => None,
-            Err(err) => {
-                return Err(anyhow::anyhow!("{}", describe(&err)))
-                    .context("cannot read the current repository policy")
-            }
-        };
-        if same_json(current.as_deref(), policy) {
+            .map(|r| r.policy_text().map(ToString::to_string));
+        if same_json(
+            optional(current, "RepositoryPolicyNotFoundException")?.as_deref(),
+            policy,
+        ) {
             return Ok(false);
         }
         self.client
             .set_repository_policy()
             .repository_name(name)
-            .set_registry_id(registry_id.map(ToString::to_string))
+            .set_registry_id(registry_id)
             .policy_text(policy.to_json_string())
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))
+            .map_err(api_error)
             .with_context(|| {
                 format!("cannot apply the repository policy from {}", policy.source)
             })?;
