@@ -21,37 +21,6 @@ fn workspace(repo: &str) -> Workspace {
     ws
 }
 
-/// Adds a fault rule to the front.
-fn inject(rule: &serde_json::Value) {
-    let url = format!("{}/faults", standin_env("STANDIN_FAULTS_URL"));
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-f",
-            "-X",
-            "POST",
-            &url,
-            "-H",
-            "Content-Type: application/json",
-        ])
-        .args(["--data-binary", &rule.to_string()])
-        .output()
-        .expect("curl");
-    assert!(
-        out.status.success(),
-        "cannot add fault {rule}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn standin_env(name: &str) -> String {
-    standin()
-        .env
-        .iter()
-        .find(|(k, _)| k == name)
-        .map_or_else(|| panic!("{name}"), |(_, v)| v.clone())
-}
-
 /// How many pushes of the repository the front saw answered with an injected fault.
 fn injected_for(repo: &str) -> usize {
     let log = std::fs::read_to_string("/var/lib/ecr-build-push-standin/front-requests.log")
@@ -80,7 +49,7 @@ fn assert_pushed(run: &RunResult, repo: &str) {
 fn registry_503s_are_retried_until_they_clear() {
     let standin = standin();
     let repo = unique("faults/503");
-    inject(
+    standin.inject_fault(
         &json!({"route": "registry", "mode": "status", "status": 503, "count": 2,
                   "method": "PUT", "path": format!("/v2/{repo}/manifests/")}),
     );
@@ -110,7 +79,7 @@ fn registry_503s_are_retried_until_they_clear() {
 fn registry_throttling_is_retried() {
     let standin = standin();
     let repo = unique("faults/429");
-    inject(
+    standin.inject_fault(
         &json!({"route": "registry", "mode": "status", "status": 429, "count": 1,
                   "method": "PUT", "path": format!("/v2/{repo}/manifests/")}),
     );
@@ -134,7 +103,7 @@ fn registry_throttling_is_retried() {
 fn a_registry_that_keeps_failing_ends_in_one_clear_error() {
     let standin = standin();
     let repo = unique("faults/down");
-    inject(
+    standin.inject_fault(
         &json!({"route": "registry", "mode": "status", "status": 503, "count": 10,
                   "method": "PUT", "path": format!("/v2/{repo}/manifests/")}),
     );
@@ -163,11 +132,11 @@ fn a_registry_that_keeps_failing_ends_in_one_clear_error() {
 fn a_reset_upload_and_a_slow_registry_still_push() {
     let standin = standin();
     let repo = unique("faults/reset");
-    inject(
+    standin.inject_fault(
         &json!({"route": "registry", "mode": "reset", "count": 1, "method": "PATCH",
                   "path": format!("/v2/{repo}/blobs/uploads/")}),
     );
-    inject(
+    standin.inject_fault(
         &json!({"route": "registry", "mode": "delay", "seconds": 2.5, "count": 1,
                   "method": "PUT", "path": format!("/v2/{repo}/manifests/")}),
     );
@@ -185,11 +154,11 @@ fn a_reset_upload_and_a_slow_registry_still_push() {
 fn ecr_api_throttling_and_5xx_are_retried_by_the_sdk() {
     let standin = standin();
     let repo = unique("faults/api");
-    inject(
+    standin.inject_fault(
         &json!({"route": "api", "mode": "status", "error": "ThrottlingException", "count": 1,
                   "action": "DescribeRepositories"}),
     );
-    inject(
+    standin.inject_fault(
         &json!({"route": "api", "mode": "status", "status": 503, "count": 1,
                   "action": "DescribeRepositories"}),
     );
@@ -200,7 +169,7 @@ fn ecr_api_throttling_and_5xx_are_retried_by_the_sdk() {
     assert_pushed(&run, &repo);
 
     let repo = unique("faults/api-once");
-    inject(
+    standin.inject_fault(
         &json!({"route": "api", "mode": "status", "error": "ThrottlingException", "count": 1,
                   "action": "DescribeRepositories"}),
     );
@@ -276,9 +245,9 @@ fn bad_credentials_and_an_unreachable_endpoint_fail_fast() {
 #[test]
 fn docker_host_over_tcp_and_tls() {
     let standin = standin();
-    let tcp = standin_env("STANDIN_DOCKER_TCP");
-    let tls = standin_env("STANDIN_DOCKER_TLS");
-    let certs = standin_env("STANDIN_DOCKER_CERT_PATH");
+    let tcp = standin.var("STANDIN_DOCKER_TCP");
+    let tls = standin.var("STANDIN_DOCKER_TLS");
+    let certs = standin.var("STANDIN_DOCKER_CERT_PATH");
 
     let repo = unique("faults/tcp");
     let run = standin

@@ -10,29 +10,6 @@ use std::time::Instant;
 use serde_json::json;
 use support::{standin, unique, Workspace};
 
-fn inject(rule: &serde_json::Value) {
-    let url = standin()
-        .env
-        .iter()
-        .find(|(k, _)| k == "STANDIN_FAULTS_URL")
-        .map(|(_, v)| format!("{v}/faults"))
-        .expect("STANDIN_FAULTS_URL");
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-f",
-            "-X",
-            "POST",
-            &url,
-            "-H",
-            "Content-Type: application/json",
-        ])
-        .args(["--data-binary", &rule.to_string()])
-        .output()
-        .expect("curl");
-    assert!(out.status.success(), "cannot add fault {rule}");
-}
-
 /// While the registry refuses connections, the push is retried with backoff until it
 /// answers again.
 #[test]
@@ -48,7 +25,7 @@ fn refused_connections_are_retried_until_the_registry_is_back() {
     .write("payload.txt", &format!("{repo}\n{}", "x".repeat(200_000)));
     let started = Instant::now();
     // Refusing hits every client of the registry, so keep it short: other tests retry too.
-    inject(&json!({"mode": "refuse", "route": "registry", "seconds": 3}));
+    standin.inject_fault(&json!({"mode": "refuse", "route": "registry", "seconds": 3}));
     let run = standin.action(ws.path()).input("repository", &repo).run();
     run.assert_success();
     let digest = run.output("image-digest");

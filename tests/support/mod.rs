@@ -173,6 +173,37 @@ impl Standin {
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 
+    /// A value `scripts/standin env` exports.
+    pub fn var(&self, name: &str) -> String {
+        self.env.iter().find(|(k, _)| k == name).map_or_else(
+            || panic!("scripts/standin env does not export {name}"),
+            |(_, v)| v.clone(),
+        )
+    }
+
+    /// Adds a fault rule to the front's control API (see tests/standin/README.md).
+    pub fn inject_fault(&self, rule: &serde_json::Value) {
+        let url = format!("{}/faults", self.var("STANDIN_FAULTS_URL"));
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-f",
+                "-X",
+                "POST",
+                &url,
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .args(["--data-binary", &rule.to_string()])
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "cannot add fault {rule}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The repository as moto knows it, or `None`.
     pub fn repository(&self, name: &str) -> Option<serde_json::Value> {
         let answer = self.moto(
