@@ -72,6 +72,10 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     let dockerfile = inputs.build.dockerfile_path();
     let prepared = context::prepare(&inputs.build.context, &dockerfile)
         .map_err(|e| context_input_error(&e))?;
+    // Read already by `prepare`, which would have said why it cannot be.
+    let base_images = std::fs::read_to_string(&dockerfile)
+        .map(|text| engine::direct::reuse::from_images(&text))
+        .unwrap_or_default();
     let secrets = read_secrets(&inputs.build.secrets, env, runner)?;
 
     let (engine, ecr) = tokio::try_join!(
@@ -152,20 +156,41 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     );
 
     if inputs.push {
-        push_and_confirm(&engine, &ecr, inputs, &auth, env, runner, &mut report).await?;
+        // Images whose layers ours may share, most likely first: the repository's image
+        // under the first tag (the previous push), the cache sources, the base images.
+        let mut reuse_from = vec![report.references[0].clone()];
+        reuse_from.extend(cache_from);
+        reuse_from.extend(base_images);
+        let target = PushRun {
+            engine: &engine,
+            ecr: &ecr,
+            auth: &auth,
+            reuse_from,
+        };
+        push_and_confirm(&target, inputs, env, runner, &mut report).await?;
     }
     Ok(report)
 }
 
+/// What the push needs beyond the inputs.
+struct PushRun<'a> {
+    engine: &'a Engine,
+    ecr: &'a Ecr,
+    auth: &'a RegistryAuth,
+    /// Images in the registry whose layers ours may share (for the direct push).
+    reuse_from: Vec<String>,
+}
+
 async fn push_and_confirm(
-    engine: &Engine,
-    ecr: &Ecr,
+    run: &PushRun<'_>,
     inputs: &Inputs,
-    auth: &RegistryAuth,
     env: &Environment,
     runner: &Runner,
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    let PushRun {
+        engine, ecr, auth, ..
+    } = *run;
     let retry = if env.no_retry_delay {
         RetryPolicy::DEFAULT.without_delays()
     } else {
@@ -188,6 +213,10 @@ async fn push_and_confirm(
         PushEngine::Direct | PushEngine::Auto => {
             let direct = {
                 let _group = runner.group(&format!("Push {repository_ref} (direct)"));
+                let options = engine::direct::DirectOptions {
+                    reuse_from: run.reuse_from.clone(),
+                    ..engine::direct::DirectOptions::default()
+                };
                 engine::direct::push(
                     &engine.docker,
                     &report.image_id,
@@ -195,6 +224,7 @@ async fn push_and_confirm(
                     &inputs.tags,
                     auth,
                     retry,
+                    &options,
                     |line| eprintln!("{line}"),
                 )
                 .await
@@ -202,10 +232,13 @@ async fn push_and_confirm(
             match direct {
                 Ok(pushed) => {
                     tracing::info!(
-                        "direct push: {} bytes compressed, {} uploaded, {} blob(s) already there",
+                        "direct push: {} bytes compressed, {} uploaded, {} blob(s) already \
+                         there, {} mounted, {} layer(s) reused without compressing",
                         pushed.compressed_bytes,
                         pushed.uploaded_bytes,
-                        pushed.skipped_blobs
+                        pushed.skipped_blobs,
+                        pushed.mounted_blobs,
+                        pushed.reused_layers
                     );
                     (pushed.digest, "direct")
                 }

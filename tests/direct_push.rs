@@ -1,7 +1,8 @@
 //! The direct push (`engine::direct`) against the stand-in registry and the real Docker
 //! daemon: what it pushes pulls and runs as the same image, a repeat push uploads
-//! nothing, the gzip it writes is the original layer, retried parts give the same image,
-//! refusals are final. Its speed against `docker push` is measured by `scripts/bench`.
+//! nothing, the gzip it writes is the original layer, layers of an image already in the
+//! registry are reused (found or mounted) without compressing, retried parts give the same
+//! image, refusals are final. Its speed against `docker push` is measured by `scripts/bench`.
 
 mod support;
 
@@ -51,19 +52,39 @@ async fn push(
     tags: &[&str],
     retry: RetryPolicy,
 ) -> Result<DirectPushed, DirectPushError> {
+    push_reusing(image_id, repository, tags, retry, &[]).await.0
+}
+
+/// [`push`] with `reuse_from` images; also returns the progress lines.
+async fn push_reusing(
+    image_id: &str,
+    repository: &str,
+    tags: &[&str],
+    retry: RetryPolicy,
+    reuse_from: &[String],
+) -> (Result<DirectPushed, DirectPushError>, Vec<String>) {
     let auth = auth();
     let tags: Vec<String> = tags.iter().map(ToString::to_string).collect();
-    direct::push_with(
+    let options = DirectOptions {
+        reuse_from: reuse_from.to_vec(),
+        ..DirectOptions::default()
+    };
+    let mut lines = Vec::new();
+    let result = direct::push(
         &daemon(),
         image_id,
         repository,
         &tags,
         &auth,
         retry,
-        &DirectOptions::default(),
-        |line| eprintln!("{line}"),
+        &options,
+        |line| {
+            eprintln!("{line}");
+            lines.push(line.to_string());
+        },
     )
-    .await
+    .await;
+    (result, lines)
 }
 
 /// GETs `/v2/<repository>/<rest>` from the registry with the ECR login.
@@ -234,6 +255,139 @@ async fn uploaded_layers_decompress_to_their_diff_ids() {
     }
     assert!(layers.len() >= 2);
     docker(&["rmi", &tag]);
+}
+
+/// A base image pushed to `repository` by the daemon (its own gzip, so digests our
+/// compressor would never produce), and an image built on it with one more layer.
+/// Returns the base's reference, its manifest, and the app image's local tag and ID.
+fn daemon_pushed_base_and_app(repository: &str) -> (String, serde_json::Value, String, String) {
+    let s = standin();
+    let marker = unique("base");
+    let base = format!("{}/{repository}:base", s.registry);
+    build(
+        &base,
+        &format!(
+            "FROM local/busybox:latest\nRUN echo {marker} > /base.txt && seq 1 400000 > /seq\n"
+        ),
+    );
+    s.docker_push(&base);
+    let manifest: serde_json::Value = serde_json::from_slice(&registry_get(
+        repository,
+        "manifests/base",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ))
+    .unwrap();
+    let app = format!("{}:1", unique("local/direct-app"));
+    let id = build(
+        &app,
+        &format!("FROM {base}\nRUN echo app-on-base > /app.txt\nCMD [\"cat\", \"/base.txt\", \"/app.txt\"]\n"),
+    );
+    (base, manifest, app, id)
+}
+
+/// Pulls `repository@digest` and checks the output of running it.
+fn pull_and_run(repository: &str, digest: &str, expect: &str) {
+    let s = standin();
+    let reference = format!("{}/{repository}@{digest}", s.registry);
+    s.docker_pull(&reference);
+    let output = docker(&["run", "--rm", &reference]);
+    assert!(output.contains(expect), "{output}");
+    docker(&["rmi", &reference]);
+}
+
+/// An image built on a base that the daemon pushed to the same repository: the base's
+/// layers are found by their `diff_ids` in the base's manifest and config, confirmed by
+/// `HEAD`, and neither compressed nor uploaded (only the new layer is), and the manifest
+/// lists the daemon's blobs; the image pulls and runs. Pins the cost that made every
+/// push recompress an unchanged base.
+#[tokio::test(flavor = "multi_thread")]
+async fn layers_of_an_image_in_the_repository_are_not_recompressed() {
+    let s = standin();
+    let repository = unique("direct-reuse");
+    s.create_repository(&repository, "MUTABLE");
+    let (base, base_manifest, app, id) = daemon_pushed_base_and_app(&repository);
+    let (pushed, lines) = push_reusing(
+        &id,
+        &repository,
+        &["v1"],
+        RetryPolicy::DEFAULT,
+        &[format!("{}/{repository}:missing", s.registry), base.clone()],
+    )
+    .await;
+    let pushed = pushed.expect("direct push");
+    assert_eq!(pushed.reused_layers, 2, "{lines:#?}");
+    let compressed = lines.iter().filter(|l| l.contains(": Compressed ")).count();
+    assert_eq!(
+        compressed, 1,
+        "only the new layer is compressed: {lines:#?}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("not compressed"))
+            .count(),
+        2,
+        "{lines:#?}"
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&pushed.manifest).unwrap();
+    let digests = |m: &serde_json::Value| -> Vec<String> {
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(digests(&manifest)[..2], digests(&base_manifest)[..]);
+    docker(&["rmi", &app, &base]);
+    pull_and_run(&repository, &pushed.digest, "app-on-base");
+}
+
+/// The same image pushed to another repository: the base's layers are mounted from the
+/// base's repository instead of uploaded, the base's config is read through a redirect
+/// that must be followed without the registry's credentials (as ECR redirects blob GETs
+/// to S3, which refuses a second credential), and the image pulls and runs from there.
+#[tokio::test(flavor = "multi_thread")]
+async fn layers_of_an_image_in_another_repository_are_mounted() {
+    let s = standin();
+    let source = unique("direct-mount-src");
+    s.create_repository(&source, "MUTABLE");
+    let (base, base_manifest, app, id) = daemon_pushed_base_and_app(&source);
+    let config = base_manifest["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v2/{source}/blobs/{config}");
+    add_fault(
+        &serde_json::json!({"route": "registry", "mode": "redirect", "method": "GET",
+        "path": path}),
+    );
+    let target = unique("direct-mount-dst");
+    s.create_repository(&target, "MUTABLE");
+    let (pushed, lines) = push_reusing(
+        &id,
+        &target,
+        &["v1"],
+        RetryPolicy::DEFAULT,
+        std::slice::from_ref(&base),
+    )
+    .await;
+    let pushed = pushed.expect("direct push");
+    assert_eq!(
+        pending_for(&path),
+        0,
+        "the config was read through the redirect"
+    );
+    assert_eq!(pushed.reused_layers, 2, "{lines:#?}");
+    assert_eq!(pushed.mounted_blobs, 2, "{lines:#?}");
+    let mounted = format!("Mounted from {source}");
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(&mounted)).count(),
+        2,
+        "{lines:#?}"
+    );
+    docker(&["rmi", &app, &base]);
+    pull_and_run(&target, &pushed.digest, "app-on-base");
 }
 
 fn add_fault(rule: &serde_json::Value) {

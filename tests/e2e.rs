@@ -306,6 +306,12 @@ fn a_private_base_image_in_ecr_builds() {
         docker(&["run", "--rm", run.output("image-uri")]),
         "private-base"
     );
+    // The direct push mounts the base's layers from its repository instead of sending
+    // them again (the stand-in's registry mounts, as ECR does with BLOB_MOUNTING on).
+    if run.stderr.contains("(direct)") {
+        let mounted = format!("Mounted from {base_repo}");
+        assert_eq!(run.stderr.matches(&mounted).count(), 2, "{}", run.stderr);
+    }
     let _ = docker_output(&["rmi", "-f", run.output("image-uri"), &base_ref]);
 }
 
@@ -530,6 +536,17 @@ fn rerunning_on_a_mutable_repository_is_idempotent() {
         ])
     };
     assert_eq!(layers(&runs[0]), layers(&runs[1]), "the same content");
+    // The second direct push knows every layer from the first run's image: none is
+    // compressed again.
+    if runs[1].stderr.contains("(direct)") {
+        assert!(
+            !runs[1].stderr.contains(": Compressed "),
+            "{}",
+            runs[1].stderr
+        );
+        let known = format!("(known from {repo}: not compressed)");
+        assert!(runs[1].stderr.contains(&known), "{}", runs[1].stderr);
+    }
 }
 
 /// With `create-repository: false` a missing repository fails before the build, naming it.

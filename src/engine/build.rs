@@ -11,7 +11,7 @@ use futures_util::StreamExt as _;
 
 use super::buildkit::{self, BuildkitBuild, BuildkitError, RegistryCredentials};
 use super::context::PreparedContext;
-use super::Engine;
+use super::{Engine, LineBuffer};
 use crate::ecr::RegistryAuth;
 use crate::inputs::BuildSettings;
 use crate::runner::Runner;
@@ -201,7 +201,8 @@ async fn classic(
             match item {
                 Ok(info) => {
                     if let Some(text) = info.stream.as_deref() {
-                        for line in lines.push(text) {
+                        for line in lines.push(text.as_bytes()) {
+                            let line = String::from_utf8_lossy(&line);
                             if let Some(step) = parse_step(&line) {
                                 last_step = Some(step);
                             }
@@ -234,7 +235,7 @@ async fn classic(
             }
         }
         if let Some(rest) = lines.finish() {
-            output.line(&rest);
+            output.line(&String::from_utf8_lossy(&rest));
         }
     }
     // Drop the stream first: it owns the request body, which the walker is feeding.
@@ -372,28 +373,6 @@ pub fn instruction_lines(dockerfile: &str) -> Vec<u32> {
     starts
 }
 
-/// Splits streamed text into whole lines; the daemon's chunks do not align with lines.
-#[derive(Debug, Default)]
-struct LineBuffer {
-    partial: String,
-}
-
-impl LineBuffer {
-    fn push(&mut self, text: &str) -> Vec<String> {
-        self.partial.push_str(text);
-        let mut lines = Vec::new();
-        while let Some(end) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=end).collect();
-            lines.push(line.trim_end_matches(['\n', '\r']).to_string());
-        }
-        lines
-    }
-
-    fn finish(self) -> Option<String> {
-        Some(self.partial).filter(|p| !p.is_empty())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,17 +395,5 @@ mod tests {
             Some(12)
         );
         assert_eq!(parse_line_number("no number here"), None);
-    }
-
-    /// Streamed chunks are re-cut into whole lines.
-    #[test]
-    fn line_buffer_rejoins_split_lines() {
-        let mut buffer = LineBuffer::default();
-        assert!(buffer.push("Step 1/2 : FR").is_empty());
-        assert_eq!(
-            buffer.push("OM a\nStep 2/2\r\nhal"),
-            ["Step 1/2 : FROM a", "Step 2/2"]
-        );
-        assert_eq!(buffer.finish(), Some("hal".to_string()));
     }
 }

@@ -23,6 +23,37 @@ pub const ENGINE_REQUEST_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
 
 const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 
+/// Re-cuts a stream into whole lines (without `\n` or `\r\n`): the daemon's chunks do not
+/// align with lines, neither the classic builder's text nor BuildKit's JSON messages.
+#[derive(Debug, Default)]
+pub(crate) struct LineBuffer {
+    partial: Vec<u8>,
+}
+
+impl LineBuffer {
+    /// The lines that `data` completes.
+    pub(crate) fn push(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+        self.partial.extend_from_slice(data);
+        let mut lines = Vec::new();
+        let mut start = 0;
+        while let Some(end) = self.partial[start..].iter().position(|b| *b == b'\n') {
+            let mut line = &self.partial[start..start + end];
+            if let Some(stripped) = line.strip_suffix(b"\r") {
+                line = stripped;
+            }
+            lines.push(line.to_vec());
+            start += end + 1;
+        }
+        self.partial.drain(..start);
+        lines
+    }
+
+    /// What is left after the last newline, if anything.
+    pub(crate) fn finish(self) -> Option<Vec<u8>> {
+        Some(self.partial).filter(|p| !p.is_empty())
+    }
+}
+
 /// A connected Docker engine, with the API version agreed with the daemon.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -115,5 +146,27 @@ fn explain_connect_error(host: &str, err: &bollard::errors::Error) -> anyhow::Er
             )
         }
         _ => anyhow::anyhow!("cannot talk to the Docker daemon at {host}: {chain}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LineBuffer;
+
+    /// Chunks are re-cut into whole lines: a line split across chunks is joined, `\r\n`
+    /// ends a line like `\n`, and the unterminated rest comes back at the end.
+    #[test]
+    fn line_buffer_rejoins_split_lines() {
+        let mut buffer = LineBuffer::default();
+        assert!(buffer.push(b"Step 1/2 : FR").is_empty());
+        assert_eq!(
+            buffer.push(b"OM a\nStep 2/2\r\n\nhal"),
+            [
+                b"Step 1/2 : FROM a".to_vec(),
+                b"Step 2/2".to_vec(),
+                Vec::new()
+            ]
+        );
+        assert_eq!(buffer.finish(), Some(b"hal".to_vec()));
     }
 }

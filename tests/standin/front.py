@@ -13,7 +13,10 @@
 Fault injection for tests: a plain-HTTP control API (default 127.0.0.1:5005, see
 Faults and ControlHandler) queues rules that make the next matching requests answer an
 error status, reset the connection mid-body, or wait first, or that close the listener
-for a while so new connections are refused. API requests signed with the access key ids
+for a while so new connections are refused, or that answer a registry GET the way ECR
+answers every blob GET: a 307 to a presigned S3 URL, served here under the API host at
+/starport-layer-bucket/, which (as S3 does) refuses a request that also carries an
+Authorization header. API requests signed with the access key ids
 AKIADENIEDEXAMPLE / AKIAEXPIREDEXAMPLE are always refused like ECR refuses bad or expired
 credentials. Both are marked "injected:..." in the request log.
 
@@ -76,7 +79,8 @@ class UpstreamGone(Exception):
 
 RESET_READ_LIMIT = 64 * 1024   # "reset" faults read at most this much of the body first
 FAULT_ROUTES = ("registry", "api")
-FAULT_MODES = ("status", "reset", "delay", "refuse")
+FAULT_MODES = ("status", "reset", "delay", "refuse", "redirect")
+S3_PREFIX = "/starport-layer-bucket"
 FAULT_FIELDS = {"route", "mode", "count", "method", "path", "action", "status", "error",
                 "message", "seconds"}
 MAX_FAULT_SECONDS = 300
@@ -147,6 +151,8 @@ def parse_fault(spec) -> dict:
     elif seconds is not None:
         raise FaultSpecError("seconds only applies to modes 'delay' and 'refuse'")
     rule["seconds"] = seconds
+    if mode == "redirect" and route != "registry":
+        raise FaultSpecError("mode 'redirect' needs route 'registry'")
     if mode == "refuse":
         # `route` picks the listener: the registry's, the API's, or (unset) both.
         for key in ("method", "path", "action", "error", "message"):
@@ -165,6 +171,9 @@ class Faults:
         self._rules: list[dict] = []
         self._next_id = 1
         self.injected = 0
+        # "redirect" faults, shared by both listeners: signature token -> (registry path,
+        # the client's Authorization)
+        self.presigned: dict[str, tuple[str, str]] = {}
 
     def add(self, rule: dict) -> dict:
         with self._lock:
@@ -419,6 +428,8 @@ class Handler(BaseHTTPRequestHandler):
                 pass  # a fault answered (or dropped) the request
             elif route == "api" and self._refuse_credentials():
                 pass
+            elif host == API_HOST and urlsplit(self.path).path.startswith(S3_PREFIX + "/"):
+                self._presigned_get()
             elif host == API_HOST:
                 self._forward(self.server.moto_addr)
             elif host == REGISTRY_HOST:
@@ -460,6 +471,17 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "reset":
             self._reset_connection()
             return True
+        if mode == "redirect":
+            token = uuid.uuid4().hex
+            self.server.faults.presigned[token] = (self.path, self.headers.get("Authorization") or "")
+            self._drain_body()
+            self._status = 307
+            self.send_response_only(307)
+            self.send_header("Location", f"https://{API_HOST}{S3_PREFIX}{urlsplit(self.path).path}"
+                                         f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature={token}")
+            self.send_header("Content-Length", "0")
+            self._end_headers()
+            return True
         self._drain_body()
         if route == "api":
             error = fault["error"] or ("ServiceUnavailableException" if fault["status"] >= 500
@@ -470,6 +492,43 @@ class Handler(BaseHTTPRequestHandler):
             code, message = REGISTRY_FAULT_CODES.get(fault["status"], ("UNKNOWN", "injected fault"))
             self._json_error(fault["status"], fault["error"] or code, fault["message"] or message)
         return True
+
+    def _presigned_get(self):
+        """S3's side of a "redirect" fault: the signature in the URL is the credential."""
+        self._drain_body()
+        token = dict(p.split("=", 1) for p in urlsplit(self.path).query.split("&") if "=" in p)
+        if self.headers.get("Authorization"):
+            return self._s3_error(400, "InvalidArgument", "Only one auth mechanism allowed; only "
+                                  "the X-Amz-Algorithm query parameter, Signature query string "
+                                  "parameter or the Authorization header should be specified")
+        found = self.server.faults.presigned.pop(token.get("X-Amz-Signature", ""), None)
+        if found is None or self.command != "GET":
+            return self._s3_error(403, "AccessDenied", "Access Denied")
+        self.path, authorization = found
+        del self.headers["Host"]
+        self.headers["Host"] = REGISTRY_HOST
+        self.headers["Authorization"] = authorization
+        self._forward(self.server.registry_addr)
+
+    def _s3_error(self, status: int, code: str, message: str):
+        payload = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>"
+                   f"<Message>{message}</Message></Error>").encode()
+        self._answer(status, "application/xml", payload)
+
+    def _answer(self, status: int, content_type: str, payload: bytes, headers=()):
+        """A complete small answer; HEAD gets the headers only."""
+        self._status = status
+        self.send_response_only(status)
+        self.send_header("Content-Type", content_type)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self._end_headers()
+        if self.command != "HEAD":
+            try:
+                self.wfile.write(payload)
+            except (OSError, ssl.SSLError) as exc:
+                raise ClientGone() from exc
 
     def _refuse_credentials(self) -> bool:
         m = CREDENTIAL.search(self.headers.get("Authorization") or "")
@@ -484,17 +543,8 @@ class Handler(BaseHTTPRequestHandler):
     def _api_error(self, status: int, error_type: str, message: str):
         """An error as ECR's JSON protocol sends it (botocore reads __type and the header)."""
         payload = json.dumps({"__type": error_type, "message": message}).encode()
-        self._status = status
-        self.send_response_only(status)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        self.send_header("x-amzn-ErrorType", error_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self._end_headers()
-        try:
-            self.wfile.write(payload)
-        except (OSError, ssl.SSLError) as exc:
-            raise ClientGone() from exc
+        self._answer(status, "application/x-amz-json-1.1", payload,
+                     [("x-amzn-RequestId", str(uuid.uuid4())), ("x-amzn-ErrorType", error_type)])
 
     def _reset_connection(self):
         """Read some of the body, then drop the connection with a TCP RST (SO_LINGER 0)."""
@@ -722,16 +772,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _json_error(self, status: int, code: str, message: str):
         payload = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
-        self._status = status
-        self.send_response_only(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self._end_headers()
-        if self.command != "HEAD":
-            try:
-                self.wfile.write(payload)
-            except (OSError, ssl.SSLError) as exc:
-                raise ClientGone() from exc
+        self._answer(status, "application/json", payload)
 
 
     def _try_json_error(self, status: int, code: str, message: str):

@@ -271,8 +271,17 @@ impl Standin {
         }
     }
 
-    /// `docker login` for tests that pull; undone by [`Standin::docker_logout`].
+    /// `docker pull` with the registry's login (in a throwaway client config).
     pub fn docker_pull(&self, reference: &str) {
+        self.docker_logged_in(&["pull", "-q", reference]);
+    }
+
+    /// `docker push` with the registry's login: the daemon's own pusher and gzip.
+    pub fn docker_push(&self, reference: &str) {
+        self.docker_logged_in(&["push", "-q", reference]);
+    }
+
+    fn docker_logged_in(&self, args: &[&str]) {
         let config = tempfile::tempdir().unwrap();
         let login = Command::new("docker")
             .arg("--config")
@@ -297,16 +306,17 @@ impl Standin {
             "docker login: {}",
             String::from_utf8_lossy(&login.stderr)
         );
-        let pull = Command::new("docker")
+        let run = Command::new("docker")
             .arg("--config")
             .arg(config.path())
-            .args(["pull", "-q", reference])
+            .args(args)
             .output()
-            .expect("docker pull");
+            .expect("run docker");
         assert!(
-            pull.status.success(),
-            "docker pull {reference}: {}",
-            String::from_utf8_lossy(&pull.stderr)
+            run.status.success(),
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&run.stderr)
         );
     }
 }

@@ -32,6 +32,8 @@ use futures_util::{Stream, StreamExt as _};
 use http_body_util::BodyExt as _;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
+
+use super::LineBuffer;
 use zeroize::Zeroizing;
 
 pub use daemon::DaemonAddress;
@@ -260,7 +262,7 @@ pub async fn build(
     }
 
     let mut body = response.into_body();
-    let mut pending: Vec<u8> = Vec::new();
+    let mut lines = LineBuffer::default();
     let mut image_id: Option<String> = None;
     let mut stream_error: Option<String> = None;
     let mut read_error: Option<String> = None;
@@ -277,9 +279,7 @@ pub async fn build(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        pending.extend_from_slice(&data);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
+        for line in lines.push(&data) {
             handle_message(
                 &line,
                 &mut renderer,
@@ -289,8 +289,7 @@ pub async fn build(
             );
         }
     }
-    if !pending.is_empty() {
-        let line = std::mem::take(&mut pending);
+    if let Some(line) = lines.finish() {
         handle_message(
             &line,
             &mut renderer,

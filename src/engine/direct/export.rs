@@ -4,9 +4,11 @@
 //! streams, into an unlinked spool file, so no layer is ever held in memory. A layer is
 //! handed to the uploader as soon as it is compressed, while the next one streams in.
 //! Which files are layers is known only from `manifest.json`, which comes last in the
-//! tar; a small layer that happened to look like JSON is compressed then.
+//! tar; a small layer that happened to look like JSON is compressed then. A layer the
+//! registry already has ([`super::reuse`]) is recognised by its path (Docker 25+ exports
+//! name layers `blobs/sha256/<diff_id>`) and only hashed on its way past.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::sync::Arc;
@@ -44,6 +46,8 @@ pub struct Spooled {
     pub digest: String,
     pub size: u64,
     pub uncompressed: u64,
+    /// From the layer's first byte read to its last byte compressed.
+    pub seconds: f64,
     pub file: Arc<File>,
 }
 
@@ -79,6 +83,8 @@ pub struct ExportRest {
     pub files: HashMap<String, Vec<u8>>,
     /// Symbolic and hard links, path to target path.
     pub links: HashMap<String, String>,
+    /// Layers streamed past without compressing, path to the `diff_id` they hashed to.
+    pub passed: HashMap<String, String>,
 }
 
 /// Bytes from the async side, as a blocking `Read`.
@@ -157,6 +163,7 @@ pub fn compress_to_spool(
     head: &[u8],
     reader: &mut dyn Read,
 ) -> io::Result<Spooled> {
+    let started = std::time::Instant::now();
     let file = spool_file(spool_dir)?;
     let sink = HashingWriter {
         inner: BufWriter::with_capacity(1 << 20, file.try_clone()?),
@@ -187,17 +194,20 @@ pub fn compress_to_spool(
         digest: format!("sha256:{}", hex(&sha.finalize())),
         size: summary.output_bytes,
         uncompressed: summary.input_bytes,
+        seconds: started.elapsed().as_secs_f64(),
         file: Arc::new(file),
     })
 }
 
 /// Reads the whole export tar. Each compressed layer goes to `layers` as soon as it is
-/// done; the small files come back at the end.
+/// done; the small files come back at the end. Layers whose `diff_id` is in `pass` are not
+/// compressed.
 pub fn read_export(
     reader: impl Read,
     pool: &Pool,
     level: u32,
     spool_dir: &std::path::Path,
+    pass: &HashSet<String, impl std::hash::BuildHasher>,
     layers: &tokio::sync::mpsc::Sender<Spooled>,
 ) -> io::Result<ExportRest> {
     let mut rest = ExportRest::default();
@@ -220,6 +230,18 @@ pub fn read_export(
         }
         if !kind.is_file() {
             continue;
+        }
+        if let Some(name) = path.strip_prefix("blobs/sha256/") {
+            if pass.contains(&format!("sha256:{name}")) {
+                let mut sha = HashingWriter {
+                    inner: io::sink(),
+                    sha: Sha256::new(),
+                };
+                io::copy(&mut entry, &mut sha)?;
+                let diff_id = format!("sha256:{}", hex(&sha.sha.finalize()));
+                rest.passed.insert(path, diff_id);
+                continue;
+            }
         }
         let size = entry.size();
         // Peek: JSON (config, manifests) stays in memory; anything else is a layer.

@@ -5,10 +5,13 @@
 //! 2. Each layer is gzipped while it streams, in parallel across cores, as one standard
 //!    gzip member ([`gzip`]), into an unlinked spool file: memory stays bounded whatever
 //!    the layer size.
+//!    Layers the registry already holds in gzip form, found from images already there
+//!    (the previous image, `cache-from`, a base image: [`reuse`]), are found by `HEAD` or
+//!    mounted from their repository before the export reaches them, and are neither
+//!    compressed nor uploaded.
 //! 3. Each compressed layer is uploaded as soon as it is ready, while the next one is
-//!    compressed: `HEAD` first (skip it if the repository has it), a cross-repository
-//!    mount when a source repository is given, else a chunked upload in parts ECR
-//!    accepts ([`registry`]). Uploads run concurrently, bounded.
+//!    compressed: `HEAD` first (skip it if the repository has it), else a chunked upload
+//!    in parts ECR accepts ([`registry`]). Uploads run concurrently, bounded.
 //! 4. The schema2 manifest is built from the config and the layers' digests and sizes,
 //!    put for every tag, and its digest (the sha256 of the bytes put) is checked against
 //!    the registry's `Docker-Content-Digest`.
@@ -22,9 +25,11 @@
 // it is built once per failed push, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod deflate;
 pub mod export;
 pub mod gzip;
 pub mod registry;
+pub mod reuse;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -55,12 +60,13 @@ pub const LAYER_MEDIA_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar
 /// How to push, beyond what and where.
 #[derive(Debug, Clone)]
 pub struct DirectOptions {
-    /// Deflate level (zlib scale, 1-9).
+    /// libdeflate level, 1-12 ([`gzip::DEFAULT_LEVEL`]).
     pub level: u32,
     /// Deflate workers (default: the available cores).
     pub threads: usize,
-    /// Another repository in the same registry to mount blobs from.
-    pub mount_from: Option<String>,
+    /// Images in the registry (`host/repo:tag` or `@digest`) whose layers ours may share,
+    /// most likely first; others are ignored ([`reuse`]).
+    pub reuse_from: Vec<String>,
     /// Where compressed layers are spooled (unlinked at once).
     pub spool_dir: PathBuf,
 }
@@ -70,7 +76,7 @@ impl Default for DirectOptions {
         Self {
             level: gzip::DEFAULT_LEVEL,
             threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-            mount_from: None,
+            reuse_from: Vec::new(),
             spool_dir: std::env::temp_dir(),
         }
     }
@@ -89,8 +95,10 @@ pub struct DirectPushed {
     pub uploaded_bytes: u64,
     /// Blobs the repository already had.
     pub skipped_blobs: usize,
-    /// Blobs mounted from `mount_from`.
+    /// Blobs mounted from another repository.
     pub mounted_blobs: usize,
+    /// Layers known from `reuse_from` and neither compressed nor uploaded.
+    pub reused_layers: usize,
     pub seconds: f64,
 }
 
@@ -178,29 +186,8 @@ struct BlobOutcome {
     skipped: bool,
     mounted: bool,
     uploaded: u64,
-}
-
-/// Pushes `image_id` to `registry/repository` under every tag with default options.
-pub async fn push(
-    docker: &bollard::Docker,
-    image_id: &str,
-    repository: &str,
-    tags: &[String],
-    auth: &RegistryAuth,
-    retry: RetryPolicy,
-    on_line: impl FnMut(&str),
-) -> Result<DirectPushed, DirectPushError> {
-    push_with(
-        docker,
-        image_id,
-        repository,
-        tags,
-        auth,
-        retry,
-        &DirectOptions::default(),
-        on_line,
-    )
-    .await
+    /// From the upload's start (after waiting for a slot) to its end.
+    seconds: f64,
 }
 
 /// Aborts the export feeder when the push ends, however it ends.
@@ -211,10 +198,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// [`push`] with options. `on_line` gets one progress line per milestone (layer
-/// compressed, skipped, mounted, pushed; tag pushed).
+/// Pushes `image_id` to `registry/repository` under every tag. `on_line` gets one
+/// progress line per milestone (layer compressed, skipped, mounted, pushed; tag pushed).
 #[allow(clippy::too_many_arguments)]
-pub async fn push_with(
+pub async fn push(
     docker: &bollard::Docker,
     image_id: &str,
     repository: &str,
@@ -240,14 +227,18 @@ pub async fn push_with(
         message,
     };
 
-    // The export stream, fed to the blocking reader through a small channel.
+    // The export stream, fed to the blocking reader through a small channel. The daemon
+    // writes its whole export to disk before the first byte: that wait is logged.
     let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
+    let first_byte = Arc::new(std::sync::OnceLock::<f64>::new());
     let feeder = {
         let docker = docker.clone();
         let image = image_id.to_string();
+        let first_byte = Arc::clone(&first_byte);
         AbortOnDrop(tokio::spawn(async move {
             let mut stream = docker.export_image(&image);
             while let Some(item) = stream.next().await {
+                first_byte.get_or_init(|| started.elapsed().as_secs_f64());
                 let failed = item.is_err();
                 let item = item.map_err(|e| io::Error::other(crate::error_chain(&e)));
                 if bytes_tx.send(item).await.is_err() || failed {
@@ -256,6 +247,58 @@ pub async fn push_with(
             }
         }))
     };
+    let on_outcome = |digest: &str, outcome: BlobOutcome, on_line: &mut dyn FnMut(&str)| {
+        let short = short(digest);
+        if outcome.skipped {
+            on_line(&format!("{short}: Layer already exists"));
+        } else if outcome.mounted {
+            on_line(&format!("{short}: Mounted"));
+        } else {
+            on_line(&format!(
+                "{short}: Pushed {} in {:.1} s",
+                mb(outcome.uploaded),
+                outcome.seconds
+            ));
+        }
+    };
+
+    let mut started_digests = HashSet::new();
+    let mut done: HashMap<String, BlobOutcome> = HashMap::new();
+
+    // Known layers, while the daemon prepares the export.
+    let reused = if options.reuse_from.is_empty() {
+        HashMap::new()
+    } else {
+        reusable_layers(docker, image_id, &reg, &options.reuse_from).await
+    };
+    for (blob, how) in reused.values() {
+        if !started_digests.insert(blob.digest.clone()) {
+            continue;
+        }
+        let short = short(&blob.digest);
+        let from = &blob.repository;
+        let outcome = match how {
+            reuse::Reused::Present => {
+                on_line(&format!(
+                    "{short}: Layer already exists (known from {from}: not compressed)"
+                ));
+                BlobOutcome {
+                    skipped: true,
+                    ..BlobOutcome::default()
+                }
+            }
+            reuse::Reused::Mounted => {
+                on_line(&format!("{short}: Mounted from {from}"));
+                BlobOutcome {
+                    mounted: true,
+                    ..BlobOutcome::default()
+                }
+            }
+        };
+        done.insert(blob.digest.clone(), outcome);
+    }
+    let pass: HashSet<String> = reused.keys().cloned().collect();
+
     let pool = Arc::new(gzip::Pool::new(options.threads));
     let (layer_tx, mut layer_rx) = tokio::sync::mpsc::channel::<Spooled>(4);
     let reader = {
@@ -268,52 +311,52 @@ pub async fn push_with(
                 &pool,
                 level,
                 &dir,
+                &pass,
                 &layer_tx,
             )
         })
     };
 
     let limit = Arc::new(Semaphore::new(UPLOAD_CONCURRENCY));
-    let mount_from = options.mount_from.clone();
     let start_upload =
         |blob: Blob| -> BoxFuture<'static, (String, Result<BlobOutcome, DirectPushError>)> {
             let reg = Arc::clone(&reg);
             let limit = Arc::clone(&limit);
-            let from = mount_from.clone();
             async move {
                 let _permit = limit.acquire_owned().await;
-                let result = upload_blob(&reg, &blob, from.as_deref()).await;
+                let upload_started = Instant::now();
+                let result = upload_blob(&reg, &blob).await.map(|outcome| BlobOutcome {
+                    seconds: upload_started.elapsed().as_secs_f64(),
+                    ..outcome
+                });
                 (blob.digest, result)
             }
             .boxed()
         };
 
     let mut uploads = FuturesUnordered::new();
-    let mut started_digests = HashSet::new();
     let mut spooled: HashMap<String, Spooled> = HashMap::new();
-    let mut done: HashMap<String, BlobOutcome> = HashMap::new();
-    let on_outcome = |digest: &str, outcome: BlobOutcome, on_line: &mut dyn FnMut(&str)| {
-        let short = short(digest);
-        if outcome.skipped {
-            on_line(&format!("{short}: Layer already exists"));
-        } else if outcome.mounted {
-            on_line(&format!("{short}: Mounted"));
-        } else {
-            on_line(&format!("{short}: Pushed {}", mb(outcome.uploaded)));
-        }
-    };
 
     // Upload layers as they come out of the compressor.
     let mut layers_open = true;
+    let mut first_byte_logged = false;
     while layers_open || !uploads.is_empty() {
         tokio::select! {
             next = layer_rx.recv(), if layers_open => match next {
                 Some(layer) => {
+                    if !std::mem::replace(&mut first_byte_logged, true) {
+                        if let Some(seconds) = first_byte.get() {
+                            on_line(&format!(
+                                "Image export from the daemon: first byte after {seconds:.1} s"
+                            ));
+                        }
+                    }
                     on_line(&format!(
-                        "{}: Compressed {} to {}",
+                        "{}: Compressed {} to {} in {:.1} s",
                         short(&layer.diff_id),
                         mb(layer.uncompressed),
-                        mb(layer.size)
+                        mb(layer.size),
+                        layer.seconds
                     ));
                     if started_digests.insert(layer.digest.clone()) {
                         uploads.push(start_upload(Blob {
@@ -381,27 +424,34 @@ pub async fn push_with(
         )));
     }
 
-    // Every layer's compressed descriptor; layers kept in memory are compressed now.
-    let mut layers = Vec::with_capacity(saved.layers.len());
+    // Every layer's compressed descriptor (digest, size); layers kept in memory are
+    // compressed now.
+    let mut layers: Vec<(String, u64)> = Vec::with_capacity(saved.layers.len());
+    let mut in_memory = Vec::new();
     for (path, diff_id) in saved.layers.iter().zip(&config.rootfs.diff_ids) {
         let path = resolve(path);
-        let blob = if let Some(layer) = spooled.get(&path) {
+        let content_error = |found: &str| {
+            image_error(format!(
+                "layer {path} has content {found} but the config says {diff_id}"
+            ))
+        };
+        if let Some(layer) = spooled.get(&path) {
             if &layer.diff_id != diff_id {
-                return Err(image_error(format!(
-                    "layer {path} has content {} but the config says {diff_id}",
-                    layer.diff_id
-                )));
+                return Err(content_error(&layer.diff_id));
             }
-            Blob {
-                digest: layer.digest.clone(),
-                size: layer.size,
-                content: Content::File(Arc::clone(&layer.file)),
+            layers.push((layer.digest.clone(), layer.size));
+        } else if let Some(passed) = rest.passed.get(&path) {
+            if passed != diff_id {
+                return Err(content_error(passed));
             }
+            let (blob, _) = reused
+                .get(diff_id)
+                .ok_or_else(|| image_error(format!("layer {path} was skipped but not reused")))?;
+            layers.push((blob.digest.clone(), blob.size));
         } else if let Some(raw) = rest.files.get(&path) {
-            if &sha256_digest(raw) != diff_id {
-                return Err(image_error(format!(
-                    "layer {path} does not match its diff_id {diff_id}"
-                )));
+            let found = sha256_digest(raw);
+            if &found != diff_id {
+                return Err(content_error(&found));
             }
             let raw = raw.clone();
             let pool = Arc::clone(&pool);
@@ -410,24 +460,26 @@ pub async fn push_with(
                 .await
                 .map_err(|e| image_error(e.to_string()))?
                 .map_err(|e| image_error(format!("gzip failed: {e}")))?;
-            Blob {
+            let blob = Blob {
                 digest: sha256_digest(&gz),
                 size: gz.len() as u64,
                 content: Content::Memory(Bytes::from(gz)),
-            }
+            };
+            layers.push((blob.digest.clone(), blob.size));
+            in_memory.push(blob);
         } else {
             return Err(image_error(format!("the export lacks layer {path}")));
-        };
-        layers.push(blob);
+        }
     }
-    let config_blob = Blob {
-        digest: config_digest,
-        size: config_bytes.len() as u64,
+    let (config_digest, config_size) = (config_digest, config_bytes.len() as u64);
+    in_memory.push(Blob {
+        digest: config_digest.clone(),
+        size: config_size,
         content: Content::Memory(Bytes::from(config_bytes)),
-    };
-    for blob in layers.iter().chain(std::iter::once(&config_blob)) {
+    });
+    for blob in in_memory {
         if started_digests.insert(blob.digest.clone()) {
-            uploads.push(start_upload(blob.clone()));
+            uploads.push(start_upload(blob));
         }
     }
     while let Some((digest, result)) = uploads.next().await {
@@ -442,13 +494,13 @@ pub async fn push_with(
         "mediaType": registry::MANIFEST_V2,
         "config": {
             "mediaType": CONFIG_MEDIA_TYPE,
-            "size": config_blob.size,
-            "digest": config_blob.digest,
+            "size": config_size,
+            "digest": config_digest,
         },
-        "layers": layers.iter().map(|l| serde_json::json!({
+        "layers": layers.iter().map(|(digest, size)| serde_json::json!({
             "mediaType": LAYER_MEDIA_TYPE,
-            "size": l.size,
-            "digest": l.digest,
+            "size": size,
+            "digest": digest,
         })).collect::<Vec<_>>(),
     }))
     .map_err(|e| image_error(e.to_string()))?;
@@ -480,12 +532,12 @@ pub async fn push_with(
         ));
     }
 
-    let blobs: Vec<&Blob> = layers.iter().chain(std::iter::once(&config_blob)).collect();
     let mut counted = HashSet::new();
-    let compressed_bytes = blobs
+    let compressed_bytes = layers
         .iter()
-        .filter(|b| counted.insert(b.digest.clone()))
-        .map(|b| b.size)
+        .chain(std::iter::once(&(config_digest, config_size)))
+        .filter(|(digest, _)| counted.insert(digest.clone()))
+        .map(|(_, size)| size)
         .sum();
     Ok(DirectPushed {
         digest,
@@ -494,8 +546,34 @@ pub async fn push_with(
         uploaded_bytes: done.values().map(|o| o.uploaded).sum(),
         skipped_blobs: done.values().filter(|o| o.skipped).count(),
         mounted_blobs: done.values().filter(|o| o.mounted).count(),
+        reused_layers: rest.passed.len(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The layers of `image_id` that the registry has, or could mount, from the `sources`
+/// images. Nothing when the image cannot be inspected: reuse is only an optimisation.
+async fn reusable_layers(
+    docker: &bollard::Docker,
+    image_id: &str,
+    reg: &Registry,
+    sources: &[String],
+) -> HashMap<String, (reuse::KnownBlob, reuse::Reused)> {
+    let image = match docker.inspect_image(image_id).await {
+        Ok(image) => image,
+        Err(err) => {
+            tracing::debug!("not reusing layers: cannot inspect {image_id}: {err}");
+            return HashMap::new();
+        }
+    };
+    let diff_ids = image.root_fs.and_then(|fs| fs.layers).unwrap_or_default();
+    let platform = reuse::Platform {
+        os: image.os.unwrap_or_default(),
+        architecture: image.architecture.unwrap_or_default(),
+        variant: image.variant.filter(|v| !v.is_empty()),
+    };
+    let known = reuse::known_layers(reg, sources, &platform).await;
+    reuse::resolve(reg, &diff_ids, &known).await
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -568,11 +646,7 @@ fn session_lost(failure: &Failure) -> bool {
         )
 }
 
-async fn upload_blob(
-    reg: &Registry,
-    blob: &Blob,
-    mount_from: Option<&str>,
-) -> Result<BlobOutcome, DirectPushError> {
+async fn upload_blob(reg: &Registry, blob: &Blob) -> Result<BlobOutcome, DirectPushError> {
     let subject = || format!("blob {}", blob.digest);
     let fail = |op: &str, f: (Failure, u32)| DirectPushError::registry(reg, op, subject(), f);
     let what = format!("blob {}", short(&blob.digest));
@@ -588,18 +662,12 @@ async fn upload_blob(
     }
     let mut session = 1;
     loop {
-        let Some(mut location) = reg
+        let mut location = reg
             .with_retry(&format!("starting the upload of {what}"), || {
-                reg.start_upload(&blob.digest, mount_from)
+                reg.start_upload()
             })
             .await
-            .map_err(|f| fail("starting the upload of", f))?
-        else {
-            return Ok(BlobOutcome {
-                mounted: true,
-                ..BlobOutcome::default()
-            });
-        };
+            .map_err(|f| fail("starting the upload of", f))?;
         let mut offset = 0u64;
         let mut lost = None;
         while offset < blob.size {

@@ -1,6 +1,7 @@
 //! The registry's HTTP API v2, as ECR serves it: blob existence (`HEAD`), chunked blob
-//! uploads (`POST`, `PATCH` parts, `PUT ?digest=`), cross-repository mounts, and manifest
-//! `PUT`s. TLS is rustls with ring trusting the system store (and `SSL_CERT_FILE`), and
+//! uploads (`POST`, `PATCH` parts, `PUT ?digest=`), cross-repository mounts, manifest
+//! `GET`s and `PUT`s, and blob `GET`s (ECR answers those with a redirect to S3, which is
+//! followed without the registry's credentials). TLS is rustls with ring trusting the system store (and `SSL_CERT_FILE`), and
 //! names are resolved by hickory, which reads `/etc/hosts` and `/etc/resolv.conf` itself
 //! (a static binary on `scratch` has no NSS), as the AWS client does.
 
@@ -31,6 +32,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MANIFEST_LIST_V2: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Resolves names with hickory for hyper's connector.
 #[derive(Clone)]
@@ -244,7 +248,12 @@ impl Registry {
 
     /// `https://host/v2/<repository>/<rest>`
     pub fn url(&self, rest: &str) -> String {
-        format!("{}/v2/{}/{rest}", self.base, self.repository)
+        self.url_in(&self.repository, rest)
+    }
+
+    /// The same in another repository of the registry.
+    pub fn url_in(&self, repository: &str, rest: &str) -> String {
+        format!("{}/v2/{repository}/{rest}", self.base)
     }
 
     /// A `Location` header to an absolute URL (registries may answer a path).
@@ -264,11 +273,25 @@ impl Registry {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Answer, Failure> {
+        self.send_as(method, url, headers, body, true).await
+    }
+
+    /// One request, with the registry's credentials or (a redirect elsewhere) without.
+    async fn send_as(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        authorized: bool,
+    ) -> Result<Answer, Failure> {
         let mut request = Request::builder()
             .method(method)
             .uri(url)
-            .header(AUTHORIZATION, self.authorization.clone())
             .header(CONTENT_LENGTH, body.len());
+        if authorized {
+            request = request.header(AUTHORIZATION, self.authorization.clone());
+        }
         for (name, value) in headers {
             request = request.header(*name, value);
         }
@@ -340,14 +363,13 @@ impl Registry {
 
     /// Whether the repository has the blob (`HEAD`).
     pub async fn has_blob(&self, digest: &str) -> Result<bool, Failure> {
-        let answer = self
-            .send(
-                Method::HEAD,
-                &self.url(&format!("blobs/{digest}")),
-                &[],
-                Bytes::new(),
-            )
-            .await?;
+        self.has_blob_in(&self.repository, digest).await
+    }
+
+    /// Whether `repository` (this or another repository of the registry) has the blob.
+    pub async fn has_blob_in(&self, repository: &str, digest: &str) -> Result<bool, Failure> {
+        let url = self.url_in(repository, &format!("blobs/{digest}"));
+        let answer = self.send(Method::HEAD, &url, &[], Bytes::new()).await?;
         match answer.status {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -355,31 +377,93 @@ impl Registry {
         }
     }
 
-    /// Starts an upload, or mounts the blob from `from` (same registry) when it can:
-    /// `Ok(None)` means the blob was mounted and nothing needs uploading.
-    pub async fn start_upload(
-        &self,
-        digest: &str,
-        from: Option<&str>,
-    ) -> Result<Option<String>, Failure> {
-        let url = match from {
-            Some(from) => self.url(&format!("blobs/uploads/?mount={digest}&from={from}")),
-            None => self.url("blobs/uploads/"),
-        };
+    /// Starts an upload; returns its location.
+    pub async fn start_upload(&self) -> Result<String, Failure> {
+        let url = self.url("blobs/uploads/");
         let answer = self.send(Method::POST, &url, &[], Bytes::new()).await?;
         match answer.status {
-            StatusCode::CREATED if from.is_some() => Ok(None),
-            StatusCode::ACCEPTED => answer
-                .header("location")
-                .map(|l| Some(self.absolute(l)))
-                .ok_or_else(|| Failure {
-                    status: Some(202),
-                    code: None,
-                    message: "the upload was accepted without a Location".into(),
-                    transient: true,
-                }),
+            StatusCode::ACCEPTED => self.location(&answer),
             _ => Err(Failure::from_answer(&answer)),
         }
+    }
+
+    /// Mounts the blob from another repository of the registry: `false` when the registry
+    /// did not (the source lacks it, or mounting is off, as it is by default on ECR); the
+    /// upload session it opened instead is cancelled.
+    pub async fn mount(&self, digest: &str, from: &str) -> Result<bool, Failure> {
+        let url = self.url(&format!("blobs/uploads/?mount={digest}&from={from}"));
+        let answer = self.send(Method::POST, &url, &[], Bytes::new()).await?;
+        match answer.status {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                if let Ok(location) = self.location(&answer) {
+                    // Best effort: an abandoned session expires by itself.
+                    let _ = self
+                        .send(Method::DELETE, &location, &[], Bytes::new())
+                        .await;
+                }
+                Ok(false)
+            }
+            _ => Err(Failure::from_answer(&answer)),
+        }
+    }
+
+    fn location(&self, answer: &Answer) -> Result<String, Failure> {
+        answer
+            .header("location")
+            .map(|l| self.absolute(l))
+            .ok_or_else(|| Failure {
+                status: Some(answer.status.as_u16()),
+                code: None,
+                message: "the upload was accepted without a Location".into(),
+                transient: true,
+            })
+    }
+
+    /// A manifest (or index) of `repository` and its media type.
+    pub async fn get_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<(String, Bytes), Failure> {
+        let url = self.url_in(repository, &format!("manifests/{reference}"));
+        let accept = [MANIFEST_V2, OCI_MANIFEST, MANIFEST_LIST_V2, OCI_INDEX].join(", ");
+        let answer = self
+            .send(Method::GET, &url, &[("accept", accept)], Bytes::new())
+            .await?;
+        if answer.status != StatusCode::OK {
+            return Err(Failure::from_answer(&answer));
+        }
+        let media_type = answer
+            .header("content-type")
+            .unwrap_or_default()
+            .to_string();
+        Ok((media_type, answer.body))
+    }
+
+    /// A (small) blob of `repository`. A redirect to another host (ECR's S3 URLs, which
+    /// carry their own signature) is followed without the registry's credentials.
+    pub async fn get_blob(&self, repository: &str, digest: &str) -> Result<Bytes, Failure> {
+        let url = self.url_in(repository, &format!("blobs/{digest}"));
+        let mut answer = self.send(Method::GET, &url, &[], Bytes::new()).await?;
+        if answer.status.is_redirection() {
+            let target = answer
+                .header("location")
+                .map(|l| self.absolute(l))
+                .ok_or_else(|| Failure::from_answer(&answer))?;
+            let same_host = target
+                .parse::<hyper::Uri>()
+                .ok()
+                .and_then(|uri| uri.host().map(|h| h.eq_ignore_ascii_case(&self.host)))
+                .unwrap_or(false);
+            answer = self
+                .send_as(Method::GET, &target, &[], Bytes::new(), same_host)
+                .await?;
+        }
+        if answer.status != StatusCode::OK {
+            return Err(Failure::from_answer(&answer));
+        }
+        Ok(answer.body)
     }
 
     /// Sends one part at `offset` and returns the next upload location.
