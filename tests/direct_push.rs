@@ -213,6 +213,44 @@ async fn second_push_skips_every_blob() {
     docker(&["rmi", &tag]);
 }
 
+/// A second push of an image whose layers and config the repository has (a rerun) reads
+/// nothing from the daemon: no export, no compression, no upload, the same digest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_with_everything_in_the_repository_exports_nothing() {
+    let s = standin();
+    let tag = format!("{}:1", unique("local/direct-rerun"));
+    let id = build(
+        &tag,
+        &format!(
+            "FROM local/busybox:latest\nRUN echo {} > /x\n",
+            unique("rerun")
+        ),
+    );
+    let repository = unique("direct-rerun");
+    s.create_repository(&repository, "MUTABLE");
+    let first = push(&id, &repository, &["v1"], RetryPolicy::DEFAULT)
+        .await
+        .unwrap();
+    let previous = format!("{}/{repository}:v1", s.registry);
+    let (second, lines) =
+        push_reusing(&id, &repository, &["v2"], RetryPolicy::DEFAULT, &[previous]).await;
+    let second = second.expect("direct push");
+    assert_eq!(second.digest, first.digest);
+    assert_eq!(second.uploaded_bytes, 0);
+    assert_eq!(second.reused_layers, 2, "{lines:#?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("Compressed") || l.contains("export")),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        s.registry_digest(&repository, "v2").as_deref(),
+        Some(first.digest.as_str())
+    );
+    docker(&["rmi", &tag]);
+}
+
 /// Every uploaded layer is one valid gzip stream that decompresses to the original layer:
 /// its sha256 is the config's `diff_id`; the config blob is the image config (ID).
 #[tokio::test(flavor = "multi_thread")]

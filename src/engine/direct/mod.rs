@@ -1,20 +1,20 @@
 //! The direct push: the built image goes to the registry without the daemon's pusher.
 //!
-//! 1. The image is read from the daemon with the export API (`docker save` as a tar
+//! 1. Layers the registry already holds in gzip form are looked up first, from images
+//!    already there (the previous image, `cache-from`, a base image: [`reuse`]): found by
+//!    `HEAD` or mounted from their repository, they are neither compressed nor uploaded.
+//!    When every layer and the config are there (a rerun), nothing is exported at all.
+//! 2. The image is read from the daemon with the export API (`docker save` as a tar
 //!    stream) on a blocking thread ([`export`]).
-//! 2. Each layer is gzipped while it streams, in parallel across cores, as one standard
-//!    gzip member ([`gzip`]), into an unlinked spool file: memory stays bounded whatever
-//!    the layer size.
-//!    Layers the registry already holds in gzip form, found from images already there
-//!    (the previous image, `cache-from`, a base image: [`reuse`]), are found by `HEAD` or
-//!    mounted from their repository before the export reaches them, and are neither
-//!    compressed nor uploaded.
-//! 3. Each compressed layer is uploaded as soon as it is ready, while the next one is
+//! 3. Each other layer is gzipped while it streams, in parallel across cores, as one
+//!    standard gzip member ([`gzip`], [`deflate`]), into an unlinked spool file: memory
+//!    stays bounded whatever the layer size.
+//! 4. Each compressed layer is uploaded as soon as it is ready, while the next one is
 //!    compressed: `HEAD` first (skip it if the repository has it), else a chunked upload
-//!    in parts ECR accepts ([`registry`]). Uploads run concurrently, bounded.
-//! 4. The schema2 manifest is built from the config and the layers' digests and sizes,
+//!    in parts ECR accepts ([`upload`], [`registry`]). Uploads run concurrently, bounded.
+//! 5. The schema 2 manifest is built from the config and the layers' digests and sizes,
 //!    put for every tag, and its digest (the sha256 of the bytes put) is checked against
-//!    the registry's `Docker-Content-Digest`.
+//!    the registry's `Docker-Content-Digest` ([`manifest`]).
 //!
 //! Transient failures (connection errors, 408, 429, 5xx) are retried per request with
 //! the project's [`RetryPolicy`] (an upload whose session the registry lost is restarted);
@@ -28,8 +28,10 @@
 pub mod deflate;
 pub mod export;
 pub mod gzip;
+pub mod manifest;
 pub mod registry;
 pub mod reuse;
+mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -39,7 +41,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
-use futures_util::{future::BoxFuture, FutureExt as _, TryStreamExt as _};
+use futures_util::{future::BoxFuture, FutureExt as _};
 use tokio::sync::Semaphore;
 
 use self::export::{sha256_digest, Content, Spooled};
@@ -51,8 +53,6 @@ use crate::engine::push::RetryPolicy;
 pub const PART_SIZE: usize = 10 << 20;
 /// Blobs uploaded at once.
 pub const UPLOAD_CONCURRENCY: usize = 4;
-/// Tags put at once after the first.
-const TAG_CONCURRENCY: usize = 4;
 
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.docker.container.image.v1+json";
 pub const LAYER_MEDIA_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -97,7 +97,7 @@ pub struct DirectPushed {
     pub skipped_blobs: usize,
     /// Blobs mounted from another repository.
     pub mounted_blobs: usize,
-    /// Layers known from `reuse_from` and neither compressed nor uploaded.
+    /// Distinct layers known from `reuse_from`: neither compressed nor uploaded.
     pub reused_layers: usize,
     pub seconds: f64,
 }
@@ -227,32 +227,10 @@ pub async fn push(
         message,
     };
 
-    // The export stream, fed to the blocking reader through a small channel. The daemon
-    // writes its whole export to disk before the first byte: that wait is logged.
-    let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
-    let first_byte = Arc::new(std::sync::OnceLock::<f64>::new());
-    let feeder = {
-        let docker = docker.clone();
-        let image = image_id.to_string();
-        let first_byte = Arc::clone(&first_byte);
-        AbortOnDrop(tokio::spawn(async move {
-            let mut stream = docker.export_image(&image);
-            while let Some(item) = stream.next().await {
-                first_byte.get_or_init(|| started.elapsed().as_secs_f64());
-                let failed = item.is_err();
-                let item = item.map_err(|e| io::Error::other(crate::error_chain(&e)));
-                if bytes_tx.send(item).await.is_err() || failed {
-                    break;
-                }
-            }
-        }))
-    };
     let on_outcome = |digest: &str, outcome: BlobOutcome, on_line: &mut dyn FnMut(&str)| {
         let short = short(digest);
         if outcome.skipped {
             on_line(&format!("{short}: Layer already exists"));
-        } else if outcome.mounted {
-            on_line(&format!("{short}: Mounted"));
         } else {
             on_line(&format!(
                 "{short}: Pushed {} in {:.1} s",
@@ -265,9 +243,10 @@ pub async fn push(
     let mut started_digests = HashSet::new();
     let mut done: HashMap<String, BlobOutcome> = HashMap::new();
 
-    // Known layers, while the daemon prepares the export.
-    let reused = if options.reuse_from.is_empty() {
-        HashMap::new()
+    // Known layers first: when the repository has every layer and the config (a rerun),
+    // nothing needs exporting at all.
+    let (diff_ids, reused) = if options.reuse_from.is_empty() {
+        (Vec::new(), HashMap::new())
     } else {
         reusable_layers(docker, image_id, &reg, &options.reuse_from).await
     };
@@ -298,6 +277,52 @@ pub async fn push(
         done.insert(blob.digest.clone(), outcome);
     }
     let pass: HashSet<String> = reused.keys().cloned().collect();
+    if !diff_ids.is_empty() && diff_ids.iter().all(|d| pass.contains(d)) {
+        if let Some(config_size) = present_config(&reg, image_id).await {
+            on_line(&format!(
+                "{}: Layer already exists (the image config)",
+                short(image_id)
+            ));
+            let layers: Vec<(String, u64)> = diff_ids
+                .iter()
+                .filter_map(|d| reused.get(d).map(|(b, _)| (b.digest.clone(), b.size)))
+                .collect();
+            let config = (image_id, config_size);
+            let (manifest, digest) =
+                manifest::put(&reg, tags, config, &layers, &mut on_line).await?;
+            return Ok(DirectPushed {
+                digest,
+                manifest,
+                compressed_bytes: unique_bytes(&layers, config),
+                uploaded_bytes: 0,
+                skipped_blobs: done.values().filter(|o| o.skipped).count() + 1,
+                mounted_blobs: done.values().filter(|o| o.mounted).count(),
+                reused_layers: pass.len(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    }
+
+    // The export stream, fed to the blocking reader through a small channel. The daemon
+    // writes its whole export to disk before the first byte: that wait is logged.
+    let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
+    let first_byte = Arc::new(std::sync::OnceLock::<f64>::new());
+    let feeder = {
+        let docker = docker.clone();
+        let image = image_id.to_string();
+        let first_byte = Arc::clone(&first_byte);
+        AbortOnDrop(tokio::spawn(async move {
+            let mut stream = docker.export_image(&image);
+            while let Some(item) = stream.next().await {
+                first_byte.get_or_init(|| started.elapsed().as_secs_f64());
+                let failed = item.is_err();
+                let item = item.map_err(|e| io::Error::other(crate::error_chain(&e)));
+                if bytes_tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        }))
+    };
 
     let pool = Arc::new(gzip::Pool::new(options.threads));
     let (layer_tx, mut layer_rx) = tokio::sync::mpsc::channel::<Spooled>(4);
@@ -325,10 +350,12 @@ pub async fn push(
             async move {
                 let _permit = limit.acquire_owned().await;
                 let upload_started = Instant::now();
-                let result = upload_blob(&reg, &blob).await.map(|outcome| BlobOutcome {
-                    seconds: upload_started.elapsed().as_secs_f64(),
-                    ..outcome
-                });
+                let result = upload::upload_blob(&reg, &blob)
+                    .await
+                    .map(|outcome| BlobOutcome {
+                        seconds: upload_started.elapsed().as_secs_f64(),
+                        ..outcome
+                    });
                 (blob.digest, result)
             }
             .boxed()
@@ -488,57 +515,16 @@ pub async fn push(
         done.insert(digest, outcome);
     }
 
-    // The manifest, for every tag.
-    let manifest = serde_json::to_string_pretty(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": registry::MANIFEST_V2,
-        "config": {
-            "mediaType": CONFIG_MEDIA_TYPE,
-            "size": config_size,
-            "digest": config_digest,
-        },
-        "layers": layers.iter().map(|(digest, size)| serde_json::json!({
-            "mediaType": LAYER_MEDIA_TYPE,
-            "size": size,
-            "digest": digest,
-        })).collect::<Vec<_>>(),
-    }))
-    .map_err(|e| image_error(e.to_string()))?;
-    let manifest_bytes = Bytes::from(manifest.clone());
-    let digest = sha256_digest(&manifest_bytes);
-    let (first, others) = tags.split_first().expect("checked above");
-    put_manifest(&reg, first, &manifest_bytes, &digest).await?;
-    on_line(&format!(
-        "{first}: digest: {digest} size: {}",
-        manifest_bytes.len()
-    ));
-    let results: Vec<String> = futures_util::stream::iter(others)
-        .map(|tag| {
-            let reg = Arc::clone(&reg);
-            let bytes = manifest_bytes.clone();
-            let digest = digest.clone();
-            async move {
-                put_manifest(&reg, tag, &bytes, &digest).await?;
-                Ok::<_, DirectPushError>(tag.clone())
-            }
-        })
-        .buffer_unordered(TAG_CONCURRENCY)
-        .try_collect()
-        .await?;
-    for tag in results {
-        on_line(&format!(
-            "{tag}: digest: {digest} size: {}",
-            manifest_bytes.len()
-        ));
-    }
+    let (manifest, digest) = manifest::put(
+        &reg,
+        tags,
+        (&config_digest, config_size),
+        &layers,
+        &mut on_line,
+    )
+    .await?;
 
-    let mut counted = HashSet::new();
-    let compressed_bytes = layers
-        .iter()
-        .chain(std::iter::once(&(config_digest, config_size)))
-        .filter(|(digest, _)| counted.insert(digest.clone()))
-        .map(|(_, size)| size)
-        .sum();
+    let compressed_bytes = unique_bytes(&layers, (&config_digest, config_size));
     Ok(DirectPushed {
         digest,
         manifest,
@@ -551,6 +537,30 @@ pub async fn push(
     })
 }
 
+/// The size of every distinct blob.
+fn unique_bytes(layers: &[(String, u64)], config: (&str, u64)) -> u64 {
+    let mut counted = HashSet::new();
+    layers
+        .iter()
+        .map(|(digest, size)| (digest.as_str(), *size))
+        .chain(std::iter::once(config))
+        .filter(|(digest, _)| counted.insert(*digest))
+        .map(|(_, size)| size)
+        .sum()
+}
+
+/// The size of the image config in the repository, when it is there (its digest is the
+/// image ID).
+async fn present_config(reg: &Registry, image_id: &str) -> Option<u64> {
+    if !image_id.starts_with("sha256:") {
+        return None;
+    }
+    reg.with_retry("checking the image config", || reg.blob_size(image_id))
+        .await
+        .ok()
+        .flatten()
+}
+
 /// The layers of `image_id` that the registry has, or could mount, from the `sources`
 /// images. Nothing when the image cannot be inspected: reuse is only an optimisation.
 async fn reusable_layers(
@@ -558,12 +568,15 @@ async fn reusable_layers(
     image_id: &str,
     reg: &Registry,
     sources: &[String],
-) -> HashMap<String, (reuse::KnownBlob, reuse::Reused)> {
+) -> (
+    Vec<String>,
+    HashMap<String, (reuse::KnownBlob, reuse::Reused)>,
+) {
     let image = match docker.inspect_image(image_id).await {
         Ok(image) => image,
         Err(err) => {
             tracing::debug!("not reusing layers: cannot inspect {image_id}: {err}");
-            return HashMap::new();
+            return (Vec::new(), HashMap::new());
         }
     };
     let diff_ids = image.root_fs.and_then(|fs| fs.layers).unwrap_or_default();
@@ -573,7 +586,8 @@ async fn reusable_layers(
         variant: image.variant.filter(|v| !v.is_empty()),
     };
     let known = reuse::known_layers(reg, sources, &platform).await;
-    reuse::resolve(reg, &diff_ids, &known).await
+    let resolved = reuse::resolve(reg, &diff_ids, &known).await;
+    (diff_ids, resolved)
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -603,147 +617,4 @@ fn short(digest: &str) -> &str {
 #[allow(clippy::cast_precision_loss)]
 fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
-}
-
-async fn put_manifest(
-    reg: &Registry,
-    tag: &str,
-    manifest: &Bytes,
-    digest: &str,
-) -> Result<(), DirectPushError> {
-    let answered = reg
-        .with_retry(&format!("putting the manifest for tag {tag}"), || {
-            reg.put_manifest(tag, manifest.clone())
-        })
-        .await
-        .map_err(|f| {
-            DirectPushError::registry(reg, "putting the manifest of", format!("tag {tag}"), f)
-        })?;
-    match answered {
-        Some(answered) if answered != digest => Err(DirectPushError::Registry {
-            registry: reg.host.clone(),
-            repository: reg.repository.clone(),
-            subject: format!("tag {tag}"),
-            operation: "putting the manifest of".into(),
-            status: None,
-            code: None,
-            message: format!(
-                "the registry answered digest {answered}, but the manifest sent is {digest}"
-            ),
-            attempts: 1,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// Registry answers that mean the upload session is gone (or ahead of us), so the upload
-/// starts again rather than retrying the part.
-fn session_lost(failure: &Failure) -> bool {
-    matches!(failure.status, Some(404 | 416))
-        || matches!(
-            failure.code.as_deref(),
-            Some("BLOB_UPLOAD_UNKNOWN" | "BLOB_UPLOAD_INVALID")
-        )
-}
-
-async fn upload_blob(reg: &Registry, blob: &Blob) -> Result<BlobOutcome, DirectPushError> {
-    let subject = || format!("blob {}", blob.digest);
-    let fail = |op: &str, f: (Failure, u32)| DirectPushError::registry(reg, op, subject(), f);
-    let what = format!("blob {}", short(&blob.digest));
-    if reg
-        .with_retry(&format!("checking {what}"), || reg.has_blob(&blob.digest))
-        .await
-        .map_err(|f| fail("checking", f))?
-    {
-        return Ok(BlobOutcome {
-            skipped: true,
-            ..BlobOutcome::default()
-        });
-    }
-    let mut session = 1;
-    loop {
-        let mut location = reg
-            .with_retry(&format!("starting the upload of {what}"), || {
-                reg.start_upload()
-            })
-            .await
-            .map_err(|f| fail("starting the upload of", f))?;
-        let mut offset = 0u64;
-        let mut lost = None;
-        while offset < blob.size {
-            let len =
-                usize::try_from((blob.size - offset).min(PART_SIZE as u64)).unwrap_or(PART_SIZE);
-            let content = blob.content.clone();
-            let part = tokio::task::spawn_blocking(move || content.read_part(offset, len))
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))
-                .and_then(|r| r)
-                .map_err(|e| DirectPushError::Image {
-                    image: blob.digest.clone(),
-                    registry: reg.host.clone(),
-                    message: format!("cannot read the spooled layer: {e}"),
-                })?;
-            let current = location.clone();
-            match reg
-                .with_retry(
-                    &format!(
-                        "uploading {what} bytes {offset}-{}",
-                        offset + len as u64 - 1
-                    ),
-                    || reg.patch(&current, offset, part.clone()),
-                )
-                .await
-            {
-                Ok(next) => location = next,
-                Err((failure, attempts))
-                    if session_lost(&failure) && session < reg.retry.attempts =>
-                {
-                    lost = Some((failure, attempts));
-                    break;
-                }
-                Err(f) => return Err(fail("uploading", f)),
-            }
-            offset += len as u64;
-        }
-        if lost.is_none() {
-            match reg
-                .with_retry(&format!("completing the upload of {what}"), || {
-                    reg.complete(&location, &blob.digest)
-                })
-                .await
-            {
-                Ok(()) => {
-                    return Ok(BlobOutcome {
-                        uploaded: blob.size,
-                        ..BlobOutcome::default()
-                    })
-                }
-                // A completion whose answer was lost: the blob may be there already.
-                Err((failure, attempts)) if session_lost(&failure) => {
-                    if matches!(reg.has_blob(&blob.digest).await, Ok(true)) {
-                        return Ok(BlobOutcome {
-                            uploaded: blob.size,
-                            ..BlobOutcome::default()
-                        });
-                    }
-                    if session >= reg.retry.attempts {
-                        return Err(fail("completing the upload of", (failure, attempts)));
-                    }
-                    lost = Some((failure, attempts));
-                }
-                Err(f) => return Err(fail("completing the upload of", f)),
-            }
-        }
-        if let Some((failure, _)) = lost {
-            tracing::warn!(
-                "the upload of {what} to {}/{} was lost ({}); starting it again (upload {session} of {})",
-                reg.host,
-                reg.repository,
-                failure.describe(),
-                reg.retry.attempts
-            );
-            tokio::time::sleep(reg.retry.delay(session)).await;
-            session += 1;
-        }
-    }
 }

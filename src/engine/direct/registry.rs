@@ -363,16 +363,23 @@ impl Registry {
 
     /// Whether the repository has the blob (`HEAD`).
     pub async fn has_blob(&self, digest: &str) -> Result<bool, Failure> {
-        self.has_blob_in(&self.repository, digest).await
+        Ok(self.head_blob(digest).await?.is_some())
     }
 
-    /// Whether `repository` (this or another repository of the registry) has the blob.
-    pub async fn has_blob_in(&self, repository: &str, digest: &str) -> Result<bool, Failure> {
-        let url = self.url_in(repository, &format!("blobs/{digest}"));
+    /// The size of a blob of the repository, when it has it and says (`HEAD`).
+    pub async fn blob_size(&self, digest: &str) -> Result<Option<u64>, Failure> {
+        Ok(self.head_blob(digest).await?.flatten())
+    }
+
+    /// `HEAD` on a blob: `None` when missing, else its `Content-Length` if any.
+    async fn head_blob(&self, digest: &str) -> Result<Option<Option<u64>>, Failure> {
+        let url = self.url(&format!("blobs/{digest}"));
         let answer = self.send(Method::HEAD, &url, &[], Bytes::new()).await?;
         match answer.status {
-            StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
+            StatusCode::OK => Ok(Some(
+                answer.header("content-length").and_then(|l| l.parse().ok()),
+            )),
+            StatusCode::NOT_FOUND => Ok(None),
             _ => Err(Failure::from_answer(&answer)),
         }
     }

@@ -22,6 +22,8 @@ use super::registry::{Registry, MANIFEST_LIST_V2, OCI_INDEX};
 
 /// Source images read at most (each costs two or three requests).
 pub const MAX_SOURCES: usize = 8;
+/// A config larger than this is not read (an image config is a few KiB).
+const CONFIG_LIMIT: u64 = 4 << 20;
 /// Layers checked or mounted at once.
 const CONCURRENCY: usize = 4;
 /// Layer media types whose blobs are gzip, as ours are.
@@ -264,6 +266,9 @@ async fn read_source(
         }
     }
     let config = manifest.config.ok_or("the manifest has no config")?;
+    if config.size > CONFIG_LIMIT {
+        return Err(format!("the config is {} bytes", config.size));
+    }
     let bytes = reg
         .with_retry(&format!("reading config {}", config.digest), || {
             reg.get_blob(repository, &config.digest)
