@@ -161,13 +161,13 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         let mut reuse_from = vec![report.references[0].clone()];
         reuse_from.extend(cache_from);
         reuse_from.extend(base_images);
-        let target = PushRun {
+        let push_run = PushRun {
             engine: &engine,
             ecr: &ecr,
             auth: &auth,
             reuse_from,
         };
-        push_and_confirm(&target, inputs, env, runner, &mut report).await?;
+        push_and_confirm(&push_run, inputs, env, runner, &mut report).await?;
     }
     Ok(report)
 }

@@ -250,7 +250,7 @@ pub async fn push(
     } else {
         reusable_layers(docker, image_id, &reg, &options.reuse_from).await
     };
-    for (blob, how) in reused.values() {
+    for (blob, how) in diff_ids.iter().filter_map(|d| reused.get(d)) {
         if !started_digests.insert(blob.digest.clone()) {
             continue;
         }
