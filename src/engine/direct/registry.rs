@@ -1,9 +1,10 @@
 //! The registry's HTTP API v2, as ECR serves it: blob existence (`HEAD`), chunked blob
 //! uploads (`POST`, `PATCH` parts, `PUT ?digest=`), cross-repository mounts, manifest
 //! `GET`s and `PUT`s, and blob `GET`s (ECR answers those with a redirect to S3, which is
-//! followed without the registry's credentials). TLS is rustls with ring trusting the system store (and `SSL_CERT_FILE`), and
-//! names are resolved by hickory, which reads `/etc/hosts` and `/etc/resolv.conf` itself
-//! (a static binary on `scratch` has no NSS), as the AWS client does.
+//! followed without the registry's credentials). TLS is rustls with ring trusting the
+//! system store (and `SSL_CERT_FILE`), and names are resolved by hickory, which reads
+//! `/etc/hosts` and `/etc/resolv.conf` itself (a static binary on `scratch` has no NSS),
+//! as the AWS client does.
 
 use std::fmt::Write as _;
 use std::future::Future;
