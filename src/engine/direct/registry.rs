@@ -467,6 +467,16 @@ impl Registry {
             answer = self
                 .send_as(Method::GET, &target, &[], Bytes::new(), same_host)
                 .await?;
+            if answer.status != StatusCode::OK {
+                // Not the body: S3 may echo the presigned URL's signature in it.
+                let status = answer.status.as_u16();
+                return Err(Failure {
+                    status: Some(status),
+                    code: None,
+                    message: format!("the blob's redirect target answered HTTP {status}"),
+                    transient: status_is_transient(status, None),
+                });
+            }
         }
         if answer.status != StatusCode::OK {
             return Err(Failure::from_answer(&answer));
