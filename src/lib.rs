@@ -74,7 +74,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         .map_err(|e| context_input_error(&e))?;
     // Read already by `prepare`, which would have said why it cannot be.
     let base_images = std::fs::read_to_string(&dockerfile)
-        .map(|text| engine::direct::reuse::from_images(&text))
+        .map(|text| engine::buildkit::base_images(&text))
         .unwrap_or_default();
     let secrets = read_secrets(&inputs.build.secrets, env, runner)?;
 

@@ -186,6 +186,20 @@ fn squash(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The images the `FROM` lines name, read as BuildKit reads the file (continuations, the
+/// escape directive, comments, heredoc bodies); images named by variables are left out.
+/// Stage names come back too: callers keep the images of the registry they know.
+pub fn base_images(text: &str) -> Vec<String> {
+    parse_instructions(text)
+        .into_iter()
+        .filter(|ins| ins.keyword == "FROM")
+        .filter_map(|ins| {
+            let image = ins.args.split_whitespace().find(|w| !w.starts_with("--"))?;
+            (!image.contains('$')).then(|| image.to_string())
+        })
+        .collect()
+}
+
 /// Splits a Dockerfile into instructions, honouring the `escape` directive, continuation
 /// lines, comments and heredoc bodies.
 pub(crate) fn parse_instructions(text: &str) -> Vec<Instruction> {
@@ -371,5 +385,23 @@ RUN exit 3
         assert_eq!((step.index, step.total), (2, 5));
         assert_eq!(step.text, "RUN make");
         assert!(parse_step_name("[internal] load metadata").is_none());
+    }
+
+    /// `FROM` lines with flags, stage names, continuations and comments give their image;
+    /// images named by variables and heredoc lines are left out.
+    #[test]
+    fn from_lines_name_their_images() {
+        let dockerfile = "# syntax=docker/dockerfile:1\n\
+            ARG BASE=x\n\
+            FROM --platform=$BUILDPLATFORM 1.dkr.ecr.r.amazonaws.com/base:1 AS build\n\
+            from \\\n  golang:1.22\n\
+            FROM ${BASE}\n\
+            FROM build\n\
+            RUN echo FROM nothing\n\
+            RUN <<EOF\nFROM a-heredoc-line\nEOF\n";
+        assert_eq!(
+            base_images(dockerfile),
+            ["1.dkr.ecr.r.amazonaws.com/base:1", "golang:1.22", "build"]
+        );
     }
 }

@@ -37,7 +37,7 @@ use super::LineBuffer;
 use zeroize::Zeroizing;
 
 pub use daemon::DaemonAddress;
-pub use dockerfile::DockerfileMap;
+pub use dockerfile::{base_images, DockerfileMap};
 pub use progress::{BuildWarning, FailedStep, ProgressRenderer};
 
 /// The build argument that makes BuildKit embed inline cache metadata in the image, so a

@@ -73,35 +73,6 @@ pub fn split_reference(host: &str, image: &str) -> Option<(String, String)> {
         .then(|| (repository.to_string(), reference.to_string()))
 }
 
-/// The images a Dockerfile's `FROM` lines name (not those built from variables); stage
-/// names and images elsewhere are filtered out later by [`split_reference`].
-pub fn from_images(dockerfile: &str) -> Vec<String> {
-    let mut images = Vec::new();
-    let mut instruction = String::new();
-    for line in dockerfile.lines() {
-        let trimmed = line.trim();
-        if instruction.is_empty() && (trimmed.starts_with('#') || trimmed.is_empty()) {
-            continue;
-        }
-        if let Some(continued) = trimmed.strip_suffix('\\') {
-            instruction.push_str(continued);
-            instruction.push(' ');
-            continue;
-        }
-        instruction.push_str(trimmed);
-        let mut words = instruction.split_whitespace();
-        if words.next().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
-            if let Some(image) = words.find(|w| !w.starts_with("--")) {
-                if !image.contains('$') {
-                    images.push(image.to_string());
-                }
-            }
-        }
-        instruction.clear();
-    }
-    images
-}
-
 /// Every layer of the `sources` images (in the registry `reg` serves) by `diff_id`. The
 /// first source that lists a layer wins, so put the most likely one first.
 pub async fn known_layers(
@@ -345,23 +316,6 @@ mod tests {
         assert_eq!(split("docker.io/library/alpine:3"), None);
         assert_eq!(split(&format!("{host}x/base:1")), None);
         assert_eq!(split(&format!("{host}/")), None);
-    }
-
-    /// `FROM` lines with flags, stage names, continuations and comments give their image;
-    /// images named by variables are left out.
-    #[test]
-    fn from_lines_name_their_images() {
-        let dockerfile = "# syntax=docker/dockerfile:1\n\
-            ARG BASE=x\n\
-            FROM --platform=$BUILDPLATFORM 1.dkr.ecr.r.amazonaws.com/base:1 AS build\n\
-            from \\\n  golang:1.22\n\
-            FROM ${BASE}\n\
-            FROM build\n\
-            RUN echo FROM nothing\n";
-        assert_eq!(
-            from_images(dockerfile),
-            ["1.dkr.ecr.r.amazonaws.com/base:1", "golang:1.22", "build"]
-        );
     }
 
     /// An index entry is chosen by os and architecture, and by variant when both have one.
