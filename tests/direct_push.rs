@@ -185,24 +185,30 @@ async fn multi_layer_image_pulls_and_runs() {
     push_pull_run(&tag, &id, &format!("{marker}\nthree\n300000")).await;
 }
 
-/// A second push of the same image finds every blob in the repository (HEAD hits) and
-/// uploads nothing, with the same digest.
-#[tokio::test(flavor = "multi_thread")]
-async fn second_push_skips_every_blob() {
-    let s = standin();
-    let tag = format!("{}:1", unique("local/direct-again"));
+/// A new one-layer image on busybox, pushed as `v1` to a new repository named after
+/// `name`: its local tag, ID, repository, and the push.
+async fn one_layer_image_pushed(name: &str) -> (String, String, String, DirectPushed) {
+    let tag = format!("{}:1", unique(&format!("local/direct-{name}")));
     let id = build(
         &tag,
         &format!(
             "FROM local/busybox:latest\nRUN echo {} > /x\n",
-            unique("again")
+            unique(name)
         ),
     );
-    let repository = unique("direct-again");
-    s.create_repository(&repository, "MUTABLE");
+    let repository = unique(&format!("direct-{name}"));
+    standin().create_repository(&repository, "MUTABLE");
     let first = push(&id, &repository, &["v1"], RetryPolicy::DEFAULT)
         .await
         .unwrap();
+    (tag, id, repository, first)
+}
+
+/// A second push of the same image finds every blob in the repository (HEAD hits) and
+/// uploads nothing, with the same digest.
+#[tokio::test(flavor = "multi_thread")]
+async fn second_push_skips_every_blob() {
+    let (tag, id, repository, first) = one_layer_image_pushed("again").await;
     assert!(first.uploaded_bytes > 0);
     let second = push(&id, &repository, &["v2"], RetryPolicy::DEFAULT)
         .await
@@ -218,19 +224,7 @@ async fn second_push_skips_every_blob() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rerun_with_everything_in_the_repository_exports_nothing() {
     let s = standin();
-    let tag = format!("{}:1", unique("local/direct-rerun"));
-    let id = build(
-        &tag,
-        &format!(
-            "FROM local/busybox:latest\nRUN echo {} > /x\n",
-            unique("rerun")
-        ),
-    );
-    let repository = unique("direct-rerun");
-    s.create_repository(&repository, "MUTABLE");
-    let first = push(&id, &repository, &["v1"], RetryPolicy::DEFAULT)
-        .await
-        .unwrap();
+    let (tag, id, repository, first) = one_layer_image_pushed("rerun").await;
     let previous = format!("{}/{repository}:v1", s.registry);
     let (second, lines) =
         push_reusing(&id, &repository, &["v2"], RetryPolicy::DEFAULT, &[previous]).await;

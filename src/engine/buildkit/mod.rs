@@ -267,6 +267,15 @@ pub async fn build(
     let mut stream_error: Option<String> = None;
     let mut read_error: Option<String> = None;
     let mut emit = |line: &str| on_line(line);
+    let mut handle = |line: &[u8]| {
+        handle_message(
+            line,
+            &mut renderer,
+            &mut image_id,
+            &mut stream_error,
+            &mut emit,
+        );
+    };
     loop {
         let frame = match body.frame().await {
             None => break,
@@ -280,23 +289,11 @@ pub async fn build(
             continue;
         };
         for line in lines.push(&data) {
-            handle_message(
-                &line,
-                &mut renderer,
-                &mut image_id,
-                &mut stream_error,
-                &mut emit,
-            );
+            handle(&line);
         }
     }
     if let Some(line) = lines.finish() {
-        handle_message(
-            &line,
-            &mut renderer,
-            &mut image_id,
-            &mut stream_error,
-            &mut emit,
-        );
+        handle(&line);
     }
     drop(session);
 

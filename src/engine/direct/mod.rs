@@ -287,19 +287,16 @@ pub async fn push(
                 .iter()
                 .filter_map(|d| reused.get(d).map(|(b, _)| (b.digest.clone(), b.size)))
                 .collect();
+            done.insert(
+                image_id.to_string(),
+                BlobOutcome {
+                    skipped: true,
+                    ..BlobOutcome::default()
+                },
+            );
             let config = (image_id, config_size);
-            let (manifest, digest) =
-                manifest::put(&reg, tags, config, &layers, &mut on_line).await?;
-            return Ok(DirectPushed {
-                digest,
-                manifest,
-                compressed_bytes: unique_bytes(&layers, config),
-                uploaded_bytes: 0,
-                skipped_blobs: done.values().filter(|o| o.skipped).count() + 1,
-                mounted_blobs: done.values().filter(|o| o.mounted).count(),
-                reused_layers: pass.len(),
-                seconds: started.elapsed().as_secs_f64(),
-            });
+            let put = manifest::put(&reg, tags, config, &layers, &mut on_line).await?;
+            return Ok(finished(put, &layers, config, &done, pass.len(), started));
         }
     }
 
@@ -515,38 +512,46 @@ pub async fn push(
         done.insert(digest, outcome);
     }
 
-    let (manifest, digest) = manifest::put(
-        &reg,
-        tags,
-        (&config_digest, config_size),
+    let config = (config_digest.as_str(), config_size);
+    let put = manifest::put(&reg, tags, config, &layers, &mut on_line).await?;
+    Ok(finished(
+        put,
         &layers,
-        &mut on_line,
-    )
-    .await?;
+        config,
+        &done,
+        rest.passed.len(),
+        started,
+    ))
+}
 
-    let compressed_bytes = unique_bytes(&layers, (&config_digest, config_size));
-    Ok(DirectPushed {
+/// The summary of a push whose manifest `put` returned: `layers` and `config` are the
+/// manifest's (digest, size) descriptors, `done` the outcome of every blob.
+fn finished(
+    (manifest, digest): (String, String),
+    layers: &[(String, u64)],
+    config: (&str, u64),
+    done: &HashMap<String, BlobOutcome>,
+    reused_layers: usize,
+    started: Instant,
+) -> DirectPushed {
+    let mut counted = HashSet::new();
+    let compressed_bytes = layers
+        .iter()
+        .map(|(digest, size)| (digest.as_str(), *size))
+        .chain(std::iter::once(config))
+        .filter(|(digest, _)| counted.insert(*digest))
+        .map(|(_, size)| size)
+        .sum();
+    DirectPushed {
         digest,
         manifest,
         compressed_bytes,
         uploaded_bytes: done.values().map(|o| o.uploaded).sum(),
         skipped_blobs: done.values().filter(|o| o.skipped).count(),
         mounted_blobs: done.values().filter(|o| o.mounted).count(),
-        reused_layers: rest.passed.len(),
+        reused_layers,
         seconds: started.elapsed().as_secs_f64(),
-    })
-}
-
-/// The size of every distinct blob.
-fn unique_bytes(layers: &[(String, u64)], config: (&str, u64)) -> u64 {
-    let mut counted = HashSet::new();
-    layers
-        .iter()
-        .map(|(digest, size)| (digest.as_str(), *size))
-        .chain(std::iter::once(config))
-        .filter(|(digest, _)| counted.insert(*digest))
-        .map(|(_, size)| size)
-        .sum()
+    }
 }
 
 /// The size of the image config in the repository, when it is there (its digest is the
