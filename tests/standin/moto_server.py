@@ -1,16 +1,21 @@
-"""moto's server for the ECR API, with one fix that makes it behave like ECR.
+"""moto's server for the ECR API, with fixes that make it behave like ECR.
 
 When `PutImage` moves a tag to a new manifest, moto 5.2 deletes the image the tag used to
 name (through `BatchDeleteImage`, which deletes an image whose last tag goes). ECR, and
 the registry behind the front, keep that image, untagged. Runs that race for one tag must
 each find their own image by digest afterwards, so here a moved tag is only taken off the
 old image.
+
+moto 5.2 reports an image manifest's `imageSizeInBytes` as its config's size; ECR reports
+the size of the image in the repository, the sum of its (compressed) layers.
 """
 
 import sys
 import threading
 
-from moto.ecr.models import ECRBackend
+import json
+
+from moto.ecr.models import ECRBackend, Image
 from moto.server import main
 
 _moving = threading.local()
@@ -41,7 +46,15 @@ def batch_delete_image(self, repository_name, registry_id=None, image_ids=None):
     return {"imageIds": [], "failures": []}
 
 
+def get_image_size_in_bytes(self):
+    manifest = json.loads(self.image_manifest)
+    if "layers" not in manifest:
+        return None  # an index: moto's answer, kept
+    return sum(layer.get("size", 0) for layer in manifest["layers"])
+
+
 ECRBackend.put_image = put_image
+Image.get_image_size_in_bytes = get_image_size_in_bytes
 ECRBackend.batch_delete_image = batch_delete_image
 
 if __name__ == "__main__":

@@ -260,12 +260,19 @@ impl Standin {
     }
 
     /// Runs the action binary with these inputs, like the runner does.
+    /// The test process's `DOCKER_HOST` is passed on (as the `docker` CLI of the helpers
+    /// here inherits it), so a whole suite runs against another engine of the matrix
+    /// (`scripts/test`).
     pub fn action(&self, workspace: &Path) -> ActionRun {
+        let mut env = self.env.clone();
+        if let Ok(host) = std::env::var("DOCKER_HOST") {
+            env.push(("DOCKER_HOST".to_string(), host));
+        }
         ActionRun {
             program: PathBuf::from(env!("CARGO_BIN_EXE_ecr-build-push")),
             workdir: workspace.to_path_buf(),
             inputs: BTreeMap::new(),
-            env: self.env.clone(),
+            env,
             args: Vec::new(),
             in_actions: true,
         }
