@@ -26,7 +26,8 @@ use aws_smithy_http_client::tls;
 use base64::Engine as _;
 
 use crate::inputs::{Encryption, Policy, RepositorySettings, TagMutability};
-use crate::network::Network;
+use crate::network::proxy::explain_tunnel_failure;
+use crate::network::{Network, ProxyUrl};
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -37,8 +38,10 @@ pub struct Ecr {
     pub region: String,
     /// The ECR API endpoint, for messages.
     pub endpoint: String,
-    /// The proxy its connections go through (password masked), for messages.
-    pub proxy: Option<String>,
+    /// The proxy its connections go through, for messages.
+    pub proxy: Option<ProxyUrl>,
+    /// What TLS trusts, for a verification failure's message.
+    trust_hint: String,
 }
 
 /// A registry password, held in memory only. `Debug` never shows it.
@@ -163,13 +166,13 @@ where
 /// same hyper-util matcher and CONNECT tunnel as the registry client). The credential
 /// providers share it: STS (https) goes through the proxy like the API; the link-local
 /// instance and container metadata endpoints (http) are reached directly unless the
-/// API itself is `http://`. Returns the client and the proxy's masked URL.
+/// API itself is `http://`. Returns the client and the proxy it uses.
 fn http_client(
     network: &Network,
     plain_http: bool,
 ) -> anyhow::Result<(
     aws_smithy_runtime_api::client::http::SharedHttpClient,
-    Option<String>,
+    Option<ProxyUrl>,
 )> {
     let tls_context = tls::TlsContext::builder()
         .with_trust_store(network.trust.aws_trust_store())
@@ -198,7 +201,7 @@ fn http_client(
                 Some(no) => config.no_proxy(no),
                 None => config,
             };
-            (Some(url.to_string()), config)
+            (Some(url.clone()), config)
         }
         None => (None, ProxyConfig::disabled()),
     };
@@ -275,8 +278,7 @@ impl Ecr {
             .parse()
             .ok()
             .and_then(|uri| network.proxies.route(&uri))
-            .map(|_| proxy)
-            .unwrap_or_default();
+            .and(proxy);
         if let Some(proxy) = &proxy {
             tracing::info!("the ECR API ({endpoint}) is reached through the proxy {proxy}");
         }
@@ -285,6 +287,7 @@ impl Ecr {
             region,
             endpoint,
             proxy,
+            trust_hint: network.trust.hint(),
         })
     }
 
@@ -297,7 +300,7 @@ impl Ecr {
             .get_authorization_token()
             .send()
             .await
-            .map_err(api_error)
+            .map_err(|e| self.reach_error(e))
             .with_context(|| format!("GetAuthorizationToken failed at {}", self.endpoint))?;
         let data = response
             .authorization_data()
@@ -325,6 +328,48 @@ impl Ecr {
             password: Secret(password.to_string()),
             token: Secret(token.to_string()),
         })
+    }
+
+    /// [`api_error`], with the proxy and the TLS roots named when the request got no
+    /// answer: the first call is where a wrong proxy or an untrusted CA shows.
+    fn reach_error<E, R>(&self, err: SdkError<E, R>) -> anyhow::Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: fmt::Debug + 'static,
+    {
+        if !matches!(err, SdkError::DispatchFailure(_)) {
+            return api_error(err);
+        }
+        let chain = crate::error_chain(&err);
+        let host = self
+            .endpoint
+            .parse::<hyper::Uri>()
+            .ok()
+            .and_then(|u| {
+                u.host()
+                    .map(|h| format!("{h}:{}", u.port_u16().unwrap_or(443)))
+            })
+            .unwrap_or_else(|| self.endpoint.clone());
+        if crate::network::trust::tls_failure(&err).is_some()
+            || chain.contains("invalid peer certificate")
+        {
+            let tls = chain
+                .rsplit_once("TLS handshake failed: ")
+                .map_or(chain.as_str(), |(_, tail)| tail);
+            return anyhow::anyhow!(
+                "TLS verification of {host} failed: {tls}; {}",
+                self.trust_hint
+            );
+        }
+        if let Some(proxy) = &self.proxy {
+            let (reason, _) = explain_tunnel_failure(&chain, proxy)
+                .unwrap_or_else(|| (format!("cannot reach the ECR API: {chain}"), true));
+            return anyhow::anyhow!(
+                "cannot reach {host} through the proxy {proxy} (from {}): {reason}",
+                proxy.variable
+            );
+        }
+        api_error(err)
     }
 
     /// Finds the repository, creating it with the requested settings when allowed.

@@ -128,6 +128,59 @@ impl ProxyUrl {
     }
 }
 
+/// Why a `CONNECT` through `proxy` failed, from the error's text (hyper-util's
+/// `TunnelError`, which both clients use, cannot be named outside hyper-util; its
+/// messages are stable): the reason to show, and whether another attempt could help.
+pub fn explain_tunnel_failure(text: &str, proxy: &ProxyUrl) -> Option<(String, bool)> {
+    const CONNECT_FAILED: &str = "failed to create underlying connection";
+    if text.contains("proxy authorization required") {
+        return Some((
+            format!(
+                "the proxy answered 407 Proxy Authentication Required: {} in {}",
+                if proxy.password.is_some() {
+                    "it refused the user and password"
+                } else {
+                    "give them as http://user:password@host:port"
+                },
+                proxy.variable
+            ),
+            false,
+        ));
+    }
+    if text.ends_with("unsuccessful") {
+        return Some((
+            format!(
+                "the proxy refused to open the tunnel (its answer to CONNECT was not 200): {}",
+                if proxy.password.is_some() {
+                    format!(
+                        "check the user and password in {}, and that the proxy allows \
+                         CONNECT to this host and port",
+                        proxy.variable
+                    )
+                } else {
+                    "check that it allows CONNECT to this host and port, or whether it wants \
+                     credentials"
+                        .to_string()
+                }
+            ),
+            false,
+        ));
+    }
+    let (_, cause) = text.split_once(CONNECT_FAILED)?;
+    let cause = cause.trim_start_matches(": ");
+    let unresolved = ["no record found", "NXDomain", "no records found"]
+        .iter()
+        .any(|m| cause.contains(m));
+    Some((
+        if unresolved {
+            format!("the proxy's host name does not resolve: {cause}")
+        } else {
+            format!("cannot connect to the proxy: {cause}")
+        },
+        !unresolved,
+    ))
+}
+
 /// The proxies in force and the hosts that bypass them.
 #[derive(Debug, Clone, Default)]
 pub struct Proxies {

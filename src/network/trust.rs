@@ -149,6 +149,30 @@ impl Trust {
     }
 }
 
+/// The TLS failure inside an error chain, if that is what it is (rustls's error sits
+/// inside `io::Error`s, whose `source` skips it).
+pub fn tls_failure<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // hyper-rustls wraps tokio-rustls's io::Error in another.
+        let mut inner = cause.downcast_ref::<std::io::Error>();
+        while let Some(io) = inner {
+            let wrapped = io
+                .get_ref()
+                .map(|e| e as &(dyn std::error::Error + 'static));
+            if let Some(tls) = wrapped.and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                return Some(tls);
+            }
+            inner = wrapped.and_then(|e| e.downcast_ref::<std::io::Error>());
+        }
+        source = cause.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

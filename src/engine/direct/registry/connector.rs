@@ -23,6 +23,7 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
+use crate::network::proxy::explain_tunnel_failure;
 use crate::network::{Network, ProxyUrl};
 
 /// Resolves names with hickory for hyper's connector.
@@ -121,34 +122,8 @@ fn tunnel_error(
     proxy: &ProxyUrl,
     target: &str,
 ) -> ConnectError {
-    // hyper-util's TunnelError is not nameable outside the crate; its messages are.
-    let text = err.to_string();
-    let (reason, transient) = match text.as_str() {
-        "proxy authorization required" => (
-            format!(
-                "the proxy answered 407 Proxy Authentication Required: {} ({})",
-                if proxy.password.is_some() {
-                    "it refused the user and password"
-                } else {
-                    "give http://user:password@host:port"
-                },
-                proxy.variable
-            ),
-            false,
-        ),
-        "unsuccessful" => (
-            "the proxy refused to open the tunnel (it answered CONNECT with a status other \
-             than 200: does it allow CONNECT to this host and port?)"
-                .to_string(),
-            false,
-        ),
-        "failed to create underlying connection" => {
-            let cause = err.source().map(crate::error_chain).unwrap_or(text.clone());
-            let unresolved = cause.contains("no record found") || cause.contains("NXDomain");
-            (format!("cannot connect to the proxy: {cause}"), !unresolved)
-        }
-        _ => (crate::error_chain(err), true),
-    };
+    let text = crate::error_chain(err);
+    let (reason, transient) = explain_tunnel_failure(&text, proxy).unwrap_or((text, true));
     ConnectError {
         message: format!(
             "cannot reach {target} through the proxy {proxy} (from {}): {reason}",
@@ -211,6 +186,9 @@ pub fn describe(
     registry_host: &str,
     url: &str,
 ) -> Option<ConnectError> {
+    if let Some(tls) = crate::network::trust::tls_failure(err) {
+        return Some(tls_error(tls, network, registry_host, url));
+    }
     let mut source = Some(err);
     while let Some(cause) = source {
         if let Some(connect) = cause.downcast_ref::<ConnectError>() {
@@ -218,13 +196,6 @@ pub fn describe(
                 message: connect.message.clone(),
                 transient: connect.transient,
             });
-        }
-        let tls = cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        if let Some(tls) = tls {
-            return Some(tls_error(tls, network, registry_host, url));
         }
         source = cause.source();
     }
