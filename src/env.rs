@@ -5,7 +5,8 @@
 //! environment. Two libraries read further variables on their own, by design: aws-config
 //! (the standard `AWS_*` settings, e.g. `AWS_REGION`, `AWS_PROFILE`,
 //! `AWS_ENDPOINT_URL_ECR`, `AWS_MAX_ATTEMPTS`) and bollard (`DOCKER_HOST`,
-//! `DOCKER_CERT_PATH`, `DOCKER_TLS_VERIFY`).
+//! `DOCKER_CERT_PATH`, `DOCKER_TLS_VERIFY`). The proxy and CA variables are read here
+//! only: both HTTP clients are built from them (`network`), never from the environment.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -9,6 +9,9 @@
 //! - [`env`]: every environment variable the action reads, captured in one place.
 //! - [`inputs`]: `INPUT_*` variables or `--flags` to typed, validated [`inputs::Inputs`];
 //!   `action.yml` (embedded) is the source of names and defaults.
+//! - [`network`]: how the action's own connections go out: proxy (`HTTPS_PROXY`,
+//!   `NO_PROXY`), trust roots (`SSL_CERT_FILE`, `AWS_CA_BUNDLE`), `registry-endpoint`;
+//!   one [`network::Network`] for both HTTP clients.
 //! - [`ecr`]: the AWS side: credentials, registry token, repository settings and
 //!   policies, digest confirmation.
 //! - [`engine`]: the Docker side through the Engine API: the build context as a streamed
@@ -23,7 +26,8 @@
 //!
 //! Everything that can fail cheaply fails before the build: inputs, the build context and
 //! `.dockerignore`, the Docker engine and AWS credentials (checked concurrently), the
-//! registry token and the repository. Policies are applied while the image builds. The
+//! registry token, a `GET /v2/` through the direct push's client (proxy, CA, endpoint),
+//! and the repository. Policies are applied while the image builds. The
 //! push starts only after everything has succeeded, and outputs are written only after
 //! ECR has confirmed the digest of every tag.
 

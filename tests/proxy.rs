@@ -71,7 +71,7 @@ fn assert_one_error(run: &RunResult, needles: &[&str]) {
 }
 
 /// Without any direct route, the whole push (token, repository, blobs, manifest,
-/// confirmation) goes through HTTPS_PROXY, and the proxy logged CONNECTs to both hosts.
+/// confirmation) goes through `HTTPS_PROXY`, and the proxy logged CONNECTs to both hosts.
 /// The same namespace without the proxy variable cannot push at all.
 #[test]
 fn the_whole_push_goes_through_the_proxy() {
@@ -204,7 +204,7 @@ fn a_proxy_that_is_down_or_unknown_gives_one_clear_error() {
     assert_one_error(&unknown, &["proxy.corp.invalid:3128", API_HOST]);
 }
 
-/// A gateway re-signs both hosts' TLS with a corporate CA: with SSL_CERT_FILE naming
+/// A gateway re-signs both hosts' TLS with a corporate CA: with `SSL_CERT_FILE` naming
 /// that CA (added to the system store) the push passes through both clients; without
 /// it, one error names the host that failed verification and what to set.
 #[test]
@@ -232,7 +232,7 @@ fn a_corporate_ca_is_trusted_through_ssl_cert_file() {
 /// A `dkr` VPC endpoint without private DNS: with `registry-endpoint` the registry's
 /// traffic goes to the endpoint's address (the only route to the registry) while TLS
 /// verifies the registry's own name, and the API is reached at a `vpce-` endpoint name
-/// through AWS_ENDPOINT_URL_ECR. An endpoint whose certificate does not cover the
+/// through `AWS_ENDPOINT_URL_ECR`. An endpoint whose certificate does not cover the
 /// registry host fails before the build, saying what to set.
 #[test]
 fn registry_endpoint_and_a_vpce_api_endpoint_carry_the_push() {

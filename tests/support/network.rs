@@ -7,6 +7,7 @@
 //! namespace at the same address. The Docker socket is a unix socket, reachable from
 //! inside. Everything started here stops when the value is dropped.
 
+use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -167,7 +168,7 @@ impl Proxy {
             dir.path().join("log").display()
         );
         if let Some((user, password)) = auth {
-            conf.push_str(&format!("BasicAuth {user} {password}\n"));
+            let _ = writeln!(conf, "BasicAuth {user} {password}");
         }
         let conf_path = dir.path().join("tinyproxy.conf");
         std::fs::write(&conf_path, conf).unwrap();
