@@ -275,3 +275,47 @@ fn registry_endpoint_and_a_vpce_api_endpoint_carry_the_push() {
         .run();
     assert_one_error(&misfit, &[&vpce_dkr, "does not cover", "private DNS"]);
 }
+
+/// Blob reads the registry redirects (to S3's stand-in on the API host, as ECR does)
+/// take the proxy too: the direct push reads the base image's config, in the registry,
+/// through a redirect, from a namespace where only the proxy reaches either host, and
+/// the redirect was followed (the fault was consumed).
+#[test]
+fn redirected_blob_reads_go_through_the_proxy() {
+    let standin = standin();
+    let source = unique("proxy/base");
+    standin.create_repository(&source, "MUTABLE");
+    let base = format!("{}/{source}:base", standin.registry);
+    support::docker(&["tag", "local/busybox:latest", &base]);
+    standin.docker_push(&base);
+    let config = support::docker(&["image", "inspect", "--format", "{{.Id}}", &base]);
+    let path = format!("/v2/{source}/blobs/{}", config.trim());
+    standin.inject_fault(
+        &serde_json::json!({"route": "registry", "mode": "redirect", "method": "GET",
+                            "path": path}),
+    );
+    let repo = unique("proxy/redirect");
+    let proxy = Proxy::start(None);
+    let ns = behind_proxy(&proxy);
+    let ws = workspace(&repo);
+    ws.write("Dockerfile", &format!("FROM {base}\nCOPY payload.txt /\n"));
+    // The classic builder uses the local base as it is, so only the push reads the config.
+    let run = action(&ns, &ws, &repo)
+        .input("builder", "classic")
+        .env("HTTPS_PROXY", &format!("http://127.0.0.1:{}", proxy.port))
+        .run();
+    assert_pushed(&run, &repo);
+    let faults = std::process::Command::new("curl")
+        .args(["-sSf", &format!("{}/faults", standin.var("STANDIN_FAULTS_URL"))])
+        .output()
+        .unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&faults.stdout).unwrap();
+    let pending = state["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"].as_str() == Some(path.as_str()))
+        .count();
+    assert_eq!(pending, 0, "the config was not read through the redirect:\n{}", run.stderr);
+    support::docker(&["rmi", &base]);
+}
