@@ -306,7 +306,10 @@ fn redirected_blob_reads_go_through_the_proxy() {
         .run();
     assert_pushed(&run, &repo);
     let faults = std::process::Command::new("curl")
-        .args(["-sSf", &format!("{}/faults", standin.var("STANDIN_FAULTS_URL"))])
+        .args([
+            "-sSf",
+            &format!("{}/faults", standin.var("STANDIN_FAULTS_URL")),
+        ])
         .output()
         .unwrap();
     let state: serde_json::Value = serde_json::from_slice(&faults.stdout).unwrap();
@@ -316,6 +319,10 @@ fn redirected_blob_reads_go_through_the_proxy() {
         .iter()
         .filter(|r| r["path"].as_str() == Some(path.as_str()))
         .count();
-    assert_eq!(pending, 0, "the config was not read through the redirect:\n{}", run.stderr);
+    assert_eq!(
+        pending, 0,
+        "the config was not read through the redirect:\n{}",
+        run.stderr
+    );
     support::docker(&["rmi", &base]);
 }
