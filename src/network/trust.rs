@@ -26,12 +26,18 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// One PEM bundle and where it came from.
-#[derive(Debug, Clone)]
+/// One PEM bundle and where it came from. `Debug` shows where only.
+#[derive(Clone)]
 struct Bundle {
     /// `SSL_CERT_FILE=/path`, or the system store's path.
     origin: String,
     pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bundle({})", self.origin)
+    }
 }
 
 impl Bundle {
