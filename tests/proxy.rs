@@ -326,3 +326,33 @@ fn redirected_blob_reads_go_through_the_proxy() {
     );
     support::docker(&["rmi", &base]);
 }
+
+/// An `http://` API endpoint (moto's own port) takes `HTTP_PROXY` (sent in absolute
+/// form, as plain HTTP proxying is), while the registry keeps taking `HTTPS_PROXY`:
+/// from a namespace that reaches neither directly, the push passes, and the proxy logged
+/// both the API's requests and the registry's CONNECT.
+#[test]
+fn a_plain_http_api_endpoint_takes_http_proxy() {
+    let standin = standin();
+    let repo = unique("proxy/plain");
+    let proxy = Proxy::start(None);
+    let ns = behind_proxy(&proxy);
+    let via = format!("http://127.0.0.1:{}", proxy.port);
+    let run = action(&ns, &workspace(&repo), &repo)
+        .env("AWS_ENDPOINT_URL_ECR", &standin.moto_url)
+        .env("HTTP_PROXY", &via)
+        .env("HTTPS_PROXY", &via)
+        .run();
+    assert_pushed(&run, &repo);
+    let log = proxy.log();
+    assert!(
+        log.contains(&format!("POST {}/", standin.moto_url)),
+        "no API request through the proxy:\n{log}"
+    );
+    assert!(
+        proxy
+            .connects()
+            .contains(&format!("{}:443", standin.registry)),
+        "{log}"
+    );
+}
