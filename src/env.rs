@@ -5,7 +5,8 @@
 //! environment. Two libraries read further variables on their own, by design: aws-config
 //! (the standard `AWS_*` settings, e.g. `AWS_REGION`, `AWS_PROFILE`,
 //! `AWS_ENDPOINT_URL_ECR`, `AWS_MAX_ATTEMPTS`) and bollard (`DOCKER_HOST`,
-//! `DOCKER_CERT_PATH`, `DOCKER_TLS_VERIFY`).
+//! `DOCKER_CERT_PATH`, `DOCKER_TLS_VERIFY`). The proxy and CA variables are read here
+//! only: both HTTP clients are built from them (`network`), never from the environment.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,6 +39,25 @@ pub const HOME: &str = "HOME";
 pub const AWS_ENDPOINT_URL_ECR: &str = "AWS_ENDPOINT_URL_ECR";
 /// The endpoint override for every AWS service, read by aws-config.
 pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
+/// Proxy for `https://` connections (the ECR API, the registry, S3): `http://[user:pass@]host:port`.
+/// The lowercase `https_proxy` wins when both are set, as with curl and the AWS CLI.
+pub const HTTPS_PROXY: &str = "HTTPS_PROXY";
+/// Lowercase form of [`HTTPS_PROXY`]; wins over it.
+pub const HTTPS_PROXY_LOWER: &str = "https_proxy";
+/// Proxy for plain `http://` connections (an `http://` ECR endpoint override only).
+pub const HTTP_PROXY: &str = "HTTP_PROXY";
+/// Lowercase form of [`HTTP_PROXY`]; wins over it.
+pub const HTTP_PROXY_LOWER: &str = "http_proxy";
+/// Hosts reached without the proxy: names, `.domain` suffixes, IPs, CIDRs, `*`.
+pub const NO_PROXY: &str = "NO_PROXY";
+/// Lowercase form of [`NO_PROXY`]; wins over it.
+pub const NO_PROXY_LOWER: &str = "no_proxy";
+/// A PEM bundle of CA certificates added to the system store (a corporate CA), for both
+/// HTTP clients.
+pub const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
+/// The AWS CLI's name for the same: a PEM bundle added to the system store, for both
+/// HTTP clients.
+pub const AWS_CA_BUNDLE: &str = "AWS_CA_BUNDLE";
 /// Test switch: when `1`, retry delays are zero, so tests of the retry paths run fast.
 pub const NO_RETRY_DELAY: &str = "ECR_BUILD_PUSH_NO_RETRY_DELAY";
 
@@ -57,6 +77,7 @@ pub struct Environment {
     pub docker: DockerEnv,
     /// `AWS_ENDPOINT_URL_ECR`, else `AWS_ENDPOINT_URL`: where the ECR API is, for messages.
     pub ecr_endpoint: Option<String>,
+    pub network: NetworkEnv,
     /// Every other variable, for `secrets: id=NAME,env=VAR` only.
     pub secret_vars: SecretVars,
 }
@@ -85,6 +106,29 @@ pub struct DockerEnv {
     pub cert_path: Option<PathBuf>,
 }
 
+/// Proxy and trust settings as set (`src/network` validates them). `Debug` shows which
+/// are set, never a value: proxy URLs may carry a password.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NetworkEnv {
+    pub https_proxy: Option<String>,
+    pub http_proxy: Option<String>,
+    pub no_proxy: Option<String>,
+    pub ssl_cert_file: Option<PathBuf>,
+    pub aws_ca_bundle: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for NetworkEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkEnv")
+            .field("https_proxy", &self.https_proxy.as_ref().map(|_| "<set>"))
+            .field("http_proxy", &self.http_proxy.as_ref().map(|_| "<set>"))
+            .field("no_proxy", &self.no_proxy)
+            .field("ssl_cert_file", &self.ssl_cert_file)
+            .field("aws_ca_bundle", &self.aws_ca_bundle)
+            .finish()
+    }
+}
+
 impl Environment {
     /// Captures the variables above from an iterator of `(name, value)` pairs, e.g.
     /// `std::env::vars_os()` converted lossily.
@@ -92,6 +136,8 @@ impl Environment {
         let mut env = Self::default();
         let mut home = None;
         let mut global_endpoint = None;
+        // (upper case, lower case) of each proxy variable; lower case wins.
+        let (mut https, mut http, mut no) = ((None, None), (None, None), (None, None));
         for (name, value) in vars {
             if let Some(input) = name.strip_prefix(INPUT_PREFIX) {
                 // The runner upper-cases input names; action.yml names are lower case.
@@ -112,11 +158,22 @@ impl Environment {
                 HOME => home = non_empty().map(PathBuf::from),
                 AWS_ENDPOINT_URL_ECR => env.ecr_endpoint = non_empty(),
                 AWS_ENDPOINT_URL => global_endpoint = non_empty(),
+                HTTPS_PROXY => https.0 = non_empty(),
+                HTTPS_PROXY_LOWER => https.1 = non_empty(),
+                HTTP_PROXY => http.0 = non_empty(),
+                HTTP_PROXY_LOWER => http.1 = non_empty(),
+                NO_PROXY => no.0 = non_empty(),
+                NO_PROXY_LOWER => no.1 = non_empty(),
+                SSL_CERT_FILE => env.network.ssl_cert_file = non_empty().map(PathBuf::from),
+                AWS_CA_BUNDLE => env.network.aws_ca_bundle = non_empty().map(PathBuf::from),
                 _ => {
                     env.secret_vars.0.insert(name, value);
                 }
             }
         }
+        env.network.https_proxy = https.1.or(https.0);
+        env.network.http_proxy = http.1.or(http.0);
+        env.network.no_proxy = no.1.or(no.0);
         if env.ecr_endpoint.is_none() {
             env.ecr_endpoint = global_endpoint;
         }
@@ -156,5 +213,29 @@ mod tests {
         assert_eq!(env.inputs.len(), 2);
         assert!(env.in_actions);
         assert_eq!(env.output_file, Some(PathBuf::from("/tmp/out")));
+    }
+
+    /// curl and the AWS CLI let `https_proxy` win over `HTTPS_PROXY`; so does the action,
+    /// and neither reaches the secrets' variables.
+    #[test]
+    fn lowercase_proxy_variables_win() {
+        let env = Environment::capture(
+            [
+                ("HTTPS_PROXY", "http://upper:3128"),
+                ("https_proxy", "http://lower:3128"),
+                ("NO_PROXY", ".amazonaws.com"),
+                ("http_proxy", "http://plain:3128"),
+                ("SSL_CERT_FILE", "/corp.pem"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        assert_eq!(
+            env.network.https_proxy.as_deref(),
+            Some("http://lower:3128")
+        );
+        assert_eq!(env.network.http_proxy.as_deref(), Some("http://plain:3128"));
+        assert_eq!(env.network.no_proxy.as_deref(), Some(".amazonaws.com"));
+        assert_eq!(env.network.ssl_cert_file, Some(PathBuf::from("/corp.pem")));
+        assert!(env.secret_vars.get("HTTPS_PROXY").is_none());
     }
 }

@@ -9,6 +9,9 @@
 //! - [`env`]: every environment variable the action reads, captured in one place.
 //! - [`inputs`]: `INPUT_*` variables or `--flags` to typed, validated [`inputs::Inputs`];
 //!   `action.yml` (embedded) is the source of names and defaults.
+//! - [`network`]: how the action's own connections go out: proxy (`HTTPS_PROXY`,
+//!   `NO_PROXY`), trust roots (`SSL_CERT_FILE`, `AWS_CA_BUNDLE`), `registry-endpoint`;
+//!   one [`network::Network`] for both HTTP clients.
 //! - [`ecr`]: the AWS side: credentials, registry token, repository settings and
 //!   policies, digest confirmation.
 //! - [`engine`]: the Docker side through the Engine API: the build context as a streamed
@@ -23,7 +26,8 @@
 //!
 //! Everything that can fail cheaply fails before the build: inputs, the build context and
 //! `.dockerignore`, the Docker engine and AWS credentials (checked concurrently), the
-//! registry token and the repository. Policies are applied while the image builds. The
+//! registry token, a `GET /v2/` through the direct push's client (proxy, CA, endpoint),
+//! and the repository. Policies are applied while the image builds. The
 //! push starts only after everything has succeeded, and outputs are written only after
 //! ECR has confirmed the digest of every tag.
 
@@ -31,6 +35,7 @@ pub mod ecr;
 pub mod engine;
 pub mod env;
 pub mod inputs;
+pub mod network;
 pub mod report;
 pub mod repository;
 pub mod runner;
@@ -77,6 +82,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         .map(|text| engine::buildkit::base_images(&text))
         .unwrap_or_default();
     let secrets = read_secrets(&inputs.build.secrets, env, runner)?;
+    let network = connect_settings(inputs, env, runner)?;
 
     let (engine, ecr) = tokio::try_join!(
         async {
@@ -85,9 +91,13 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
                 .context("the Docker engine is not usable")
         },
         async {
-            Ecr::connect(inputs.aws_region.as_deref(), env.ecr_endpoint.as_deref())
-                .await
-                .context("AWS is not usable")
+            Ecr::connect(
+                inputs.aws_region.as_deref(),
+                env.ecr_endpoint.as_deref(),
+                &network,
+            )
+            .await
+            .context("AWS is not usable")
         },
     )?;
     tracing::info!(
@@ -105,6 +115,9 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     runner.add_mask(auth.password.expose());
     runner.add_mask(auth.token.expose());
     let mut report = Report::new(&auth.registry, inputs);
+    if inputs.push && inputs.push_engine != PushEngine::Daemon {
+        probe_registry(&auth, inputs, env, &network).await?;
+    }
 
     // A build-only run leaves the repository alone.
     if inputs.push {
@@ -166,6 +179,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             ecr: &ecr,
             auth: &auth,
             reuse_from,
+            network: &network,
         };
         push_and_confirm(&push_run, inputs, env, runner, &mut report).await?;
     }
@@ -179,6 +193,70 @@ struct PushRun<'a> {
     auth: &'a RegistryAuth,
     /// Images in the registry whose layers ours may share (for the direct push).
     reuse_from: Vec<String>,
+    network: &'a network::Network,
+}
+
+/// The proxy, trust roots and registry endpoint, validated, with the proxy passwords
+/// masked before anything can log them.
+fn connect_settings(
+    inputs: &Inputs,
+    env: &Environment,
+    runner: &Runner,
+) -> anyhow::Result<network::Network> {
+    let network = network::Network::from_env(&env.network, inputs.registry_endpoint.clone())?;
+    for secret in network.secrets() {
+        runner.add_mask(&secret);
+    }
+    if let Some(proxies) = network.proxies.describe() {
+        tracing::info!("proxy: {proxies}");
+    }
+    if network.registry_endpoint.is_some() && inputs.push_engine == PushEngine::Daemon {
+        runner.warning(
+            "`registry-endpoint` applies to the direct push only: the Docker daemon's pusher \
+             connects to the registry host through the daemon's own network settings",
+        );
+    }
+    Ok(network)
+}
+
+fn retry_policy(env: &Environment) -> RetryPolicy {
+    if env.no_retry_delay {
+        RetryPolicy::DEFAULT.without_delays()
+    } else {
+        RetryPolicy::DEFAULT
+    }
+}
+
+/// `GET /v2/` through the direct push's client before anything is built, so a proxy
+/// that refuses, asks for credentials or cannot be found, a CA that is not trusted or an
+/// unusable `registry-endpoint` fail now, in one sentence.
+async fn probe_registry(
+    auth: &RegistryAuth,
+    inputs: &Inputs,
+    env: &Environment,
+    network: &network::Network,
+) -> anyhow::Result<()> {
+    let registry = engine::direct::registry::Registry::connect(
+        auth,
+        &inputs.repository,
+        retry_policy(env),
+        network,
+    )?;
+    registry
+        .with_retry("reaching the registry", || registry.probe())
+        .await
+        .map_err(|(failure, attempts)| {
+            let tries = if attempts > 1 {
+                format!(" (after {attempts} attempts)")
+            } else {
+                String::new()
+            };
+            anyhow::anyhow!(
+                "cannot reach the registry {}{tries}: {}",
+                registry.host,
+                failure.describe()
+            )
+        })
 }
 
 async fn push_and_confirm(
@@ -191,11 +269,7 @@ async fn push_and_confirm(
     let PushRun {
         engine, ecr, auth, ..
     } = *run;
-    let retry = if env.no_retry_delay {
-        RetryPolicy::DEFAULT.without_delays()
-    } else {
-        RetryPolicy::DEFAULT
-    };
+    let retry = retry_policy(env);
     let started = Instant::now();
     let repository_ref = report.repository_uri();
     let target = PushTarget {
@@ -215,6 +289,7 @@ async fn push_and_confirm(
                 let _group = runner.group(&format!("Push {repository_ref} (direct)"));
                 let options = engine::direct::DirectOptions {
                     reuse_from: run.reuse_from.clone(),
+                    network: run.network.clone(),
                     ..engine::direct::DirectOptions::default()
                 };
                 engine::direct::push(
@@ -242,7 +317,12 @@ async fn push_and_confirm(
                     );
                     (pushed.digest, "direct")
                 }
-                Err(err) if inputs.push_engine == PushEngine::Auto && err.daemon_may_succeed() => {
+                // The daemon cannot use `registry-endpoint`: no fallback with it.
+                Err(err)
+                    if inputs.push_engine == PushEngine::Auto
+                        && inputs.registry_endpoint.is_none()
+                        && err.daemon_may_succeed() =>
+                {
                     runner.warning(&format!(
                         "the direct push cannot send this image ({err}); pushing through the \
                          Docker daemon instead"

@@ -4,8 +4,10 @@
 //! The HTTP client is built here rather than taken from aws-config's default: rustls with
 //! ring (static, fast to build) and a pure-Rust resolver that reads `/etc/hosts` and
 //! `/etc/resolv.conf` itself, because a static glibc binary in a `FROM scratch` image
-//! cannot resolve names through NSS.
+//! cannot resolve names through NSS. Its proxy and trust roots come from
+//! [`crate::network::Network`], as the registry client's do.
 
+mod http;
 mod images;
 
 pub use images::ExistingTag;
@@ -20,10 +22,11 @@ use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Tag,
 };
 use aws_sdk_ecr::Client;
-use aws_smithy_http_client::tls;
 use base64::Engine as _;
 
 use crate::inputs::{Encryption, Policy, RepositorySettings, TagMutability};
+use crate::network::proxy::explain_tunnel_failure;
+use crate::network::{Network, ProxyUrl};
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -34,6 +37,10 @@ pub struct Ecr {
     pub region: String,
     /// The ECR API endpoint, for messages.
     pub endpoint: String,
+    /// The proxy its connections go through, for messages.
+    pub proxy: Option<ProxyUrl>,
+    /// What TLS trusts, for a verification failure's message.
+    trust_hint: String,
 }
 
 /// A registry password, held in memory only. `Debug` never shows it.
@@ -161,15 +168,16 @@ impl Ecr {
     pub async fn connect(
         region: Option<&str>,
         endpoint_override: Option<&str>,
+        network: &Network,
     ) -> anyhow::Result<Self> {
         if !std::path::Path::new(RESOLV_CONF).exists() {
             bail!("{RESOLV_CONF} is missing, so AWS endpoints cannot be resolved");
         }
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_with_resolver(aws_smithy_dns::HickoryDnsResolver::default());
+        let endpoint = endpoint_override.map(ToString::to_string);
+        let plain_http = endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"));
+        let (http_client, proxy) = http::client(network, plain_http)?;
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client);
         if let Some(region) = region {
             loader = loader.region(Region::new(region.to_string()));
@@ -196,14 +204,22 @@ impl Ecr {
             }
         }
         let client = Client::new(&config);
-        let endpoint = endpoint_override.map_or_else(
-            || format!("https://api.ecr.{region}.amazonaws.com"),
-            ToString::to_string,
-        );
+        let endpoint =
+            endpoint.unwrap_or_else(|| format!("https://api.ecr.{region}.amazonaws.com"));
+        let proxy = endpoint
+            .parse()
+            .ok()
+            .and_then(|uri| network.proxies.route(&uri))
+            .and(proxy);
+        if let Some(proxy) = &proxy {
+            tracing::info!("the ECR API ({endpoint}) is reached through the proxy {proxy}");
+        }
         Ok(Self {
             client,
             region,
             endpoint,
+            proxy,
+            trust_hint: network.trust.hint(),
         })
     }
 
@@ -216,7 +232,7 @@ impl Ecr {
             .get_authorization_token()
             .send()
             .await
-            .map_err(api_error)
+            .map_err(|e| self.reach_error(e))
             .with_context(|| format!("GetAuthorizationToken failed at {}", self.endpoint))?;
         let data = response
             .authorization_data()
@@ -244,6 +260,48 @@ impl Ecr {
             password: Secret(password.to_string()),
             token: Secret(token.to_string()),
         })
+    }
+
+    /// [`api_error`], with the proxy and the TLS roots named when the request got no
+    /// answer: the first call is where a wrong proxy or an untrusted CA shows.
+    fn reach_error<E, R>(&self, err: SdkError<E, R>) -> anyhow::Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: fmt::Debug + 'static,
+    {
+        if !matches!(err, SdkError::DispatchFailure(_)) {
+            return api_error(err);
+        }
+        let chain = crate::error_chain(&err);
+        let host = self
+            .endpoint
+            .parse::<hyper::Uri>()
+            .ok()
+            .and_then(|u| {
+                u.host()
+                    .map(|h| format!("{h}:{}", u.port_u16().unwrap_or(443)))
+            })
+            .unwrap_or_else(|| self.endpoint.clone());
+        if crate::network::trust::tls_failure(&err).is_some()
+            || chain.contains("invalid peer certificate")
+        {
+            let tls = chain
+                .rsplit_once("TLS handshake failed: ")
+                .map_or(chain.as_str(), |(_, tail)| tail);
+            return anyhow::anyhow!(
+                "TLS verification of {host} failed: {tls}; {}",
+                self.trust_hint
+            );
+        }
+        if let Some(proxy) = &self.proxy {
+            let (reason, _) = explain_tunnel_failure(&chain, proxy)
+                .unwrap_or_else(|| (format!("cannot reach the ECR API: {chain}"), true));
+            return anyhow::anyhow!(
+                "cannot reach {host} through the proxy {proxy} (from {}): {reason}",
+                proxy.variable
+            );
+        }
+        api_error(err)
     }
 
     /// Finds the repository, creating it with the requested settings when allowed.

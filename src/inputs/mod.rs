@@ -201,6 +201,8 @@ pub struct Inputs {
     pub on_tag_exists: OnTagExists,
     pub repository_settings: RepositorySettings,
     pub registry_id: Option<String>,
+    /// `host[:port]` the direct push connects to instead of the registry host.
+    pub registry_endpoint: Option<String>,
     pub aws_region: Option<String>,
 }
 
@@ -372,6 +374,11 @@ impl Inputs {
             validate::account_id(id)
                 .map_err(|reason| InputError::invalid("registry-id", id, reason))?;
         }
+        let registry_endpoint = raw.optional("registry-endpoint");
+        if let Some(endpoint) = &registry_endpoint {
+            validate::host_port(endpoint)
+                .map_err(|reason| InputError::invalid("registry-endpoint", endpoint, reason))?;
+        }
         let aws_region = raw.optional("aws-region");
         if let Some(region) = &aws_region {
             validate::region(region)
@@ -409,6 +416,7 @@ impl Inputs {
             },
             repository_settings,
             registry_id,
+            registry_endpoint,
             aws_region,
         })
     }

@@ -38,6 +38,7 @@ fn sample(name: &str) -> &'static str {
         "secrets" => "id=token,env=TOKEN",
         "cache-from" => "registry.example/app:main",
         "aws-region" => "eu-west-1",
+        "registry-endpoint" => "vpce-0abc-xyz.dkr.ecr.us-east-1.vpce.amazonaws.com",
         other => panic!("no sample value for input `{other}`: add one to this test"),
     }
 }
@@ -198,4 +199,40 @@ fn long_values_are_shortened_in_messages() {
     let err = parse(&[("repository", &long)]).unwrap_err();
     assert!(err.to_string().len() < 250, "{err}");
     assert!(err.to_string().contains("300"), "{err}");
+}
+
+/// `registry-endpoint` is a host with an optional port: a URL or a path is refused with
+/// what to give instead.
+#[test]
+fn registry_endpoint_is_a_host_and_port() {
+    let spec = ActionSpec::embedded();
+    for good in [
+        "vpce-0abc-xyz.dkr.ecr.us-east-1.vpce.amazonaws.com",
+        "10.0.1.5:8443",
+    ] {
+        let raw = BTreeMap::from([
+            ("repository".to_string(), "app".to_string()),
+            ("registry-endpoint".to_string(), good.to_string()),
+        ]);
+        let inputs = Inputs::parse(&spec, &raw, Path::new("/ws")).expect(good);
+        assert_eq!(inputs.registry_endpoint.as_deref(), Some(good));
+    }
+    for bad in [
+        "https://vpce-1.example",
+        "vpce-1.example/v2",
+        "host:port",
+        "a b",
+    ] {
+        let raw = BTreeMap::from([
+            ("repository".to_string(), "app".to_string()),
+            ("registry-endpoint".to_string(), bad.to_string()),
+        ]);
+        let err = Inputs::parse(&spec, &raw, Path::new("/ws"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("invalid value") && err.contains("registry-endpoint"),
+            "{err}"
+        );
+    }
 }

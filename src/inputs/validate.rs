@@ -108,6 +108,24 @@ pub fn platform(platform: &str) -> Result<(), String> {
 }
 
 /// AWS region codes: `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`.
+/// A host name or IPv4 address with an optional port, as `registry-endpoint` takes.
+pub fn host_port(value: &str) -> Result<(), String> {
+    let (host, port) = value.rsplit_once(':').unwrap_or((value, "443"));
+    let host_ok = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if host_ok && port.parse::<u16>().is_ok_and(|p| p > 0) {
+        Ok(())
+    } else {
+        Err(
+            "expected the endpoint's host name, with an optional `:port` and no scheme or \
+             path, e.g. `vpce-0abc-xyz.dkr.ecr.us-east-1.vpce.amazonaws.com`"
+                .into(),
+        )
+    }
+}
+
 pub fn region(region: &str) -> Result<(), String> {
     let parts: Vec<&str> = region.split('-').collect();
     let Some((number, words)) = parts.split_last() else {

@@ -49,6 +49,8 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 REGISTRY_HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 API_HOST = f"api.ecr.{REGION}.amazonaws.com"
+# The API's VPC endpoint name (scripts/standin VPCE_API_HOST), served as the API.
+VPCE_API_HOST = f"vpce-0standin-api.api.ecr.{REGION}.vpce.amazonaws.com"
 
 BUF = 256 * 1024                 # copy size: big enough that a 50 MB layer costs few syscalls
 MANIFEST_LIMIT = 4 * 1024 * 1024  # ECR's own manifest size limit
@@ -422,6 +424,12 @@ class Handler(BaseHTTPRequestHandler):
         self._sent_headers = False
         self._injected = None
         host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
+        if host == VPCE_API_HOST:
+            # As ECR behind an endpoint: the region (and so the registry host moto's
+            # token names) comes from the API's own name.
+            host = API_HOST
+            del self.headers["Host"]
+            self.headers["Host"] = API_HOST
         route = {API_HOST: "api", REGISTRY_HOST: "registry"}.get(host)
         try:
             if route and self._inject(route):

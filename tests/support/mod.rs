@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // each test crate uses a different part of this module
 
+pub mod network;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -275,6 +277,7 @@ impl Standin {
             env,
             args: Vec::new(),
             in_actions: true,
+            wrapper: Vec::new(),
         }
     }
 
@@ -380,6 +383,8 @@ pub struct ActionRun {
     env: Vec<(String, String)>,
     args: Vec<String>,
     in_actions: bool,
+    /// A command the binary runs under (`ip netns exec NAME`), if any.
+    wrapper: Vec<String>,
 }
 
 /// What a run left behind.
@@ -435,6 +440,12 @@ impl ActionRun {
         self
     }
 
+    /// Runs the binary under `wrapper` (e.g. `ip netns exec NAME`).
+    pub fn wrapped(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(ToString::to_string).collect();
+        self
+    }
+
     /// Runs as by hand: `--flags`, no runner variables.
     pub fn by_hand(mut self, args: &[&str]) -> Self {
         self.in_actions = false;
@@ -446,7 +457,14 @@ impl ActionRun {
         let files = tempfile::tempdir().unwrap();
         let output_path = files.path().join("output");
         let summary_path = files.path().join("summary");
-        let mut command = Command::new(&self.program);
+        let mut command = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(&self.program);
+                command
+            }
+            None => Command::new(&self.program),
+        };
         command
             .current_dir(&self.workdir)
             .args(&self.args)
@@ -515,6 +533,18 @@ fn scan_for_secrets(run: &RunResult, env: &[(String, String)]) {
             }
         }
     }
+    // A proxy password (and the Basic value that carries it) only in its mask lines.
+    for secret in proxy_secrets(env) {
+        for text in produced {
+            for line in text.lines().filter(|l| l.contains(secret.as_str())) {
+                assert!(
+                    line.starts_with("::add-mask::"),
+                    "a proxy password leaked in `{line}`:\n{}",
+                    run.stderr
+                );
+            }
+        }
+    }
     for name in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
         if let Some((_, value)) = env.iter().find(|(k, _)| k == name) {
             for text in produced {
@@ -535,6 +565,28 @@ fn scan_for_secrets(run: &RunResult, env: &[(String, String)]) {
         use std::io::Write as _;
         let _ = writeln!(file, "scanned");
     }
+}
+
+/// The passwords in the run's proxy variables, and `user:password` in base64 (what a
+/// `Proxy-Authorization` header carries).
+fn proxy_secrets(env: &[(String, String)]) -> Vec<String> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    for (name, value) in env {
+        if !name.eq_ignore_ascii_case("https_proxy") && !name.eq_ignore_ascii_case("http_proxy") {
+            continue;
+        }
+        let after_scheme = value.split_once("://").map_or(value.as_str(), |(_, r)| r);
+        if let Some((userinfo, _)) = after_scheme.rsplit_once('@') {
+            if let Some((_, password)) = userinfo.split_once(':') {
+                if password.len() >= 4 {
+                    out.push(password.to_string());
+                    out.push(base64::engine::general_purpose::STANDARD.encode(userinfo));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Parses the runner's `name<<delimiter` format independently of the action's code.

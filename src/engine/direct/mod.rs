@@ -69,6 +69,8 @@ pub struct DirectOptions {
     pub reuse_from: Vec<String>,
     /// Where compressed layers are spooled (unlinked at once).
     pub spool_dir: PathBuf,
+    /// Proxy, trust roots and registry endpoint for the registry client.
+    pub network: crate::network::Network,
 }
 
 impl Default for DirectOptions {
@@ -78,6 +80,7 @@ impl Default for DirectOptions {
             threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             reuse_from: Vec::new(),
             spool_dir: std::env::temp_dir(),
+            network: crate::network::Network::default(),
         }
     }
 }
@@ -220,7 +223,12 @@ pub async fn push(
     if tags.is_empty() {
         return Err(image_error("no tags to push".into()));
     }
-    let reg = Arc::new(Registry::connect(auth, repository, retry)?);
+    let reg = Arc::new(Registry::connect(
+        auth,
+        repository,
+        retry,
+        &options.network,
+    )?);
     let export_error = |message: String| DirectPushError::Export {
         image: image_id.to_string(),
         registry: auth.registry.clone(),

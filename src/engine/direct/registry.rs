@@ -2,16 +2,15 @@
 //! uploads (`POST`, `PATCH` parts, `PUT ?digest=`), cross-repository mounts, manifest
 //! `GET`s and `PUT`s, and blob `GET`s (ECR answers those with a redirect to S3, which is
 //! followed without the registry's credentials). TLS is rustls with ring trusting the
-//! system store (and `SSL_CERT_FILE`), and names are resolved by hickory, which reads
-//! `/etc/hosts` and `/etc/resolv.conf` itself (a static binary on `scratch` has no NSS),
-//! as the AWS client does.
+//! action's roots ([`crate::network::Trust`]: the system store plus `SSL_CERT_FILE` and
+//! `AWS_CA_BUNDLE`); [`connector`] makes the connections (proxy, `registry-endpoint`,
+//! hickory for names).
+
+mod connector;
 
 use std::fmt::Write as _;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -19,7 +18,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -27,6 +25,8 @@ use hyper_util::rt::TokioExecutor;
 use super::DirectPushError;
 use crate::ecr::RegistryAuth;
 use crate::engine::push::RetryPolicy;
+use crate::network::Network;
+use connector::{Connector, HickoryDns};
 
 /// How long one request may take (a 10 MiB part on a slow link included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -37,37 +37,7 @@ pub const MANIFEST_LIST_V2: &str = "application/vnd.docker.distribution.manifest
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-/// Resolves names with hickory for hyper's connector.
-#[derive(Clone)]
-struct HickoryDns(Arc<hickory_resolver::TokioResolver>);
-
-impl tower_service::Service<Name> for HickoryDns {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future =
-        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let resolver = Arc::clone(&self.0);
-        Box::pin(async move {
-            let found = resolver
-                .lookup_ip(name.as_str())
-                .await
-                .map_err(std::io::Error::other)?;
-            Ok(found
-                .iter()
-                .map(|ip| SocketAddr::new(ip, 0))
-                .collect::<Vec<_>>()
-                .into_iter())
-        })
-    }
-}
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector<HickoryDns>>, Full<Bytes>>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, Full<Bytes>>;
 
 /// One registry repository, with pre-emptive Basic auth. `Debug` never shows the
 /// credentials (the header value is marked sensitive and skipped).
@@ -80,6 +50,7 @@ pub struct Registry {
     pub repository: String,
     authorization: HeaderValue,
     pub retry: RetryPolicy,
+    network: Arc<Network>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -161,6 +132,20 @@ impl Failure {
         }
     }
 
+    /// A request that got no answer: the connector's or TLS's own sentence when there is
+    /// one (proxy refusals and verification failures are final), else the cause chain.
+    fn unanswered(err: &(dyn std::error::Error + 'static), registry: &Registry, url: &str) -> Self {
+        match connector::describe(err, &registry.network, &registry.host, url) {
+            Some(found) => Self {
+                status: None,
+                code: None,
+                message: found.message,
+                transient: found.transient,
+            },
+            None => Self::transport(crate::error_chain(err)),
+        }
+    }
+
     /// Why, for logs and errors: `503 UNAVAILABLE: service unavailable`.
     pub fn describe(&self) -> String {
         let mut text = String::new();
@@ -199,6 +184,7 @@ impl Registry {
         auth: &RegistryAuth,
         repository: &str,
         retry: RetryPolicy,
+        network: &Network,
     ) -> Result<Self, DirectPushError> {
         let setup = |message: String| DirectPushError::Setup {
             registry: auth.registry.clone(),
@@ -211,16 +197,28 @@ impl Registry {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let roots = network
+            .trust
+            .root_store()
+            .map_err(|e| setup(e.to_string()))?;
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| setup(format!("cannot set up TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let host = auth
+            .registry
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_string();
+        let network = Arc::new(network.clone());
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| {
-                setup(format!(
-                    "no usable CA certificates in the system store: {e}"
-                ))
-            })?
+            .with_tls_config(tls)
             .https_only()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(Connector::new(http, Arc::clone(&network), &host));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(https);
@@ -232,11 +230,6 @@ impl Registry {
         let mut authorization = HeaderValue::from_str(&format!("Basic {basic}"))
             .map_err(|_| setup("the registry credentials are not a valid header".into()))?;
         authorization.set_sensitive(true);
-        let host = auth
-            .registry
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .to_string();
         Ok(Self {
             client,
             base: format!("https://{host}"),
@@ -244,7 +237,18 @@ impl Registry {
             repository: repository.to_string(),
             authorization,
             retry,
+            network,
         })
+    }
+
+    /// `GET /v2/` with the registry's credentials, once: proves the route (proxy,
+    /// endpoint, TLS) before anything is built. Any HTTP answer will do; only a request
+    /// that gets none fails, with the connector's sentence.
+    pub async fn probe(&self) -> Result<(), Failure> {
+        let url = format!("{}/v2/", self.base);
+        self.send(Method::GET, &url, &[], Bytes::new())
+            .await
+            .map(|_| ())
     }
 
     /// `https://host/v2/<repository>/<rest>`
@@ -307,7 +311,7 @@ impl Registry {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| Failure::transport(crate::error_chain(&e)))?;
+                .map_err(|e| Failure::unanswered(&e, self, url))?;
             let (parts, body) = response.into_parts();
             let body = body
                 .collect()
