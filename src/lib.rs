@@ -18,6 +18,8 @@
 //! - [`repository`]: what a run does to the repository besides pushing: policies,
 //!   warnings about settings an existing repository keeps, tags that already exist.
 //! - [`report`]: the outputs and job summary of a finished run.
+//! - [`build_set`]: two or more `platforms`: one BuildKit build per platform, on its
+//!   engine, side by side, pushed as one image index.
 //!
 //! # Order of work
 //!
@@ -27,6 +29,7 @@
 //! push starts only after everything has succeeded, and outputs are written only after
 //! ECR has confirmed the digest of every tag.
 
+pub mod build_set;
 pub mod ecr;
 pub mod engine;
 pub mod env;
@@ -77,6 +80,9 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         .map(|text| engine::buildkit::base_images(&text))
         .unwrap_or_default();
     let secrets = read_secrets(&inputs.build.secrets, env, runner)?;
+    for warning in &inputs.warnings {
+        runner.warning(warning);
+    }
 
     let (engine, ecr) = tokio::try_join!(
         async {
@@ -97,8 +103,14 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         ecr.region
     );
 
+    // Every platform host is reached before anything is built or changed in AWS.
+    let set = build_set::BuildSet::connect(inputs, &env.docker, &engine).await?;
+
     // Before any change in AWS: a builder that cannot do this build is an input error.
     let builder = choose_builder(&engine, inputs, prepared.dockerfile_is_generated()).await?;
+    if let Some(set) = &set {
+        set.check_engines(builder, runner).await?;
+    }
 
     let registry_id = inputs.registry_id.as_deref();
     let auth = ecr.authorization(registry_id).await?;
@@ -112,7 +124,27 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             .ensure_repository(&inputs.repository, registry_id, &inputs.repository_settings)
             .await?;
         repository::warn_about_settings_not_applied(&state, inputs, runner);
-        let plan = repository::plan_tags(&ecr, inputs, &state).await?;
+        let mut plan = repository::plan_tags(&ecr, inputs, &state).await?;
+        if let (Some(set), TagPlan::Skip { digest, .. }) = (&set, &plan) {
+            match set.existing_index(&ecr, inputs, digest).await? {
+                Some(entries) => {
+                    report.platforms = build_set::skipped_rows(&inputs.platforms, &entries);
+                }
+                None if state.tag_mutability.starts_with("IMMUTABLE") => anyhow::bail!(
+                    "every tag already exists at {digest} in the IMMUTABLE repository `{}`, \
+                     which is not an index of exactly {}: push new tags",
+                    inputs.repository,
+                    inputs.build_platforms_text()
+                ),
+                None => {
+                    tracing::info!(
+                        "every tag exists at {digest}, which is not an index of exactly \
+                         these platforms: building"
+                    );
+                    plan = TagPlan::Build;
+                }
+            }
+        }
         report.repository_state = Some(state);
         if let TagPlan::Skip { digest, image_id } = plan {
             tracing::info!("every tag already exists at {digest}: nothing to build or push");
@@ -128,6 +160,30 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         BuilderKind::Buildkit => cache_sources(&ecr, inputs, &report).await,
         BuilderKind::Classic => Vec::new(),
     };
+    if let Some(set) = &set {
+        let mut reuse_from = vec![report.references[0].clone()];
+        reuse_from.extend(cache_from.iter().cloned());
+        reuse_from.extend(base_images);
+        let set_run = build_set::SetRun {
+            inputs,
+            ecr: &ecr,
+            auth: &auth,
+            runner,
+            retry: retry_policy(env),
+            dockerfile,
+            secrets: &secrets.0,
+            cache_from: &cache_from,
+            reuse_from,
+        };
+        let (done, policies) = tokio::join!(
+            set.run(&set_run, &mut report),
+            repository::apply_policies(&ecr, inputs),
+        );
+        done?;
+        report.policies = policies?;
+        return Ok(report);
+    }
+
     let build_started = Instant::now();
     let request = BuildRequest {
         settings: &inputs.build,
@@ -137,6 +193,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         builder,
         secrets: &secrets.0,
         cache_from: &cache_from,
+        output: engine::build::BuildOutput::Group,
     };
     let (built, policies) = tokio::join!(
         engine::build::build(&engine, prepared, &request, runner),
@@ -149,6 +206,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     report.local_size_bytes = Some(built.size_bytes);
     report.builder = Some(builder);
     report.cache = built.cache;
+    report.platform = built.platform;
     tracing::info!(
         "built {} in {:.1}s",
         report.image_id,
@@ -191,11 +249,7 @@ async fn push_and_confirm(
     let PushRun {
         engine, ecr, auth, ..
     } = *run;
-    let retry = if env.no_retry_delay {
-        RetryPolicy::DEFAULT.without_delays()
-    } else {
-        RetryPolicy::DEFAULT
-    };
+    let retry = retry_policy(env);
     let started = Instant::now();
     let repository_ref = report.repository_uri();
     let target = PushTarget {
@@ -284,6 +338,15 @@ async fn push_and_confirm(
     report.pushed_size_bytes = detail.size_bytes;
     report.push_time = Some(push_time);
     Ok(())
+}
+
+/// The retry policy: the default, without delays in tests of the retry paths.
+fn retry_policy(env: &Environment) -> RetryPolicy {
+    if env.no_retry_delay {
+        RetryPolicy::DEFAULT.without_delays()
+    } else {
+        RetryPolicy::DEFAULT
+    }
 }
 
 /// Decides `builder: auto`, and logs the choice and why.
