@@ -207,9 +207,10 @@ impl BuildSet {
                 member.engine.version,
                 member.execution.describe()
             );
-            match member.execution {
-                Execution::NoEmulator { .. } => runner.warning(&line),
-                _ => tracing::info!("{line}"),
+            if let Execution::NoEmulator { .. } = member.execution {
+                runner.warning(&line);
+            } else {
+                tracing::info!("{line}");
             }
         }
         Ok(())
@@ -323,7 +324,7 @@ impl BuildSet {
         let inputs = run.inputs;
         let started = Instant::now();
         let repository_ref = report.repository_uri();
-        let _group = run.runner.group(&format!(
+        let group = run.runner.group(&format!(
             "Push {repository_ref} ({} platforms, direct)",
             built.len()
         ));
@@ -361,7 +362,7 @@ impl BuildSet {
             row.compressed_bytes = Some(*compressed);
         }
         let children: Vec<Child> = children.into_iter().map(|(child, _)| child).collect();
-        let pushed = index::put(
+        let put = index::put(
             run.auth,
             &inputs.repository,
             &inputs.tags,
@@ -370,14 +371,14 @@ impl BuildSet {
             |line| eprintln!("{line}"),
         )
         .await?;
-        drop(_group);
+        drop(group);
         let (detail, moved) = run
             .ecr
             .confirm_digest(
                 &inputs.repository,
                 inputs.registry_id.as_deref(),
                 &inputs.tags,
-                &pushed.digest,
+                &put.digest,
             )
             .await
             .context("the pushed index could not be confirmed with ECR")?;
@@ -386,20 +387,20 @@ impl BuildSet {
                 "tag(s) {} now point at another image: another run pushed them after this \
                  one; this run's index is in ECR as {}",
                 moved.join(", "),
-                pushed.digest
+                put.digest
             ));
         }
         tracing::info!(
             "pushed {} tag(s) at index {} ({}, {} platforms) in {:.1}s (direct)",
             inputs.tags.len(),
-            pushed.digest,
-            pushed.kind.media_type(),
+            put.digest,
+            put.kind.media_type(),
             children.len(),
             started.elapsed().as_secs_f64()
         );
         report.outcome = Outcome::Pushed;
         report.push_engine = Some("direct");
-        report.digest = Some(pushed.digest);
+        report.digest = Some(put.digest);
         report.pushed_size_bytes = detail.size_bytes;
         report.push_time = Some(started.elapsed());
         Ok(())

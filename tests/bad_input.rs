@@ -173,9 +173,8 @@ fn bad_platform_input_fails_before_anything_happens() {
     ];
     for (inputs, names) in cases {
         let repo = unique("badplat");
-        let mut action = standin
-            .action(workspace().path())
-            .input("repository", &repo);
+        let ws = workspace();
+        let mut action = standin.action(ws.path()).input("repository", &repo);
         for (name, value) in *inputs {
             action = action.input(name, value);
         }

@@ -334,7 +334,7 @@ fn wait_for_engines() {
 }
 
 /// `platform-hosts`: linux/arm64 builds on a second engine (Docker 28.5), linux/amd64 on
-/// DOCKER_HOST, in parallel; the log and the summary say which engine built which, the
+/// `DOCKER_HOST`, in parallel; the log and the summary say which engine built which, the
 /// arm64 image is in the second engine's store only, and the push is one index.
 #[test]
 fn platform_hosts_build_a_platform_on_its_own_engine() {

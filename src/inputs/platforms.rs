@@ -257,7 +257,7 @@ mod tests {
         Platform::parse(text).map_or_else(|e| format!("error: {e}"), |p| p.to_string())
     }
 
-    /// Names normalise as containerd's do: aarch64 and arm64/v8 are arm64, x86_64 is
+    /// Names normalise as containerd's do: `aarch64` and `arm64/v8` are `arm64`, `x86_64` is
     /// amd64, bare arm is arm/v7, armhf is arm/v7, macos is darwin.
     #[test]
     fn platforms_normalise_as_containerd_does() {
@@ -296,7 +296,7 @@ mod tests {
         assert!(err.to_string().contains("input `platforms`"), "{err}");
     }
 
-    /// A host line names one of `platforms`, once, with a DOCKER_HOST value.
+    /// A host line names one of `platforms`, once, with a `DOCKER_HOST` value.
     #[test]
     fn platform_hosts_name_listed_platforms() {
         let platforms = parse_platforms("platforms", "linux/amd64,linux/arm64").unwrap();
