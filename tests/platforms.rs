@@ -194,8 +194,9 @@ fn assert_two_platform_index(run: &RunResult, repo: &str, tags: &[&str]) {
 
 /// Two platforms on one engine, arm64 under QEMU: announced before the build, built
 /// side by side with prefixed output (BuildKit's own `TARGETPLATFORM` and
-/// `BUILDPLATFORM`), pushed as one Docker manifest list under both tags, a row per
-/// platform in the summary. `linux/arm64/v8` is normalised to `linux/arm64`.
+/// `BUILDPLATFORM`), each base layer mounted from its platform's entry of the base
+/// index, pushed as one Docker manifest list under both tags, a row per platform in the
+/// summary. `linux/arm64/v8` is normalised to `linux/arm64`.
 #[test]
 fn two_platforms_under_qemu_make_one_index() {
     let standin = standin();
@@ -232,6 +233,15 @@ fn two_platforms_under_qemu_make_one_index() {
         "prefixed lines:\n{log}"
     );
     assert!(!log.contains("::warning::"), "{log}");
+    // Layer reuse per platform: each base layer is mounted from its own entry of the base
+    // index, not compressed and uploaded again.
+    for platform in ["linux/amd64", "linux/arm64"] {
+        assert!(
+            log.lines().any(|l| l.starts_with(&format!("[{platform}] "))
+                && l.ends_with("Mounted from standin/busybox-multi")),
+            "{platform}: base layer mounted:\n{log}"
+        );
+    }
     assert_two_platform_index(&run, &repo, &["v1", "latest"]);
 
     let digests = platform_digests(&run);

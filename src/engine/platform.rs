@@ -19,7 +19,8 @@ pub enum Execution {
     Emulated { handler: String },
     /// Foreign, and the local kernel has no enabled handler for it: `RUN` steps fail.
     NoEmulator { handler: String },
-    /// Foreign, on a remote engine whose kernel cannot be inspected from here.
+    /// Foreign, and the engine's kernel cannot be inspected from here: a remote engine,
+    /// or `binfmt_misc` not mounted where the action runs (inside a job container).
     Unknown,
 }
 
@@ -44,8 +45,9 @@ impl Execution {
             return Self::Native;
         }
         let handler = format!("qemu-{}", qemu_name(&wanted.architecture));
-        // A unix socket is an engine on this machine's kernel; a tcp one may not be.
-        if !host.starts_with("unix://") {
+        // A unix socket is an engine on this machine's kernel; a tcp one may not be. In
+        // a container, binfmt_misc is usually not mounted (no `status` file): unknown.
+        if !host.starts_with("unix://") || !binfmt_dir.join("status").exists() {
             return Self::Unknown;
         }
         let enabled = std::fs::read_to_string(binfmt_dir.join(&handler))
@@ -103,10 +105,23 @@ mod tests {
     }
 
     /// The engine's own platform is native; a foreign one is emulated only when the
-    /// handler file says `enabled`; a remote engine's kernel is not guessed at.
+    /// handler file says `enabled`; a remote engine's kernel, or one whose `binfmt_misc` is
+    /// not mounted here, is not guessed at.
     #[test]
     fn foreign_platforms_need_an_enabled_handler() {
         let dir = tempfile::tempdir().unwrap();
+        let unmounted = Execution::of(
+            &platform("linux/arm64"),
+            Platform::of_engine("linux", "x86_64").as_ref(),
+            "unix:///var/run/docker.sock",
+            dir.path(),
+        );
+        assert_eq!(
+            unmounted,
+            Execution::Unknown,
+            "binfmt_misc not mounted here"
+        );
+        std::fs::write(dir.path().join("status"), "enabled\n").unwrap();
         let amd64 = platform("linux/x86_64");
         let arm64 = platform("linux/arm64");
         let local = "unix:///var/run/docker.sock";
