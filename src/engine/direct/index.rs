@@ -3,6 +3,12 @@
 //! manifests, with their platforms and nothing else (no attestation manifests), is put
 //! under every tag. It is a Docker manifest list when every child is a Docker schema 2
 //! manifest (what ECR's console and older clients know best), else an OCI image index.
+//!
+//! Merge note: the `containerd` branch splits the direct push into `upload_image` and
+//! `manifest::put` by references with a `PushedManifest` (bytes, digest, media type).
+//! Once both are in, a child is `upload_image` + `manifest::put(&[digest])`, and
+//! [`put`] here becomes `manifest::put(tags, PushedManifest::new(kind.media_type(), …))`,
+//! so `put_one` below goes away.
 
 use bytes::Bytes;
 use futures_util::{StreamExt as _, TryStreamExt as _};
