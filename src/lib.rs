@@ -21,6 +21,8 @@
 //! - [`repository`]: what a run does to the repository besides pushing: policies,
 //!   warnings about settings an existing repository keeps, tags that already exist.
 //! - [`report`]: the outputs and job summary of a finished run.
+//! - [`build_set`]: two or more `platforms`: one BuildKit build per platform, on its
+//!   engine, side by side, pushed as one image index.
 //!
 //! # Order of work
 //!
@@ -31,6 +33,7 @@
 //! push starts only after everything has succeeded, and outputs are written only after
 //! ECR has confirmed the digest of every tag.
 
+pub mod build_set;
 pub mod ecr;
 pub mod engine;
 pub mod env;
@@ -83,6 +86,9 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         .unwrap_or_default();
     let secrets = read_secrets(&inputs.build.secrets, env, runner)?;
     let network = connect_settings(inputs, env, runner)?;
+    for warning in &inputs.warnings {
+        runner.warning(warning);
+    }
 
     let (engine, ecr) = tokio::try_join!(
         async {
@@ -107,8 +113,14 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         ecr.region
     );
 
+    // Every platform host is reached before anything is built or changed in AWS.
+    let set = build_set::BuildSet::connect(inputs, &env.docker, &engine).await?;
+
     // Before any change in AWS: a builder that cannot do this build is an input error.
     let builder = choose_builder(&engine, inputs, prepared.dockerfile_is_generated()).await?;
+    if let Some(set) = &set {
+        set.check_engines(builder, runner).await?;
+    }
 
     let registry_id = inputs.registry_id.as_deref();
     let auth = ecr.authorization(registry_id).await?;
@@ -125,7 +137,27 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             .ensure_repository(&inputs.repository, registry_id, &inputs.repository_settings)
             .await?;
         repository::warn_about_settings_not_applied(&state, inputs, runner);
-        let plan = repository::plan_tags(&ecr, inputs, &state).await?;
+        let mut plan = repository::plan_tags(&ecr, inputs, &state).await?;
+        if let (Some(set), TagPlan::Skip { digest, .. }) = (&set, &plan) {
+            match set.existing_index(&ecr, inputs, digest).await? {
+                Some(entries) => {
+                    report.platforms = build_set::skipped_rows(&inputs.platforms, &entries);
+                }
+                None if state.tag_mutability.starts_with("IMMUTABLE") => anyhow::bail!(
+                    "every tag already exists at {digest} in the IMMUTABLE repository `{}`, \
+                     which is not an index of exactly {}: push new tags",
+                    inputs.repository,
+                    inputs.build_platforms_text()
+                ),
+                None => {
+                    tracing::info!(
+                        "every tag exists at {digest}, which is not an index of exactly \
+                         these platforms: building"
+                    );
+                    plan = TagPlan::Build;
+                }
+            }
+        }
         report.repository_state = Some(state);
         if let TagPlan::Skip { digest, image_id } = plan {
             tracing::info!("every tag already exists at {digest}: nothing to build or push");
@@ -141,6 +173,31 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         BuilderKind::Buildkit => cache_sources(&ecr, inputs, &report).await,
         BuilderKind::Classic => Vec::new(),
     };
+    if let Some(set) = &set {
+        let mut reuse_from = vec![report.references[0].clone()];
+        reuse_from.extend(cache_from.iter().cloned());
+        reuse_from.extend(base_images);
+        let set_run = build_set::SetRun {
+            inputs,
+            ecr: &ecr,
+            auth: &auth,
+            runner,
+            retry: retry_policy(env),
+            dockerfile,
+            secrets: &secrets.0,
+            cache_from: &cache_from,
+            reuse_from,
+            network: &network,
+        };
+        let (done, policies) = tokio::join!(
+            set.run(&set_run, &mut report),
+            repository::apply_policies(&ecr, inputs),
+        );
+        done?;
+        report.policies = policies?;
+        return Ok(report);
+    }
+
     let build_started = Instant::now();
     let request = BuildRequest {
         settings: &inputs.build,
@@ -150,6 +207,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         builder,
         secrets: &secrets.0,
         cache_from: &cache_from,
+        output: engine::build::BuildOutput::Group,
     };
     let (built, policies) = tokio::join!(
         engine::build::build(&engine, prepared, &request, runner),
@@ -162,6 +220,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     report.local_size_bytes = Some(built.size_bytes);
     report.builder = Some(builder);
     report.cache = built.cache;
+    report.platform = built.platform;
     tracing::info!(
         "built {} in {:.1}s",
         report.image_id,
@@ -219,6 +278,7 @@ fn connect_settings(
     Ok(network)
 }
 
+/// The retry policy: the default, without delays in tests of the retry paths.
 fn retry_policy(env: &Environment) -> RetryPolicy {
     if env.no_retry_delay {
         RetryPolicy::DEFAULT.without_delays()

@@ -40,6 +40,22 @@ pub struct Report {
     pub cache: Option<CacheStats>,
     /// Which pusher sent the image: `direct`, `daemon` or `daemon (fallback)`.
     pub push_engine: Option<&'static str>,
+    /// A single-platform build's platform, from the image config.
+    pub platform: Option<crate::inputs::Platform>,
+    /// A multi-platform build: one row per platform, in input order.
+    pub platforms: Vec<PlatformRow>,
+}
+
+/// One platform of a multi-platform build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformRow {
+    pub platform: crate::inputs::Platform,
+    /// Its image manifest's digest (pushed by digest, or found in the existing index).
+    pub digest: Option<String>,
+    pub compressed_bytes: Option<u64>,
+    pub build_time: Option<Duration>,
+    /// Which engine built it: `DOCKER_HOST` value, version, and how it ran the platform.
+    pub engine: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +88,25 @@ impl Report {
             builder: None,
             cache: None,
             push_engine: None,
+            platform: None,
+            platforms: Vec::new(),
         }
+    }
+
+    /// `platform-digests`: platform to image manifest digest.
+    pub fn platform_digests(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut map = serde_json::Map::new();
+        if self.platforms.is_empty() {
+            if let (Some(platform), Some(digest)) = (&self.platform, &self.digest) {
+                map.insert(platform.to_string(), digest.clone().into());
+            }
+        }
+        for row in &self.platforms {
+            if let Some(digest) = &row.digest {
+                map.insert(row.platform.to_string(), digest.clone().into());
+            }
+        }
+        map
     }
 
     pub fn repository_uri(&self) -> String {
@@ -105,6 +139,10 @@ impl Report {
                 serde_json::to_string(&pushed).unwrap_or_else(|_| "[]".into()),
             ),
             ("image-id", self.image_id.clone()),
+            (
+                "platform-digests",
+                serde_json::Value::Object(self.platform_digests()).to_string(),
+            ),
         ]
     }
 
@@ -173,6 +211,36 @@ impl Report {
             let _ = writeln!(md, "| {name} | {state} |");
         }
         md.push('\n');
+        if !self.platforms.is_empty() {
+            md.push_str(&self.platforms_markdown());
+        }
+        md
+    }
+
+    /// The multi-platform table: a row per platform.
+    fn platforms_markdown(&self) -> String {
+        let mut md = String::from(
+            "| Platform | Digest | Size (compressed) | Build time | Engine |\n|---|---|---|---|---|\n",
+        );
+        for row in &self.platforms {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                row.platform,
+                row.digest
+                    .as_ref()
+                    .map(|d| format!("`{d}`"))
+                    .unwrap_or_default(),
+                row.compressed_bytes
+                    .map(|b| human_bytes(i64::try_from(b).unwrap_or(i64::MAX)))
+                    .unwrap_or_default(),
+                row.build_time
+                    .map(|t| format!("{:.2} s", t.as_secs_f64()))
+                    .unwrap_or_default(),
+                row.engine
+            );
+        }
+        md.push('\n');
         md
     }
 }
@@ -222,6 +290,8 @@ mod tests {
                 steps: 4,
             }),
             push_engine: None,
+            platform: None,
+            platforms: Vec::new(),
         }
     }
 

@@ -81,9 +81,13 @@ fn bad_values_for_every_input_fail_before_anything_happens() {
         ("labels", "nolabel"),
         ("labels", "a=b\nbad"),
         ("target", "two words"),
-        ("platform", "linux/amd64,linux/arm64"),
+        ("platform", "linux/amd64,linux/x86_64"),
         ("platform", "linux"),
-        ("platform", "Linux/AMD64"),
+        ("platform", "linux/amd64/v2/x"),
+        ("platforms", "linux/arm64,linux/arm64/v8"),
+        ("platforms", "linux/amd64,linux/sparc99"),
+        ("platforms", "beos/amd64"),
+        ("platform-hosts", "linux/arm64=unix:///var/run/docker.sock"),
         ("pull", "yes"),
         ("no-cache", "1"),
         ("push", "maybe"),
@@ -129,6 +133,67 @@ fn bad_values_for_every_input_fail_before_anything_happens() {
         true,
     );
     println!("bad input values tried: {}", cases.len() + 1);
+}
+
+/// Bad multi-platform input, given with the inputs it goes with: a platform named twice
+/// (in two spellings), an unknown one, a `platform-hosts` line for a platform not in
+/// `platforms`, an unreachable platform host (TCP and socket), both names of the
+/// platform input, and the daemon's pusher for an index. Each fails before anything is
+/// built or created, naming the input.
+#[test]
+fn bad_platform_input_fails_before_anything_happens() {
+    let standin = standin();
+    let two = ("platforms", "linux/amd64,linux/arm64");
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("platforms", "linux/amd64, linux/x86_64")], "`platforms`"),
+        (&[("platforms", "linux/amd64\nlinux/armv99")], "`platforms`"),
+        (
+            &[
+                two,
+                ("platform-hosts", "linux/s390x=unix:///var/run/docker.sock"),
+            ],
+            "`platform-hosts`",
+        ),
+        (
+            &[two, ("platform-hosts", "linux/arm64=tcp://127.0.0.1:1")],
+            "`platform-hosts`",
+        ),
+        (
+            &[
+                two,
+                (
+                    "platform-hosts",
+                    "linux/arm64=unix:///run/no-such-engine.sock",
+                ),
+            ],
+            "`platform-hosts`",
+        ),
+        (&[two, ("platform", "linux/amd64")], "`platform`"),
+        (&[two, ("push-engine", "daemon")], "`push-engine`"),
+    ];
+    for (inputs, names) in cases {
+        let repo = unique("badplat");
+        let ws = workspace();
+        let mut action = standin.action(ws.path()).input("repository", &repo);
+        for (name, value) in *inputs {
+            action = action.input(name, value);
+        }
+        let run = action.run();
+        assert_failed_cleanly(&format!("{inputs:?}"), &run, &repo, names, true);
+    }
+    // The unreachable host is named with the platform, and the reason is given.
+    let repo = unique("badplat");
+    let run = standin
+        .action(workspace().path())
+        .input("repository", &repo)
+        .input("platforms", two.1)
+        .input("platform-hosts", "linux/arm64=tcp://127.0.0.1:1")
+        .run();
+    let error = run.error_lines()[0];
+    assert!(
+        error.contains("linux/arm64") && error.contains("cannot be reached"),
+        "{error}"
+    );
 }
 
 /// A Dockerfile syntax error and a failing `RUN` point at their Dockerfile line; nothing

@@ -66,6 +66,20 @@ impl Ecr {
         registry_id: Option<&str>,
         digest: &str,
     ) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .image_manifest(name, registry_id, digest)
+            .await?
+            .as_deref()
+            .and_then(config_digest))
+    }
+
+    /// The manifest (or index) at `digest`, as ECR serves it.
+    pub async fn image_manifest(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        digest: &str,
+    ) -> anyhow::Result<Option<String>> {
         let response = self
             .client
             .batch_get_image()
@@ -81,7 +95,7 @@ impl Ecr {
             .images()
             .first()
             .and_then(|image| image.image_manifest())
-            .and_then(config_digest))
+            .map(ToString::to_string))
     }
 
     /// Confirms that ECR holds the pushed `digest` and returns what it reports. A tag that

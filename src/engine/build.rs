@@ -14,7 +14,7 @@ use super::context::PreparedContext;
 use super::{Engine, LineBuffer};
 use crate::ecr::RegistryAuth;
 use crate::inputs::BuildSettings;
-use crate::runner::Runner;
+use crate::runner::{Group, Runner, Untrusted};
 
 /// A failed build, with what the log reader needs: the daemon's message and, when it can
 /// be told, the Dockerfile line.
@@ -41,6 +41,8 @@ pub struct Built {
     pub size_bytes: i64,
     /// BuildKit's step counts (`None` for the classic builder, which does not say).
     pub cache: Option<CacheStats>,
+    /// The image's platform, from its config (`None` when it names no known one).
+    pub platform: Option<crate::inputs::Platform>,
 }
 
 /// How many build steps BuildKit found in its cache.
@@ -71,6 +73,38 @@ pub struct BuildRequest<'a> {
     pub secrets: &'a [(String, Vec<u8>)],
     /// Images to reuse cache from (BuildKit only).
     pub cache_from: &'a [String],
+    pub output: BuildOutput<'a>,
+}
+
+/// Where the build's output goes.
+#[derive(Debug, Clone, Copy)]
+pub enum BuildOutput<'a> {
+    /// A log group of its own, with workflow commands stopped while it prints.
+    Group,
+    /// Builds running side by side: every line prefixed with `[label] `, inside the
+    /// group and the command stop that the caller holds around them all.
+    Prefixed(&'a str),
+}
+
+impl BuildOutput<'_> {
+    /// Opens the group and stops commands, as this output needs. Dropped in field
+    /// order: commands resume before the group ends, so `::endgroup::` is obeyed.
+    fn open(self, runner: &Runner, title: &str) -> (Option<Untrusted>, Option<Group>) {
+        match self {
+            Self::Group => {
+                let group = runner.group(title);
+                (Some(runner.untrusted()), Some(group))
+            }
+            Self::Prefixed(_) => (None, None),
+        }
+    }
+
+    fn line(self, line: &str) {
+        match self {
+            Self::Group => eprintln!("{line}"),
+            Self::Prefixed(label) => eprintln!("[{label}] {line}"),
+        }
+    }
 }
 
 /// Builds the image, streaming the daemon's output into the log, then tags it with every
@@ -123,8 +157,8 @@ async fn buildkit(
     };
     let (body, walker) = context.stream();
     let result = {
-        let _group = runner.group("Build (BuildKit)");
-        let output = runner.untrusted();
+        let output = request.output;
+        let _open = output.open(runner, "Build (BuildKit)");
         buildkit::build(&engine.host, &options, body, |line| output.line(line)).await
     };
     let walk_result = walker.await;
@@ -194,8 +228,8 @@ async fn classic(
     let mut last_step: Option<usize> = None;
     let mut failure = None;
     {
-        let _group = runner.group("Build");
-        let output = runner.untrusted();
+        let output = request.output;
+        let _open = output.open(runner, "Build");
         let mut lines = LineBuffer::default();
         while let Some(item) = stream.next().await {
             match item {
@@ -295,10 +329,22 @@ async fn finish(
                 ))
             })?;
     }
+    let platform = crate::inputs::Platform::parse(&format!(
+        "{}/{}{}",
+        inspect.os.unwrap_or_default(),
+        inspect.architecture.unwrap_or_default(),
+        inspect
+            .variant
+            .filter(|v| !v.is_empty())
+            .map(|v| format!("/{v}"))
+            .unwrap_or_default()
+    ))
+    .ok();
     Ok(Built {
         image_id,
         size_bytes: inspect.size.unwrap_or_default(),
         cache: None,
+        platform,
     })
 }
 

@@ -7,6 +7,7 @@ pub mod buildkit;
 pub mod context;
 pub mod direct;
 pub mod dockerignore;
+pub mod platform;
 pub mod push;
 
 use std::time::Duration;

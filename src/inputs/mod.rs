@@ -4,6 +4,7 @@
 //! embedded `action.yml` ([`spec`]).
 
 pub mod cli;
+pub mod platforms;
 pub mod spec;
 pub mod validate;
 
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use platforms::{Platform, PlatformHost};
 pub use spec::ActionSpec;
 
 /// A bad input: which input, which value, and why.
@@ -171,6 +173,8 @@ pub struct BuildSettings {
     pub build_args: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub target: Option<String>,
+    /// The one target platform of a single-platform build (a build set sets it per
+    /// build).
     pub platform: Option<String>,
     pub pull: bool,
     pub no_cache: bool,
@@ -204,6 +208,24 @@ pub struct Inputs {
     /// `host[:port]` the direct push connects to instead of the registry host.
     pub registry_endpoint: Option<String>,
     pub aws_region: Option<String>,
+    /// `platforms` (or the deprecated `platform`), normalised: two or more make a
+    /// multi-platform build set.
+    pub platforms: Vec<Platform>,
+    /// Engines that build a platform natively (`platform-hosts`).
+    pub platform_hosts: Vec<PlatformHost>,
+    /// Warnings about the inputs themselves (a deprecated name), for the log.
+    pub warnings: Vec<String>,
+}
+
+impl Inputs {
+    /// `linux/amd64,linux/arm64`: the platforms, for messages.
+    pub fn build_platforms_text(&self) -> String {
+        self.platforms
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// Looks up raw values with the defaults from `action.yml` applied; an empty value counts
@@ -291,6 +313,9 @@ impl Inputs {
             .map_err(|reason| InputError::invalid("repository", &repository, reason))?;
 
         let tags = parse_tags(&raw.get("tags"))?;
+        let (platforms, warnings) = parse_platform_inputs(raw)?;
+        let platform_hosts =
+            platforms::parse_platform_hosts(&raw.get("platform-hosts"), &platforms)?;
 
         let build = BuildSettings {
             context: workdir.join(raw.get("context")),
@@ -298,14 +323,10 @@ impl Inputs {
             build_args: raw.map("build-args")?,
             labels: raw.map("labels")?,
             target: raw.optional("target"),
-            platform: raw
-                .optional("platform")
-                .map(|p| {
-                    validate::platform(&p)
-                        .map(|()| p.clone())
-                        .map_err(|reason| InputError::invalid("platform", &p, reason))
-                })
-                .transpose()?,
+            platform: match platforms.as_slice() {
+                [one] => Some(one.to_string()),
+                _ => None,
+            },
             pull: raw.boolean("pull")?,
             no_cache: raw.boolean("no-cache")?,
             builder: match raw.get("builder").to_ascii_lowercase().as_str() {
@@ -333,6 +354,13 @@ impl Inputs {
                     .collect::<Vec<_>>()
                     .join(","),
                 "build secrets need BuildKit; remove `builder: classic`",
+            ));
+        }
+        if build.builder == Builder::Classic && platforms.len() > 1 {
+            return Err(InputError::invalid(
+                "platforms",
+                &raw.get("platforms"),
+                "a multi-platform build needs BuildKit; remove `builder: classic`",
             ));
         }
         if let Some(target) = &build.target {
@@ -418,7 +446,29 @@ impl Inputs {
             registry_id,
             registry_endpoint,
             aws_region,
+            platforms,
+            platform_hosts,
+            warnings,
         })
+    }
+}
+
+/// `platforms`, or the deprecated `platform` with a warning; not both.
+fn parse_platform_inputs(raw: &Raw<'_>) -> Result<(Vec<Platform>, Vec<String>), InputError> {
+    match (raw.optional("platforms"), raw.optional("platform")) {
+        (Some(_), Some(old)) => Err(InputError::invalid(
+            "platform",
+            &old,
+            "`platform` is the deprecated name of `platforms`; give only `platforms`",
+        )),
+        (None, Some(old)) => Ok((
+            platforms::parse_platforms("platform", &old)?,
+            vec!["input `platform` is deprecated: use `platforms` (same format, a list)".into()],
+        )),
+        (list, None) => Ok((
+            platforms::parse_platforms("platforms", &list.unwrap_or_default())?,
+            Vec::new(),
+        )),
     }
 }
 

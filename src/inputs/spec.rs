@@ -127,7 +127,9 @@ mod tests {
             "build-args",
             "labels",
             "target",
+            "platforms",
             "platform",
+            "platform-hosts",
             "pull",
             "no-cache",
             "push",
@@ -159,7 +161,8 @@ mod tests {
                 "image-digest",
                 "image-uri-by-digest",
                 "image-uris",
-                "image-id"
+                "image-id",
+                "platform-digests"
             ]
         );
         assert!(spec.input("repository").unwrap().required);

@@ -23,6 +23,8 @@ fn sample(name: &str) -> &'static str {
         "labels" => "org.opencontainers.image.source=x",
         "target" => "runtime",
         "platform" => "linux/arm64",
+        "platforms" => "linux/amd64,linux/arm64",
+        "platform-hosts" => "linux/arm64=tcp://arm-builder:2376",
         "pull" | "no-cache" => "true",
         "push" | "create-repository" | "scan-on-push" => "false",
         "image-tag-mutability" => "IMMUTABLE",
@@ -48,12 +50,17 @@ fn sample(name: &str) -> &'static str {
 #[test]
 fn every_input_in_action_yml_is_parsed_and_no_other() {
     let spec = ActionSpec::embedded();
+    // `platform` is the deprecated alias of `platforms`, and giving both is an error: it
+    // has a test of its own (`deprecated_platform_is_an_alias_of_platforms`).
     let all: BTreeMap<String, String> = spec
         .inputs
         .iter()
+        .filter(|i| i.name != "platform")
         .map(|i| (i.name.clone(), sample(&i.name).to_string()))
         .collect();
-    let (parsed, read) = Inputs::parse_tracked(&spec, &all, Path::new("/ws"));
+    let (parsed, mut read) = Inputs::parse_tracked(&spec, &all, Path::new("/ws"));
+    assert!(read.contains("platform"), "the alias is looked at");
+    read.insert("platform".into());
     let full = parsed.expect("all samples are valid");
     let declared: std::collections::BTreeSet<String> =
         spec.inputs.iter().map(|i| i.name.clone()).collect();
@@ -61,7 +68,7 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
 
     // Dropping one input at a time (back to its default) must change the result.
     for input in &spec.inputs {
-        if input.required {
+        if input.required || input.name == "platform" {
             continue;
         }
         let mut without = all.clone();
@@ -69,6 +76,10 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
         // kms-key is only valid with KMS, which is not the default: drop both together.
         if input.name == "encryption-type" {
             without.remove("kms-key");
+        }
+        // platform-hosts names one of `platforms`: drop both together.
+        if input.name == "platforms" {
+            without.remove("platform-hosts");
         }
         let parsed = Inputs::parse(&spec, &without, Path::new("/ws"))
             .unwrap_or_else(|e| panic!("without {}: {e}", input.name));
@@ -145,7 +156,11 @@ fn bad_values_name_their_input() {
         ("tags", " , \n"),
         ("build-args", "NOEQUALS"),
         ("labels", "a=b\nnope"),
-        ("platform", "linux/amd64,linux/arm64"),
+        ("platform", "linux/amd64,linux/x86_64"),
+        ("platforms", "linux/arm64,linux/arm64/v8"),
+        ("platforms", "linux/x99"),
+        ("platforms", "linux"),
+        ("platform-hosts", "linux/arm64=tcp://arm:2376"),
         ("pull", "yes"),
         ("no-cache", "1"),
         ("push", "maybe"),
@@ -235,4 +250,30 @@ fn registry_endpoint_is_a_host_and_port() {
             "{err}"
         );
     }
+}
+
+/// `platform` still works, as `platforms` with a warning; both at once is an error; one
+/// platform is a single-platform build, two a build set.
+#[test]
+fn deprecated_platform_is_an_alias_of_platforms() {
+    let old = parse(&[("repository", "app"), ("platform", "linux/arm64/v8")]).unwrap();
+    let new = parse(&[("repository", "app"), ("platforms", "linux/arm64")]).unwrap();
+    assert_eq!(old.platforms, new.platforms);
+    assert_eq!(old.build.platform.as_deref(), Some("linux/arm64"));
+    assert!(old.warnings[0].contains("deprecated"), "{:?}", old.warnings);
+    assert!(new.warnings.is_empty());
+    let both = parse(&[
+        ("repository", "app"),
+        ("platform", "linux/arm64"),
+        ("platforms", "linux/arm64"),
+    ])
+    .unwrap_err();
+    assert_eq!(both.input(), "platform");
+    let two = parse(&[
+        ("repository", "app"),
+        ("platforms", "linux/amd64\nlinux/arm64"),
+    ])
+    .unwrap();
+    assert_eq!(two.platforms.len(), 2);
+    assert_eq!(two.build.platform, None);
 }

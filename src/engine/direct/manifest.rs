@@ -31,7 +31,8 @@ pub fn build(config: (&str, u64), layers: &[(String, u64)]) -> String {
     serde_json::to_string_pretty(&manifest).unwrap_or_else(|_| manifest.to_string())
 }
 
-/// Puts the manifest under every tag (at least one); returns it and its digest.
+/// Puts the manifest under every tag, or by its digest when there are none (one
+/// platform of an index); returns it and its digest.
 pub async fn put(
     reg: &Registry,
     tags: &[String],
@@ -43,6 +44,8 @@ pub async fn put(
     let bytes = Bytes::from(manifest.clone());
     let digest = sha256_digest(&bytes);
     let Some((first, others)) = tags.split_first() else {
+        put_one(reg, &digest, &bytes, &digest).await?;
+        on_line(&format!("digest: {digest} size: {} (no tag)", bytes.len()));
         return Ok((manifest, digest));
     };
     put_one(reg, first, &bytes, &digest).await?;

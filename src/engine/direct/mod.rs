@@ -28,6 +28,7 @@
 pub mod deflate;
 pub mod export;
 pub mod gzip;
+pub mod index;
 pub mod manifest;
 pub mod registry;
 pub mod reuse;
@@ -201,7 +202,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Pushes `image_id` to `registry/repository` under every tag. `on_line` gets one
+/// Pushes `image_id` to `registry/repository` under every tag; with no tags, by its
+/// digest only (one platform of an index, see [`index`]). `on_line` gets one
 /// progress line per milestone (layer compressed, skipped, mounted, pushed; tag pushed).
 #[allow(clippy::too_many_arguments)]
 pub async fn push(
@@ -220,9 +222,6 @@ pub async fn push(
         registry: auth.registry.clone(),
         message,
     };
-    if tags.is_empty() {
-        return Err(image_error("no tags to push".into()));
-    }
     let reg = Arc::new(Registry::connect(
         auth,
         repository,
