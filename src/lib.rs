@@ -91,9 +91,10 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         },
     )?;
     tracing::info!(
-        "Docker Engine {} (API {}), AWS region {}",
+        "Docker Engine {} (API {}, {}), AWS region {}",
         engine.version,
         engine.api_version,
+        engine.store,
         ecr.region
     );
 
@@ -218,7 +219,7 @@ async fn push_and_confirm(
                     ..engine::direct::DirectOptions::default()
                 };
                 engine::direct::push(
-                    &engine.docker,
+                    engine,
                     &report.image_id,
                     &inputs.repository,
                     &inputs.tags,

@@ -12,6 +12,8 @@ use std::process::Command;
 use ecr_build_push::ecr::{RegistryAuth, Secret};
 use ecr_build_push::engine::direct::{self, DirectOptions, DirectPushError, DirectPushed};
 use ecr_build_push::engine::push::RetryPolicy;
+use ecr_build_push::engine::{Engine, ImageStore};
+use ecr_build_push::env::DockerEnv;
 use sha2::Digest as _;
 use support::{docker, standin, unique};
 
@@ -29,13 +31,16 @@ fn auth() -> RegistryAuth {
     }
 }
 
-fn daemon() -> bollard::Docker {
-    bollard::Docker::connect_with_unix(
-        "unix:///var/run/docker.sock",
-        3600,
-        bollard::API_DEFAULT_VERSION,
-    )
-    .expect("the Docker daemon")
+/// The engine the tests run on: `DOCKER_HOST`'s (default: the stand-in's main engine),
+/// reached as the action reaches it, so its image store is known.
+async fn engine() -> Engine {
+    let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty());
+    Engine::connect(&DockerEnv {
+        host,
+        ..DockerEnv::default()
+    })
+    .await
+    .expect("the Docker engine")
 }
 
 /// Builds `dockerfile` as `tag` and returns the image ID.
@@ -71,7 +76,7 @@ async fn push_reusing(
     };
     let mut lines = Vec::new();
     let result = direct::push(
-        &daemon(),
+        &engine().await,
         image_id,
         repository,
         &tags,
@@ -143,6 +148,13 @@ async fn push_pull_run(local_tag: &str, image_id: &str, expect_output: &str) {
     }
     assert_eq!(sha256(pushed.manifest.as_bytes()), pushed.digest);
     assert_eq!(pushed.skipped_blobs, 0);
+    s.assert_single_image_manifest(&repository, "v1");
+    if engine().await.store == ImageStore::Containerd {
+        assert_eq!(
+            pushed.digest, image_id,
+            "on the containerd store the pushed digest is the engine's manifest digest"
+        );
+    }
     docker(&["rmi", local_tag]);
     let reference = format!("{}/{repository}@{}", s.registry, pushed.digest);
     s.docker_pull(&reference);
@@ -263,7 +275,10 @@ async fn uploaded_layers_decompress_to_their_diff_ids() {
         .unwrap();
     let manifest: serde_json::Value = serde_json::from_str(&pushed.manifest).unwrap();
     let config_digest = manifest["config"]["digest"].as_str().unwrap();
-    assert_eq!(config_digest, id);
+    match engine().await.store {
+        ImageStore::Classic => assert_eq!(config_digest, id, "the image ID is the config"),
+        ImageStore::Containerd => assert_eq!(pushed.digest, id, "the image ID is the manifest"),
+    }
     let config: serde_json::Value = serde_json::from_slice(&registry_get(
         &repository,
         &format!("blobs/{config_digest}"),
@@ -349,10 +364,17 @@ async fn layers_of_an_image_in_the_repository_are_not_recompressed() {
     let pushed = pushed.expect("direct push");
     assert_eq!(pushed.reused_layers, 2, "{lines:#?}");
     let compressed = lines.iter().filter(|l| l.contains(": Compressed ")).count();
+    let expected = match engine().await.store {
+        ImageStore::Classic => 1,
+        // Stored compressed: nothing is compressed on the way.
+        ImageStore::Containerd => 0,
+    };
     assert_eq!(
-        compressed, 1,
+        compressed, expected,
         "only the new layer is compressed: {lines:#?}"
     );
+    let sent = lines.iter().filter(|l| l.contains(": Pushed ")).count();
+    assert_eq!(sent, 2, "only the new layer and the config are sent: {lines:#?}");
     assert_eq!(
         lines
             .iter()
