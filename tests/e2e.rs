@@ -133,6 +133,76 @@ fn pushes_an_image_and_outputs_match_the_registry() {
     let _ = docker_output(&["rmi", "-f", by_digest]);
 }
 
+/// The store of the engine the tests run on (`DOCKER_HOST`'s), as `docker info` names it.
+fn engine_is_containerd_store() -> bool {
+    docker(&["info", "-f", "{{json .DriverStatus}}"]).contains("io.containerd.snapshotter.v1")
+}
+
+/// Regression for the containerd store's double push (every layer uploaded directly, the
+/// image then rejected with "the exported config is sha256:…, not the image ID", a
+/// `::warning::`, and everything pushed again through the daemon). With default inputs,
+/// on every engine: the push is direct and prints no `::warning::`; each tag is one image
+/// manifest (never an index) as the registry serves it and as `DescribeImages` reports
+/// it; `image-digest` is the registry's digest; no blob is uploaded twice; `image-id` is
+/// the config digest on the classic store and the manifest digest (= `image-digest`) on
+/// the containerd store, and the pulled image has that ID and runs.
+#[test]
+fn the_default_push_is_one_image_manifest_sent_once_without_fallback() {
+    let standin = standin();
+    let repo = unique("team/single");
+    let ws = example_workspace();
+    let run = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("tags", "v1\nlatest")
+        .input("build-args", "GREETING=single manifest")
+        .run();
+    run.assert_success();
+    let log = &run.stderr;
+    let warnings: Vec<&str> = log.lines().filter(|l| l.starts_with("::warning")).collect();
+    assert_eq!(warnings, Vec::<&str>::new(), "{log}");
+    assert!(!log.contains("daemon (fallback)"), "{log}");
+
+    let digest = run.output("image-digest");
+    for tag in ["v1", "latest"] {
+        standin.assert_single_image_manifest(&repo, tag);
+        assert_eq!(
+            standin.registry_digest(&repo, tag).as_deref(),
+            Some(digest),
+            "tag {tag}"
+        );
+    }
+    let mut sent: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(": Pushed "))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    assert!(!sent.is_empty(), "{log}");
+    let count = sent.len();
+    sent.sort_unstable();
+    sent.dedup();
+    assert_eq!(sent.len(), count, "a blob was uploaded twice: {log}");
+
+    let image_id = run.output("image-id");
+    if engine_is_containerd_store() {
+        assert_eq!(image_id, digest, "containerd store: image-id is the manifest");
+    } else {
+        // The pulled image's ID (below) is its config digest on this store.
+        assert_ne!(image_id, digest, "classic store: image-id is the config");
+    }
+    let by_digest = run.output("image-uri-by-digest");
+    let _ = docker_output(&[
+        "rmi",
+        "-f",
+        &format!("{}/{repo}:v1", standin.registry),
+        &format!("{}/{repo}:latest", standin.registry),
+    ]);
+    standin.docker_pull(by_digest);
+    assert_eq!(docker(&["image", "inspect", "-f", "{{.Id}}", by_digest]), image_id);
+    assert_eq!(docker(&["run", "--rm", by_digest]), "single manifest");
+    let _ = docker_output(&["rmi", "-f", by_digest]);
+}
+
 /// The registry password and the token it came in are masked before anything else is
 /// printed and appear nowhere else, even with every log level on (`RUNNER_DEBUG=1`,
 /// `ECR_BUILD_PUSH_LOG=trace`): not in the log, the outputs, the summary, or
