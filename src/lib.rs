@@ -168,7 +168,14 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             auth: &auth,
             reuse_from,
         };
-        push_and_confirm(&push_run, inputs, env, runner, &mut report).await?;
+        Box::pin(push_and_confirm(
+            &push_run,
+            inputs,
+            env,
+            runner,
+            &mut report,
+        ))
+        .await?;
     }
     Ok(report)
 }

@@ -374,7 +374,10 @@ async fn layers_of_an_image_in_the_repository_are_not_recompressed() {
         "only the new layer is compressed: {lines:#?}"
     );
     let sent = lines.iter().filter(|l| l.contains(": Pushed ")).count();
-    assert_eq!(sent, 2, "only the new layer and the config are sent: {lines:#?}");
+    assert_eq!(
+        sent, 2,
+        "only the new layer and the config are sent: {lines:#?}"
+    );
     assert_eq!(
         lines
             .iter()

@@ -185,7 +185,10 @@ fn the_default_push_is_one_image_manifest_sent_once_without_fallback() {
 
     let image_id = run.output("image-id");
     if engine_is_containerd_store() {
-        assert_eq!(image_id, digest, "containerd store: image-id is the manifest");
+        assert_eq!(
+            image_id, digest,
+            "containerd store: image-id is the manifest"
+        );
     } else {
         // The pulled image's ID (below) is its config digest on this store.
         assert_ne!(image_id, digest, "classic store: image-id is the config");
@@ -198,7 +201,10 @@ fn the_default_push_is_one_image_manifest_sent_once_without_fallback() {
         &format!("{}/{repo}:latest", standin.registry),
     ]);
     standin.docker_pull(by_digest);
-    assert_eq!(docker(&["image", "inspect", "-f", "{{.Id}}", by_digest]), image_id);
+    assert_eq!(
+        docker(&["image", "inspect", "-f", "{{.Id}}", by_digest]),
+        image_id
+    );
     assert_eq!(docker(&["run", "--rm", by_digest]), "single manifest");
     let _ = docker_output(&["rmi", "-f", by_digest]);
 }

@@ -157,9 +157,15 @@ impl Engine {
             .negotiate_version()
             .await
             .map_err(|e| explain_connect_error(host, &e))?;
-        let (version, info) = tokio::try_join!(docker.version(), docker.info())
-            .map_err(|e| explain_connect_error(host, &e))?;
-        let store = ImageStore::from_driver_status(&info.driver_status.unwrap_or_default());
+        // `docker info` is large; only its driver status is kept, so it is boxed.
+        let store = Box::pin(async {
+            let info = docker.info().await?;
+            Ok(ImageStore::from_driver_status(
+                &info.driver_status.unwrap_or_default(),
+            ))
+        });
+        let (version, store) = tokio::try_join!(docker.version(), store)
+            .map_err(|e: bollard::errors::Error| explain_connect_error(host, &e))?;
         Ok(Self {
             host: host.to_string(),
             tls: env.tls_verify || host.starts_with("https://"),
@@ -200,12 +206,15 @@ mod tests {
     #[test]
     fn the_image_store_comes_from_the_driver_type() {
         let pairs = |p: &[(&str, &str)]| -> Vec<Vec<String>> {
-            p.iter().map(|(k, v)| vec![(*k).into(), (*v).into()]).collect()
+            p.iter()
+                .map(|(k, v)| vec![(*k).into(), (*v).into()])
+                .collect()
         };
         assert_eq!(
-            ImageStore::from_driver_status(&pairs(&[
-                ("driver-type", "io.containerd.snapshotter.v1")
-            ])),
+            ImageStore::from_driver_status(&pairs(&[(
+                "driver-type",
+                "io.containerd.snapshotter.v1"
+            )])),
             ImageStore::Containerd
         );
         assert_eq!(

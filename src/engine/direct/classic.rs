@@ -45,7 +45,9 @@ pub(super) async fn upload(
     let (diff_ids, platform) = if options.reuse_from.is_empty() {
         (Vec::new(), super::reuse::Platform::default())
     } else {
-        super::local_image(docker, image_id).await.unwrap_or_default()
+        super::local_image(docker, image_id)
+            .await
+            .unwrap_or_default()
     };
     let reused = super::reusable_layers(reg, &diff_ids, &platform, options).await;
     uploads.record_reused(&diff_ids, &reused, on_line);
@@ -166,7 +168,13 @@ pub(super) async fn upload(
     uploads.finish(on_line).await?;
 
     let manifest = manifest::build((&config.0, config.1), &layers);
-    Ok(uploaded(manifest, &layers, config, &uploads, rest.passed.len()))
+    Ok(uploaded(
+        manifest,
+        &layers,
+        config,
+        &uploads,
+        rest.passed.len(),
+    ))
 }
 
 /// A rerun: the repository has every layer (known from `reused`) and the config, so the

@@ -259,7 +259,9 @@ fn image_manifest(
             })?
             .clone();
     }
-    Err(format!("{image_id}: an index inside an index inside an index"))
+    Err(format!(
+        "{image_id}: an index inside an index inside an index"
+    ))
 }
 
 /// The image manifest for `platform` among an index's entries whose blobs were exported:
@@ -450,7 +452,10 @@ mod tests {
         };
         let pick = |p: Platform| pick_platform(&entries, &p).map(|d| d.digest.clone());
         assert_eq!(pick(platform("linux", "amd64", None)), Some("a".into()));
-        assert_eq!(pick(platform("linux", "arm64", Some("v8"))), Some("c".into()));
+        assert_eq!(
+            pick(platform("linux", "arm64", Some("v8"))),
+            Some("c".into())
+        );
         assert_eq!(pick(platform("unknown", "unknown", None)), None);
         assert_eq!(pick(platform("", "", None)), None, "two images, none known");
         assert_eq!(

@@ -273,10 +273,27 @@ pub async fn upload_image(
     options: &DirectOptions,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<UploadedImage, DirectPushError> {
+    // Boxed: each source's state machine is large, and the caller's future need not be.
     match engine.store {
-        ImageStore::Classic => classic::upload(&engine.docker, image_id, reg, options, on_line).await,
+        ImageStore::Classic => {
+            Box::pin(classic::upload(
+                &engine.docker,
+                image_id,
+                reg,
+                options,
+                on_line,
+            ))
+            .await
+        }
         ImageStore::Containerd => {
-            containerd::upload(&engine.docker, image_id, reg, options, on_line).await
+            Box::pin(containerd::upload(
+                &engine.docker,
+                image_id,
+                reg,
+                options,
+                on_line,
+            ))
+            .await
         }
     }
 }

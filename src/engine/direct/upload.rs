@@ -175,10 +175,7 @@ fn session_lost(failure: &Failure) -> bool {
         )
 }
 
-async fn upload_blob(
-    reg: &Registry,
-    blob: &Blob,
-) -> Result<BlobOutcome, DirectPushError> {
+async fn upload_blob(reg: &Registry, blob: &Blob) -> Result<BlobOutcome, DirectPushError> {
     let subject = || format!("blob {}", blob.digest);
     let fail = |op: &str, f: (Failure, u32)| DirectPushError::registry(reg, op, subject(), f);
     let what = format!("blob {}", short(&blob.digest));
