@@ -10,7 +10,10 @@ use std::io::Read as _;
 use std::process::Command;
 
 use ecr_build_push::ecr::{RegistryAuth, Secret};
-use ecr_build_push::engine::direct::{self, DirectOptions, DirectPushError, DirectPushed};
+use ecr_build_push::engine::direct::registry::{Registry, OCI_INDEX, OCI_MANIFEST};
+use ecr_build_push::engine::direct::{
+    self, manifest, DirectOptions, DirectPushError, DirectPushed, PushedManifest,
+};
 use ecr_build_push::engine::push::RetryPolicy;
 use ecr_build_push::engine::{Engine, ImageStore};
 use ecr_build_push::env::DockerEnv;
@@ -571,4 +574,123 @@ async fn refusals_are_final_and_errors_are_clean() {
         Some(pushed.digest.as_str())
     );
     docker(&["rmi", &tag]);
+}
+
+/// Uploads `data` as a blob of `reg`'s repository; returns its digest.
+async fn put_blob(reg: &Registry, data: &[u8]) -> String {
+    let digest = sha256(data);
+    let location = reg.start_upload().await.expect("start an upload");
+    let location = reg
+        .patch(&location, 0, bytes::Bytes::copy_from_slice(data))
+        .await
+        .expect("upload a blob");
+    reg.complete(&location, &digest).await.expect("complete");
+    digest
+}
+
+/// An image pulled as an OCI index (its platform's manifest and a BuildKit-style
+/// attestation manifest, `unknown/unknown` with a reference type) is pushed as that
+/// platform's image manifest alone: the tag is one image manifest, never the index,
+/// never the attestation; on the containerd store (whose image ID is then the index
+/// digest) it is the platform's stored manifest byte for byte. The image pulls and runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_stored_as_an_index_pushes_its_platform_manifest_alone() {
+    let s = standin();
+    let source = unique("direct-index-src");
+    s.create_repository(&source, "MUTABLE");
+    let (tag, id) = {
+        let tag = format!("{}:1", unique("local/direct-index"));
+        let marker = unique("index");
+        let dockerfile =
+            format!("FROM local/busybox:latest\nRUN echo {marker} > /m\nCMD [\"cat\", \"/m\"]\n");
+        (tag.clone(), build(&tag, &dockerfile))
+    };
+    let platform = docker(&["image", "inspect", "-f", "{{.Os}}/{{.Architecture}}", &id]);
+    let (os, architecture) = platform.split_once('/').unwrap();
+    let image = push(&id, &source, &["image"], RetryPolicy::DEFAULT)
+        .await
+        .expect("push the platform image");
+    docker(&["rmi", &tag]);
+
+    // The attestation: an in-toto layer on an empty config, as BuildKit writes it.
+    let reg = Registry::connect(&auth(), &source, RetryPolicy::DEFAULT).unwrap();
+    let config = put_blob(&reg, b"{}").await;
+    let statement = br#"{"_type": "https://in-toto.io/Statement/v0.1"}"#;
+    let layer = put_blob(&reg, statement).await;
+    let attestation = PushedManifest::new(
+        OCI_MANIFEST,
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config, "size": 2},
+            "layers": [{"mediaType": "application/vnd.in-toto+json", "digest": layer,
+                        "size": statement.len()}],
+        }))
+        .unwrap()
+        .into(),
+    );
+    let index = PushedManifest::new(
+        OCI_INDEX,
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": image.media_type, "digest": image.digest,
+                 "size": image.manifest.len(),
+                 "platform": {"os": os, "architecture": architecture}},
+                {"mediaType": OCI_MANIFEST, "digest": attestation.digest,
+                 "size": attestation.size,
+                 "platform": {"os": "unknown", "architecture": "unknown"},
+                 "annotations": {"vnd.docker.reference.type": "attestation-manifest",
+                                 "vnd.docker.reference.digest": image.digest}},
+            ],
+        }))
+        .unwrap()
+        .into(),
+    );
+    let mut quiet = |_: &str| {};
+    manifest::put(
+        &reg,
+        &[attestation.digest.clone()],
+        &attestation,
+        &mut quiet,
+    )
+    .await
+    .unwrap();
+    manifest::put(&reg, &["multi".into()], &index, &mut quiet)
+        .await
+        .unwrap();
+
+    let pulled = format!("{}/{source}:multi", s.registry);
+    s.docker_pull(&pulled);
+    let pulled_id = docker(&["image", "inspect", "-f", "{{.Id}}", &pulled]);
+    let target = unique("direct-index-dst");
+    s.create_repository(&target, "MUTABLE");
+    let (pushed, lines) =
+        push_reusing(&pulled_id, &target, &["v1"], RetryPolicy::DEFAULT, &[]).await;
+    let pushed = pushed.expect("direct push");
+    s.assert_single_image_manifest(&target, "v1");
+    assert_eq!(
+        s.registry_digest(&target, "v1").as_deref(),
+        Some(pushed.digest.as_str())
+    );
+    if engine().await.store == ImageStore::Containerd {
+        assert_eq!(
+            pulled_id, index.digest,
+            "the containerd store keeps the index"
+        );
+        assert_eq!(pushed.digest, image.digest, "{lines:#?}");
+        assert_eq!(
+            pushed.manifest, image.manifest,
+            "the stored manifest, byte for byte"
+        );
+    }
+    assert!(
+        !pushed.manifest.contains("in-toto"),
+        "never the attestation: {}",
+        pushed.manifest
+    );
+    docker(&["rmi", &pulled]);
+    pull_and_run(&target, &pushed.digest, "index-");
 }
