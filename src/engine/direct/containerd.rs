@@ -428,6 +428,88 @@ struct DescriptorPlatform {
 mod tests {
     use super::*;
 
+    /// An OCI layout tar: `(path, content)` entries in that order.
+    fn layout_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, path, *data).unwrap();
+        }
+        tar.into_inner().unwrap()
+    }
+
+    /// The layout is read as the engine writes it (blobs first, sorted, then index.json):
+    /// a layer is spooled whole and handed over at once, a known layer only hashed past,
+    /// JSON kept; the platform's manifest is found through the index and is its bytes.
+    #[test]
+    fn a_layout_gives_its_layers_at_once_and_the_manifest_as_stored() {
+        let layer: &[u8] = b"\x1f\x8b not json, a compressed layer";
+        let known: &[u8] = b"\x1f\x8b a layer the registry has";
+        let config: &[u8] = br#"{"rootfs": {"diff_ids": []}}"#;
+        let (layer_digest, known_digest) = (sha256_digest(layer), sha256_digest(known));
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": sha256_digest(config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": layer_digest, "size": layer.len()}],
+        }))
+        .unwrap();
+        let manifest_digest = sha256_digest(&manifest);
+        let index = serde_json::to_vec(&serde_json::json!({"manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": manifest.len()}
+        ]}))
+        .unwrap();
+        let path = |d: &str| blob_path(d);
+        let mut entries = vec![
+            (path(&layer_digest), layer.to_vec()),
+            (path(&known_digest), known.to_vec()),
+            (path(&sha256_digest(config)), config.to_vec()),
+            (path(&manifest_digest), manifest.clone()),
+        ];
+        entries.sort();
+        entries.push(("index.json".into(), index));
+        let refs: Vec<(&str, &[u8])> = entries
+            .iter()
+            .map(|(p, d)| (p.as_str(), d.as_slice()))
+            .collect();
+        let tar = layout_tar(&refs);
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let pass: HashSet<String> = [known_digest.clone()].into();
+        let dir = tempfile::tempdir().unwrap();
+        let rest = read_layout(&tar[..], dir.path(), &pass, &tx).unwrap();
+        drop(tx);
+        let stored = rx.blocking_recv().expect("the layer");
+        assert_eq!(
+            (stored.digest.as_str(), stored.size),
+            (layer_digest.as_str(), layer.len() as u64)
+        );
+        assert!(
+            rx.blocking_recv().is_none(),
+            "only the one layer is spooled"
+        );
+        assert_eq!(rest.passed, pass);
+        let found = image_manifest(&rest, &manifest_digest, &Platform::default()).unwrap();
+        assert_eq!(found.bytes, manifest);
+        assert_eq!(found.media_type, OCI_MANIFEST);
+        assert_eq!(found.digest, manifest_digest);
+    }
+
+    /// A blob whose content is not the digest it is named by fails the read, naming it.
+    #[test]
+    fn a_blob_that_is_not_its_digest_is_refused() {
+        let name = format!("sha256:{}", "0".repeat(64));
+        let tar = layout_tar(&[(blob_path(&name).as_str(), b"\x1f\x8b other")]);
+        let (tx, _rx) = tokio::sync::mpsc::channel(8);
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_layout(&tar[..], dir.path(), &HashSet::new(), &tx).unwrap_err();
+        assert!(err.to_string().contains(&name), "{err}");
+    }
+
     /// In a BuildKit index the attestation manifest (`unknown/unknown`, with a reference
     /// type) is never the image; the platform's manifest is, by os, architecture, variant.
     #[test]
