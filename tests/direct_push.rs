@@ -652,7 +652,7 @@ async fn an_image_stored_as_an_index_pushes_its_platform_manifest_alone() {
     let mut quiet = |_: &str| {};
     manifest::put(
         &reg,
-        &[attestation.digest.clone()],
+        std::slice::from_ref(&attestation.digest),
         &attestation,
         &mut quiet,
     )
