@@ -114,6 +114,76 @@ fn registry_get(repository: &str, rest: &str, accept: &str) -> Vec<u8> {
     out.stdout
 }
 
+const ALL_MANIFESTS: &str = "application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.index.v1+json";
+
+/// The image manifest of `repository:reference` for `linux/amd64`-style `platform`
+/// (`os/architecture`): the manifest itself, or its entry in an index.
+fn platform_manifest(repository: &str, reference: &str, platform: &str) -> serde_json::Value {
+    let manifest: serde_json::Value = serde_json::from_slice(&registry_get(
+        repository,
+        &format!("manifests/{reference}"),
+        ALL_MANIFESTS,
+    ))
+    .unwrap();
+    let Some(entries) = manifest["manifests"].as_array() else {
+        return manifest;
+    };
+    let entry = entries
+        .iter()
+        .find(|e| {
+            format!(
+                "{}/{}",
+                e["platform"]["os"].as_str().unwrap_or_default(),
+                e["platform"]["architecture"].as_str().unwrap_or_default()
+            ) == platform
+        })
+        .unwrap_or_else(|| panic!("no {platform} in {manifest}"));
+    let digest = entry["digest"].as_str().unwrap();
+    serde_json::from_slice(&registry_get(
+        repository,
+        &format!("manifests/{digest}"),
+        ALL_MANIFESTS,
+    ))
+    .unwrap()
+}
+
+/// The engine's own image manifest of `image_id` on the containerd store, read from
+/// `docker save` (an OCI layout): its digest and bytes. An image stored as an index
+/// (a build with attestations) gives the entry that is not an attestation.
+fn stored_manifest(image_id: &str) -> (String, Vec<u8>) {
+    let out = support::docker_output(&["save", image_id]);
+    assert!(out.status.success(), "docker save {image_id}");
+    let mut files = std::collections::HashMap::new();
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        if entry.size() < 1 << 20 {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            files.insert(path, data);
+        }
+    }
+    let blob = |digest: &str| files[&format!("blobs/{}", digest.replace(':', "/"))].clone();
+    let mut digest = image_id.to_string();
+    loop {
+        let bytes = blob(&digest);
+        let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let Some(entries) = parsed["manifests"].as_array() else {
+            return (digest, bytes);
+        };
+        digest = entries
+            .iter()
+            .find(|e| e["annotations"]["vnd.docker.reference.type"].is_null())
+            .and_then(|e| e["digest"].as_str())
+            .expect("an image manifest in the index")
+            .to_string();
+    }
+}
+
 fn sha256(data: &[u8]) -> String {
     let hash = sha2::Sha256::digest(data);
     hash.iter().fold(String::from("sha256:"), |mut s, b| {
@@ -152,18 +222,27 @@ async fn push_pull_run(local_tag: &str, image_id: &str, expect_output: &str) {
     assert_eq!(sha256(pushed.manifest.as_bytes()), pushed.digest);
     assert_eq!(pushed.skipped_blobs, 0);
     s.assert_single_image_manifest(&repository, "v1");
-    if engine().await.store == ImageStore::Containerd {
-        assert_eq!(
-            pushed.digest, image_id,
-            "on the containerd store the pushed digest is the engine's manifest digest"
-        );
-    }
+    // The ID the pulled image must have: the config on the classic store; on the
+    // containerd store the engine's image manifest (the built image's ID is its index
+    // when the build added an attestation, as `docker build` does there).
+    let pulled_id = match engine().await.store {
+        ImageStore::Classic => image_id.to_string(),
+        ImageStore::Containerd => {
+            let (digest, bytes) = stored_manifest(image_id);
+            assert_eq!(
+                pushed.digest, digest,
+                "on the containerd store the pushed digest is the engine's manifest digest"
+            );
+            assert_eq!(pushed.manifest.as_bytes(), bytes, "byte for byte");
+            digest
+        }
+    };
     docker(&["rmi", local_tag]);
     let reference = format!("{}/{repository}@{}", s.registry, pushed.digest);
     s.docker_pull(&reference);
     assert_eq!(
         docker(&["image", "inspect", "-f", "{{.Id}}", &reference]),
-        image_id,
+        pulled_id,
         "the pulled image is the built image"
     );
     let output = docker(&["run", "--rm", &reference]);
@@ -280,7 +359,11 @@ async fn uploaded_layers_decompress_to_their_diff_ids() {
     let config_digest = manifest["config"]["digest"].as_str().unwrap();
     match engine().await.store {
         ImageStore::Classic => assert_eq!(config_digest, id, "the image ID is the config"),
-        ImageStore::Containerd => assert_eq!(pushed.digest, id, "the image ID is the manifest"),
+        ImageStore::Containerd => assert_eq!(
+            pushed.digest,
+            stored_manifest(&id).0,
+            "the engine's manifest"
+        ),
     }
     let config: serde_json::Value = serde_json::from_slice(&registry_get(
         &repository,
@@ -314,19 +397,22 @@ fn daemon_pushed_base_and_app(repository: &str) -> (String, serde_json::Value, S
     let s = standin();
     let marker = unique("base");
     let base = format!("{}/{repository}:base", s.registry);
-    build(
+    let base_id = build(
         &base,
         &format!(
             "FROM local/busybox:latest\nRUN echo {marker} > /base.txt && seq 1 400000 > /seq\n"
         ),
     );
     s.docker_push(&base);
-    let manifest: serde_json::Value = serde_json::from_slice(&registry_get(
-        repository,
-        "manifests/base",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ))
-    .unwrap();
+    // On the containerd store the daemon pushes the build's index (with its attestation).
+    let platform = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Os}}/{{.Architecture}}",
+        &base_id,
+    ]);
+    let manifest = platform_manifest(repository, "base", &platform);
     let app = format!("{}:1", unique("local/direct-app"));
     let id = build(
         &app,
