@@ -113,7 +113,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             .ensure_repository(&inputs.repository, registry_id, &inputs.repository_settings)
             .await?;
         repository::warn_about_settings_not_applied(&state, inputs, runner);
-        let plan = repository::plan_tags(&ecr, inputs, &state).await?;
+        let plan = repository::plan_tags(&ecr, inputs, &state, engine.store).await?;
         report.repository_state = Some(state);
         if let TagPlan::Skip { digest, image_id } = plan {
             tracing::info!("every tag already exists at {digest}: nothing to build or push");

@@ -579,18 +579,26 @@ fn rerunning_on_a_mutable_repository_is_idempotent() {
         "Dockerfile",
         &format!("FROM {BASE}\nLABEL test.id={repo}\nCOPY . /app/\nRUN echo built > /built\n"),
     );
-    let runs: Vec<_> = (0..2)
+    // Each run's layers are read at once: on the containerd store the first run's image
+    // is gone once the second build takes its tag.
+    let (runs, layers): (Vec<_>, Vec<_>) = (0..2)
         .map(|_| {
-            standin
+            let run = standin
                 .action(ws.path())
                 .input("repository", &repo)
                 .input("tags", "v1,latest")
-                .run()
+                .run();
+            run.assert_success();
+            let layers = docker(&[
+                "image",
+                "inspect",
+                "-f",
+                "{{json .RootFS.Layers}}",
+                run.output("image-id"),
+            ]);
+            (run, layers)
         })
-        .collect();
-    for run in &runs {
-        run.assert_success();
-    }
+        .unzip();
     let second = runs[1].output("image-digest");
     for tag in ["v1", "latest"] {
         assert_eq!(
@@ -602,16 +610,7 @@ fn rerunning_on_a_mutable_repository_is_idempotent() {
     if runs[1].stderr.contains("building with the classic builder") {
         assert_eq!(runs[0].output("image-digest"), second, "{}", runs[1].stderr);
     }
-    let layers = |run: &support::RunResult| {
-        docker(&[
-            "image",
-            "inspect",
-            "-f",
-            "{{json .RootFS.Layers}}",
-            run.output("image-id"),
-        ])
-    };
-    assert_eq!(layers(&runs[0]), layers(&runs[1]), "the same content");
+    assert_eq!(layers[0], layers[1], "the same content");
     // The second direct push knows every layer from the first run's image: none is
     // compressed again.
     if runs[1].stderr.contains("(direct)") {
