@@ -780,3 +780,123 @@ async fn an_image_stored_as_an_index_pushes_its_platform_manifest_alone() {
     docker(&["rmi", &pulled]);
     pull_and_run(&target, &pushed.digest, "index-");
 }
+
+/// Loads a copy of `local/busybox` whose layers are uncompressed (a `docker save` tar of
+/// the classic format, as another engine writes it) under `tag`; returns its image ID.
+fn load_uncompressed_busybox(tag: &str) -> String {
+    let out = support::docker_output(&["save", "local/busybox:latest"]);
+    assert!(out.status.success(), "docker save local/busybox");
+    let mut files = std::collections::HashMap::new();
+    for entry in tar::Archive::new(&out.stdout[..]).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        files.insert(path, data);
+    }
+    let saved: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, path, data).unwrap();
+    };
+    // The layers uncompressed, in the classic format (`manifest.json`) and as an OCI
+    // layout of uncompressed layer blobs, which the containerd store keeps as they are
+    // (from the classic format alone it would compress them).
+    let config = files[saved[0]["Config"].as_str().unwrap()].clone();
+    let blob = |data: &[u8]| format!("blobs/{}", sha256(data).replace(':', "/"));
+    let (mut paths, mut descriptors) = (Vec::new(), Vec::new());
+    for layer in saved[0]["Layers"].as_array().unwrap() {
+        let data = &files[layer.as_str().unwrap()];
+        let mut raw = Vec::new();
+        if data.starts_with(&[0x1f, 0x8b]) {
+            flate2::read::GzDecoder::new(&data[..])
+                .read_to_end(&mut raw)
+                .unwrap();
+        } else {
+            raw.clone_from(data);
+        }
+        add(&blob(&raw), &raw);
+        paths.push(blob(&raw));
+        descriptors.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": sha256(&raw), "size": raw.len()}));
+    }
+    add(&blob(&config), &config);
+    let image = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha256(&config), "size": config.len()},
+        "layers": descriptors}))
+    .unwrap();
+    add(&blob(&image), &image);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": sha256(&image), "size": image.len(),
+        "annotations": {"io.containerd.image.name": format!("docker.io/{tag}"),
+                        "org.opencontainers.image.ref.name": tag.rsplit(':').next()}}]});
+    add("index.json", index.to_string().as_bytes());
+    add("oci-layout", br#"{"imageLayoutVersion": "1.0.0"}"#);
+    let manifest =
+        serde_json::json!([{"Config": blob(&config), "RepoTags": [tag], "Layers": paths}]);
+    add("manifest.json", manifest.to_string().as_bytes());
+    let archive = tar.into_inner().unwrap();
+    let mut load = Command::new("docker")
+        .args(["load", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("docker load");
+    {
+        use std::io::Write as _;
+        load.stdin.take().unwrap().write_all(&archive).unwrap();
+    }
+    assert!(load.wait().unwrap().success(), "docker load");
+    docker(&["image", "inspect", "-f", "{{.Id}}", tag])
+}
+
+/// A base that the engine stores uncompressed (`docker load`ed from a classic-format tar)
+/// pushes and pulls as an image that runs. On the containerd store its layer is sent as
+/// stored, the manifest is the engine's byte for byte, and the log names the
+/// uncompressed layer; on the classic store it is gzipped as every layer is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_stored_uncompressed_is_pushed_as_stored() {
+    let s = standin();
+    let tag = format!("{}:1", unique("local/direct-loaded"));
+    let id = load_uncompressed_busybox(&tag);
+    let repository = unique("direct-loaded");
+    s.create_repository(&repository, "MUTABLE");
+    let (pushed, lines) = push_reusing(&id, &repository, &["v1"], RetryPolicy::DEFAULT, &[]).await;
+    let pushed = pushed.expect("direct push");
+    s.assert_single_image_manifest(&repository, "v1");
+    let manifest: serde_json::Value = serde_json::from_str(&pushed.manifest).unwrap();
+    let layer_type = manifest["layers"][0]["mediaType"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    match engine().await.store {
+        ImageStore::Classic => {
+            assert_eq!(
+                layer_type,
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            );
+        }
+        ImageStore::Containerd => {
+            assert!(!layer_type.contains("gzip"), "{layer_type}");
+            assert_eq!(pushed.digest, stored_manifest(&id).0);
+            assert!(
+                lines.iter().any(|l| l.contains("stored uncompressed")),
+                "{lines:#?}"
+            );
+        }
+    }
+    docker(&["rmi", &tag]);
+    let reference = format!("{}/{repository}@{}", s.registry, pushed.digest);
+    s.docker_pull(&reference);
+    let output = docker(&["run", "--rm", &reference, "echo", "loaded-ok"]);
+    assert_eq!(output, "loaded-ok");
+    docker(&["rmi", &reference]);
+}

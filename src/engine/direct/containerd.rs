@@ -9,8 +9,8 @@
 //!
 //! An image whose target is an index (attestations, several platforms) pushes only the
 //! image manifest of the built platform: never the index, never an attestation manifest.
-//! Layers stored uncompressed (a `docker load`ed or `docker import`ed base) are pushed as
-//! they are too: compressing them would make a manifest of ours that names no image the
+//! Layers stored uncompressed (a base `docker load`ed from an OCI layout of uncompressed
+//! layers; `docker import` and a classic-format load compress them) are pushed as they are: compressing them would make a manifest of ours that names no image the
 //! engine has (the `image-digest` output would no longer pull as the built image), and
 //! `docker push` on this store sends them uncompressed as well. Such layers are listed in
 //! the log; a pulled base (as on a runner) is compressed already.
