@@ -622,8 +622,14 @@ fn rerunning_on_a_mutable_repository_is_idempotent() {
             "{}",
             runs[1].stderr
         );
-        let known = format!("(known from {repo}: not compressed)");
-        assert!(runs[1].stderr.contains(&known), "{}", runs[1].stderr);
+        // The same image again on the containerd store (the classic builder reuses it):
+        // its manifest is in the repository, so nothing is even read from the engine.
+        let expected = if engine_is_containerd_store() && runs[0].output("image-digest") == second {
+            "Manifest already exists".to_string()
+        } else {
+            format!("(known from {repo}: not compressed)")
+        };
+        assert!(runs[1].stderr.contains(&expected), "{}", runs[1].stderr);
     }
 }
 
