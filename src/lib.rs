@@ -240,8 +240,9 @@ async fn push_and_confirm(
             match direct {
                 Ok(pushed) => {
                     tracing::info!(
-                        "direct push: {} bytes compressed, {} uploaded, {} blob(s) already \
-                         there, {} mounted, {} layer(s) reused without compressing",
+                        "direct push of one {}: {} bytes compressed, {} uploaded, {} blob(s) \
+                         already there, {} mounted, {} layer(s) reused without compressing",
+                        pushed.media_type,
                         pushed.compressed_bytes,
                         pushed.uploaded_bytes,
                         pushed.skipped_blobs,
