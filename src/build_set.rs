@@ -331,6 +331,12 @@ impl BuildSet {
             built.len()
         ));
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let reg = std::sync::Arc::new(docker_engine::direct::registry::Registry::connect(
+            run.auth,
+            &inputs.repository,
+            run.retry,
+            run.network,
+        )?);
         let pushes = self.members.iter().zip(built).map(|(member, built)| {
             let options = docker_engine::direct::DirectOptions {
                 reuse_from: run.reuse_from.clone(),
@@ -339,23 +345,31 @@ impl BuildSet {
                 network: run.network.clone(),
                 ..docker_engine::direct::DirectOptions::default()
             };
+            let reg = std::sync::Arc::clone(&reg);
             async move {
                 let label = member.platform.to_string();
-                let pushed = docker_engine::direct::push(
-                    &member.engine.docker,
+                let mut on_line = |line: &str| eprintln!("[{label}] {line}");
+                // Each platform's image goes by digest, untagged: the index names it.
+                let image = docker_engine::direct::upload_image(
+                    &member.engine,
                     &built.image_id,
-                    &inputs.repository,
-                    &[],
-                    run.auth,
-                    run.retry,
+                    &reg,
                     &options,
-                    |line| eprintln!("[{label}] {line}"),
+                    &mut on_line,
                 )
                 .await
                 .with_context(|| format!("pushing the {} image failed", member.platform))?;
+                docker_engine::direct::manifest::put(
+                    &reg,
+                    std::slice::from_ref(&image.manifest.digest),
+                    &image.manifest,
+                    &mut on_line,
+                )
+                .await
+                .with_context(|| format!("pushing the {} manifest failed", member.platform))?;
                 Ok::<_, anyhow::Error>((
-                    Child::of_manifest(member.platform.clone(), pushed.digest, &pushed.manifest),
-                    pushed.compressed_bytes,
+                    Child::of(member.platform.clone(), &image.manifest),
+                    image.stats.compressed_bytes,
                 ))
             }
         });
@@ -365,16 +379,7 @@ impl BuildSet {
             row.compressed_bytes = Some(*compressed);
         }
         let children: Vec<Child> = children.into_iter().map(|(child, _)| child).collect();
-        let put = index::put(
-            run.auth,
-            &inputs.repository,
-            &inputs.tags,
-            run.retry,
-            run.network,
-            &children,
-            |line| eprintln!("{line}"),
-        )
-        .await?;
+        let put = index::put(&reg, &inputs.tags, &children, |line| eprintln!("{line}")).await?;
         drop(group);
         let (detail, moved) = run
             .ecr

@@ -107,9 +107,10 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         },
     )?;
     tracing::info!(
-        "Docker Engine {} (API {}), AWS region {}",
+        "Docker Engine {} (API {}, {}), AWS region {}",
         engine.version,
         engine.api_version,
+        engine.store,
         ecr.region
     );
 
@@ -137,7 +138,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             .ensure_repository(&inputs.repository, registry_id, &inputs.repository_settings)
             .await?;
         repository::warn_about_settings_not_applied(&state, inputs, runner);
-        let mut plan = repository::plan_tags(&ecr, inputs, &state).await?;
+        let mut plan = repository::plan_tags(&ecr, inputs, &state, engine.store).await?;
         if let (Some(set), TagPlan::Skip { digest, .. }) = (&set, &plan) {
             match set.existing_index(&ecr, inputs, digest).await? {
                 Some(entries) => {
@@ -240,7 +241,14 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             reuse_from,
             network: &network,
         };
-        push_and_confirm(&push_run, inputs, env, runner, &mut report).await?;
+        Box::pin(push_and_confirm(
+            &push_run,
+            inputs,
+            env,
+            runner,
+            &mut report,
+        ))
+        .await?;
     }
     Ok(report)
 }
@@ -353,7 +361,7 @@ async fn push_and_confirm(
                     ..engine::direct::DirectOptions::default()
                 };
                 engine::direct::push(
-                    &engine.docker,
+                    engine,
                     &report.image_id,
                     &inputs.repository,
                     &inputs.tags,
@@ -367,8 +375,9 @@ async fn push_and_confirm(
             match direct {
                 Ok(pushed) => {
                     tracing::info!(
-                        "direct push: {} bytes compressed, {} uploaded, {} blob(s) already \
-                         there, {} mounted, {} layer(s) reused without compressing",
+                        "direct push of one {}: {} bytes compressed, {} uploaded, {} blob(s) \
+                         already there, {} mounted, {} layer(s) reused without compressing",
+                        pushed.media_type,
                         pushed.compressed_bytes,
                         pushed.uploaded_bytes,
                         pushed.skipped_blobs,

@@ -5,6 +5,7 @@
 use anyhow::bail;
 
 use crate::ecr::{Ecr, Repository};
+use crate::engine::ImageStore;
 use crate::inputs::{Inputs, OnTagExists};
 use crate::report::PolicyOutcome;
 use crate::runner::Runner;
@@ -21,11 +22,14 @@ pub enum TagPlan {
 }
 
 /// Decides, before anything is built, what to do about tags that already exist. Only an
-/// IMMUTABLE repository can refuse a tag, so only there (or for `skip`) is ECR asked.
+/// IMMUTABLE repository can refuse a tag, so only there (or for `skip`) is ECR asked. A
+/// skipped image's ID is what the engine's `docker inspect` would say of it once pulled:
+/// its config digest on the classic store, its manifest digest on the containerd store.
 pub async fn plan_tags(
     ecr: &Ecr,
     inputs: &Inputs,
     repository: &Repository,
+    store: ImageStore,
 ) -> anyhow::Result<TagPlan> {
     let immutable = repository.tag_mutability.starts_with("IMMUTABLE");
     if !immutable && inputs.on_tag_exists != OnTagExists::Skip {
@@ -44,13 +48,17 @@ pub async fn plan_tags(
     let every_tag_at_one_image =
         existing.len() == inputs.tags.len() && existing.iter().all(|e| e.digest == first.digest);
     if inputs.on_tag_exists == OnTagExists::Skip && every_tag_at_one_image {
-        let image_id = ecr
-            .image_config_digest(
-                &inputs.repository,
-                inputs.registry_id.as_deref(),
-                &first.digest,
-            )
-            .await?;
+        let image_id = match store {
+            ImageStore::Classic => {
+                ecr.image_config_digest(
+                    &inputs.repository,
+                    inputs.registry_id.as_deref(),
+                    &first.digest,
+                )
+                .await?
+            }
+            ImageStore::Containerd => Some(first.digest.clone()),
+        };
         return Ok(TagPlan::Skip {
             digest: first.digest.clone(),
             image_id,

@@ -10,8 +10,13 @@ use std::io::Read as _;
 use std::process::Command;
 
 use ecr_build_push::ecr::{RegistryAuth, Secret};
-use ecr_build_push::engine::direct::{self, DirectOptions, DirectPushError, DirectPushed};
+use ecr_build_push::engine::direct::registry::{Registry, OCI_INDEX, OCI_MANIFEST};
+use ecr_build_push::engine::direct::{
+    self, manifest, DirectOptions, DirectPushError, DirectPushed, PushedManifest,
+};
 use ecr_build_push::engine::push::RetryPolicy;
+use ecr_build_push::engine::{Engine, ImageStore};
+use ecr_build_push::env::DockerEnv;
 use sha2::Digest as _;
 use support::{docker, standin, unique};
 
@@ -29,13 +34,16 @@ fn auth() -> RegistryAuth {
     }
 }
 
-fn daemon() -> bollard::Docker {
-    bollard::Docker::connect_with_unix(
-        "unix:///var/run/docker.sock",
-        3600,
-        bollard::API_DEFAULT_VERSION,
-    )
-    .expect("the Docker daemon")
+/// The engine the tests run on: `DOCKER_HOST`'s (default: the stand-in's main engine),
+/// reached as the action reaches it, so its image store is known.
+async fn engine() -> Engine {
+    let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty());
+    Engine::connect(&DockerEnv {
+        host,
+        ..DockerEnv::default()
+    })
+    .await
+    .expect("the Docker engine")
 }
 
 /// Builds `dockerfile` as `tag` and returns the image ID.
@@ -71,7 +79,7 @@ async fn push_reusing(
     };
     let mut lines = Vec::new();
     let result = direct::push(
-        &daemon(),
+        &engine().await,
         image_id,
         repository,
         &tags,
@@ -104,6 +112,76 @@ fn registry_get(repository: &str, rest: &str, accept: &str) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+const ALL_MANIFESTS: &str = "application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.index.v1+json";
+
+/// The image manifest of `repository:reference` for `linux/amd64`-style `platform`
+/// (`os/architecture`): the manifest itself, or its entry in an index.
+fn platform_manifest(repository: &str, reference: &str, platform: &str) -> serde_json::Value {
+    let manifest: serde_json::Value = serde_json::from_slice(&registry_get(
+        repository,
+        &format!("manifests/{reference}"),
+        ALL_MANIFESTS,
+    ))
+    .unwrap();
+    let Some(entries) = manifest["manifests"].as_array() else {
+        return manifest;
+    };
+    let entry = entries
+        .iter()
+        .find(|e| {
+            format!(
+                "{}/{}",
+                e["platform"]["os"].as_str().unwrap_or_default(),
+                e["platform"]["architecture"].as_str().unwrap_or_default()
+            ) == platform
+        })
+        .unwrap_or_else(|| panic!("no {platform} in {manifest}"));
+    let digest = entry["digest"].as_str().unwrap();
+    serde_json::from_slice(&registry_get(
+        repository,
+        &format!("manifests/{digest}"),
+        ALL_MANIFESTS,
+    ))
+    .unwrap()
+}
+
+/// The engine's own image manifest of `image_id` on the containerd store, read from
+/// `docker save` (an OCI layout): its digest and bytes. An image stored as an index
+/// (a build with attestations) gives the entry that is not an attestation.
+fn stored_manifest(image_id: &str) -> (String, Vec<u8>) {
+    let out = support::docker_output(&["save", image_id]);
+    assert!(out.status.success(), "docker save {image_id}");
+    let mut files = std::collections::HashMap::new();
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        if entry.size() < 1 << 20 {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            files.insert(path, data);
+        }
+    }
+    let blob = |digest: &str| files[&format!("blobs/{}", digest.replace(':', "/"))].clone();
+    let mut digest = image_id.to_string();
+    loop {
+        let bytes = blob(&digest);
+        let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let Some(entries) = parsed["manifests"].as_array() else {
+            return (digest, bytes);
+        };
+        digest = entries
+            .iter()
+            .find(|e| e["annotations"]["vnd.docker.reference.type"].is_null())
+            .and_then(|e| e["digest"].as_str())
+            .expect("an image manifest in the index")
+            .to_string();
+    }
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -143,12 +221,28 @@ async fn push_pull_run(local_tag: &str, image_id: &str, expect_output: &str) {
     }
     assert_eq!(sha256(pushed.manifest.as_bytes()), pushed.digest);
     assert_eq!(pushed.skipped_blobs, 0);
+    s.assert_single_image_manifest(&repository, "v1");
+    // The ID the pulled image must have: the config on the classic store; on the
+    // containerd store the engine's image manifest (the built image's ID is its index
+    // when the build added an attestation, as `docker build` does there).
+    let pulled_id = match engine().await.store {
+        ImageStore::Classic => image_id.to_string(),
+        ImageStore::Containerd => {
+            let (digest, bytes) = stored_manifest(image_id);
+            assert_eq!(
+                pushed.digest, digest,
+                "on the containerd store the pushed digest is the engine's manifest digest"
+            );
+            assert_eq!(pushed.manifest.as_bytes(), bytes, "byte for byte");
+            digest
+        }
+    };
     docker(&["rmi", local_tag]);
     let reference = format!("{}/{repository}@{}", s.registry, pushed.digest);
     s.docker_pull(&reference);
     assert_eq!(
         docker(&["image", "inspect", "-f", "{{.Id}}", &reference]),
-        image_id,
+        pulled_id,
         "the pulled image is the built image"
     );
     let output = docker(&["run", "--rm", &reference]);
@@ -263,7 +357,14 @@ async fn uploaded_layers_decompress_to_their_diff_ids() {
         .unwrap();
     let manifest: serde_json::Value = serde_json::from_str(&pushed.manifest).unwrap();
     let config_digest = manifest["config"]["digest"].as_str().unwrap();
-    assert_eq!(config_digest, id);
+    match engine().await.store {
+        ImageStore::Classic => assert_eq!(config_digest, id, "the image ID is the config"),
+        ImageStore::Containerd => assert_eq!(
+            pushed.digest,
+            stored_manifest(&id).0,
+            "the engine's manifest"
+        ),
+    }
     let config: serde_json::Value = serde_json::from_slice(&registry_get(
         &repository,
         &format!("blobs/{config_digest}"),
@@ -296,19 +397,22 @@ fn daemon_pushed_base_and_app(repository: &str) -> (String, serde_json::Value, S
     let s = standin();
     let marker = unique("base");
     let base = format!("{}/{repository}:base", s.registry);
-    build(
+    let base_id = build(
         &base,
         &format!(
             "FROM local/busybox:latest\nRUN echo {marker} > /base.txt && seq 1 400000 > /seq\n"
         ),
     );
     s.docker_push(&base);
-    let manifest: serde_json::Value = serde_json::from_slice(&registry_get(
-        repository,
-        "manifests/base",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ))
-    .unwrap();
+    // On the containerd store the daemon pushes the build's index (with its attestation).
+    let platform = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Os}}/{{.Architecture}}",
+        &base_id,
+    ]);
+    let manifest = platform_manifest(repository, "base", &platform);
     let app = format!("{}:1", unique("local/direct-app"));
     let id = build(
         &app,
@@ -349,9 +453,19 @@ async fn layers_of_an_image_in_the_repository_are_not_recompressed() {
     let pushed = pushed.expect("direct push");
     assert_eq!(pushed.reused_layers, 2, "{lines:#?}");
     let compressed = lines.iter().filter(|l| l.contains(": Compressed ")).count();
+    let expected = match engine().await.store {
+        ImageStore::Classic => 1,
+        // Stored compressed: nothing is compressed on the way.
+        ImageStore::Containerd => 0,
+    };
     assert_eq!(
-        compressed, 1,
+        compressed, expected,
         "only the new layer is compressed: {lines:#?}"
+    );
+    let sent = lines.iter().filter(|l| l.contains(": Pushed ")).count();
+    assert_eq!(
+        sent, 2,
+        "only the new layer and the config are sent: {lines:#?}"
     );
     assert_eq!(
         lines
@@ -546,4 +660,249 @@ async fn refusals_are_final_and_errors_are_clean() {
         Some(pushed.digest.as_str())
     );
     docker(&["rmi", &tag]);
+}
+
+/// Uploads `data` as a blob of `reg`'s repository; returns its digest.
+async fn put_blob(reg: &Registry, data: &[u8]) -> String {
+    let digest = sha256(data);
+    let location = reg.start_upload().await.expect("start an upload");
+    let location = reg
+        .patch(&location, 0, bytes::Bytes::copy_from_slice(data))
+        .await
+        .expect("upload a blob");
+    reg.complete(&location, &digest).await.expect("complete");
+    digest
+}
+
+/// An image pulled as an OCI index (its platform's manifest and a BuildKit-style
+/// attestation manifest, `unknown/unknown` with a reference type) is pushed as that
+/// platform's image manifest alone: the tag is one image manifest, never the index,
+/// never the attestation; on the containerd store (whose image ID is then the index
+/// digest) it is the platform's stored manifest byte for byte. The image pulls and runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_stored_as_an_index_pushes_its_platform_manifest_alone() {
+    let s = standin();
+    let source = unique("direct-index-src");
+    s.create_repository(&source, "MUTABLE");
+    let (tag, id) = {
+        let tag = format!("{}:1", unique("local/direct-index"));
+        let marker = unique("index");
+        let dockerfile =
+            format!("FROM local/busybox:latest\nRUN echo {marker} > /m\nCMD [\"cat\", \"/m\"]\n");
+        (tag.clone(), build(&tag, &dockerfile))
+    };
+    let platform = docker(&["image", "inspect", "-f", "{{.Os}}/{{.Architecture}}", &id]);
+    let (os, architecture) = platform.split_once('/').unwrap();
+    let image = push(&id, &source, &["image"], RetryPolicy::DEFAULT)
+        .await
+        .expect("push the platform image");
+    docker(&["rmi", &tag]);
+
+    // The attestation: an in-toto layer on an empty config, as BuildKit writes it.
+    let reg = Registry::connect(
+        &auth(),
+        &source,
+        RetryPolicy::DEFAULT,
+        &ecr_build_push::network::Network::default(),
+    )
+    .unwrap();
+    let config = put_blob(&reg, b"{}").await;
+    let statement = br#"{"_type": "https://in-toto.io/Statement/v0.1"}"#;
+    let layer = put_blob(&reg, statement).await;
+    let attestation = PushedManifest::new(
+        OCI_MANIFEST,
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config, "size": 2},
+            "layers": [{"mediaType": "application/vnd.in-toto+json", "digest": layer,
+                        "size": statement.len()}],
+        }))
+        .unwrap()
+        .into(),
+    );
+    let index = PushedManifest::new(
+        OCI_INDEX,
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": image.media_type, "digest": image.digest,
+                 "size": image.manifest.len(),
+                 "platform": {"os": os, "architecture": architecture}},
+                {"mediaType": OCI_MANIFEST, "digest": attestation.digest,
+                 "size": attestation.size,
+                 "platform": {"os": "unknown", "architecture": "unknown"},
+                 "annotations": {"vnd.docker.reference.type": "attestation-manifest",
+                                 "vnd.docker.reference.digest": image.digest}},
+            ],
+        }))
+        .unwrap()
+        .into(),
+    );
+    let mut quiet = |_: &str| {};
+    manifest::put(
+        &reg,
+        std::slice::from_ref(&attestation.digest),
+        &attestation,
+        &mut quiet,
+    )
+    .await
+    .unwrap();
+    manifest::put(&reg, &["multi".into()], &index, &mut quiet)
+        .await
+        .unwrap();
+
+    let pulled = format!("{}/{source}:multi", s.registry);
+    s.docker_pull(&pulled);
+    let pulled_id = docker(&["image", "inspect", "-f", "{{.Id}}", &pulled]);
+    let target = unique("direct-index-dst");
+    s.create_repository(&target, "MUTABLE");
+    let (pushed, lines) =
+        push_reusing(&pulled_id, &target, &["v1"], RetryPolicy::DEFAULT, &[]).await;
+    let pushed = pushed.expect("direct push");
+    s.assert_single_image_manifest(&target, "v1");
+    assert_eq!(
+        s.registry_digest(&target, "v1").as_deref(),
+        Some(pushed.digest.as_str())
+    );
+    if engine().await.store == ImageStore::Containerd {
+        assert_eq!(
+            pulled_id, index.digest,
+            "the containerd store keeps the index"
+        );
+        assert_eq!(pushed.digest, image.digest, "{lines:#?}");
+        assert_eq!(
+            pushed.manifest, image.manifest,
+            "the stored manifest, byte for byte"
+        );
+    }
+    assert!(
+        !pushed.manifest.contains("in-toto"),
+        "never the attestation: {}",
+        pushed.manifest
+    );
+    docker(&["rmi", &pulled]);
+    pull_and_run(&target, &pushed.digest, "index-");
+}
+
+/// Loads a copy of `local/busybox` whose layers are uncompressed (a `docker save` tar of
+/// the classic format, as another engine writes it) under `tag`; returns its image ID.
+fn load_uncompressed_busybox(tag: &str) -> String {
+    let out = support::docker_output(&["save", "local/busybox:latest"]);
+    assert!(out.status.success(), "docker save local/busybox");
+    let mut files = std::collections::HashMap::new();
+    for entry in tar::Archive::new(&out.stdout[..]).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        files.insert(path, data);
+    }
+    let saved: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, path, data).unwrap();
+    };
+    // The layers uncompressed, in the classic format (`manifest.json`) and as an OCI
+    // layout of uncompressed layer blobs, which the containerd store keeps as they are
+    // (from the classic format alone it would compress them).
+    let config = files[saved[0]["Config"].as_str().unwrap()].clone();
+    let blob = |data: &[u8]| format!("blobs/{}", sha256(data).replace(':', "/"));
+    let (mut paths, mut descriptors) = (Vec::new(), Vec::new());
+    for layer in saved[0]["Layers"].as_array().unwrap() {
+        let data = &files[layer.as_str().unwrap()];
+        let mut raw = Vec::new();
+        if data.starts_with(&[0x1f, 0x8b]) {
+            flate2::read::GzDecoder::new(&data[..])
+                .read_to_end(&mut raw)
+                .unwrap();
+        } else {
+            raw.clone_from(data);
+        }
+        add(&blob(&raw), &raw);
+        paths.push(blob(&raw));
+        descriptors.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": sha256(&raw), "size": raw.len()}));
+    }
+    add(&blob(&config), &config);
+    let image = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha256(&config), "size": config.len()},
+        "layers": descriptors}))
+    .unwrap();
+    add(&blob(&image), &image);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": sha256(&image), "size": image.len(),
+        "annotations": {"io.containerd.image.name": format!("docker.io/{tag}"),
+                        "org.opencontainers.image.ref.name": tag.rsplit(':').next()}}]});
+    add("index.json", index.to_string().as_bytes());
+    add("oci-layout", br#"{"imageLayoutVersion": "1.0.0"}"#);
+    let manifest =
+        serde_json::json!([{"Config": blob(&config), "RepoTags": [tag], "Layers": paths}]);
+    add("manifest.json", manifest.to_string().as_bytes());
+    let archive = tar.into_inner().unwrap();
+    let mut load = Command::new("docker")
+        .args(["load", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("docker load");
+    {
+        use std::io::Write as _;
+        load.stdin.take().unwrap().write_all(&archive).unwrap();
+    }
+    assert!(load.wait().unwrap().success(), "docker load");
+    docker(&["image", "inspect", "-f", "{{.Id}}", tag])
+}
+
+/// A base that the engine stores uncompressed (`docker load`ed from a classic-format tar)
+/// pushes and pulls as an image that runs. On the containerd store its layer is sent as
+/// stored, the manifest is the engine's byte for byte, and the log names the
+/// uncompressed layer; on the classic store it is gzipped as every layer is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_stored_uncompressed_is_pushed_as_stored() {
+    let s = standin();
+    let tag = format!("{}:1", unique("local/direct-loaded"));
+    let id = load_uncompressed_busybox(&tag);
+    let repository = unique("direct-loaded");
+    s.create_repository(&repository, "MUTABLE");
+    let (pushed, lines) = push_reusing(&id, &repository, &["v1"], RetryPolicy::DEFAULT, &[]).await;
+    let pushed = pushed.expect("direct push");
+    s.assert_single_image_manifest(&repository, "v1");
+    let manifest: serde_json::Value = serde_json::from_str(&pushed.manifest).unwrap();
+    let layer_type = manifest["layers"][0]["mediaType"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    match engine().await.store {
+        ImageStore::Classic => {
+            assert_eq!(
+                layer_type,
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            );
+        }
+        ImageStore::Containerd => {
+            assert!(!layer_type.contains("gzip"), "{layer_type}");
+            assert_eq!(pushed.digest, stored_manifest(&id).0);
+            assert!(
+                lines.iter().any(|l| l.contains("stored uncompressed")),
+                "{lines:#?}"
+            );
+        }
+    }
+    docker(&["rmi", &tag]);
+    let reference = format!("{}/{repository}@{}", s.registry, pushed.digest);
+    s.docker_pull(&reference);
+    let output = docker(&["run", "--rm", &reference, "echo", "loaded-ok"]);
+    assert_eq!(output, "loaded-ok");
+    docker(&["rmi", &reference]);
 }

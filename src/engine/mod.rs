@@ -65,6 +65,48 @@ pub struct Engine {
     pub tls: bool,
     pub version: String,
     pub api_version: String,
+    /// Where the daemon keeps images, which decides what its export holds.
+    pub store: ImageStore,
+}
+
+/// The daemon's image store, from `docker info`: it decides what the export API gives
+/// and so how the direct push sends an image ([`direct`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageStore {
+    /// The graph-driver store (overlay2, …): layers are kept uncompressed, the image ID is
+    /// the config digest, and no manifest exists until a push writes one.
+    Classic,
+    /// The containerd image store (`io.containerd.snapshotter.v1`, Docker 29's default):
+    /// the compressed blobs and the manifest are kept as pulled or built, and the image ID
+    /// is the digest of that manifest (or of its index).
+    Containerd,
+}
+
+impl ImageStore {
+    /// The `driver-type` that `docker info`'s `DriverStatus` shows on the containerd store.
+    pub const CONTAINERD_DRIVER_TYPE: &'static str = "io.containerd.snapshotter.v1";
+
+    /// The store named by `docker info`'s `DriverStatus` pairs.
+    pub fn from_driver_status(status: &[Vec<String>]) -> Self {
+        let containerd = status.iter().any(|pair| {
+            matches!(pair.as_slice(), [key, value]
+                if key == "driver-type" && value == Self::CONTAINERD_DRIVER_TYPE)
+        });
+        if containerd {
+            Self::Containerd
+        } else {
+            Self::Classic
+        }
+    }
+}
+
+impl std::fmt::Display for ImageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Classic => "classic image store",
+            Self::Containerd => "containerd image store",
+        })
+    }
 }
 
 impl Engine {
@@ -116,15 +158,21 @@ impl Engine {
             .negotiate_version()
             .await
             .map_err(|e| explain_connect_error(host, &e))?;
-        let version = docker
-            .version()
-            .await
-            .map_err(|e| explain_connect_error(host, &e))?;
+        // `docker info` is large; only its driver status is kept, so it is boxed.
+        let store = Box::pin(async {
+            let info = docker.info().await?;
+            Ok(ImageStore::from_driver_status(
+                &info.driver_status.unwrap_or_default(),
+            ))
+        });
+        let (version, store) = tokio::try_join!(docker.version(), store)
+            .map_err(|e: bollard::errors::Error| explain_connect_error(host, &e))?;
         Ok(Self {
             host: host.to_string(),
             tls: env.tls_verify || host.starts_with("https://"),
             api_version: docker.client_version().to_string(),
             version: version.version.unwrap_or_default(),
+            store,
             docker,
         })
     }
@@ -152,7 +200,33 @@ fn explain_connect_error(host: &str, err: &bollard::errors::Error) -> anyhow::Er
 
 #[cfg(test)]
 mod tests {
-    use super::LineBuffer;
+    use super::{ImageStore, LineBuffer};
+
+    /// `docker info`'s driver status names the containerd store by its driver type; an
+    /// overlay2 status (or none) is the classic store.
+    #[test]
+    fn the_image_store_comes_from_the_driver_type() {
+        let pairs = |p: &[(&str, &str)]| -> Vec<Vec<String>> {
+            p.iter()
+                .map(|(k, v)| vec![(*k).into(), (*v).into()])
+                .collect()
+        };
+        assert_eq!(
+            ImageStore::from_driver_status(&pairs(&[(
+                "driver-type",
+                "io.containerd.snapshotter.v1"
+            )])),
+            ImageStore::Containerd
+        );
+        assert_eq!(
+            ImageStore::from_driver_status(&pairs(&[
+                ("Backing Filesystem", "extfs"),
+                ("Supports d_type", "true")
+            ])),
+            ImageStore::Classic
+        );
+        assert_eq!(ImageStore::from_driver_status(&[]), ImageStore::Classic);
+    }
 
     /// Chunks are re-cut into whole lines: a line split across chunks is joined, `\r\n`
     /// ends a line like `\n`, and the unterminated rest comes back at the end.

@@ -8,7 +8,7 @@ use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{PushImageOptions, TagImageOptions};
 use futures_util::{stream, StreamExt as _, TryStreamExt as _};
 
-use super::Engine;
+use super::{Engine, ImageStore};
 use crate::ecr::RegistryAuth;
 use crate::runner::Runner;
 
@@ -100,9 +100,14 @@ pub async fn push(
             message: "no tags to push".into(),
         });
     };
-    let digest = push_tag_with_retry(engine, target, first, retry).await?;
+    let platform = match engine.store {
+        ImageStore::Classic => None,
+        ImageStore::Containerd => image_platform(engine, target.image_id).await,
+    };
+    let platform = platform.as_deref();
+    let digest = push_tag_with_retry(engine, target, first, platform, retry).await?;
     let others: Vec<String> = stream::iter(rest)
-        .map(|tag| push_tag_with_retry(engine, target, tag, retry))
+        .map(|tag| push_tag_with_retry(engine, target, tag, platform, retry))
         .buffer_unordered(TAG_CONCURRENCY)
         .try_collect()
         .await?;
@@ -118,16 +123,32 @@ pub async fn push(
     Ok(Pushed { digest })
 }
 
+/// The image's platform as the push API's `platform` parameter (JSON), which makes the
+/// containerd store push that platform's image manifest rather than the image's index
+/// (API 1.46+; older daemons ignore it).
+async fn image_platform(engine: &Engine, image_id: &str) -> Option<String> {
+    let image = engine.docker.inspect_image(image_id).await.ok()?;
+    let mut platform = serde_json::json!({
+        "os": image.os?,
+        "architecture": image.architecture?,
+    });
+    if let Some(variant) = image.variant.filter(|v| !v.is_empty()) {
+        platform["variant"] = variant.into();
+    }
+    Some(platform.to_string())
+}
+
 async fn push_tag_with_retry(
     engine: &Engine,
     target: PushTarget<'_>,
     tag: &str,
+    platform: Option<&str>,
     retry: RetryPolicy,
 ) -> Result<String, PushError> {
     let reference = format!("{}:{tag}", target.repository_ref);
     let mut attempt = 1;
     loop {
-        match push_tag(engine, target, tag).await {
+        match push_tag(engine, target, tag, platform).await {
             Ok(digest) => return Ok(digest),
             Err(failure) if attempt < retry.attempts && failure.transient => {
                 let delay = retry.delay(attempt);
@@ -159,7 +180,12 @@ async fn push_tag_with_retry(
 /// starts, and another build on the same daemon may have moved that tag since this run
 /// set it; so the tag is set again just before the push, and the digest is accepted only
 /// if the daemon recorded it against this run's image.
-async fn push_tag(engine: &Engine, target: PushTarget<'_>, tag: &str) -> Result<String, Failure> {
+async fn push_tag(
+    engine: &Engine,
+    target: PushTarget<'_>,
+    tag: &str,
+    platform: Option<&str>,
+) -> Result<String, Failure> {
     engine
         .docker
         .tag_image(
@@ -179,7 +205,7 @@ async fn push_tag(engine: &Engine, target: PushTarget<'_>, tag: &str) -> Result<
     };
     let options = PushImageOptions {
         tag: Some(tag.to_string()),
-        ..Default::default()
+        platform: platform.map(ToString::to_string),
     };
     let mut progress =
         engine

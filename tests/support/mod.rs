@@ -261,20 +261,64 @@ impl Standin {
         })
     }
 
+    /// The media types of `repository:tag`: the `Content-Type` the registry serves for it
+    /// (asked with every manifest and index type) and the `imageManifestMediaType` that
+    /// `DescribeImages` reports.
+    pub fn manifest_media_types(&self, repository: &str, tag: &str) -> (String, String) {
+        let url = format!("https://{}/v2/{repository}/manifests/{tag}", self.registry);
+        let out = Command::new("curl")
+            .args(["-sS", "-I", "--cacert"])
+            .arg(&self.ca_cert)
+            .args(["-u", &format!("AWS:{}", self.password)])
+            .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json"])
+            .arg(&url)
+            .output()
+            .expect("run curl");
+        let head = String::from_utf8_lossy(&out.stdout);
+        let served = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-type")
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no Content-Type for {repository}:{tag}: {head}"));
+        let answer = self.moto(
+            "DescribeImages",
+            &serde_json::json!({"repositoryName": repository, "imageIds": [{"imageTag": tag}]}),
+        );
+        let described = answer["imageDetails"][0]["imageManifestMediaType"]
+            .as_str()
+            .unwrap_or_else(|| panic!("DescribeImages of {repository}:{tag}: {answer}"))
+            .to_string();
+        (served, described)
+    }
+
+    /// Asserts that `repository:tag` is one image manifest (Docker schema 2 or OCI), never
+    /// an index, both as the registry serves it and as `DescribeImages` reports it.
+    pub fn assert_single_image_manifest(&self, repository: &str, tag: &str) {
+        const IMAGE_MANIFESTS: [&str; 2] = [
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.oci.image.manifest.v1+json",
+        ];
+        let (served, described) = self.manifest_media_types(repository, tag);
+        assert!(
+            IMAGE_MANIFESTS.contains(&served.as_str()),
+            "{repository}:{tag} is served as {served}, not an image manifest"
+        );
+        assert!(
+            IMAGE_MANIFESTS.contains(&described.as_str()),
+            "DescribeImages says {repository}:{tag} is {described}, not an image manifest"
+        );
+    }
+
     /// Runs the action binary with these inputs, like the runner does.
-    /// The test process's `DOCKER_HOST` is passed on (as the `docker` CLI of the helpers
-    /// here inherits it), so a whole suite runs against another engine of the matrix
-    /// (`scripts/test`).
     pub fn action(&self, workspace: &Path) -> ActionRun {
-        let mut env = self.env.clone();
-        if let Ok(host) = std::env::var("DOCKER_HOST") {
-            env.push(("DOCKER_HOST".to_string(), host));
-        }
         ActionRun {
             program: PathBuf::from(env!("CARGO_BIN_EXE_ecr-build-push")),
             workdir: workspace.to_path_buf(),
             inputs: BTreeMap::new(),
-            env,
+            env: self.env.clone(),
             args: Vec::new(),
             in_actions: true,
             wrapper: Vec::new(),
@@ -469,8 +513,9 @@ impl ActionRun {
             .current_dir(&self.workdir)
             .args(&self.args)
             .env_clear();
-        // Only what a runner would pass: PATH and HOME, the stand-in's AWS settings.
-        for name in ["PATH", "HOME"] {
+        // Only what a runner would pass: PATH and HOME, the stand-in's AWS settings, and
+        // the engine the tests run on (DOCKER_HOST), as a job would set it.
+        for name in ["PATH", "HOME", "DOCKER_HOST"] {
             if let Ok(value) = std::env::var(name) {
                 command.env(name, value);
             }

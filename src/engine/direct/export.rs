@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 use super::gzip::{GzipWriter, Pool};
 
 /// JSON files up to this size are kept in memory.
-const JSON_LIMIT: u64 = 16 << 20;
+pub const JSON_LIMIT: u64 = 16 << 20;
 /// Read size while streaming a layer.
 const READ_BUFFER: usize = 1 << 20;
 
@@ -119,10 +119,74 @@ impl Read for ChannelReader {
     }
 }
 
+/// The export stream of one image, fed from the daemon to a blocking [`ChannelReader`]
+/// through a small channel; the feeding stops when this is dropped, however the push ends.
+/// The daemon may write its whole export to disk before the first byte: that wait is
+/// kept, to be logged.
+#[derive(Debug)]
+pub struct Feeder {
+    task: tokio::task::JoinHandle<()>,
+    first_byte: Arc<std::sync::OnceLock<f64>>,
+}
+
+impl Feeder {
+    /// Starts the export of `image` (`GET /images/{image}/get`).
+    pub fn start(
+        docker: &bollard::Docker,
+        image: &str,
+        started: std::time::Instant,
+    ) -> (Self, ChannelReader) {
+        use futures_util::StreamExt as _;
+        let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
+        let first_byte = Arc::new(std::sync::OnceLock::<f64>::new());
+        let docker = docker.clone();
+        let image = image.to_string();
+        let first = Arc::clone(&first_byte);
+        let task = tokio::spawn(async move {
+            let mut stream = docker.export_image(&image);
+            while let Some(item) = stream.next().await {
+                first.get_or_init(|| started.elapsed().as_secs_f64());
+                let failed = item.is_err();
+                let item = item.map_err(|e| io::Error::other(crate::error_chain(&e)));
+                if bytes_tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        (Self { task, first_byte }, ChannelReader::new(bytes_rx))
+    }
+
+    /// Seconds from the push's start to the export's first byte, once it came.
+    pub fn first_byte(&self) -> Option<f64> {
+        self.first_byte.get().copied()
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Hashes what passes through.
-struct HashingWriter<W> {
+#[derive(Debug)]
+pub struct HashingWriter<W> {
     inner: W,
     sha: Sha256,
+}
+
+impl<W> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            sha: Sha256::new(),
+        }
+    }
+
+    /// What it wrote, and the `sha256:` digest of it.
+    pub fn finish(self) -> (W, String) {
+        (self.inner, format!("sha256:{}", hex(&self.sha.finalize())))
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -137,7 +201,7 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// A spool file that is unlinked at once, so nothing is left behind whatever happens.
-fn spool_file(dir: &std::path::Path) -> io::Result<File> {
+pub fn spool_file(dir: &std::path::Path) -> io::Result<File> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = dir.join(format!(
@@ -233,12 +297,9 @@ pub fn read_export(
         }
         if let Some(name) = path.strip_prefix("blobs/sha256/") {
             if pass.contains(&format!("sha256:{name}")) {
-                let mut sha = HashingWriter {
-                    inner: io::sink(),
-                    sha: Sha256::new(),
-                };
+                let mut sha = HashingWriter::new(io::sink());
                 io::copy(&mut entry, &mut sha)?;
-                let diff_id = format!("sha256:{}", hex(&sha.sha.finalize()));
+                let (_, diff_id) = sha.finish();
                 rest.passed.insert(path, diff_id);
                 continue;
             }
@@ -262,7 +323,7 @@ pub fn read_export(
     Ok(rest)
 }
 
-fn is_metadata(path: &str) -> bool {
+pub fn is_metadata(path: &str) -> bool {
     matches!(
         path,
         "manifest.json" | "index.json" | "oci-layout" | "repositories"
@@ -279,7 +340,7 @@ pub fn normalize(path: &str) -> String {
 }
 
 /// A symlink target relative to the link's directory, as a tar path.
-fn resolve_relative(link: &str, target: &str) -> String {
+pub fn resolve_relative(link: &str, target: &str) -> String {
     if target.starts_with('/') {
         return normalize(target);
     }

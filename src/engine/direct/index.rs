@@ -3,27 +3,13 @@
 //! manifests, with their platforms and nothing else (no attestation manifests), is put
 //! under every tag. It is a Docker manifest list when every child is a Docker schema 2
 //! manifest (what ECR's console and older clients know best), else an OCI image index.
-//!
-//! Merge note: the `containerd` branch splits the direct push into `upload_image` and
-//! `manifest::put` by references with a `PushedManifest` (bytes, digest, media type).
-//! Once both are in, a child is `upload_image` + `manifest::put(&[digest])`, and
-//! [`put`] here becomes `manifest::put(tags, PushedManifest::new(kind.media_type(), …))`,
-//! so `put_one` below goes away.
 
 use bytes::Bytes;
-use futures_util::{StreamExt as _, TryStreamExt as _};
-use hyper::header::CONTENT_TYPE;
-use hyper::{Method, StatusCode};
 
-use super::export::sha256_digest;
-use super::registry::{self, Failure, Registry};
+use super::manifest::{self, PushedManifest};
+use super::registry::{self, Registry};
 use super::DirectPushError;
-use crate::ecr::RegistryAuth;
-use crate::engine::push::RetryPolicy;
 use crate::inputs::Platform;
-
-/// Tags put at once after the first.
-const TAG_CONCURRENCY: usize = 4;
 
 /// One platform's image, pushed by digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,18 +23,13 @@ pub struct Child {
 }
 
 impl Child {
-    /// The descriptor of a manifest put as `manifest` (its `mediaType` field says which
-    /// kind; schema 2 when it has none).
-    pub fn of_manifest(platform: Platform, digest: String, manifest: &str) -> Self {
-        let media_type = serde_json::from_str::<serde_json::Value>(manifest)
-            .ok()
-            .and_then(|v| v["mediaType"].as_str().map(ToString::to_string))
-            .unwrap_or_else(|| registry::MANIFEST_V2.to_string());
+    /// The descriptor of `manifest`, pushed as `platform`'s image.
+    pub fn of(platform: Platform, manifest: &PushedManifest) -> Self {
         Self {
             platform,
-            digest,
-            media_type,
-            size: manifest.len() as u64,
+            digest: manifest.digest.clone(),
+            media_type: manifest.media_type.clone(),
+            size: manifest.size,
         }
     }
 }
@@ -154,102 +135,28 @@ pub struct IndexPushed {
 }
 
 /// Puts the index of `children` under every tag (the first alone, then the others
-/// concurrently), checking the registry's digest each time.
+/// concurrently), checking the registry's digest each time ([`manifest::put`]).
 pub async fn put(
-    auth: &RegistryAuth,
-    repository: &str,
+    reg: &Registry,
     tags: &[String],
-    retry: RetryPolicy,
-    network: &crate::network::Network,
     children: &[Child],
     mut on_line: impl FnMut(&str),
 ) -> Result<IndexPushed, DirectPushError> {
-    let reg = Registry::connect(auth, repository, retry, network)?;
     let (manifest, kind) = build(children);
-    let bytes = Bytes::from(manifest.clone());
-    let digest = sha256_digest(&bytes);
-    let Some((first, others)) = tags.split_first() else {
+    let index = PushedManifest::new(kind.media_type(), Bytes::from(manifest.clone()));
+    if tags.is_empty() {
         return Err(DirectPushError::Image {
-            image: digest,
-            registry: auth.registry.clone(),
+            image: index.digest,
+            registry: reg.host.clone(),
             message: "no tags to put the index under".into(),
         });
-    };
-    let media_type = kind.media_type();
-    put_one(&reg, first, &bytes, &digest, media_type).await?;
-    on_line(&format!(
-        "{first}: index digest: {digest} size: {}",
-        bytes.len()
-    ));
-    let done: Vec<&String> = futures_util::stream::iter(others)
-        .map(|tag| {
-            let (reg, bytes, digest) = (&reg, &bytes, &digest);
-            async move {
-                put_one(reg, tag, bytes, digest, media_type).await?;
-                Ok::<_, DirectPushError>(tag)
-            }
-        })
-        .buffer_unordered(TAG_CONCURRENCY)
-        .try_collect()
-        .await?;
-    for tag in done {
-        on_line(&format!(
-            "{tag}: index digest: {digest} size: {}",
-            bytes.len()
-        ));
     }
+    manifest::put(reg, tags, &index, &mut on_line).await?;
     Ok(IndexPushed {
-        digest,
+        digest: index.digest,
         kind,
         manifest,
     })
-}
-
-async fn put_one(
-    reg: &Registry,
-    tag: &str,
-    manifest: &Bytes,
-    digest: &str,
-    media_type: &str,
-) -> Result<(), DirectPushError> {
-    let url = reg.url(&format!("manifests/{tag}"));
-    let answered = reg
-        .with_retry(&format!("putting the index for tag {tag}"), || async {
-            let answer = reg
-                .send(
-                    Method::PUT,
-                    &url,
-                    &[(CONTENT_TYPE.as_str(), media_type.to_string())],
-                    manifest.clone(),
-                )
-                .await?;
-            if answer.status == StatusCode::CREATED || answer.status == StatusCode::OK {
-                Ok(answer
-                    .header("docker-content-digest")
-                    .map(ToString::to_string))
-            } else {
-                Err(Failure::from_answer(&answer))
-            }
-        })
-        .await
-        .map_err(|f| {
-            DirectPushError::registry(reg, "putting the index of", format!("tag {tag}"), f)
-        })?;
-    match answered {
-        Some(answered) if answered != digest => Err(DirectPushError::Registry {
-            registry: reg.host.clone(),
-            repository: reg.repository.clone(),
-            subject: format!("tag {tag}"),
-            operation: "putting the index of".into(),
-            status: None,
-            code: None,
-            message: format!(
-                "the registry answered digest {answered}, but the index sent is {digest}"
-            ),
-            attempts: 1,
-        }),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

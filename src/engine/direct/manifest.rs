@@ -1,6 +1,7 @@
-//! The schema 2 manifest: built from the config's and the layers' descriptors, put under
-//! every tag (the first alone, then the others concurrently), and its digest checked
-//! against the registry's `Docker-Content-Digest` each time.
+//! Manifests: the schema 2 manifest the classic store's push builds ([`build`]), and the
+//! put of any manifest or index under references (tags or its digest): the first alone,
+//! then the others concurrently, its digest checked against the registry's
+//! `Docker-Content-Digest` each time ([`put`]).
 
 use bytes::Bytes;
 use futures_util::{StreamExt as _, TryStreamExt as _};
@@ -9,11 +10,39 @@ use super::export::sha256_digest;
 use super::registry::{self, Registry};
 use super::{DirectPushError, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE};
 
-/// Tags put at once after the first.
+/// References put at once after the first.
 const TAG_CONCURRENCY: usize = 4;
 
-/// The manifest's JSON for a config and layers given as (digest, size).
-pub fn build(config: (&str, u64), layers: &[(String, u64)]) -> String {
+/// A manifest (or index) as it is put: its bytes, their digest, size and media type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushedManifest {
+    /// The sha256 of `bytes`: the image's digest in the registry.
+    pub digest: String,
+    /// The `Content-Type` it is put with (and the `mediaType` inside it).
+    pub media_type: String,
+    pub size: u64,
+    pub bytes: Bytes,
+}
+
+impl PushedManifest {
+    /// A manifest of `media_type` put exactly as `bytes`.
+    pub fn new(media_type: impl Into<String>, bytes: Bytes) -> Self {
+        Self {
+            digest: sha256_digest(&bytes),
+            media_type: media_type.into(),
+            size: bytes.len() as u64,
+            bytes,
+        }
+    }
+
+    /// The manifest as text (manifests are JSON).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// The schema 2 manifest for a config and layers given as (digest, size).
+pub fn build(config: (&str, u64), layers: &[(String, u64)]) -> PushedManifest {
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": registry::MANIFEST_V2,
@@ -28,69 +57,75 @@ pub fn build(config: (&str, u64), layers: &[(String, u64)]) -> String {
             "digest": digest,
         })).collect::<Vec<_>>(),
     });
-    serde_json::to_string_pretty(&manifest).unwrap_or_else(|_| manifest.to_string())
+    let text = serde_json::to_string_pretty(&manifest).unwrap_or_else(|_| manifest.to_string());
+    PushedManifest::new(registry::MANIFEST_V2, Bytes::from(text))
 }
 
-/// Puts the manifest under every tag, or by its digest when there are none (one
-/// platform of an index); returns it and its digest.
+/// Puts `manifest` under every reference (tags, or its own digest to push it untagged);
+/// each answer must be its digest. Nothing is put when `references` is empty.
 pub async fn put(
     reg: &Registry,
-    tags: &[String],
-    config: (&str, u64),
-    layers: &[(String, u64)],
+    references: &[String],
+    manifest: &PushedManifest,
     on_line: &mut impl FnMut(&str),
-) -> Result<(String, String), DirectPushError> {
-    let manifest = build(config, layers);
-    let bytes = Bytes::from(manifest.clone());
-    let digest = sha256_digest(&bytes);
-    let Some((first, others)) = tags.split_first() else {
-        put_one(reg, &digest, &bytes, &digest).await?;
-        on_line(&format!("digest: {digest} size: {} (no tag)", bytes.len()));
-        return Ok((manifest, digest));
+) -> Result<(), DirectPushError> {
+    let Some((first, others)) = references.split_first() else {
+        return Ok(());
     };
-    put_one(reg, first, &bytes, &digest).await?;
-    on_line(&format!("{first}: digest: {digest} size: {}", bytes.len()));
+    let line = |reference: &str| {
+        format!(
+            "{reference}: digest: {} size: {}",
+            manifest.digest, manifest.size
+        )
+    };
+    put_one(reg, first, manifest).await?;
+    on_line(&line(first));
     let done: Vec<&String> = futures_util::stream::iter(others)
-        .map(|tag| {
-            let (bytes, digest) = (&bytes, &digest);
-            async move {
-                put_one(reg, tag, bytes, digest).await?;
-                Ok::<_, DirectPushError>(tag)
-            }
+        .map(|reference| async move {
+            put_one(reg, reference, manifest).await?;
+            Ok::<_, DirectPushError>(reference)
         })
         .buffer_unordered(TAG_CONCURRENCY)
         .try_collect()
         .await?;
-    for tag in done {
-        on_line(&format!("{tag}: digest: {digest} size: {}", bytes.len()));
+    for reference in done {
+        on_line(&line(reference));
     }
-    Ok((manifest, digest))
+    Ok(())
+}
+
+fn subject(reference: &str) -> String {
+    if reference.starts_with("sha256:") {
+        format!("manifest {reference}")
+    } else {
+        format!("tag {reference}")
+    }
 }
 
 async fn put_one(
     reg: &Registry,
-    tag: &str,
-    manifest: &Bytes,
-    digest: &str,
+    reference: &str,
+    manifest: &PushedManifest,
 ) -> Result<(), DirectPushError> {
     let answered = reg
-        .with_retry(&format!("putting the manifest for tag {tag}"), || {
-            reg.put_manifest(tag, manifest.clone())
+        .with_retry(&format!("putting the manifest for {reference}"), || {
+            reg.put_manifest(reference, &manifest.media_type, manifest.bytes.clone())
         })
         .await
         .map_err(|f| {
-            DirectPushError::registry(reg, "putting the manifest of", format!("tag {tag}"), f)
+            DirectPushError::registry(reg, "putting the manifest of", subject(reference), f)
         })?;
     match answered {
-        Some(answered) if answered != digest => Err(DirectPushError::Registry {
+        Some(answered) if answered != manifest.digest => Err(DirectPushError::Registry {
             registry: reg.host.clone(),
             repository: reg.repository.clone(),
-            subject: format!("tag {tag}"),
+            subject: subject(reference),
             operation: "putting the manifest of".into(),
             status: None,
             code: None,
             message: format!(
-                "the registry answered digest {answered}, but the manifest sent is {digest}"
+                "the registry answered digest {answered}, but the manifest sent is {}",
+                manifest.digest
             ),
             attempts: 1,
         }),

@@ -529,17 +529,19 @@ impl Registry {
         }
     }
 
-    /// Puts the manifest under `reference`; returns the registry's `Docker-Content-Digest`.
+    /// Puts a manifest (or index) of `media_type` under `reference` (a tag or its
+    /// digest); returns the registry's `Docker-Content-Digest`.
     pub async fn put_manifest(
         &self,
         reference: &str,
+        media_type: &str,
         manifest: Bytes,
     ) -> Result<Option<String>, Failure> {
         let answer = self
             .send(
                 Method::PUT,
                 &self.url(&format!("manifests/{reference}")),
-                &[(CONTENT_TYPE.as_str(), MANIFEST_V2.into())],
+                &[(CONTENT_TYPE.as_str(), media_type.into())],
                 manifest,
             )
             .await?;

@@ -1,11 +1,169 @@
-//! One blob's upload: `HEAD` first (the repository may have it), then a session of parts
-//! in the sizes ECR accepts, completed with the digest. A part is retried by the
-//! registry's policy; a session the registry lost is started again, bounded.
+//! The blobs of one push ([`Uploads`]: each started once, concurrently, bounded) and one
+//! blob's upload: `HEAD` first (the repository may have it), then a session of parts in
+//! the sizes ECR accepts, completed with the digest. A part is retried by the registry's
+//! policy; a session the registry lost is started again, bounded.
 
+use std::collections::{HashMap, HashSet};
 use std::io;
+use std::sync::Arc;
+use std::time::Instant;
 
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use futures_util::{future::BoxFuture, FutureExt as _};
+use tokio::sync::Semaphore;
+
+use super::export::Content;
 use super::registry::{Failure, Registry};
-use super::{short, Blob, BlobOutcome, DirectPushError, PART_SIZE};
+use super::{mb, reuse, short, DirectPushError, PART_SIZE, UPLOAD_CONCURRENCY};
+
+/// A blob to upload: its descriptor and where its bytes are.
+#[derive(Debug, Clone)]
+pub(super) struct Blob {
+    pub digest: String,
+    pub size: u64,
+    pub content: Content,
+}
+
+/// What became of one blob.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct BlobOutcome {
+    pub skipped: bool,
+    pub mounted: bool,
+    pub uploaded: u64,
+    /// From the upload's start (after waiting for a slot) to its end.
+    pub seconds: f64,
+}
+
+type Running = BoxFuture<'static, (String, Result<BlobOutcome, DirectPushError>)>;
+
+/// Every blob of one push, by digest: started at most once (so no blob is sent twice),
+/// at most [`UPLOAD_CONCURRENCY`] at a time, and what became of each.
+pub(super) struct Uploads {
+    reg: Arc<Registry>,
+    limit: Arc<Semaphore>,
+    started: HashSet<String>,
+    running: FuturesUnordered<Running>,
+    pub done: HashMap<String, BlobOutcome>,
+}
+
+impl Uploads {
+    pub fn new(reg: &Arc<Registry>) -> Self {
+        Self {
+            reg: Arc::clone(reg),
+            limit: Arc::new(Semaphore::new(UPLOAD_CONCURRENCY)),
+            started: HashSet::new(),
+            running: FuturesUnordered::new(),
+            done: HashMap::new(),
+        }
+    }
+
+    /// Whether `digest` was started (or reused) already.
+    pub fn has(&self, digest: &str) -> bool {
+        self.started.contains(digest)
+    }
+
+    /// Starts `blob` unless it was started already.
+    pub fn start(&mut self, blob: Blob) {
+        if !self.started.insert(blob.digest.clone()) {
+            return;
+        }
+        let reg = Arc::clone(&self.reg);
+        let limit = Arc::clone(&self.limit);
+        self.running.push(
+            async move {
+                let _permit = limit.acquire_owned().await;
+                let upload_started = Instant::now();
+                let result = upload_blob(&reg, &blob).await.map(|outcome| BlobOutcome {
+                    seconds: upload_started.elapsed().as_secs_f64(),
+                    ..outcome
+                });
+                (blob.digest, result)
+            }
+            .boxed(),
+        );
+    }
+
+    /// Records the layers found in the registry or mounted before the export
+    /// ([`reuse`]), in `diff_ids` order, each once.
+    pub fn record_reused(
+        &mut self,
+        diff_ids: &[String],
+        reused: &HashMap<String, (reuse::KnownBlob, reuse::Reused)>,
+        on_line: &mut dyn FnMut(&str),
+    ) {
+        for (blob, how) in diff_ids.iter().filter_map(|d| reused.get(d)) {
+            if !self.started.insert(blob.digest.clone()) {
+                continue;
+            }
+            let short = short(&blob.digest);
+            let from = &blob.repository;
+            let outcome = match how {
+                reuse::Reused::Present => {
+                    on_line(&format!(
+                        "{short}: Layer already exists (known from {from}: not compressed)"
+                    ));
+                    BlobOutcome {
+                        skipped: true,
+                        ..BlobOutcome::default()
+                    }
+                }
+                reuse::Reused::Mounted => {
+                    on_line(&format!("{short}: Mounted from {from}"));
+                    BlobOutcome {
+                        mounted: true,
+                        ..BlobOutcome::default()
+                    }
+                }
+            };
+            self.done.insert(blob.digest.clone(), outcome);
+        }
+    }
+
+    /// Records a blob the repository is known to hold already.
+    pub fn record_present(&mut self, digest: &str) {
+        self.started.insert(digest.to_string());
+        self.done.insert(
+            digest.to_string(),
+            BlobOutcome {
+                skipped: true,
+                ..BlobOutcome::default()
+            },
+        );
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Waits for the next upload to end and logs it; `None` when none is running.
+    pub async fn next(
+        &mut self,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Option<Result<(), DirectPushError>> {
+        let (digest, result) = self.running.next().await?;
+        Some(result.map(|outcome| {
+            let short = short(&digest);
+            if outcome.skipped {
+                on_line(&format!("{short}: Layer already exists"));
+            } else {
+                on_line(&format!(
+                    "{short}: Pushed {} in {:.1} s",
+                    mb(outcome.uploaded),
+                    outcome.seconds
+                ));
+            }
+            self.done.insert(digest, outcome);
+        }))
+    }
+
+    /// Waits for every upload started.
+    pub async fn finish(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<(), DirectPushError> {
+        while let Some(result) = self.next(on_line).await {
+            result?;
+        }
+        Ok(())
+    }
+}
 
 /// Registry answers that mean the upload session is gone (or ahead of us), so the upload
 /// starts again rather than retrying the part.
@@ -17,10 +175,7 @@ fn session_lost(failure: &Failure) -> bool {
         )
 }
 
-pub(super) async fn upload_blob(
-    reg: &Registry,
-    blob: &Blob,
-) -> Result<BlobOutcome, DirectPushError> {
+async fn upload_blob(reg: &Registry, blob: &Blob) -> Result<BlobOutcome, DirectPushError> {
     let subject = || format!("blob {}", blob.digest);
     let fail = |op: &str, f: (Failure, u32)| DirectPushError::registry(reg, op, subject(), f);
     let what = format!("blob {}", short(&blob.digest));

@@ -1,0 +1,548 @@
+//! The containerd image store's image: its export (`GET /images/{name}/get`) is an OCI
+//! layout holding the stored blobs (compressed as they were pulled or built) and the
+//! stored manifest, named by their digests, with `index.json` (written after the blobs)
+//! naming the image. Nothing is recompressed and no manifest is built: each blob is
+//! spooled as it is (its digest checked against its name) and uploaded at once,
+//! concurrently; the platform's image manifest is then put byte for byte with its own
+//! media type, so the pushed digest is the engine's manifest digest (the image ID when
+//! the image is that manifest).
+//!
+//! An image whose target is an index (attestations, several platforms) pushes only the
+//! image manifest of the built platform: never the index, never an attestation manifest.
+//! Layers stored uncompressed (a base `docker load`ed from an OCI layout of uncompressed
+//! layers; `docker import` and a classic-format load compress them) are pushed as they are: compressing them would make a manifest of ours that names no image the
+//! engine has (the `image-digest` output would no longer pull as the built image), and
+//! `docker push` on this store sends them uncompressed as well. Such layers are listed in
+//! the log; a pulled base (as on a runner) is compressed already.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, BufWriter, Read as _, Write as _};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::export::{self, sha256_digest, Content, Feeder, HashingWriter};
+use super::manifest::PushedManifest;
+use super::registry::{Registry, MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
+use super::reuse::Platform;
+use super::upload::{Blob, Uploads};
+use super::{mb, short, BlobStats, DirectOptions, DirectPushError, UploadedImage};
+
+/// Layer media types that are not compressed.
+const UNCOMPRESSED_LAYERS: [&str; 2] = [
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.docker.image.rootfs.diff.tar",
+];
+/// The annotation BuildKit puts on an index entry that is an attestation manifest.
+const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+
+/// Uploads the blobs of `image_id` (a manifest or index digest) as stored and returns its
+/// platform's image manifest, not yet put.
+pub(super) async fn upload(
+    docker: &bollard::Docker,
+    image_id: &str,
+    reg: &Arc<Registry>,
+    options: &DirectOptions,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<UploadedImage, DirectPushError> {
+    let started = Instant::now();
+    let image_error = |message: String| DirectPushError::Image {
+        image: image_id.to_string(),
+        registry: reg.host.clone(),
+        message,
+    };
+    let export_error = |message: String| DirectPushError::Export {
+        image: image_id.to_string(),
+        registry: reg.host.clone(),
+        message,
+    };
+    if let Some(image) = rerun(reg, image_id, on_line).await {
+        return Ok(image);
+    }
+    let local = super::local_image(docker, image_id).await;
+    let mut uploads = Uploads::new(reg);
+    let (diff_ids, platform) = local.unwrap_or_default();
+    let reused = super::reusable_layers(reg, &diff_ids, &platform, options).await;
+    uploads.record_reused(&diff_ids, &reused, on_line);
+    let pass: HashSet<String> = reused.values().map(|(b, _)| b.digest.clone()).collect();
+
+    let (feeder, bytes) = Feeder::start(docker, image_id, started);
+    let (blob_tx, mut blob_rx) = tokio::sync::mpsc::channel::<Stored>(4);
+    let reader = {
+        let dir = options.spool_dir.clone();
+        tokio::task::spawn_blocking(move || read_layout(bytes, &dir, &pass, &blob_tx))
+    };
+    let mut blobs_open = true;
+    let mut first_byte_logged = false;
+    while blobs_open || !uploads.is_idle() {
+        tokio::select! {
+            next = blob_rx.recv(), if blobs_open => match next {
+                Some(blob) => {
+                    if !std::mem::replace(&mut first_byte_logged, true) {
+                        if let Some(seconds) = feeder.first_byte() {
+                            on_line(&format!(
+                                "Image export from the daemon: first byte after {seconds:.1} s"
+                            ));
+                        }
+                    }
+                    uploads.start(Blob {
+                        digest: blob.digest,
+                        size: blob.size,
+                        content: Content::File(Arc::new(blob.file)),
+                    });
+                }
+                None => blobs_open = false,
+            },
+            Some(result) = uploads.next(on_line), if !uploads.is_idle() => result?,
+        }
+    }
+    let rest = reader
+        .await
+        .map_err(|e| export_error(format!("the export reader stopped: {e}")))?
+        .map_err(|e| export_error(crate::error_chain(&e)))?;
+    drop(feeder);
+
+    let manifest = image_manifest(&rest, image_id, &platform).map_err(image_error)?;
+    let parsed: Manifest = serde_json::from_slice(&manifest.bytes)
+        .map_err(|e| image_error(format!("the manifest {} is invalid: {e}", manifest.digest)))?;
+    let descriptors: Vec<&Descriptor> = parsed.layers.iter().chain([&parsed.config]).collect();
+    for descriptor in &descriptors {
+        if uploads.has(&descriptor.digest) {
+            continue;
+        }
+        if let Some(bytes) = rest.files.get(&blob_path(&descriptor.digest)) {
+            uploads.start(Blob {
+                digest: descriptor.digest.clone(),
+                size: bytes.len() as u64,
+                content: Content::Memory(Bytes::from(bytes.clone())),
+            });
+        } else if matches!(reg.has_blob(&descriptor.digest).await, Ok(true)) {
+            uploads.record_present(&descriptor.digest);
+        } else {
+            return Err(image_error(format!(
+                "the export lacks blob {} of manifest {}, and the repository does not have it",
+                descriptor.digest, manifest.digest
+            )));
+        }
+    }
+    log_uncompressed(&parsed.layers, on_line);
+    uploads.finish(on_line).await?;
+    if manifest.digest != image_id {
+        on_line(&format!(
+            "{}: the image manifest of {} in image index {}",
+            short(&manifest.digest),
+            describe(&platform),
+            short(image_id)
+        ));
+    }
+    let blobs: Vec<(String, u64)> = descriptors
+        .iter()
+        .map(|d| (d.digest.clone(), d.size))
+        .collect();
+    Ok(UploadedImage {
+        stats: BlobStats::of(&blobs, &uploads.done, rest.passed.len()),
+        manifest,
+    })
+}
+
+/// A rerun: the repository has the image manifest `image_id` already, so it has every
+/// blob it lists (a registry accepts a manifest only then), and nothing is exported.
+async fn rerun(
+    reg: &Registry,
+    image_id: &str,
+    on_line: &mut dyn FnMut(&str),
+) -> Option<UploadedImage> {
+    let (media_type, bytes) = reg
+        .with_retry("checking the image manifest", || {
+            reg.get_manifest(&reg.repository, image_id)
+        })
+        .await
+        .ok()?;
+    let media_type = media_type.split(';').next().unwrap_or_default().trim();
+    if ![MANIFEST_V2, OCI_MANIFEST].contains(&media_type) || sha256_digest(&bytes) != image_id {
+        return None;
+    }
+    let parsed: Manifest = serde_json::from_slice(&bytes).ok()?;
+    on_line(&format!(
+        "{}: Manifest already exists (so does every blob it lists)",
+        short(image_id)
+    ));
+    let blobs: Vec<(String, u64)> = parsed
+        .layers
+        .iter()
+        .chain([&parsed.config])
+        .map(|d| (d.digest.clone(), d.size))
+        .collect();
+    let done = blobs
+        .iter()
+        .map(|(digest, _)| {
+            let skipped = super::upload::BlobOutcome {
+                skipped: true,
+                ..Default::default()
+            };
+            (digest.clone(), skipped)
+        })
+        .collect();
+    let layers: HashSet<&String> = parsed.layers.iter().map(|d| &d.digest).collect();
+    Some(UploadedImage {
+        stats: BlobStats::of(&blobs, &done, layers.len()),
+        manifest: PushedManifest::new(media_type, bytes),
+    })
+}
+
+/// Names the layers stored uncompressed, once: they are pushed as they are.
+fn log_uncompressed(layers: &[Descriptor], on_line: &mut dyn FnMut(&str)) {
+    let raw: Vec<&Descriptor> = layers
+        .iter()
+        .filter(|d| UNCOMPRESSED_LAYERS.contains(&d.media_type.as_str()))
+        .collect();
+    if raw.is_empty() {
+        return;
+    }
+    let total = raw.iter().map(|d| d.size).sum();
+    let names: Vec<&str> = raw.iter().map(|d| short(&d.digest)).collect();
+    on_line(&format!(
+        "{} layer(s) stored uncompressed by the engine ({}, {}): pushed as stored, so the \
+         manifest stays the engine's (pull the base from a registry to store it compressed)",
+        raw.len(),
+        names.join(", "),
+        mb(total)
+    ));
+}
+
+/// The platform's image manifest of the export: the `index.json` entry that is the image
+/// (by digest, or the only one), or, when that is an index, its entry for `platform`
+/// that is not an attestation. Its bytes are checked against its digest.
+fn image_manifest(
+    rest: &Layout,
+    image_id: &str,
+    platform: &Platform,
+) -> Result<PushedManifest, String> {
+    let index = rest
+        .files
+        .get("index.json")
+        .ok_or("the export has no index.json: it is not an OCI layout")?;
+    let index: Index =
+        serde_json::from_slice(index).map_err(|e| format!("the export's index.json: {e}"))?;
+    let mut entry = match index.manifests.iter().find(|d| d.digest == image_id) {
+        Some(entry) => entry.clone(),
+        None if index.manifests.len() == 1 => index.manifests[0].clone(),
+        None => {
+            return Err(format!(
+                "the export's index.json lists {} images and none is {image_id}",
+                index.manifests.len()
+            ))
+        }
+    };
+    for _ in 0..2 {
+        let bytes = blob(rest, &entry.digest)?;
+        if entry.media_type == MANIFEST_V2 || entry.media_type == OCI_MANIFEST {
+            return Ok(PushedManifest::new(entry.media_type, bytes));
+        }
+        if entry.media_type != OCI_INDEX && entry.media_type != MANIFEST_LIST_V2 {
+            return Err(format!(
+                "{} is a {}, not an image manifest or index",
+                entry.digest, entry.media_type
+            ));
+        }
+        let index: Index = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the image index {} is invalid: {e}", entry.digest))?;
+        entry = pick_platform(&index.manifests, platform)
+            .ok_or_else(|| {
+                format!(
+                    "the image index {} has no image manifest for {} in the export",
+                    entry.digest,
+                    describe(platform)
+                )
+            })?
+            .clone();
+    }
+    Err(format!(
+        "{image_id}: an index inside an index inside an index"
+    ))
+}
+
+/// The image manifest for `platform` among an index's entries whose blobs were exported:
+/// attestations (`unknown/unknown`, or a reference type) are never chosen; with no
+/// platform known, the only image manifest.
+fn pick_platform<'d>(entries: &'d [Descriptor], platform: &Platform) -> Option<&'d Descriptor> {
+    let images: Vec<&Descriptor> = entries
+        .iter()
+        .filter(|d| !d.annotations.contains_key(REFERENCE_TYPE))
+        .filter(|d| d.platform.as_ref().is_none_or(|p| p.os != "unknown"))
+        .collect();
+    if platform.os.is_empty() {
+        return (images.len() == 1).then(|| images[0]);
+    }
+    images.into_iter().find(|d| {
+        d.platform.as_ref().is_some_and(|p| {
+            p.os == platform.os
+                && p.architecture == platform.architecture
+                && match (&p.variant, &platform.variant) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+        })
+    })
+}
+
+fn describe(platform: &Platform) -> String {
+    match &platform.variant {
+        Some(variant) => format!("{}/{}/{variant}", platform.os, platform.architecture),
+        None if platform.os.is_empty() => "the engine's platform".into(),
+        None => format!("{}/{}", platform.os, platform.architecture),
+    }
+}
+
+fn blob_path(digest: &str) -> String {
+    format!("blobs/{}", digest.replacen(':', "/", 1))
+}
+
+/// A small blob of the export, checked against its digest.
+fn blob(rest: &Layout, digest: &str) -> Result<Bytes, String> {
+    let bytes = rest
+        .files
+        .get(&blob_path(digest))
+        .ok_or_else(|| format!("the export lacks {digest}"))?;
+    if sha256_digest(bytes) != digest {
+        return Err(format!("the export's blob {digest} has other content"));
+    }
+    Ok(Bytes::from(bytes.clone()))
+}
+
+/// A blob spooled as stored (already unlinked).
+struct Stored {
+    digest: String,
+    size: u64,
+    file: std::fs::File,
+}
+
+/// What is left once the layout has been read.
+#[derive(Debug, Default)]
+struct Layout {
+    /// Small JSON files (index.json, manifests, configs, attestations), by path.
+    files: HashMap<String, Vec<u8>>,
+    /// Blobs streamed past unspooled, as the registry holds them already.
+    passed: HashSet<String>,
+}
+
+/// Reads the OCI layout tar: JSON files stay in memory, every other blob is spooled as it
+/// is and sent to `blobs` as soon as it is whole, except those in `pass`, only hashed.
+/// Each blob's content must match the digest it is named by.
+fn read_layout(
+    reader: impl io::Read,
+    spool_dir: &std::path::Path,
+    pass: &HashSet<String>,
+    blobs: &tokio::sync::mpsc::Sender<Stored>,
+) -> io::Result<Layout> {
+    let mut rest = Layout::default();
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = export::normalize(&entry.path()?.to_string_lossy());
+        let size = entry.size();
+        let digest = path
+            .strip_prefix("blobs/sha256/")
+            .map(|hex| format!("sha256:{hex}"));
+        let mut head = vec![0u8; usize::try_from(size.min(1)).unwrap_or(1)];
+        entry.read_exact(&mut head)?;
+        let json = size <= export::JSON_LIMIT
+            && (matches!(head.first(), Some(b'{' | b'[')) || export::is_metadata(&path));
+        let Some(digest) = digest.filter(|_| !json) else {
+            let mut data = head;
+            entry.read_to_end(&mut data)?;
+            rest.files.insert(path, data);
+            continue;
+        };
+        let check = |found: String| {
+            if found == digest {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!(
+                    "the export's blob {digest} has content {found}"
+                )))
+            }
+        };
+        if pass.contains(&digest) {
+            let mut sha = HashingWriter::new(io::sink());
+            sha.write_all(&head)?;
+            io::copy(&mut entry, &mut sha)?;
+            check(sha.finish().1)?;
+            rest.passed.insert(digest);
+            continue;
+        }
+        let file = export::spool_file(spool_dir)?;
+        let mut sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file.try_clone()?));
+        sink.write_all(&head)?;
+        io::copy(&mut entry, &mut sink)?;
+        let (mut writer, found) = sink.finish();
+        writer.flush()?;
+        check(found)?;
+        let stored = Stored { digest, size, file };
+        if blobs.blocking_send(stored).is_err() {
+            return Err(io::Error::other("the push was abandoned"));
+        }
+    }
+    Ok(rest)
+}
+
+#[derive(Debug, Deserialize)]
+struct Index {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    config: Descriptor,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    #[serde(default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    size: u64,
+    platform: Option<DescriptorPlatform>,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct DescriptorPlatform {
+    os: String,
+    architecture: String,
+    variant: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An OCI layout tar: `(path, content)` entries in that order.
+    fn layout_tar(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, path, *data).unwrap();
+        }
+        tar.into_inner().unwrap()
+    }
+
+    /// The layout is read as the engine writes it (blobs first, sorted, then index.json):
+    /// a layer is spooled whole and handed over at once, a known layer only hashed past,
+    /// JSON kept; the platform's manifest is found through the index and is its bytes.
+    #[test]
+    fn a_layout_gives_its_layers_at_once_and_the_manifest_as_stored() {
+        let layer: &[u8] = b"\x1f\x8b not json, a compressed layer";
+        let known: &[u8] = b"\x1f\x8b a layer the registry has";
+        let config: &[u8] = br#"{"rootfs": {"diff_ids": []}}"#;
+        let (layer_digest, known_digest) = (sha256_digest(layer), sha256_digest(known));
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": sha256_digest(config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": layer_digest, "size": layer.len()}],
+        }))
+        .unwrap();
+        let manifest_digest = sha256_digest(&manifest);
+        let index = serde_json::to_vec(&serde_json::json!({"manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": manifest.len()}
+        ]}))
+        .unwrap();
+        let path = |d: &str| blob_path(d);
+        let mut entries = vec![
+            (path(&layer_digest), layer.to_vec()),
+            (path(&known_digest), known.to_vec()),
+            (path(&sha256_digest(config)), config.to_vec()),
+            (path(&manifest_digest), manifest.clone()),
+        ];
+        entries.sort();
+        entries.push(("index.json".into(), index));
+        let refs: Vec<(&str, &[u8])> = entries
+            .iter()
+            .map(|(p, d)| (p.as_str(), d.as_slice()))
+            .collect();
+        let tar = layout_tar(&refs);
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let pass: HashSet<String> = [known_digest.clone()].into();
+        let dir = tempfile::tempdir().unwrap();
+        let rest = read_layout(&tar[..], dir.path(), &pass, &tx).unwrap();
+        drop(tx);
+        let stored = rx.blocking_recv().expect("the layer");
+        assert_eq!(
+            (stored.digest.as_str(), stored.size),
+            (layer_digest.as_str(), layer.len() as u64)
+        );
+        assert!(
+            rx.blocking_recv().is_none(),
+            "only the one layer is spooled"
+        );
+        assert_eq!(rest.passed, pass);
+        let found = image_manifest(&rest, &manifest_digest, &Platform::default()).unwrap();
+        assert_eq!(found.bytes, manifest);
+        assert_eq!(found.media_type, OCI_MANIFEST);
+        assert_eq!(found.digest, manifest_digest);
+    }
+
+    /// A blob whose content is not the digest it is named by fails the read, naming it.
+    #[test]
+    fn a_blob_that_is_not_its_digest_is_refused() {
+        let name = format!("sha256:{}", "0".repeat(64));
+        let tar = layout_tar(&[(blob_path(&name).as_str(), b"\x1f\x8b other")]);
+        let (tx, _rx) = tokio::sync::mpsc::channel(8);
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_layout(&tar[..], dir.path(), &HashSet::new(), &tx).unwrap_err();
+        assert!(err.to_string().contains(&name), "{err}");
+    }
+
+    /// In a BuildKit index the attestation manifest (`unknown/unknown`, with a reference
+    /// type) is never the image; the platform's manifest is, by os, architecture, variant.
+    #[test]
+    fn attestation_manifests_are_never_the_image() {
+        let entries: Vec<Descriptor> = serde_json::from_str(
+            r#"[
+              {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "a",
+               "platform": {"os": "linux", "architecture": "amd64"}},
+              {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "b",
+               "platform": {"os": "unknown", "architecture": "unknown"},
+               "annotations": {"vnd.docker.reference.type": "attestation-manifest",
+                               "vnd.docker.reference.digest": "a"}},
+              {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "c",
+               "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}
+            ]"#,
+        )
+        .unwrap();
+        let platform = |os: &str, architecture: &str, variant: Option<&str>| Platform {
+            os: os.into(),
+            architecture: architecture.into(),
+            variant: variant.map(Into::into),
+        };
+        let pick = |p: Platform| pick_platform(&entries, &p).map(|d| d.digest.clone());
+        assert_eq!(pick(platform("linux", "amd64", None)), Some("a".into()));
+        assert_eq!(
+            pick(platform("linux", "arm64", Some("v8"))),
+            Some("c".into())
+        );
+        assert_eq!(pick(platform("unknown", "unknown", None)), None);
+        assert_eq!(pick(platform("", "", None)), None, "two images, none known");
+        assert_eq!(
+            pick_platform(&entries[..2], &platform("", "", None)).map(|d| d.digest.clone()),
+            Some("a".into())
+        );
+    }
+}
