@@ -210,7 +210,7 @@ fn two_platforms_under_qemu_make_one_index() {
     run.assert_success();
     let log = &run.stderr;
     let announced = log
-        .find("linux/arm64: builds on unix:///var/run/docker.sock")
+        .find(&format!("linux/arm64: builds on {}", engine_host()))
         .unwrap_or_else(|| panic!("no announcement of the arm64 build:\n{log}"));
     assert!(
         log[announced..].contains("emulated by QEMU (qemu-aarch64)"),
@@ -252,7 +252,7 @@ fn two_platforms_under_qemu_make_one_index() {
             .find(|l| l.starts_with(&format!("| {platform} |")))
             .unwrap_or_else(|| panic!("no summary row for {platform}:\n{}", run.summary));
         assert!(row.contains(&digests[platform]), "{row}");
-        assert!(row.contains("unix:///var/run/docker.sock"), "{row}");
+        assert!(row.contains(&engine_host()), "{row}");
         assert!(row.contains(" s |"), "build time: {row}");
     }
     assert_eq!(run.output("image-id"), "");
@@ -331,6 +331,21 @@ fn deprecated_platform_input_warns() {
     );
 }
 
+/// The engine the suite runs on (`DOCKER_HOST`, as for the action), the main one unset.
+fn engine_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
+}
+
+/// The engine that plays the native builder: Docker 28.5 (classic store), or the main
+/// engine when the suite itself runs on that one.
+fn second_engine() -> &'static str {
+    if engine_host() == ENGINE_28_CLASSIC {
+        "unix:///var/run/docker.sock"
+    } else {
+        ENGINE_28_CLASSIC
+    }
+}
+
 /// Waits (up to 5 minutes) for the second engine (started by `scripts/standin start`
 /// with the other extra engines) to answer.
 fn wait_for_engine(host: &str) {
@@ -346,33 +361,30 @@ fn wait_for_engine(host: &str) {
     panic!("the engine at {host} does not answer: run scripts/standin start");
 }
 
-/// `platform-hosts`: linux/arm64 builds on a second engine (Docker 28.5), linux/amd64 on
+/// `platform-hosts`: linux/arm64 builds on a second engine (Docker 28.5, or 26.1 when the
+/// suite runs on 28.5), linux/amd64 on
 /// `DOCKER_HOST`, in parallel; the log and the summary say which engine built which, the
 /// arm64 image is in the second engine's store only, and the push is one index.
 #[test]
 fn platform_hosts_build_a_platform_on_its_own_engine() {
-    wait_for_engine(ENGINE_28_CLASSIC);
+    let second = second_engine();
+    wait_for_engine(second);
     let standin = standin();
     let repo = unique("multihost");
     let run = standin
         .action(workspace().path())
         .input("repository", &repo)
         .input("platforms", "linux/amd64,linux/arm64")
-        .input(
-            "platform-hosts",
-            &format!("linux/arm64={ENGINE_28_CLASSIC}"),
-        )
+        .input("platform-hosts", &format!("linux/arm64={second}"))
         .run();
     run.assert_success();
     let log = &run.stderr;
     assert!(
-        log.contains(&format!(
-            "linux/arm64: builds on {ENGINE_28_CLASSIC} (Docker 28."
-        )),
+        log.contains(&format!("linux/arm64: builds on {second} (Docker ")),
         "{log}"
     );
     assert!(
-        log.contains("linux/amd64: builds on unix:///var/run/docker.sock"),
+        log.contains(&format!("linux/amd64: builds on {}", engine_host())),
         "{log}"
     );
     let arm_row = run
@@ -380,20 +392,13 @@ fn platform_hosts_build_a_platform_on_its_own_engine() {
         .lines()
         .find(|l| l.starts_with("| linux/arm64 |"))
         .unwrap_or_else(|| panic!("{}", run.summary));
-    assert!(arm_row.contains(ENGINE_28_CLASSIC), "{arm_row}");
+    assert!(arm_row.contains(second), "{arm_row}");
     assert_two_platform_index(&run, &repo, &["latest"]);
 
     // The arm64 image was built (and tagged) on the second engine, not on the main one.
     let local_tag = format!("{}/{repo}:latest-linux-arm64", standin.registry);
     let on_second = Command::new("docker")
-        .args([
-            "-H",
-            ENGINE_28_CLASSIC,
-            "image",
-            "inspect",
-            "-f",
-            "{{.Architecture}}",
-        ])
+        .args(["-H", second, "image", "inspect", "-f", "{{.Architecture}}"])
         .arg(&local_tag)
         .output()
         .unwrap();
