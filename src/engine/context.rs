@@ -92,6 +92,8 @@ pub enum ContextError {
     },
     #[error("{path} changed while it was being sent in the build context")]
     FileChanged { path: PathBuf },
+    #[error("{path} cannot be sent over the BuildKit session: its name or link target is not valid UTF-8; rename it or list it in .dockerignore")]
+    NameNotUtf8 { path: PathBuf },
     #[error("the build context upload stopped before the tar was complete")]
     ReceiverDropped,
     #[error("cannot write the build context tar: {source}")]
@@ -127,7 +129,8 @@ impl ContextError {
             | Self::IgnoreFileUnreadable { path, .. }
             | Self::IgnoreFileInvalid { path, .. }
             | Self::Unreadable { path, .. }
-            | Self::FileChanged { path } => Some(path),
+            | Self::FileChanged { path }
+            | Self::NameNotUtf8 { path } => Some(path),
             Self::BuildFilePattern { .. } | Self::ReceiverDropped | Self::Write { .. } => None,
         }
     }
@@ -162,6 +165,8 @@ struct OutsideDockerfile {
 #[derive(Debug)]
 pub struct PreparedContext {
     context_dir: PathBuf,
+    /// The Dockerfile with symlinks resolved.
+    dockerfile_path: PathBuf,
     dockerfile_name: String,
     ignore_file: Option<PathBuf>,
     matcher: PatternMatcher,
@@ -194,6 +199,7 @@ pub fn prepare(context: &Path, dockerfile: &Path) -> Result<PreparedContext, Con
     )?;
     Ok(PreparedContext {
         context_dir,
+        dockerfile_path: dockerfile_real,
         dockerfile_name,
         ignore_file,
         matcher,
@@ -313,13 +319,26 @@ impl PreparedContext {
         &self.context_dir
     }
 
-    /// The `dockerfile` build parameter: a slash path relative to the context root.
+    /// The Dockerfile, symlinks resolved: what a BuildKit session serves as its own
+    /// directory, wherever it is.
+    pub fn dockerfile_path(&self) -> &Path {
+        &self.dockerfile_path
+    }
+
+    /// The ignore rules the context is sent with (the ignore file's patterns, plus the
+    /// exceptions that keep `.dockerignore` and an inside Dockerfile, as the CLI adds).
+    pub fn matcher(&self) -> &PatternMatcher {
+        &self.matcher
+    }
+
     /// Whether the Dockerfile travels in the tar under a generated name (it lives outside
     /// the context). Only the classic daemon removes such a file from the context again.
     pub fn dockerfile_is_generated(&self) -> bool {
         self.outside.is_some()
     }
 
+    /// The `dockerfile` build parameter of the tar context: a slash path relative to the
+    /// context root.
     pub fn dockerfile_name(&self) -> &str {
         &self.dockerfile_name
     }
