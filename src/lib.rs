@@ -12,7 +12,7 @@
 //! - [`ecr`]: the AWS side: credentials, registry token, repository settings and
 //!   policies, digest confirmation.
 //! - [`engine`]: the Docker side through the Engine API: the build context honouring
-//!   `.dockerignore` (lent to BuildKit over its session's FileSync, or a streamed tar for
+//!   `.dockerignore` (lent to BuildKit over its session's `FileSync`, or a streamed tar for
 //!   the classic builder), the build, the push.
 //! - [`runner`]: the GitHub runner protocol: outputs file, summary, masks, groups,
 //!   annotations.

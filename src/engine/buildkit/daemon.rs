@@ -127,24 +127,31 @@ fn tcp_addr(host: &str, rest: &str) -> Result<String, String> {
 /// The client configuration from `ca.pem`, `cert.pem` and `key.pem` in `dir`.
 fn tls_config(dir: &Path) -> Result<rustls::ClientConfig, String> {
     let file = |name: &str| dir.join(name);
-    let unreadable = |name: &str, e: &dyn fmt::Display| {
-        format!("cannot read {}: {e}", file(name).display())
-    };
+    let unreadable =
+        |name: &str, e: &dyn fmt::Display| format!("cannot read {}: {e}", file(name).display());
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(file("ca.pem")).map_err(|e| unreadable("ca.pem", &e))? {
+    for cert in
+        CertificateDer::pem_file_iter(file("ca.pem")).map_err(|e| unreadable("ca.pem", &e))?
+    {
         let cert = cert.map_err(|e| unreadable("ca.pem", &e))?;
         roots.add(cert).map_err(|e| unreadable("ca.pem", &e))?;
     }
     let chain = CertificateDer::pem_file_iter(file("cert.pem"))
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| unreadable("cert.pem", &e))?;
-    let key = PrivateKeyDer::from_pem_file(file("key.pem")).map_err(|e| unreadable("key.pem", &e))?;
+    let key =
+        PrivateKeyDer::from_pem_file(file("key.pem")).map_err(|e| unreadable("key.pem", &e))?;
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .map_err(|e| format!("the client certificate in {} is not usable: {e}", dir.display()))
+        .map_err(|e| {
+            format!(
+                "the client certificate in {} is not usable: {e}",
+                dir.display()
+            )
+        })
 }
 
 /// A socket to the daemon: unix, TCP, or TLS over TCP.
@@ -210,9 +217,7 @@ pub(crate) async fn connect(address: &DaemonAddress) -> io::Result<SendRequest<B
         DaemonAddress::Tls(endpoint) => {
             let tcp = TcpStream::connect(endpoint.addr.as_str()).await?;
             let connector = tokio_rustls::TlsConnector::from(Arc::clone(&endpoint.config));
-            let tls = connector
-                .connect(endpoint.server_name.clone(), tcp)
-                .await?;
+            let tls = connector.connect(endpoint.server_name.clone(), tcp).await?;
             DaemonStream::Tls(Box::new(tls))
         }
     };
@@ -269,7 +274,20 @@ mod tests {
             DaemonAddress::parse("tcp://127.0.0.1:2375"),
             Ok(DaemonAddress::Tcp("127.0.0.1:2375".into()))
         );
-        assert!(DaemonAddress::parse("https://h:2376").is_err());
+        let https = DaemonAddress::parse("https://h:2376").unwrap_err();
+        assert!(https.contains("DOCKER_CERT_PATH"), "{https}");
         assert!(DaemonAddress::parse("npipe:////./pipe/docker").is_err());
+    }
+
+    /// TLS takes `tcp://` or `https://`, and a missing certificate directory is named
+    /// with the file that could not be read.
+    #[test]
+    fn tls_addresses_need_their_certificates() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = DaemonAddress::tls("tcp://127.0.0.1:2376", empty.path()).unwrap_err();
+        assert!(err.contains("ca.pem"), "{err}");
+        assert!(err.contains(empty.path().to_str().unwrap()), "{err}");
+        assert!(DaemonAddress::tls("unix:///d.sock", empty.path()).is_err());
+        assert!(DaemonAddress::tls("tcp://", empty.path()).is_err());
     }
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use bollard_buildkit_proto::fsutil::types::packet::PacketType;
 use bollard_buildkit_proto::fsutil::types::Packet;
 use bollard_buildkit_proto::moby::filesync::v1::file_sync_server::FileSync;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
 use tokio::sync::mpsc;
 use tonic::metadata::MetadataMap;
 use tonic::{Response, Status, Streaming};
@@ -128,7 +128,7 @@ impl Ledger {
     }
 }
 
-/// The FileSync service of one session.
+/// The `FileSync` service of one session.
 #[derive(Debug)]
 pub(crate) struct FileSyncService {
     dirs: HashMap<String, SyncedDir>,
@@ -180,10 +180,7 @@ impl FileSync for FileSyncService {
             tx,
         };
         tokio::spawn(transfer.run(filter, request.into_inner()));
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(receiver_stream(rx))))
     }
 
     async fn tar_stream(
@@ -249,6 +246,12 @@ fn query_unescape(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+fn receiver_stream<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
 fn packet(kind: PacketType) -> Packet {
     Packet {
         r#type: kind as i32,
@@ -275,7 +278,12 @@ enum End {
 }
 
 impl Transfer {
-    async fn run(self, filter: Filter, mut incoming: Streaming<Packet>) {
+    async fn run(
+        self,
+        filter: Filter,
+        incoming: impl Stream<Item = Result<Packet, Status>> + Send + 'static,
+    ) {
+        let mut incoming = std::pin::pin!(incoming);
         let files: Arc<Mutex<HashMap<u32, FileRef>>> = Arc::default();
         let walker = {
             let (dir, ledger, tx, files, name) = (
@@ -285,7 +293,9 @@ impl Transfer {
                 Arc::clone(&files),
                 self.name.clone(),
             );
-            tokio::task::spawn_blocking(move || send_stats(&dir, &filter, &files, &tx, &ledger, &name))
+            tokio::task::spawn_blocking(move || {
+                send_stats(&dir, &filter, &files, &tx, &ledger, &name);
+            })
         };
         let (requests, queue) = mpsc::unbounded_channel::<(u32, FileRef)>();
         let sender = {
@@ -294,10 +304,10 @@ impl Transfer {
         };
 
         let end = loop {
-            let message = match incoming.message().await {
-                Ok(Some(message)) => message,
-                Ok(None) => break End::Gone,
-                Err(status) => break End::Daemon(status.message().to_owned()),
+            let message = match incoming.next().await {
+                Some(Ok(message)) => message,
+                None => break End::Gone,
+                Some(Err(status)) => break End::Daemon(status.message().to_owned()),
             };
             match PacketType::try_from(message.r#type) {
                 Ok(PacketType::PacketReq) => {
@@ -440,8 +450,21 @@ fn fail(err: ContextError, tx: &mpsc::Sender<Result<Packet, Status>>, ledger: &L
     }
     let mut packet = packet(PacketType::PacketErr);
     packet.data = err.to_string().into_bytes();
-    let _ = tx.blocking_send(Ok(packet));
+    // Kept first: the daemon fails the build as soon as it reads the packet.
     ledger.fail(err);
+    let _ = tx.blocking_send(Ok(packet));
+}
+
+/// A directory holding `files` (relative paths and contents), for the unit tests.
+#[cfg(test)]
+fn test_tree(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    dir
 }
 
 #[cfg(test)]

@@ -42,8 +42,8 @@ use super::LineBuffer;
 use zeroize::Zeroizing;
 
 pub use daemon::{DaemonAddress, TlsEndpoint};
-pub use filesync::{SentStats, SyncedDir, CONTEXT_DIR, DOCKERFILE_DIR};
 pub use dockerfile::{base_images, DockerfileMap};
+pub use filesync::{SentStats, SyncedDir, CONTEXT_DIR, DOCKERFILE_DIR};
 pub use progress::{BuildWarning, FailedStep, ProgressRenderer};
 
 /// The build argument that makes BuildKit embed inline cache metadata in the image, so a
@@ -249,9 +249,10 @@ pub async fn build(
         .await
         .map_err(|e| BuildkitError::Daemon(format!("cannot connect to the daemon: {e}")))?;
     let take_context_error = || ledger.take_failure().map(|e| e.to_string());
-    let response = sender.send_request(http_request).await.map_err(|err| {
-        BuildkitError::Daemon(format!("the build request failed: {err}"))
-    })?;
+    let response = sender
+        .send_request(http_request)
+        .await
+        .map_err(|err| BuildkitError::Daemon(format!("the build request failed: {err}")))?;
     if response.status() != StatusCode::OK {
         let status = response.status();
         let message = daemon::body_text(response.into_body()).await;

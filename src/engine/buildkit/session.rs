@@ -1,5 +1,5 @@
 //! The BuildKit session: `POST /session` hijacked into an `h2c` stream, on which the
-//! daemon is the gRPC client and we serve FileSync (the build context and the
+//! daemon is the gRPC client and we serve `FileSync` (the build context and the
 //! Dockerfile, see [`super::filesync`]), Auth (registry credentials), Secrets and Health,
 //! as the Docker CLI's session does.
 //!

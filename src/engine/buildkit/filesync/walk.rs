@@ -1,4 +1,4 @@
-//! The walk behind a FileSync transfer: tonistiigi/fsutil's `Walk` through its
+//! The walk behind a `FileSync` transfer: tonistiigi/fsutil's `Walk` through its
 //! `FilterFS` (`fs.go`, `filter.go`, `followlinks.go`, `stat.go`, `stat_unix.go`), so the
 //! daemon receives the entries, in the order and with the modes, it would get from
 //! `docker buildx build`.
@@ -108,24 +108,24 @@ struct Verdict {
 impl Layer {
     fn judge(&self, rel: &str, is_dir: bool, parent: &MatchInfo) -> Verdict {
         match self {
-            Self::Include(matcher) => {
-                let (matched, info) = matcher.matches_using_parent_results(rel, parent);
+            Self::Include(patterns) => {
+                let (matched, info) = patterns.matches_using_parent_results(rel, parent);
                 let descend = !matched
                     && is_dir
-                    && (!matcher.literal_prefixes_only(false)
-                        || matcher.names_path_below(rel, false));
+                    && (!patterns.literal_prefixes_only(false)
+                        || patterns.names_path_below(rel, false));
                 Verdict {
                     keep: matched,
                     descend,
                     info,
                 }
             }
-            Self::Exclude(matcher) => {
-                let (matched, info) = matcher.matches_using_parent_results(rel, parent);
+            Self::Exclude(patterns) => {
+                let (matched, info) = patterns.matches_using_parent_results(rel, parent);
                 let descend = matched
                     && is_dir
-                    && (!matcher.literal_prefixes_only(true)
-                        || (matcher.has_exclusions() && matcher.names_path_below(rel, true)));
+                    && (!patterns.literal_prefixes_only(true)
+                        || (patterns.has_exclusions() && patterns.names_path_below(rel, true)));
                 Verdict {
                     keep: !matched,
                     descend,
@@ -253,7 +253,7 @@ pub(crate) fn walk(
             }
             continue;
         }
-        if !keep && !(is_dir && descend) {
+        if !(keep || is_dir && descend) {
             continue;
         }
         if std::str::from_utf8(name.as_bytes()).is_err() {
@@ -336,9 +336,11 @@ fn make_entry(
     stat.size = i64::try_from(meta.len()).unwrap_or(i64::MAX);
     if kind.is_symlink() {
         let target = fs::read_link(abs).map_err(|source| unreadable(abs, source))?;
-        stat.linkname = String::from_utf8(target.as_os_str().as_bytes().to_vec())
-            .map_err(|_| ContextError::NameNotUtf8 {
-                path: abs.to_owned(),
+        stat.linkname =
+            String::from_utf8(target.as_os_str().as_bytes().to_vec()).map_err(|_| {
+                ContextError::NameNotUtf8 {
+                    path: abs.to_owned(),
+                }
             })?;
         return Ok(Entry { stat, file: None });
     }
@@ -443,7 +445,7 @@ fn read_symlink(root: &Path, path: &str, wildcards: bool) -> Vec<String> {
             return Vec::new();
         };
         let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
+            .filter_map(Result::ok)
             .map(|e| go_lossy(e.file_name().as_bytes()).into_owned())
             .filter(|candidate| go_path_match(name, candidate))
             .collect();
