@@ -152,8 +152,8 @@ async fn buildkit(
     })?;
     let sent = outcome.sent.get(CONTEXT_DIR).copied().unwrap_or_default();
     tracing::info!(
-        "build context sent over the session: {} file(s), {} byte(s) asked for by the daemon \
-         ({} entries listed)",
+        "build context sent over the session: {} file(s) of {} bytes asked for by the \
+         daemon, {} entries listed",
         sent.files,
         sent.bytes,
         sent.entries

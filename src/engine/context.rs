@@ -1,7 +1,11 @@
 //! The build context as a streamed tar, built the way `docker build` builds it
 //! (docker/cli `cli/command/image/build.go` and `build/context.go`, moby
 //! `pkg/archive.TarWithOptions`), so that a build here sees the same files as a
-//! build on a developer's machine.
+//! build on a developer's machine. The tar is the classic builder's request body;
+//! BuildKit builds get the same directory, ignore rules and Dockerfile
+//! ([`PreparedContext::context_dir`], [`PreparedContext::matcher`],
+//! [`PreparedContext::dockerfile_path`]) over their session instead
+//! (`engine::buildkit`'s `FileSync`).
 //!
 //! [`prepare`] does every cheap check (paths, ignore file) so bad input fails
 //! before any AWS call; [`PreparedContext::stream`] then walks the directory on a
