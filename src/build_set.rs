@@ -190,14 +190,13 @@ impl BuildSet {
             ));
         }
         for member in self.members.iter().filter(|m| m.own_host) {
-            let usable = !member.engine.tls
-                && docker_engine::buildkit::supports_buildkit(&member.engine.host).await;
+            let usable = docker_engine::buildkit::supports_buildkit(&member.engine.daemon).await;
             if !usable {
                 anyhow::bail!(InputError::invalid(
                     "platform-hosts",
                     &format!("{}={}", member.platform, member.engine.host),
-                    "that engine cannot run a BuildKit build from here (BuildKit builds need \
-                     a unix:// or plain tcp:// host with BuildKit enabled)",
+                    "that engine does not build with BuildKit (Docker 23 or later has it on \
+                     by default)",
                 ));
             }
         }

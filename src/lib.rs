@@ -14,8 +14,9 @@
 //!   one [`network::Network`] for both HTTP clients.
 //! - [`ecr`]: the AWS side: credentials, registry token, repository settings and
 //!   policies, digest confirmation.
-//! - [`engine`]: the Docker side through the Engine API: the build context as a streamed
-//!   tar honouring `.dockerignore`, the build, the push.
+//! - [`engine`]: the Docker side through the Engine API: the build context honouring
+//!   `.dockerignore` (lent to BuildKit over its session's `FileSync`, or a streamed tar for
+//!   the classic builder), the build, the push.
 //! - [`runner`]: the GitHub runner protocol: outputs file, summary, masks, groups,
 //!   annotations.
 //! - [`repository`]: what a run does to the repository besides pushing: policies,
@@ -118,7 +119,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     let set = build_set::BuildSet::connect(inputs, &env.docker, &engine).await?;
 
     // Before any change in AWS: a builder that cannot do this build is an input error.
-    let builder = choose_builder(&engine, inputs, prepared.dockerfile_is_generated()).await?;
+    let builder = choose_builder(&engine, inputs).await?;
     if let Some(set) = &set {
         set.check_engines(builder, runner).await?;
     }
@@ -437,41 +438,14 @@ async fn push_and_confirm(
 
 /// Decides `builder: auto`, and logs the choice and why.
 ///
-/// A Dockerfile outside the context travels inside the context tar under a generated
-/// name. The classic daemon removes it again through the tar's `.dockerignore`; BuildKit,
-/// given a tar, applies no `.dockerignore`, so `COPY .` would copy that file into the
-/// image. Such builds use the classic builder.
-async fn choose_builder(
-    engine: &Engine,
-    inputs: &Inputs,
-    outside_dockerfile: bool,
-) -> anyhow::Result<BuilderKind> {
+/// BuildKit fetches the context and the Dockerfile over its session, from wherever they
+/// are (the Dockerfile outside the context too), on any `DOCKER_HOST` (TLS too): `auto`
+/// needs only a daemon that builds with BuildKit.
+async fn choose_builder(engine: &Engine, inputs: &Inputs) -> anyhow::Result<BuilderKind> {
     let (kind, why) = match inputs.build.builder {
         Builder::Classic => (BuilderKind::Classic, "asked for".to_string()),
-        Builder::Buildkit if outside_dockerfile => anyhow::bail!(InputError::invalid(
-            "dockerfile",
-            &inputs.build.dockerfile_path().display().to_string(),
-            "with `builder: buildkit` the Dockerfile must be inside the context (BuildKit \
-             would copy it into the image); move it, or use `builder: auto` or `classic`",
-        )),
-        Builder::Auto if outside_dockerfile => (
-            BuilderKind::Classic,
-            "auto: the Dockerfile is outside the context".to_string(),
-        ),
-        Builder::Buildkit if engine.tls => anyhow::bail!(InputError::invalid(
-            "builder",
-            "buildkit",
-            format!(
-                "BuildKit builds need a unix:// or plain tcp:// DOCKER_HOST, not TLS ({})",
-                engine.host
-            ),
-        )),
         Builder::Buildkit => (BuilderKind::Buildkit, "asked for".to_string()),
-        Builder::Auto if engine.tls => (
-            BuilderKind::Classic,
-            "auto: BuildKit builds do not run over a TLS DOCKER_HOST".to_string(),
-        ),
-        Builder::Auto if engine::buildkit::supports_buildkit(&engine.host).await => (
+        Builder::Auto if engine::buildkit::supports_buildkit(&engine.daemon).await => (
             BuilderKind::Buildkit,
             "auto: the daemon supports it".to_string(),
         ),

@@ -10,11 +10,15 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use ecr_build_push::engine::buildkit::{self, BuildkitBuild, BuildkitError, BuildkitOutcome};
+use ecr_build_push::engine::buildkit::{
+    self, BuildkitBuild, BuildkitError, BuildkitOutcome, DaemonAddress, SyncedDir, SyncedDirs,
+};
 use ecr_build_push::engine::context;
 
-fn docker_host() -> String {
-    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
+fn docker_host() -> DaemonAddress {
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+    DaemonAddress::parse(&host).expect("a unix:// or tcp:// DOCKER_HOST")
 }
 
 /// A unique local image reference for this test process.
@@ -94,7 +98,10 @@ fn build(dir: &Path, tag: &str, options: &Options<'_>) -> Run {
         let text = std::fs::read_to_string(&dockerfile).unwrap();
         let prepared = context::prepare(dir, &dockerfile).expect("prepare the context");
         let dockerfile_name = prepared.dockerfile_name().to_string();
-        let (stream, walker) = prepared.stream();
+        let dirs = SyncedDirs {
+            context: SyncedDir::context(prepared.context_dir(), prepared.matcher()),
+            dockerfile: SyncedDir::dockerfile(prepared.dockerfile_path()),
+        };
         let tags = vec![tag.to_string()];
         let labels = BTreeMap::from([("org.example.test".to_string(), "buildkit".to_string())]);
         let request = BuildkitBuild {
@@ -113,12 +120,11 @@ fn build(dir: &Path, tag: &str, options: &Options<'_>) -> Run {
         };
         let mut lines = Vec::new();
         let started = Instant::now();
-        let result = buildkit::build(&docker_host(), &request, stream, |line| {
+        let result = buildkit::build(&docker_host(), &request, dirs, |line| {
             lines.push(line.to_string());
         })
         .await;
         let seconds = started.elapsed().as_secs_f64();
-        let _ = walker.await;
         Run {
             result,
             lines,
@@ -149,7 +155,8 @@ fn random_value(what: &str) -> String {
 fn the_local_daemon_supports_buildkit() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     assert!(runtime.block_on(buildkit::supports_buildkit(&docker_host())));
-    assert!(!runtime.block_on(buildkit::supports_buildkit("unix:///nonexistent.sock")));
+    let missing = DaemonAddress::parse("unix:///nonexistent.sock").unwrap();
+    assert!(!runtime.block_on(buildkit::supports_buildkit(&missing)));
 }
 
 const MODERN: &str = r#"FROM local/busybox:latest AS base

@@ -60,17 +60,9 @@ fn a_modern_dockerfile_builds_and_pushes_with_buildkit() {
         "{}",
         run.summary
     );
-    let digest = run.output("image-digest");
-    assert_eq!(
-        standin.registry_digest(&repo, "latest").as_deref(),
-        Some(digest)
-    );
-
     let by_digest = run.output("image-uri-by-digest");
-    let _ = docker_output(&["rmi", "-f", run.output("image-uri")]);
-    standin.docker_pull(by_digest);
     assert_eq!(
-        docker(&["run", "--rm", by_digest]),
+        pushed_image_output(&run, &repo),
         format!("hello from a heredoc\nheredoc script ran\n{repo}")
     );
     // Inline cache metadata travels in the image config, for the next run's cache-from.
@@ -180,4 +172,56 @@ fn a_missing_secret_fails_first() {
         assert!(errors[0].contains("`secrets`"), "{}", errors[0]);
         assert!(standin.repository(&repo).is_none());
     }
+}
+
+/// Over a TLS `DOCKER_HOST` (the stand-in's mutual-TLS forward, with the client
+/// certificate of `DOCKER_CERT_PATH`), `auto` builds with BuildKit: the session (the
+/// context over `FileSync`, a build secret) and the build go over TLS, and the image is
+/// pushed and runs.
+#[test]
+fn a_tls_docker_host_builds_with_buildkit_and_pushes() {
+    let standin = standin();
+    let repo = unique("bk/tls");
+    let ws = Workspace::new();
+    ws.write(
+        "Dockerfile",
+        "FROM local/busybox:latest\nCOPY app.txt /app.txt\n\
+         RUN --mount=type=secret,id=token,required=true test -s /run/secrets/token\n\
+         CMD [\"cat\", \"/app.txt\"]\n",
+    )
+    .write("app.txt", &format!("{repo}\n"));
+    let run = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("secrets", "id=token,env=TLS_TEST_TOKEN")
+        .env("TLS_TEST_TOKEN", "value-over-tls")
+        .env("DOCKER_HOST", &standin.var("STANDIN_DOCKER_TLS"))
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &standin.var("STANDIN_DOCKER_CERT_PATH"))
+        .run();
+    run.assert_success();
+    for expected in [
+        "building with BuildKit (auto: the daemon supports it)",
+        "sent over the BuildKit session (FileSync)",
+        "build context sent over the session: 1 file",
+    ] {
+        assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
+    }
+    assert_eq!(pushed_image_output(&run, &repo), repo);
+    let _ = docker_output(&["rmi", "-f", run.output("image-uri-by-digest")]);
+}
+
+/// Checks that the registry holds the run's digest under `latest`, then pulls the image
+/// by digest (the local tag removed first) and returns what it prints when run.
+fn pushed_image_output(run: &support::RunResult, repo: &str) -> String {
+    let standin = standin();
+    let digest = run.output("image-digest");
+    assert_eq!(
+        standin.registry_digest(repo, "latest").as_deref(),
+        Some(digest)
+    );
+    let by_digest = run.output("image-uri-by-digest");
+    let _ = docker_output(&["rmi", "-f", run.output("image-uri")]);
+    standin.docker_pull(by_digest);
+    docker(&["run", "--rm", by_digest])
 }

@@ -269,10 +269,11 @@ fn the_registry_password_is_masked_and_never_written() {
     }
 }
 
-/// A Dockerfile outside the context is sent under a generated name and does not end up in
-/// the image; `dockerfile` relative to the workspace works. `auto` builds it with the
-/// classic builder (BuildKit would copy the generated file into the image), and
-/// `builder: buildkit` refuses it before anything happens, naming the input.
+/// A Dockerfile outside the context builds with BuildKit under `auto`, which reads it
+/// from its own directory over the session, and it does not end up in the image (nor
+/// does anything else of its directory); `dockerfile` relative to the workspace works.
+/// The classic builder, which gets it inside the context tar under a generated name,
+/// leaves it out of the image too.
 #[test]
 fn a_dockerfile_outside_the_context_builds() {
     let standin = standin();
@@ -281,47 +282,95 @@ fn a_dockerfile_outside_the_context_builds() {
         "build/app.Dockerfile",
         &format!("FROM {BASE}\nCOPY . /ctx/\n"),
     )
+    .write("build/neighbour.txt", "not lent to the daemon\n")
     .write("src/main.txt", "code\n");
     let repo = unique("outside");
+    for (builder, log) in [
+        (
+            "auto",
+            "building with BuildKit (auto: the daemon supports it)",
+        ),
+        ("classic", "building with the classic builder (asked for)"),
+    ] {
+        let run = standin
+            .action(ws.path())
+            .input("repository", &repo)
+            .input("context", "src")
+            .input("dockerfile", "build/app.Dockerfile")
+            .input("push", "false")
+            .input("builder", builder)
+            .run();
+        run.assert_success();
+        assert!(run.stderr.contains(log), "{builder}: {}", run.stderr);
+        let image = run.output("image-uri");
+        assert_eq!(
+            docker(&["run", "--rm", image, "ls", "-A", "/ctx"]),
+            "main.txt",
+            "{builder}"
+        );
+        let _ = docker_output(&["rmi", "-f", image]);
+    }
+    assert!(
+        standin.repository(&repo).is_none(),
+        "build-only runs change nothing in AWS"
+    );
+}
+
+/// `.dockerignore`d files are absent from a BuildKit build whose context went over the
+/// session (`FileSync`), including under an excluded directory with an exception inside
+/// it, which arrives with its parent; the log says how the context was sent.
+#[test]
+fn dockerignored_files_stay_out_of_a_buildkit_build_over_the_session() {
+    let standin = standin();
+    let ws = Workspace::new();
+    ws.write(
+        "Dockerfile",
+        &format!("FROM {BASE}\nCOPY . /ctx/\nRUN cd /ctx && find . | sort > /listing\n"),
+    )
+    .write("keep.txt", "kept\n")
+    .write("secret.env", "TOKEN=do-not-ship\n")
+    .write("node_modules/dep/index.js", "ignored\n")
+    .write("vendor/drop.txt", "ignored\n")
+    .write("vendor/keep/me.txt", "re-included\n")
+    .write(
+        ".dockerignore",
+        "secret.env\nnode_modules\nvendor\n!vendor/keep\n",
+    );
     let run = standin
         .action(ws.path())
-        .input("repository", &repo)
-        .input("context", "src")
-        .input("dockerfile", "build/app.Dockerfile")
+        .input("repository", &unique("filesync"))
         .input("push", "false")
-        .input("builder", "auto")
+        .input("builder", "buildkit")
         .run();
     run.assert_success();
     assert!(
-        run.stderr.contains("the Dockerfile is outside the context"),
+        run.stderr
+            .contains("sent over the BuildKit session (FileSync), .dockerignore applied"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("build context sent over the session: "),
         "{}",
         run.stderr
     );
     let image = run.output("image-uri");
+    let listing = docker(&["run", "--rm", image, "cat", "/listing"]);
     assert_eq!(
-        docker(&["run", "--rm", image, "ls", "-A", "/ctx"]),
-        "main.txt"
+        listing.lines().collect::<Vec<_>>(),
+        [
+            ".",
+            "./.dockerignore",
+            "./Dockerfile",
+            "./keep.txt",
+            "./vendor",
+            "./vendor/keep",
+            "./vendor/keep/me.txt"
+        ]
     );
+    let saved = docker_output(&["save", image]);
+    assert!(!String::from_utf8_lossy(&saved.stdout).contains("do-not-ship"));
     let _ = docker_output(&["rmi", "-f", image]);
-
-    let refused = standin
-        .action(ws.path())
-        .input("repository", &repo)
-        .input("context", "src")
-        .input("dockerfile", "build/app.Dockerfile")
-        .input("builder", "buildkit")
-        .run();
-    assert!(!refused.success);
-    assert!(
-        refused.error_lines()[0].contains("`dockerfile`"),
-        "{}",
-        refused.stderr
-    );
-    assert!(!refused.stderr.contains(BUILD_STARTED));
-    assert!(
-        standin.repository(&repo).is_none(),
-        "refused before any change in AWS"
-    );
 }
 
 /// `push: false` builds and tags locally, creates no repository, and reports no digest.

@@ -1,6 +1,7 @@
-//! The build, through `POST /build` with the context streamed as a tar: BuildKit (see
-//! [`super::buildkit`]), or the classic builder (API `version=1`), which takes registry
-//! credentials for private base images through `X-Registry-Config`.
+//! The build, through `POST /build`: BuildKit (see [`super::buildkit`]), which fetches
+//! the context and the Dockerfile over its session, or the classic builder (API
+//! `version=1`), which has no session and gets the context as a streamed tar body, and
+//! registry credentials for private base images through `X-Registry-Config`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,7 +10,9 @@ use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion, TagImageOptions};
 use futures_util::StreamExt as _;
 
-use super::buildkit::{self, BuildkitBuild, BuildkitError, RegistryCredentials};
+use super::buildkit::{
+    self, BuildkitBuild, BuildkitError, RegistryCredentials, SyncedDir, SyncedDirs, CONTEXT_DIR,
+};
 use super::context::PreparedContext;
 use super::{Engine, LineBuffer};
 use crate::ecr::RegistryAuth;
@@ -136,7 +139,11 @@ async fn buildkit(
 ) -> Result<(String, CacheStats), BuildError> {
     let settings = request.settings;
     let dockerfile_text = std::fs::read_to_string(&request.dockerfile).ok();
-    let dockerfile_name = context.dockerfile_name().to_string();
+    let dockerfile_name = context
+        .dockerfile_path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let options = BuildkitBuild {
         dockerfile: &dockerfile_name,
         dockerfile_text: dockerfile_text.as_deref(),
@@ -155,24 +162,36 @@ async fn buildkit(
         }),
         secrets: request.secrets,
     };
-    let (body, walker) = context.stream();
+    let dirs = SyncedDirs {
+        context: SyncedDir::context(context.context_dir(), context.matcher()),
+        dockerfile: SyncedDir::dockerfile(context.dockerfile_path()),
+    };
+    tracing::info!(
+        "build context {}: sent over the BuildKit session (FileSync), .dockerignore applied",
+        context.context_dir().display()
+    );
     let result = {
         let output = request.output;
         let _open = output.open(runner, "Build (BuildKit)");
-        buildkit::build(&engine.host, &options, body, |line| output.line(line)).await
+        buildkit::build(&engine.daemon, &options, dirs, |line| output.line(line)).await
     };
-    let walk_result = walker.await;
-    let outcome = result.map_err(|err| match (err, walk_result) {
-        // A context that failed mid-walk is the real cause of the failure it made.
-        (_, Ok(Err(context_error))) => BuildError::Context(context_error.to_string()),
-        (BuildkitError::Failed { message, line, .. }, _) => BuildError::Dockerfile {
+    let outcome = result.map_err(|err| match err {
+        BuildkitError::Failed { message, line, .. } => BuildError::Dockerfile {
             message,
             dockerfile: request.dockerfile.clone(),
             line,
         },
-        (BuildkitError::Context(message), _) => BuildError::Context(message),
-        (BuildkitError::Daemon(message), _) => BuildError::Engine(message),
+        BuildkitError::Context(message) => BuildError::Context(message),
+        BuildkitError::Daemon(message) => BuildError::Engine(message),
     })?;
+    let sent = outcome.sent.get(CONTEXT_DIR).copied().unwrap_or_default();
+    tracing::info!(
+        "build context sent over the session: {} file(s) of {} bytes asked for by the \
+         daemon, {} entries listed",
+        sent.files,
+        sent.bytes,
+        sent.entries
+    );
     Ok((
         outcome.image_id,
         CacheStats {
@@ -218,6 +237,10 @@ async fn classic(
         )])
     });
 
+    tracing::info!(
+        "build context {}: sent as a tar request body (the classic builder has no session)",
+        context.context_dir().display()
+    );
     let (body, walker) = context.stream();
     let mut stream =
         engine

@@ -1,7 +1,11 @@
 //! The build context as a streamed tar, built the way `docker build` builds it
 //! (docker/cli `cli/command/image/build.go` and `build/context.go`, moby
 //! `pkg/archive.TarWithOptions`), so that a build here sees the same files as a
-//! build on a developer's machine.
+//! build on a developer's machine. The tar is the classic builder's request body;
+//! BuildKit builds get the same directory, ignore rules and Dockerfile
+//! ([`PreparedContext::context_dir`], [`PreparedContext::matcher`],
+//! [`PreparedContext::dockerfile_path`]) over their session instead
+//! (`engine::buildkit`'s `FileSync`).
 //!
 //! [`prepare`] does every cheap check (paths, ignore file) so bad input fails
 //! before any AWS call; [`PreparedContext::stream`] then walks the directory on a
@@ -92,6 +96,8 @@ pub enum ContextError {
     },
     #[error("{path} changed while it was being sent in the build context")]
     FileChanged { path: PathBuf },
+    #[error("{path} cannot be sent over the BuildKit session: its name or link target is not valid UTF-8; rename it or list it in .dockerignore")]
+    NameNotUtf8 { path: PathBuf },
     #[error("the build context upload stopped before the tar was complete")]
     ReceiverDropped,
     #[error("cannot write the build context tar: {source}")]
@@ -127,7 +133,8 @@ impl ContextError {
             | Self::IgnoreFileUnreadable { path, .. }
             | Self::IgnoreFileInvalid { path, .. }
             | Self::Unreadable { path, .. }
-            | Self::FileChanged { path } => Some(path),
+            | Self::FileChanged { path }
+            | Self::NameNotUtf8 { path } => Some(path),
             Self::BuildFilePattern { .. } | Self::ReceiverDropped | Self::Write { .. } => None,
         }
     }
@@ -162,6 +169,8 @@ struct OutsideDockerfile {
 #[derive(Debug)]
 pub struct PreparedContext {
     context_dir: PathBuf,
+    /// The Dockerfile with symlinks resolved.
+    dockerfile_path: PathBuf,
     dockerfile_name: String,
     ignore_file: Option<PathBuf>,
     matcher: PatternMatcher,
@@ -194,6 +203,7 @@ pub fn prepare(context: &Path, dockerfile: &Path) -> Result<PreparedContext, Con
     )?;
     Ok(PreparedContext {
         context_dir,
+        dockerfile_path: dockerfile_real,
         dockerfile_name,
         ignore_file,
         matcher,
@@ -313,13 +323,26 @@ impl PreparedContext {
         &self.context_dir
     }
 
-    /// The `dockerfile` build parameter: a slash path relative to the context root.
+    /// The Dockerfile, symlinks resolved: what a BuildKit session serves as its own
+    /// directory, wherever it is.
+    pub fn dockerfile_path(&self) -> &Path {
+        &self.dockerfile_path
+    }
+
+    /// The ignore rules the context is sent with (the ignore file's patterns, plus the
+    /// exceptions that keep `.dockerignore` and an inside Dockerfile, as the CLI adds).
+    pub fn matcher(&self) -> &PatternMatcher {
+        &self.matcher
+    }
+
     /// Whether the Dockerfile travels in the tar under a generated name (it lives outside
     /// the context). Only the classic daemon removes such a file from the context again.
     pub fn dockerfile_is_generated(&self) -> bool {
         self.outside.is_some()
     }
 
+    /// The `dockerfile` build parameter of the tar context: a slash path relative to the
+    /// context root.
     pub fn dockerfile_name(&self) -> &str {
         &self.dockerfile_name
     }

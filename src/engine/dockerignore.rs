@@ -172,7 +172,7 @@ pub fn clean(path: &str) -> String {
 }
 
 /// Port of Go's `filepath.Dir` on a slash path.
-fn dir(path: &str) -> String {
+pub(crate) fn dir(path: &str) -> String {
     match path.rfind('/') {
         Some(slash) => clean(&path[..=slash]),
         None => ".".to_owned(),
@@ -363,6 +363,38 @@ impl PatternMatcher {
             .filter(|p| p.exclusion)
             .any(|p| format!("{}/", p.cleaned).starts_with(&dir_slash))
     }
+
+    /// fsutil's `FilterFS` prefix test: whether a pattern of the kind asked for (the `!`
+    /// exceptions, or the plain patterns), minus a trailing `/**` or `/*`, names a path
+    /// under `rel_dir`, so the directory must be walked for it.
+    pub fn names_path_below(&self, rel_dir: &str, exceptions: bool) -> bool {
+        let dir_slash = format!("{rel_dir}/");
+        self.patterns
+            .iter()
+            .filter(|p| p.exclusion == exceptions)
+            .any(|p| format!("{}/", without_trailing_glob(&p.cleaned)).starts_with(&dir_slash))
+    }
+
+    /// fsutil's `onlyPrefixIncludes` / `onlyPrefixExcludeExceptions`: whether every
+    /// pattern of the kind asked for, minus a trailing glob, is a literal path, which is
+    /// when [`Self::names_path_below`] may prune a directory.
+    pub fn literal_prefixes_only(&self, exceptions: bool) -> bool {
+        self.patterns
+            .iter()
+            .filter(|p| p.exclusion == exceptions)
+            .all(|p| !without_trailing_glob(&p.cleaned).contains(['*', '[', ']', '?', '^', '\\']))
+    }
+}
+
+fn without_trailing_glob(pattern: &str) -> &str {
+    let pattern = pattern.strip_suffix("/**").unwrap_or(pattern);
+    pattern.strip_suffix("/*").unwrap_or(pattern)
+}
+
+/// Go's `filepath.Match` of one name against a pattern; a malformed pattern matches
+/// nothing, as Go's callers that ignore the error see it.
+pub fn go_path_match(pattern: &str, name: &str) -> bool {
+    go_match(pattern.as_bytes(), name.as_bytes()).unwrap_or(false)
 }
 
 /// `a/b/c` -> `["a", "a/b", "a/b/c"]`.

@@ -59,9 +59,12 @@ impl LineBuffer {
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub docker: Docker,
-    /// The `DOCKER_HOST` value it was reached at (BuildKit opens its own connections).
+    /// The `DOCKER_HOST` value it was reached at, for messages.
     pub host: String,
-    /// TLS to the daemon: BuildKit's session path speaks plain `unix://` and `tcp://` only.
+    /// The same daemon for BuildKit's own connections (session and build), with the same
+    /// TLS settings as `docker`.
+    pub daemon: buildkit::DaemonAddress,
+    /// Whether the daemon is reached over TLS.
     pub tls: bool,
     pub version: String,
     pub api_version: String,
@@ -116,6 +119,8 @@ impl Engine {
     pub async fn connect(env: &DockerEnv) -> anyhow::Result<Self> {
         let host = env.host.as_deref().unwrap_or(DEFAULT_SOCKET);
         let timeout = ENGINE_REQUEST_TIMEOUT.as_secs();
+        let tls = env.tls_verify || host.starts_with("https://");
+        let mut cert_dir = None;
         let docker = if let Some(path) = host.strip_prefix("unix://") {
             let socket = std::path::Path::new(path);
             if !socket.exists() {
@@ -130,11 +135,12 @@ impl Engine {
             || host.starts_with("http://")
             || host.starts_with("https://")
         {
-            if env.tls_verify || host.starts_with("https://") {
+            if tls {
                 let dir = env
                     .cert_path
                     .clone()
                     .context("DOCKER_TLS_VERIFY is set but neither DOCKER_CERT_PATH nor HOME is")?;
+                cert_dir = Some(dir.clone());
                 Docker::connect_with_ssl(
                     host,
                     &dir.join("key.pem"),
@@ -154,6 +160,11 @@ impl Engine {
         }
         .with_context(|| format!("cannot set up a Docker client for {host}"))?;
 
+        let daemon = match &cert_dir {
+            Some(dir) => buildkit::DaemonAddress::tls(host, dir),
+            None => buildkit::DaemonAddress::parse(host),
+        }
+        .map_err(|e| anyhow::anyhow!("cannot set up a Docker client for {host}: {e}"))?;
         let docker = docker
             .negotiate_version()
             .await
@@ -169,7 +180,8 @@ impl Engine {
             .map_err(|e: bollard::errors::Error| explain_connect_error(host, &e))?;
         Ok(Self {
             host: host.to_string(),
-            tls: env.tls_verify || host.starts_with("https://"),
+            daemon,
+            tls,
             api_version: docker.client_version().to_string(),
             version: version.version.unwrap_or_default(),
             store,

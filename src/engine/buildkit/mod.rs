@@ -7,28 +7,33 @@
 //! So this module makes the two requests itself, on their own connections:
 //!
 //! 1. `POST /session`, upgraded to `h2c` ([`session`]): the daemon becomes a gRPC client
-//!    of ours, and we answer `Auth/Credentials` for the ECR registry,
+//!    of ours, and we answer `FileSync/DiffCopy` with the build context and the
+//!    Dockerfile's directory ([`filesync`]), `Auth/Credentials` for the ECR registry,
 //!    `Secrets/GetSecret` for build secrets and `Health/Check`.
-//! 2. `POST /build?version=2&session=<id>` with the context streamed as a tar, whose JSON
-//!    answer carries BuildKit's progress as base64 protobuf ([`progress`]), rendered as
+//! 2. `POST /build?version=2&remote=client-session&session=<id>` with an empty body, as
+//!    the Docker CLI sent it before buildx: BuildKit fetches the context over the session
+//!    (only the files it does not have, with `.dockerignore` applied by its Dockerfile
+//!    frontend), so the daemon never stores a tar of it. The JSON answer carries
+//!    BuildKit's progress as base64 protobuf ([`progress`]), rendered as
 //!    `--progress=plain` lines, and the image ID.
+//!
+//! Both go over the daemon's unix socket, plain TCP, or TLS with the client certificate
+//! of `DOCKER_CERT_PATH` ([`daemon`]).
 //!
 //! No secret value or registry password is logged, put in an error or shown by `Debug`;
 //! rendered lines have them replaced by `***` should a build step print one.
 
 mod daemon;
 mod dockerfile;
+mod filesync;
 mod progress;
 mod session;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine as _;
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt as _};
 use http_body_util::BodyExt as _;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
@@ -36,8 +41,9 @@ use hyper::{Method, Request, StatusCode};
 use super::LineBuffer;
 use zeroize::Zeroizing;
 
-pub use daemon::DaemonAddress;
+pub use daemon::{DaemonAddress, TlsEndpoint};
 pub use dockerfile::{base_images, DockerfileMap};
+pub use filesync::{SentStats, SyncedDir, CONTEXT_DIR, DOCKERFILE_DIR};
 pub use progress::{BuildWarning, FailedStep, ProgressRenderer};
 
 /// The build argument that makes BuildKit embed inline cache metadata in the image, so a
@@ -63,10 +69,19 @@ impl fmt::Debug for RegistryCredentials<'_> {
     }
 }
 
+/// The directories a build's session lends the daemon.
+#[derive(Debug, Clone)]
+pub struct SyncedDirs {
+    /// Served as `context`.
+    pub context: SyncedDir,
+    /// Served as `dockerfile`: the Dockerfile's own directory.
+    pub dockerfile: SyncedDir,
+}
+
 /// Everything a BuildKit build needs, borrowed from the caller.
 #[derive(Clone, Copy)]
 pub struct BuildkitBuild<'a> {
-    /// The `dockerfile` parameter: a slash path relative to the context root.
+    /// The `dockerfile` parameter: the Dockerfile's file name in its directory.
     pub dockerfile: &'a str,
     /// The Dockerfile's text, to find the line of a failed step (optional).
     pub dockerfile_text: Option<&'a str>,
@@ -114,6 +129,8 @@ pub struct BuildkitOutcome {
     /// Of those, the ones BuildKit took from its cache.
     pub cached_steps: usize,
     pub warnings: Vec<BuildWarning>,
+    /// What went over the session, by directory name ([`CONTEXT_DIR`], [`DOCKERFILE_DIR`]).
+    pub sent: BTreeMap<String, SentStats>,
 }
 
 /// A failed BuildKit build.
@@ -136,15 +153,12 @@ pub enum BuildkitError {
     Daemon(String),
 }
 
-/// Whether the daemon at `host` (a `DOCKER_HOST` value) builds with BuildKit: its
-/// `/_ping` says `Builder-Version: 2`, or, when it does not say, its API is 1.39 or
-/// newer. Any failure answers `false`.
-pub async fn supports_buildkit(host: &str) -> bool {
-    let Ok(address) = DaemonAddress::parse(host) else {
-        return false;
-    };
+/// Whether the daemon at `address` builds with BuildKit: its `/_ping` says
+/// `Builder-Version: 2`, or, when it does not say, its API is 1.39 or newer. Any failure
+/// answers `false`.
+pub async fn supports_buildkit(address: &DaemonAddress) -> bool {
     let ping = async {
-        let mut sender = daemon::connect(&address).await.ok()?;
+        let mut sender = daemon::connect(address).await.ok()?;
         let request = Request::builder()
             .method(Method::GET)
             .uri("/_ping")
@@ -176,28 +190,35 @@ fn api_at_least(version: &str, major: u32, minor: u32) -> bool {
     }
 }
 
-/// Builds with BuildKit on the daemon at `host` (a `DOCKER_HOST` value: `unix://` or
-/// plain `tcp://`), streaming `context` (a tar) as the request body and calling
-/// `on_line` with each rendered progress line.
+/// Builds with BuildKit on the daemon at `address`, lending it `dirs` over the session,
+/// and calls `on_line` with each rendered progress line.
 pub async fn build(
-    host: &str,
+    address: &DaemonAddress,
     request: &BuildkitBuild<'_>,
-    context: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
+    dirs: SyncedDirs,
     mut on_line: impl FnMut(&str),
 ) -> Result<BuildkitOutcome, BuildkitError> {
-    let address = DaemonAddress::parse(host).map_err(BuildkitError::Daemon)?;
-
     let login = request.registry_auth.map(|auth| session::RegistryLogin {
         host: auth.host.to_string(),
         username: auth.username.to_string(),
         password: Zeroizing::new(auth.password.to_string()),
     });
+    let ledger = Arc::new(filesync::Ledger::default());
+    let shared_key = shared_key(dirs.context.root());
+    let files = filesync::FileSyncService::new(
+        vec![
+            (CONTEXT_DIR.to_string(), dirs.context),
+            (DOCKERFILE_DIR.to_string(), dirs.dockerfile),
+        ],
+        Arc::clone(&ledger),
+    );
     let session = session::start(
-        &address,
+        address,
         "ecr-build-push",
-        &session::random_id(),
+        &shared_key,
         login,
         session::SecretStore::new(request.secrets),
+        files,
     )
     .await?;
 
@@ -211,20 +232,7 @@ pub async fn build(
         renderer.mask(auth.password);
     }
 
-    // Remember a context failure: it is the real cause of the broken upload.
-    let context_error: Arc<Mutex<Option<String>>> = Arc::default();
-    let seen = Arc::clone(&context_error);
-    let body = context.map(move |item| match item {
-        Ok(bytes) => Ok(hyper::body::Frame::data(bytes)),
-        Err(err) => {
-            if let Ok(mut slot) = seen.lock() {
-                slot.get_or_insert_with(|| err.to_string());
-            }
-            Err(err)
-        }
-    });
-    let body = http_body_util::BodyExt::boxed_unsync(http_body_util::StreamBody::new(body));
-
+    // The context is fetched over the session: the request has no body, as the CLI's.
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(build_uri(request, &session.id))
@@ -234,24 +242,17 @@ pub async fn build(
         builder = builder.header("X-Registry-Config", config.as_str());
     }
     let http_request = builder
-        .body(body)
+        .body(daemon::empty())
         .map_err(|e| BuildkitError::Daemon(format!("cannot make the build request: {e}")))?;
 
-    let mut sender = daemon::connect(&address)
+    let mut sender = daemon::connect(address)
         .await
         .map_err(|e| BuildkitError::Daemon(format!("cannot connect to the daemon: {e}")))?;
-    let take_context_error = || context_error.lock().ok().and_then(|mut e| e.take());
-    let response = match sender.send_request(http_request).await {
-        Ok(response) => response,
-        Err(err) => {
-            if let Some(context) = take_context_error() {
-                return Err(BuildkitError::Context(context));
-            }
-            return Err(BuildkitError::Daemon(format!(
-                "the build request failed: {err}"
-            )));
-        }
-    };
+    let take_context_error = || ledger.take_failure().map(|e| e.to_string());
+    let response = sender
+        .send_request(http_request)
+        .await
+        .map_err(|err| BuildkitError::Daemon(format!("the build request failed: {err}")))?;
     if response.status() != StatusCode::OK {
         let status = response.status();
         let message = daemon::body_text(response.into_body()).await;
@@ -297,6 +298,10 @@ pub async fn build(
     }
     drop(session);
 
+    // A file that could not be read is the real cause of the failure it made.
+    if let Some(context) = take_context_error() {
+        return Err(BuildkitError::Context(context));
+    }
     if let Some(message) = stream_error {
         let failed = renderer.failed().cloned();
         let line = failed
@@ -308,9 +313,6 @@ pub async fn build(
             step: failed.map(|f| f.name),
             line,
         });
-    }
-    if let Some(context) = take_context_error() {
-        return Err(BuildkitError::Context(context));
     }
     if let Some(err) = read_error {
         return Err(BuildkitError::Daemon(format!(
@@ -325,7 +327,27 @@ pub async fn build(
         steps: renderer.steps(),
         cached_steps: renderer.cached_steps(),
         warnings: renderer.warnings().to_vec(),
+        sent: ledger.sent(),
     })
+}
+
+/// The session's shared key, stable for a context directory, as the Docker CLI derives
+/// it: BuildKit keeps what it received under it, so the next build from the same
+/// directory on this daemon is sent only the files that changed.
+fn shared_key(context_root: &std::path::Path) -> String {
+    use sha2::Digest as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"ecr-build-push:");
+    hasher.update(context_root.as_os_str().as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .fold(String::with_capacity(64), |mut out, b| {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 /// One JSON line of the build's answer.
@@ -405,7 +427,7 @@ fn line_in_message(message: &str) -> Option<u32> {
     number_after("dockerfile:").or_else(|| number_after("line "))
 }
 
-/// `/build?version=2&session=...` with every option.
+/// `/build?version=2&remote=client-session&session=...` with every option.
 fn build_uri(request: &BuildkitBuild<'_>, session_id: &str) -> String {
     let mut build_args = request.build_args.clone();
     build_args
@@ -413,6 +435,7 @@ fn build_uri(request: &BuildkitBuild<'_>, session_id: &str) -> String {
         .or_insert_with(|| "1".to_string());
     let mut query: Vec<(&str, String)> = vec![
         ("version", "2".into()),
+        ("remote", "client-session".into()),
         ("session", session_id.into()),
         ("dockerfile", request.dockerfile.into()),
         ("rm", "1".into()),
@@ -515,7 +538,9 @@ mod tests {
         };
         let uri = build_uri(&request, "sess");
         assert!(
-            uri.starts_with("/build?version=2&session=sess&dockerfile=Dockerfile"),
+            uri.starts_with(
+                "/build?version=2&remote=client-session&session=sess&dockerfile=Dockerfile"
+            ),
             "{uri}"
         );
         assert!(uri.contains("&t=r%2Fa%3A1&t=r%2Fa%3A2"), "{uri}");

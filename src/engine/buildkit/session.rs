@@ -1,6 +1,7 @@
 //! The BuildKit session: `POST /session` hijacked into an `h2c` stream, on which the
-//! daemon is the gRPC client and we serve Auth (registry credentials), Secrets and
-//! Health, as the Docker CLI's session does.
+//! daemon is the gRPC client and we serve `FileSync` (the build context and the
+//! Dockerfile, see [`super::filesync`]), Auth (registry credentials), Secrets and Health,
+//! as the Docker CLI's session does.
 //!
 //! Nothing here logs a credential or a secret value: only hosts and secret ids.
 
@@ -17,6 +18,7 @@ use bollard_buildkit_proto::health::{
 use bollard_buildkit_proto::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
 use bollard_buildkit_proto::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
 use bollard_buildkit_proto::moby::filesync::v1::auth_server::{Auth, AuthServer};
+use bollard_buildkit_proto::moby::filesync::v1::file_sync_server::FileSyncServer;
 use bollard_buildkit_proto::moby::filesync::v1::{
     CredentialsRequest, CredentialsResponse, FetchTokenRequest, FetchTokenResponse,
     GetTokenAuthorityRequest, GetTokenAuthorityResponse, VerifyTokenAuthorityRequest,
@@ -30,6 +32,7 @@ use tonic::{Response, Status};
 use zeroize::Zeroizing;
 
 use super::daemon::{self, DaemonAddress};
+use super::filesync::FileSyncService;
 use super::BuildkitError;
 
 /// The gRPC methods the session serves, announced to the daemon one header each. BuildKit
@@ -38,6 +41,7 @@ use super::BuildkitError;
 /// asks `Credentials` and talks to the registry's token endpoint itself, which is what
 /// the Docker CLI's default (no client-side token authority) amounts to.
 const METHODS: &[&str] = &[
+    "/moby.filesync.v1.FileSync/DiffCopy",
     "/moby.filesync.v1.Auth/Credentials",
     "/moby.buildkit.secrets.v1.Secrets/GetSecret",
     "/grpc.health.v1.Health/Check",
@@ -246,6 +250,7 @@ pub(crate) async fn start(
     shared_key: &str,
     login: Option<RegistryLogin>,
     secrets: SecretStore,
+    files: FileSyncService,
 ) -> Result<Session, BuildkitError> {
     let id = random_id();
     let mut sender = daemon::connect(address)
@@ -284,6 +289,7 @@ pub(crate) async fn start(
     let routes = tonic::service::Routes::new(HealthServer::new(HealthService))
         .add_service(AuthServer::new(AuthService { login }))
         .add_service(SecretsServer::from_arc(Arc::new(secrets)))
+        .add_service(FileSyncServer::new(files))
         .prepare();
     let service = hyper_util::service::TowerToHyperService::new(routes);
     let session_id = id.clone();
