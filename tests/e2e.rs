@@ -269,6 +269,45 @@ fn the_registry_password_is_masked_and_never_written() {
     }
 }
 
+/// ECR's `imageSizeInBytes` (what the summary shows as the size in ECR) is the sum of the
+/// image's compressed layers, as ECR reports it, not the config's size (the stand-in's
+/// moto reported the config's, so a 1 MB layer showed as 2.7 kB).
+#[test]
+fn the_size_in_ecr_is_the_sum_of_the_compressed_layers() {
+    let standin = standin();
+    let repo = unique("team/size");
+    let ws = example_workspace();
+    ws.write("big.bin", &"0123456789abcdef".repeat(1 << 16));
+    let run = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("tags", "v1")
+        .run();
+    run.assert_success();
+    let manifest = standin.registry_manifest(&repo, "v1");
+    let layers: u64 = manifest["layers"]
+        .as_array()
+        .expect("an image manifest")
+        .iter()
+        .map(|layer| layer["size"].as_u64().unwrap())
+        .sum();
+    let config = manifest["config"]["size"].as_u64().unwrap();
+    let answer = standin.moto(
+        "DescribeImages",
+        &serde_json::json!({"repositoryName": repo, "imageIds": [{"imageTag": "v1"}]}),
+    );
+    let reported = answer["imageDetails"][0]["imageSizeInBytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(reported, layers, "config is {config} bytes");
+    assert!(reported > config, "{reported} vs config {config}");
+    assert!(
+        run.summary.contains("Size in ECR (compressed)"),
+        "{}",
+        run.summary
+    );
+}
+
 /// A Dockerfile outside the context builds with BuildKit under `auto`, which reads it
 /// from its own directory over the session, and it does not end up in the image (nor
 /// does anything else of its directory); `dockerfile` relative to the workspace works.

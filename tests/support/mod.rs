@@ -294,6 +294,28 @@ impl Standin {
         (served, described)
     }
 
+    /// The manifest (or index) the registry serves for `repository:reference`, as JSON.
+    pub fn registry_manifest(&self, repository: &str, reference: &str) -> serde_json::Value {
+        let url = format!(
+            "https://{}/v2/{repository}/manifests/{reference}",
+            self.registry
+        );
+        let out = Command::new("curl")
+            .args(["-fsS", "--cacert"])
+            .arg(&self.ca_cert)
+            .args(["-u", &format!("AWS:{}", self.password)])
+            .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json"])
+            .arg(&url)
+            .output()
+            .expect("run curl");
+        assert!(
+            out.status.success(),
+            "GET {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("a JSON manifest")
+    }
+
     /// Asserts that `repository:tag` is one image manifest (Docker schema 2 or OCI), never
     /// an index, both as the registry serves it and as `DescribeImages` reports it.
     pub fn assert_single_image_manifest(&self, repository: &str, tag: &str) {
