@@ -238,18 +238,7 @@ impl Standin {
     /// Asks the registry itself (through the front, over TLS, with the ECR login) for the
     /// manifest digest of `repository:reference`.
     pub fn registry_digest(&self, repository: &str, reference: &str) -> Option<String> {
-        let url = format!(
-            "https://{}/v2/{repository}/manifests/{reference}",
-            self.registry
-        );
-        let out = Command::new("curl")
-            .args(["-sS", "-I", "--cacert"])
-            .arg(&self.ca_cert)
-            .args(["-u", &format!("AWS:{}", self.password)])
-            .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json"])
-            .arg(&url)
-            .output()
-            .expect("run curl");
+        let out = self.manifest_request(repository, reference, &["-sS", "-I"]);
         let head = String::from_utf8_lossy(&out.stdout);
         if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/2 200") {
             return None;
@@ -265,15 +254,7 @@ impl Standin {
     /// (asked with every manifest and index type) and the `imageManifestMediaType` that
     /// `DescribeImages` reports.
     pub fn manifest_media_types(&self, repository: &str, tag: &str) -> (String, String) {
-        let url = format!("https://{}/v2/{repository}/manifests/{tag}", self.registry);
-        let out = Command::new("curl")
-            .args(["-sS", "-I", "--cacert"])
-            .arg(&self.ca_cert)
-            .args(["-u", &format!("AWS:{}", self.password)])
-            .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json"])
-            .arg(&url)
-            .output()
-            .expect("run curl");
+        let out = self.manifest_request(repository, tag, &["-sS", "-I"]);
         let head = String::from_utf8_lossy(&out.stdout);
         let served = head
             .lines()
@@ -296,24 +277,31 @@ impl Standin {
 
     /// The manifest (or index) the registry serves for `repository:reference`, as JSON.
     pub fn registry_manifest(&self, repository: &str, reference: &str) -> serde_json::Value {
+        let out = self.manifest_request(repository, reference, &["-fsS"]);
+        assert!(
+            out.status.success(),
+            "GET {repository}:{reference}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("a JSON manifest")
+    }
+
+    /// curl with `flags` on the registry's manifest URL of `repository:reference`, through
+    /// the front over TLS with the ECR login, accepting every manifest and index type.
+    fn manifest_request(&self, repository: &str, reference: &str, flags: &[&str]) -> Output {
         let url = format!(
             "https://{}/v2/{repository}/manifests/{reference}",
             self.registry
         );
-        let out = Command::new("curl")
-            .args(["-fsS", "--cacert"])
+        Command::new("curl")
+            .args(flags)
+            .arg("--cacert")
             .arg(&self.ca_cert)
             .args(["-u", &format!("AWS:{}", self.password)])
             .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json"])
             .arg(&url)
             .output()
-            .expect("run curl");
-        assert!(
-            out.status.success(),
-            "GET {url}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("a JSON manifest")
+            .expect("run curl")
     }
 
     /// Asserts that `repository:tag` is one image manifest (Docker schema 2 or OCI), never
