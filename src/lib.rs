@@ -18,6 +18,9 @@
 //! - [`repository`]: what a run does to the repository besides pushing: policies,
 //!   warnings about settings an existing repository keeps, tags that already exist.
 //! - [`report`]: the outputs and job summary of a finished run.
+//! - [`metadata`]: tag templates and default OCI labels from the GitHub context (built
+//!   once in `main`, with the event payload), applied while the inputs are parsed.
+//! - [`gate`]: the scan gate on ECR's findings ([`ecr::scan`] waits for them).
 //!
 //! # Order of work
 //!
@@ -30,7 +33,9 @@
 pub mod ecr;
 pub mod engine;
 pub mod env;
+pub mod gate;
 pub mod inputs;
+pub mod metadata;
 pub mod report;
 pub mod repository;
 pub mod runner;
@@ -168,8 +173,72 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             reuse_from,
         };
         push_and_confirm(&push_run, inputs, env, runner, &mut report).await?;
+        if inputs.scan.wait {
+            scan_gate(&ecr, inputs, runner, &mut report).await?;
+        }
+    } else if inputs.scan.wait {
+        runner.warning("`scan: wait` has nothing to wait for: `push` is false");
     }
     Ok(report)
+}
+
+/// Waits for ECR's findings on the pushed image and applies the gate. When the gate
+/// fails, the summary (naming the image, which stays in ECR) is written here and the
+/// error returned, so no outputs are written.
+async fn scan_gate(
+    ecr: &Ecr,
+    inputs: &Inputs,
+    runner: &Runner,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let Some(digest) = report.digest.clone() else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let digests = [digest.clone()];
+    let request = ecr::scan::ScanRequest {
+        repository: &inputs.repository,
+        registry_id: inputs.registry_id.as_deref(),
+        digests: &digests,
+        scans_on_push: report
+            .repository_state
+            .as_ref()
+            .is_some_and(|r| r.scan_on_push),
+        timeout: inputs.scan.timeout,
+        poll: ecr::scan::Backoff::DEFAULT,
+    };
+    let scans = {
+        let _group = runner.group(&format!("Scan of {digest}"));
+        ecr.scan_findings(&request).await?
+    };
+    let gate = gate::Gate::evaluate(scans, &inputs.scan);
+    tracing::info!(
+        "scan findings after {:.1}s: {}",
+        started.elapsed().as_secs_f64(),
+        gate.findings_json()
+    );
+    for name in &gate.stale_ignores {
+        runner.warning(&format!(
+            "`scan-ignore` lists `{name}`, which no finding of this image has: remove it if \
+             it is fixed"
+        ));
+    }
+    let image = format!("{}@{digest}", report.repository_uri());
+    let failure = gate.failure(&image);
+    if failure.is_none() {
+        for (digest, reason) in gate.not_scanned() {
+            runner.warning(&format!("{digest} was not scanned: {reason}"));
+        }
+    }
+    report.scan = Some(gate);
+    match failure {
+        None => Ok(()),
+        Some(line) => {
+            report.outcome = Outcome::ScanFailed;
+            runner.write_summary(&report.summary_markdown())?;
+            Err(anyhow::anyhow!(line))
+        }
+    }
 }
 
 /// What the push needs beyond the inputs.

@@ -16,6 +16,8 @@ pub enum Outcome {
     Pushed,
     /// Every tag already existed at one image (`on-tag-exists: skip`).
     Skipped,
+    /// Pushed, and the scan gate failed: the image is in ECR, no outputs are written.
+    ScanFailed,
 }
 
 /// The result of a run, from which outputs and the summary are rendered.
@@ -40,6 +42,8 @@ pub struct Report {
     pub cache: Option<CacheStats>,
     /// Which pusher sent the image: `direct`, `daemon` or `daemon (fallback)`.
     pub push_engine: Option<&'static str>,
+    /// The scan gate's findings, with `scan: wait`.
+    pub scan: Option<crate::gate::Gate>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,7 @@ impl Report {
             builder: None,
             cache: None,
             push_engine: None,
+            scan: None,
         }
     }
 
@@ -88,7 +93,9 @@ impl Report {
             .unwrap_or_default();
         // A skipped run's tags are in ECR too, pointing at the image it outputs.
         let pushed: Vec<&String> = match self.outcome {
-            Outcome::Pushed | Outcome::Skipped => self.references.iter().collect(),
+            Outcome::Pushed | Outcome::Skipped | Outcome::ScanFailed => {
+                self.references.iter().collect()
+            }
             Outcome::BuiltOnly => Vec::new(),
         };
         vec![
@@ -105,6 +112,13 @@ impl Report {
                 serde_json::to_string(&pushed).unwrap_or_else(|_| "[]".into()),
             ),
             ("image-id", self.image_id.clone()),
+            (
+                "scan-findings",
+                self.scan
+                    .as_ref()
+                    .map(crate::gate::Gate::findings_json)
+                    .unwrap_or_default(),
+            ),
         ]
     }
 
@@ -115,6 +129,7 @@ impl Report {
             Outcome::Pushed => "Pushed",
             Outcome::BuiltOnly => "Built (not pushed)",
             Outcome::Skipped => "Already in ECR, not rebuilt",
+            Outcome::ScanFailed => "Pushed, but the scan gate failed for",
         };
         let _ = writeln!(md, "### {verb} `{}`\n", self.repository);
         md.push_str("| | |\n|---|---|\n");
@@ -173,6 +188,9 @@ impl Report {
             let _ = writeln!(md, "| {name} | {state} |");
         }
         md.push('\n');
+        if let Some(gate) = &self.scan {
+            md.push_str(&gate.summary_markdown(&self.repository_uri()));
+        }
         md
     }
 }
@@ -222,6 +240,7 @@ mod tests {
                 steps: 4,
             }),
             push_engine: None,
+            scan: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! cannot resolve names through NSS.
 
 mod images;
+pub mod scan;
 
 pub use images::ExistingTag;
 

@@ -159,7 +159,8 @@ mod tests {
                 "image-digest",
                 "image-uri-by-digest",
                 "image-uris",
-                "image-id"
+                "image-id",
+                "scan-findings"
             ]
         );
         assert!(spec.input("repository").unwrap().required);

@@ -38,6 +38,11 @@ fn sample(name: &str) -> &'static str {
         "secrets" => "id=token,env=TOKEN",
         "cache-from" => "registry.example/app:main",
         "aws-region" => "eu-west-1",
+        "default-labels" => "false",
+        "scan" => "wait",
+        "scan-fail-on" => "HIGH",
+        "scan-ignore" => "CVE-2024-0001",
+        "scan-timeout" => "90s",
         other => panic!("no sample value for input `{other}`: add one to this test"),
     }
 }
@@ -52,7 +57,7 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
         .iter()
         .map(|i| (i.name.clone(), sample(&i.name).to_string()))
         .collect();
-    let (parsed, read) = Inputs::parse_tracked(&spec, &all, Path::new("/ws"));
+    let (parsed, read) = Inputs::parse_tracked(&spec, &all, Path::new("/ws"), &Context::default());
     let full = parsed.expect("all samples are valid");
     let declared: std::collections::BTreeSet<String> =
         spec.inputs.iter().map(|i| i.name.clone()).collect();
