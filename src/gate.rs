@@ -31,7 +31,9 @@ impl Gate {
         let mut matched = std::collections::BTreeSet::new();
         for scan in &scans {
             if let ManifestScan::Scanned {
-                digest, findings: all, ..
+                digest,
+                findings: all,
+                ..
             } = scan
             {
                 for finding in all {
@@ -43,7 +45,11 @@ impl Gate {
                 }
             }
         }
-        findings.sort_by(|a, b| a.1.severity.cmp(&b.1.severity).then(a.1.name.cmp(&b.1.name)));
+        findings.sort_by(|a, b| {
+            a.1.severity
+                .cmp(&b.1.severity)
+                .then(a.1.name.cmp(&b.1.name))
+        });
         let mut counts: BTreeMap<Severity, usize> = Severity::GATES
             .into_iter()
             .chain([Severity::Undefined])
@@ -161,7 +167,10 @@ impl Gate {
                     );
                 }
                 ManifestScan::NotScanned { digest, reason } => {
-                    let _ = writeln!(md, "- `{repository_uri}@{digest}`: **not scanned**: {reason}");
+                    let _ = writeln!(
+                        md,
+                        "- `{repository_uri}@{digest}`: **not scanned**: {reason}"
+                    );
                 }
             }
         }

@@ -54,17 +54,31 @@ fn tag_push_gives_semver_tags_and_labels_on_the_pulled_image() {
     let standin = standin();
     let repo = unique("meta/tag");
     let ws = workspace();
-    let run = github_run(&ws, &repo, "push", "refs/tags/v1.4.2", &serde_json::json!({}))
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .input("labels", "org.opencontainers.image.title=Shop")
-        .run();
+    let run = github_run(
+        &ws,
+        &repo,
+        "push",
+        "refs/tags/v1.4.2",
+        &serde_json::json!({}),
+    )
+    .env("SOURCE_DATE_EPOCH", "1700000000")
+    .input("labels", "org.opencontainers.image.title=Shop")
+    .run();
     run.assert_success();
     assert_eq!(pushed_tags(&run), ["1.4.2", "1.4", "1", "sha-89abcde"]);
     let digest = run.output("image-digest");
     for tag in ["1.4.2", "1.4", "1", "sha-89abcde"] {
-        assert_eq!(standin.moto_digest(&repo, tag).as_deref(), Some(digest), "{tag}");
+        assert_eq!(
+            standin.moto_digest(&repo, tag).as_deref(),
+            Some(digest),
+            "{tag}"
+        );
     }
-    assert!(run.stderr.contains("tag `{{branch}}` left out"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("tag `{{branch}}` left out"),
+        "{}",
+        run.stderr
+    );
 
     let reference = run.output("image-uri").to_string();
     standin.docker_pull(&reference);
@@ -76,10 +90,16 @@ fn tag_push_gives_semver_tags_and_labels_on_the_pulled_image() {
         &reference,
     ]))
     .unwrap();
-    assert_eq!(labels["org.opencontainers.image.source"], "https://github.com/octo/shop");
+    assert_eq!(
+        labels["org.opencontainers.image.source"],
+        "https://github.com/octo/shop"
+    );
     assert_eq!(labels["org.opencontainers.image.revision"], SHA);
     assert_eq!(labels["org.opencontainers.image.version"], "1.4.2");
-    assert_eq!(labels["org.opencontainers.image.created"], "2023-11-14T22:13:20Z");
+    assert_eq!(
+        labels["org.opencontainers.image.created"],
+        "2023-11-14T22:13:20Z"
+    );
     assert_eq!(labels["org.opencontainers.image.title"], "Shop");
     let _ = docker(&["image", "rm", &reference]);
 }
@@ -90,15 +110,25 @@ fn tag_push_gives_semver_tags_and_labels_on_the_pulled_image() {
 fn branch_push_gives_sha_and_sanitised_branch() {
     let repo = unique("meta/branch");
     let ws = workspace();
-    let run = github_run(&ws, &repo, "push", "refs/heads/feature/Login_fix", &serde_json::json!({}))
-        .run();
+    let run = github_run(
+        &ws,
+        &repo,
+        "push",
+        "refs/heads/feature/Login_fix",
+        &serde_json::json!({}),
+    )
+    .run();
     run.assert_success();
     assert_eq!(pushed_tags(&run), ["sha-89abcde", "feature-Login_fix"]);
-    assert!(run.stderr.contains("tag `{{version}}` left out"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("tag `{{version}}` left out"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// A pull request's tags name its head commit and branch from the event payload, not
-/// the merge commit in GITHUB_SHA.
+/// the merge commit in `GITHUB_SHA`.
 #[test]
 fn pull_request_tags_use_the_head_from_the_payload() {
     let repo = unique("meta/pr");
@@ -121,13 +151,23 @@ fn pull_request_tags_use_the_head_from_the_payload() {
 fn nothing_left_fails_before_the_build() {
     let repo = unique("meta/none");
     let ws = workspace();
-    let run = github_run(&ws, &repo, "push", "refs/heads/main", &serde_json::json!({}))
-        .input("tags", "{{version}}\n{{major}}")
-        .run();
+    let run = github_run(
+        &ws,
+        &repo,
+        "push",
+        "refs/heads/main",
+        &serde_json::json!({}),
+    )
+    .input("tags", "{{version}}\n{{major}}")
+    .run();
     assert!(!run.success);
     let errors = run.error_lines();
     assert_eq!(errors.len(), 1, "{}", run.stderr);
     assert!(errors[0].contains("input `tags`"), "{}", errors[0]);
-    assert!(errors[0].contains("`push` event on branch `main`"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("`push` event on branch `main`"),
+        "{}",
+        errors[0]
+    );
     assert!(!run.stderr.contains(support::BUILD_STARTED));
 }

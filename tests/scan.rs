@@ -1,6 +1,6 @@
 //! The scan gate end to end: the action waits for ECR's findings on the pushed image
-//! (moto's, or answers the front scripts per repository: IN_PROGRESS before COMPLETE,
-//! FAILED, ScanNotFoundException, enhanced findings), and passes or fails the step.
+//! (moto's, or answers the front scripts per repository: `IN_PROGRESS` before `COMPLETE`,
+//! `FAILED`, `ScanNotFoundException`, enhanced findings), and passes or fails the step.
 //!
 //! `STANDIN_SCAN_API` (an ECR API endpoint) and `STANDIN_SCAN_CONTROL` (its control URL)
 //! point these tests at a second front, e.g. one started from a newer front.py next to
@@ -22,17 +22,31 @@ fn script(repository: &str, script: &serde_json::Value) {
     let mut body = script.clone();
     body["repository"] = repository.into();
     let out = Command::new("curl")
-        .args(["-sS", "-f", "-X", "POST", &format!("{}/scans", control_url())])
+        .args([
+            "-sS",
+            "-f",
+            "-X",
+            "POST",
+            &format!("{}/scans", control_url()),
+        ])
         .args(["--data-binary", &body.to_string()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// How often each scan call reached the front for `repository`.
 fn calls(repository: &str) -> serde_json::Value {
     let out = Command::new("curl")
-        .args(["-sS", "-f", &format!("{}/scans?repository={repository}", control_url())])
+        .args([
+            "-sS",
+            "-f",
+            &format!("{}/scans?repository={repository}", control_url()),
+        ])
         .output()
         .unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
@@ -70,13 +84,28 @@ fn gate_fails_on_a_high_finding_and_keeps_the_image() {
     assert!(!run.success, "{}", run.stderr);
     let errors = run.error_lines();
     assert_eq!(errors.len(), 1, "{}", run.stderr);
-    let digest = standin.moto_digest(&repo, "v1").expect("the image stays in ECR");
-    for part in ["1 finding(s) at HIGH or worse", "HIGH 1", "CVE-9999-9999 (HIGH, moto_fake 9.9.9)", &digest] {
+    let digest = standin
+        .moto_digest(&repo, "v1")
+        .expect("the image stays in ECR");
+    for part in [
+        "1 finding(s) at HIGH or worse",
+        "HIGH 1",
+        "CVE-9999-9999 (HIGH, moto_fake 9.9.9)",
+        &digest,
+    ] {
         assert!(errors[0].contains(part), "{part}: {}", errors[0]);
     }
-    assert!(run.output_file.is_empty(), "no outputs: {}", run.output_file);
+    assert!(
+        run.output_file.is_empty(),
+        "no outputs: {}",
+        run.output_file
+    );
     assert!(run.summary.contains(&digest), "{}", run.summary);
-    assert!(run.summary.contains("| HIGH | [CVE-9999-9999]("), "{}", run.summary);
+    assert!(
+        run.summary.contains("| HIGH | [CVE-9999-9999]("),
+        "{}",
+        run.summary
+    );
     assert!(run.summary.contains("basic scanning"), "{}", run.summary);
 }
 
@@ -93,7 +122,7 @@ fn gate_passes_below_its_severity() {
 }
 
 /// An ignored finding leaves the gate and the counts; an ignore that matches nothing
-/// is a warning; a repository that does not scan on push gets StartImageScan.
+/// is a warning; a repository that does not scan on push gets `StartImageScan`.
 #[test]
 fn ignores_pass_the_gate_and_stale_ignores_warn() {
     let repo = unique("scan/ignore");
@@ -112,11 +141,17 @@ fn ignores_pass_the_gate_and_stale_ignores_warn() {
         .lines()
         .find(|l| l.starts_with("::warning::") && l.contains("CVE-2000-0001"));
     assert!(warning.is_some(), "{}", run.stderr);
-    assert!(!run.stderr.contains("::warning::`scan-ignore` lists `CVE-9999-9999`"));
-    assert!(run.stderr.contains("started ECR's scan of"), "{}", run.stderr);
+    assert!(!run
+        .stderr
+        .contains("::warning::`scan-ignore` lists `CVE-9999-9999`"));
+    assert!(
+        run.stderr.contains("started ECR's scan of"),
+        "{}",
+        run.stderr
+    );
 }
 
-/// IN_PROGRESS twice, then COMPLETE with Inspector's enhanced findings: the action
+/// `IN_PROGRESS` twice, then `COMPLETE` with Inspector's enhanced findings: the action
 /// waits, reads `enhancedFindings`, and the summary says enhanced scanning.
 #[test]
 fn waits_through_in_progress_and_reads_enhanced_findings() {
@@ -148,61 +183,104 @@ fn waits_through_in_progress_and_reads_enhanced_findings() {
 #[test]
 fn scan_timeout_fails_the_gate() {
     let repo = unique("scan/timeout");
-    script(&repo, &serde_json::json!({"describe": [{"status": "IN_PROGRESS"}]}));
+    script(
+        &repo,
+        &serde_json::json!({"describe": [{"status": "IN_PROGRESS"}]}),
+    );
     let started = Instant::now();
-    let run = scan_run(&repo, &[("scan-fail-on", "CRITICAL"), ("scan-timeout", "5s")]);
+    let run = scan_run(
+        &repo,
+        &[("scan-fail-on", "CRITICAL"), ("scan-timeout", "5s")],
+    );
     assert!(!run.success);
     let errors = run.error_lines();
     assert_eq!(errors.len(), 1, "{}", run.stderr);
-    assert!(errors[0].contains("did not finish within scan-timeout (5s; last status: IN_PROGRESS)"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("did not finish within scan-timeout (5s; last status: IN_PROGRESS)"),
+        "{}",
+        errors[0]
+    );
     assert!(started.elapsed() < Duration::from_secs(120));
 }
 
-/// A FAILED scan is reported, not passed: the gate fails naming the status.
+/// A `FAILED` scan is reported, not passed: the gate fails naming the status.
 #[test]
 fn failed_scan_fails_the_gate() {
     let repo = unique("scan/failed");
-    script(&repo, &serde_json::json!({"describe": [
-        {"status": "FAILED", "description": "UnsupportedImageError: The operating system is not supported"}
-    ]}));
+    script(
+        &repo,
+        &serde_json::json!({"describe": [
+            {"status": "FAILED", "description": "UnsupportedImageError: The operating system is not supported"}
+        ]}),
+    );
     let run = scan_run(&repo, &[("scan-fail-on", "CRITICAL")]);
     assert!(!run.success);
     let errors = run.error_lines();
     assert_eq!(errors.len(), 1, "{}", run.stderr);
-    assert!(errors[0].contains("ECR's scan ended FAILED: UnsupportedImageError"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("ECR's scan ended FAILED: UnsupportedImageError"),
+        "{}",
+        errors[0]
+    );
     assert!(run.output_file.is_empty());
 }
 
-/// ScanNotFoundException even after StartImageScan is reported, not passed; with
+/// `ScanNotFoundException` even after `StartImageScan` is reported, not passed; with
 /// `scan-fail-on: none` it is a warning and the step passes with empty counts.
 #[test]
 fn scan_not_found_is_reported() {
     let repo = unique("scan/notfound");
-    script(&repo, &serde_json::json!({"describe": [{"error": "ScanNotFoundException", "message": "Image scan does not exist"}]}));
+    script(
+        &repo,
+        &serde_json::json!({"describe": [{"error": "ScanNotFoundException", "message": "Image scan does not exist"}]}),
+    );
     let run = scan_run(&repo, &[("scan-fail-on", "HIGH")]);
     assert!(!run.success);
     let errors = run.error_lines();
     assert_eq!(errors.len(), 1, "{}", run.stderr);
-    assert!(errors[0].contains("ScanNotFoundException) even after StartImageScan"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("ScanNotFoundException) even after StartImageScan"),
+        "{}",
+        errors[0]
+    );
     assert!(calls(&repo)["start"].as_u64().unwrap() >= 1);
 
     let repo = unique("scan/notfound-warn");
-    script(&repo, &serde_json::json!({"describe": [{"error": "ScanNotFoundException"}]}));
+    script(
+        &repo,
+        &serde_json::json!({"describe": [{"error": "ScanNotFoundException"}]}),
+    );
     let run = scan_run(&repo, &[]);
     run.assert_success();
-    assert!(run.stderr.lines().any(|l| l.starts_with("::warning::") && l.contains("was not scanned")), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("::warning::") && l.contains("was not scanned")),
+        "{}",
+        run.stderr
+    );
     assert_eq!(findings(&run)["HIGH"], 0);
 }
 
-/// A manifest ECR cannot scan (StartImageScan's UnsupportedImageTypeException) fails the
+/// A manifest ECR cannot scan (`StartImageScan`'s `UnsupportedImageTypeException`) fails the
 /// gate with the reason.
 #[test]
 fn unscannable_manifest_fails_the_gate() {
     let repo = unique("scan/unsupported");
-    script(&repo, &serde_json::json!({"start": [{"error": "UnsupportedImageTypeException", "message": "The operation is not supported for this image type."}]}));
-    let run = scan_run(&repo, &[("scan-fail-on", "CRITICAL"), ("scan-on-push", "false")]);
+    script(
+        &repo,
+        &serde_json::json!({"start": [{"error": "UnsupportedImageTypeException", "message": "The operation is not supported for this image type."}]}),
+    );
+    let run = scan_run(
+        &repo,
+        &[("scan-fail-on", "CRITICAL"), ("scan-on-push", "false")],
+    );
     assert!(!run.success);
     let errors = run.error_lines();
     assert_eq!(errors.len(), 1, "{}", run.stderr);
-    assert!(errors[0].contains("ECR cannot scan this manifest (UnsupportedImageTypeException"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("ECR cannot scan this manifest (UnsupportedImageTypeException"),
+        "{}",
+        errors[0]
+    );
 }

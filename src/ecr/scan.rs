@@ -111,12 +111,22 @@ enum Poll {
 
 impl Ecr {
     /// Waits for the findings of every digest in `request`, concurrently.
-    pub async fn scan_findings(&self, request: &ScanRequest<'_>) -> anyhow::Result<Vec<ManifestScan>> {
-        let scans = request.digests.iter().map(|digest| self.scan_one(request, digest));
+    pub async fn scan_findings(
+        &self,
+        request: &ScanRequest<'_>,
+    ) -> anyhow::Result<Vec<ManifestScan>> {
+        let scans = request
+            .digests
+            .iter()
+            .map(|digest| self.scan_one(request, digest));
         futures_util::future::try_join_all(scans).await
     }
 
-    async fn scan_one(&self, request: &ScanRequest<'_>, digest: &str) -> anyhow::Result<ManifestScan> {
+    async fn scan_one(
+        &self,
+        request: &ScanRequest<'_>,
+        digest: &str,
+    ) -> anyhow::Result<ManifestScan> {
         let deadline = Instant::now() + request.timeout;
         let mut started = false;
         if !request.scans_on_push {
@@ -173,7 +183,11 @@ impl Ecr {
 
     /// `StartImageScan`. `Some` when ECR cannot scan this manifest; a scan that already
     /// ran today (`LimitExceededException`) is fine: its findings are read.
-    async fn start_scan(&self, request: &ScanRequest<'_>, digest: &str) -> anyhow::Result<Option<ManifestScan>> {
+    async fn start_scan(
+        &self,
+        request: &ScanRequest<'_>,
+        digest: &str,
+    ) -> anyhow::Result<Option<ManifestScan>> {
         let result = self
             .client
             .start_image_scan()
@@ -197,8 +211,12 @@ impl Ecr {
                     ),
                 }))
             }
-            Err(err) => Err(api_error(err))
-                .with_context(|| format!("StartImageScan failed for {digest} in `{}`", request.repository)),
+            Err(err) => Err(api_error(err)).with_context(|| {
+                format!(
+                    "StartImageScan failed for {digest} in `{}`",
+                    request.repository
+                )
+            }),
         }
     }
 
@@ -219,7 +237,9 @@ impl Ecr {
                 .await;
             let page = match result {
                 Ok(page) => page,
-                Err(err) if err.code() == Some("ScanNotFoundException") => return Ok(Poll::NotFound),
+                Err(err) if err.code() == Some("ScanNotFoundException") => {
+                    return Ok(Poll::NotFound)
+                }
                 Err(err) => {
                     return Err(api_error(err)).with_context(|| {
                         format!(

@@ -36,7 +36,8 @@ pub struct Context {
 }
 
 /// Events whose payload describes a pull request, with its head commit and branch.
-const PULL_REQUEST_EVENTS: [&str; 3] = ["pull_request", "pull_request_target", "pull_request_review"];
+const PULL_REQUEST_EVENTS: [&str; 3] =
+    ["pull_request", "pull_request_target", "pull_request_review"];
 
 impl Context {
     /// Builds the context from the runner's variables, reading the event payload file.
@@ -118,7 +119,9 @@ impl Context {
                 .or(context.pr_number);
             context.tag = None;
         } else if event == "release" && context.tag.is_none() {
-            context.tag = payload["release"]["tag_name"].as_str().map(ToString::to_string);
+            context.tag = payload["release"]["tag_name"]
+                .as_str()
+                .map(ToString::to_string);
         }
         Ok(context)
     }

@@ -67,8 +67,16 @@ impl Placeholder {
         match self {
             Self::Sha => context.sha.as_ref().map(|s| s.chars().take(7).collect()),
             Self::ShaLong => context.sha.clone(),
-            Self::Branch => context.branch.as_deref().map(sanitise).filter(|b| !b.is_empty()),
-            Self::Tag => context.tag.as_deref().map(sanitise).filter(|t| !t.is_empty()),
+            Self::Branch => context
+                .branch
+                .as_deref()
+                .map(sanitise)
+                .filter(|b| !b.is_empty()),
+            Self::Tag => context
+                .tag
+                .as_deref()
+                .map(sanitise)
+                .filter(|t| !t.is_empty()),
             // `+` (build metadata) is not allowed in a Docker tag; metadata-action uses `-`.
             Self::Version => version().map(|v| v.to_string().replace('+', "-")),
             Self::Major => release().map(|v| v.major.to_string()),
@@ -126,7 +134,9 @@ enum Part {
 pub enum Rendered {
     Tag(String),
     /// A placeholder has no value in this event.
-    Dropped { missing: Placeholder },
+    Dropped {
+        missing: Placeholder,
+    },
 }
 
 impl Template {

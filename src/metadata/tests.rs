@@ -39,8 +39,13 @@ fn tags(template: &str, context: &Context) -> Result<Vec<String>, InputError> {
         ("tags".to_string(), template.to_string()),
     ]
     .into();
-    Inputs::parse_in(&ActionSpec::embedded(), &values, std::path::Path::new("/ws"), context)
-        .map(|i| i.tags)
+    Inputs::parse_in(
+        &ActionSpec::embedded(),
+        &values,
+        std::path::Path::new("/ws"),
+        context,
+    )
+    .map(|i| i.tags)
 }
 
 const ISSUE_EXAMPLE: &str = "{{version}}\n{{major}}.{{minor}}\n{{major}}\nsha-{{sha}}\n{{branch}}";
@@ -49,7 +54,10 @@ const ISSUE_EXAMPLE: &str = "{{version}}\n{{major}}.{{minor}}\n{{major}}\nsha-{{
 #[test]
 fn tag_push_gives_semver_tags() {
     let ctx = context("push", "refs/tags/v1.4.2");
-    assert_eq!(tags(ISSUE_EXAMPLE, &ctx).unwrap(), ["1.4.2", "1.4", "1", "sha-89abcde"]);
+    assert_eq!(
+        tags(ISSUE_EXAMPLE, &ctx).unwrap(),
+        ["1.4.2", "1.4", "1", "sha-89abcde"]
+    );
     // A `v`-less tag is semver too; `{{tag}}` keeps the name as pushed.
     let ctx = context("push", "refs/tags/2.0.1");
     assert_eq!(tags("{{major}}\n{{tag}}", &ctx).unwrap(), ["2", "2.0.1"]);
@@ -59,7 +67,10 @@ fn tag_push_gives_semver_tags() {
 #[test]
 fn branch_push_gives_branch_and_sha() {
     let ctx = context("push", "refs/heads/feature/Login_fix");
-    assert_eq!(tags(ISSUE_EXAMPLE, &ctx).unwrap(), ["sha-89abcde", "feature-Login_fix"]);
+    assert_eq!(
+        tags(ISSUE_EXAMPLE, &ctx).unwrap(),
+        ["sha-89abcde", "feature-Login_fix"]
+    );
 }
 
 /// A pull request's `{{sha}}` and `{{branch}}` are its head's, from the payload, not the
@@ -84,9 +95,15 @@ fn pull_request_uses_the_head_commit_and_branch() {
 #[test]
 fn prereleases_give_only_the_version() {
     let ctx = context("push", "refs/tags/v2.0.0-rc.1");
-    assert_eq!(tags(ISSUE_EXAMPLE, &ctx).unwrap(), ["2.0.0-rc.1", "sha-89abcde"]);
+    assert_eq!(
+        tags(ISSUE_EXAMPLE, &ctx).unwrap(),
+        ["2.0.0-rc.1", "sha-89abcde"]
+    );
     let ctx = context("push", "refs/tags/v1.2.3+build.5");
-    assert_eq!(tags("{{version}}\n{{major}}", &ctx).unwrap(), ["1.2.3-build.5", "1"]);
+    assert_eq!(
+        tags("{{version}}\n{{major}}", &ctx).unwrap(),
+        ["1.2.3-build.5", "1"]
+    );
 }
 
 /// A tag that is not semver has no `{{version}}`, but has `{{tag}}`.
@@ -102,7 +119,10 @@ fn a_tag_that_is_not_semver_has_no_version() {
 #[test]
 fn release_events_take_the_tag() {
     let ctx = context("release", "refs/tags/v3.1.0");
-    assert_eq!(tags("{{version}}\n{{major}}", &ctx).unwrap(), ["3.1.0", "3"]);
+    assert_eq!(
+        tags("{{version}}\n{{major}}", &ctx).unwrap(),
+        ["3.1.0", "3"]
+    );
     let mut gh = github("release", "");
     gh.git_ref = None;
     let payload = serde_json::json!({"release": {"tag_name": "v3.2.0"}});
@@ -143,12 +163,18 @@ fn branches_are_sanitised_to_docker_tags() {
 fn unknown_placeholders_are_input_errors() {
     let ctx = context("push", "refs/heads/main");
     let err = tags("v-{{commit}}", &ctx).unwrap_err().to_string();
-    assert!(err.contains("invalid value `v-{{commit}}` for input `tags`"), "{err}");
+    assert!(
+        err.contains("invalid value `v-{{commit}}` for input `tags`"),
+        "{err}"
+    );
     assert!(err.contains("unknown placeholder `{{commit}}`"), "{err}");
     assert!(err.contains("`{{sha}}`"), "{err}");
     assert!(Template::parse("{{sha").is_err());
     assert!(Template::parse("sha}}").is_err());
-    assert_eq!(Template::parse("{{ sha }}").unwrap().render(&ctx), Rendered::Tag("89abcde".into()));
+    assert_eq!(
+        Template::parse("{{ sha }}").unwrap().render(&ctx),
+        Rendered::Tag("89abcde".into())
+    );
 }
 
 /// Nothing left is an error naming the input and the event; duplicates are dropped.
@@ -158,8 +184,13 @@ fn nothing_left_is_an_error_naming_the_event() {
     let err = tags("{{version}}\n{{tag}}", &ctx).unwrap_err().to_string();
     assert!(err.contains("input `tags`"), "{err}");
     assert!(err.contains("`push` event on branch `main`"), "{err}");
-    assert_eq!(tags("{{branch}}\nmain\n{{branch}}", &ctx).unwrap(), ["main"]);
-    let outside = tags("{{sha}}", &Context::default()).unwrap_err().to_string();
+    assert_eq!(
+        tags("{{branch}}\nmain\n{{branch}}", &ctx).unwrap(),
+        ["main"]
+    );
+    let outside = tags("{{sha}}", &Context::default())
+        .unwrap_err()
+        .to_string();
     assert!(outside.contains("not in a workflow run"), "{outside}");
 }
 
@@ -176,11 +207,20 @@ fn default_labels_and_overrides() {
             ("tags".to_string(), "{{version}},latest".to_string()),
         ]
         .into();
-        values.extend(extra.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())));
-        Inputs::parse_in(&ActionSpec::embedded(), &values, std::path::Path::new("/ws"), &ctx)
-            .unwrap()
-            .build
-            .labels
+        values.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+        );
+        Inputs::parse_in(
+            &ActionSpec::embedded(),
+            &values,
+            std::path::Path::new("/ws"),
+            &ctx,
+        )
+        .unwrap()
+        .build
+        .labels
     };
     let labels = parse(&[]);
     assert_eq!(labels[labels::SOURCE], "https://github.com/octo/shop");
