@@ -73,13 +73,14 @@ impl Gate {
         }
     }
 
-    /// `{"CRITICAL":0,"HIGH":1,…}`, worst first.
+    /// `{"CRITICAL":0,"HIGH":1,…}`, worst first (serde_json's map would sort the keys).
     pub fn findings_json(&self) -> String {
-        let mut map = serde_json::Map::new();
-        for (severity, count) in &self.counts {
-            map.insert(severity.as_str().to_string(), (*count).into());
-        }
-        serde_json::Value::Object(map).to_string()
+        let fields: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(severity, count)| format!("\"{}\":{count}", severity.as_str()))
+            .collect();
+        format!("{{{}}}", fields.join(","))
     }
 
     /// `CRITICAL 0, HIGH 1, …`
@@ -214,4 +215,92 @@ fn describe(finding: &Finding) -> String {
         _ => String::new(),
     };
     format!("{} ({}{package})", finding.name, finding.severity.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ecr::scan::ScanType;
+
+    fn finding(name: &str, severity: Severity) -> Finding {
+        Finding {
+            name: name.into(),
+            severity,
+            package: Some("openssl".into()),
+            version: Some("3.0.1".into()),
+            uri: None,
+        }
+    }
+
+    fn settings(fail_on: Option<Severity>, ignore: &[&str]) -> ScanSettings {
+        ScanSettings {
+            wait: true,
+            fail_on,
+            ignore: ignore.iter().map(ToString::to_string).collect(),
+            timeout: std::time::Duration::from_secs(60),
+        }
+    }
+
+    fn scans() -> Vec<ManifestScan> {
+        vec![
+            ManifestScan::Scanned {
+                digest: "sha256:amd64".into(),
+                scan_type: ScanType::Basic,
+                findings: vec![
+                    finding("CVE-1", Severity::Low),
+                    finding("CVE-2", Severity::Critical),
+                ],
+            },
+            ManifestScan::Scanned {
+                digest: "sha256:arm64".into(),
+                scan_type: ScanType::Enhanced,
+                findings: vec![finding("CVE-3", Severity::Medium)],
+            },
+        ]
+    }
+
+    /// Counts cover every platform's manifest after ignores; the error line names the
+    /// worst finding first and the image; stale ignores are listed.
+    #[test]
+    fn counts_ignores_and_the_failure_line() {
+        let gate = Gate::evaluate(
+            scans(),
+            &settings(Some(Severity::Medium), &["CVE-3", "CVE-9"]),
+        );
+        assert_eq!(
+            gate.findings_json(),
+            r#"{"CRITICAL":1,"HIGH":0,"MEDIUM":0,"LOW":1,"INFORMATIONAL":0,"UNDEFINED":0}"#
+        );
+        assert_eq!(gate.stale_ignores, ["CVE-9"]);
+        let line = gate.failure("r/app@sha256:x").unwrap();
+        assert!(line.contains("1 finding(s) at MEDIUM or worse"), "{line}");
+        assert!(
+            line.contains("worst: CVE-2 (CRITICAL, openssl 3.0.1); CVE-1"),
+            "{line}"
+        );
+        assert!(line.contains("r/app@sha256:x"), "{line}");
+        assert!(!line.contains('\n'));
+        let summary = gate.summary_markdown("r/app");
+        assert!(summary.contains("`r/app@sha256:arm64`: 1 finding(s), by enhanced scanning"));
+    }
+
+    /// `none` never fails; an unscanned manifest fails a set gate, even with no findings.
+    #[test]
+    fn none_passes_and_unscanned_fails_a_set_gate() {
+        assert!(Gate::evaluate(scans(), &settings(None, &[]))
+            .failure("x")
+            .is_none());
+        let unscanned = vec![ManifestScan::NotScanned {
+            digest: "sha256:index".into(),
+            reason: "ECR cannot scan this manifest".into(),
+        }];
+        let gate = Gate::evaluate(unscanned.clone(), &settings(Some(Severity::Critical), &[]));
+        assert!(gate
+            .failure("x")
+            .unwrap()
+            .contains("not scanned, so not checked: sha256:index"));
+        assert!(Gate::evaluate(unscanned, &settings(None, &[]))
+            .failure("x")
+            .is_none());
+    }
 }

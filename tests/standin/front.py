@@ -318,6 +318,8 @@ class Moto:
             self.client.start_image_scan(repositoryName=name, imageId={"imageDigest": digest})
         except self.errors.LimitExceededException:
             pass  # moto allows one scan a day per image: another tag of it started it
+        except Exception:  # noqa: BLE001 - the push succeeded; a scan is a side effect
+            log.exception("scan on push of %s@%s failed", name, digest)
 
     def image(self, name: str, tag: str) -> dict | None:
         """The image a tag points at now: imageId, imageManifest, imageManifestMediaType."""
