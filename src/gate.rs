@@ -73,7 +73,7 @@ impl Gate {
         }
     }
 
-    /// `{"CRITICAL":0,"HIGH":1,…}`, worst first (serde_json's map would sort the keys).
+    /// `{"CRITICAL":0,"HIGH":1,…}`, worst first (a `serde_json` map would sort the keys).
     pub fn findings_json(&self) -> String {
         let fields: Vec<String> = self
             .counts
