@@ -58,6 +58,30 @@ pub const SSL_CERT_FILE: &str = "SSL_CERT_FILE";
 /// The AWS CLI's name for the same: a PEM bundle added to the system store, for both
 /// HTTP clients.
 pub const AWS_CA_BUNDLE: &str = "AWS_CA_BUNDLE";
+/// The GitHub context the runner passes to every step, for tag templates and OCI labels
+/// ([`GitHubContext`]). `refs/heads/main`, `refs/tags/v1.2.3`, `refs/pull/7/merge`.
+pub const GITHUB_REF: &str = "GITHUB_REF";
+/// The short ref name: `main`, `v1.2.3`, `7/merge`.
+pub const GITHUB_REF_NAME: &str = "GITHUB_REF_NAME";
+/// `branch` or `tag`.
+pub const GITHUB_REF_TYPE: &str = "GITHUB_REF_TYPE";
+/// The commit the workflow runs on (for a pull request, the merge commit).
+pub const GITHUB_SHA: &str = "GITHUB_SHA";
+/// `push`, `pull_request`, `release`, `workflow_dispatch`, `schedule`…
+pub const GITHUB_EVENT_NAME: &str = "GITHUB_EVENT_NAME";
+/// The event's JSON payload (a pull request's head commit and branch are there).
+pub const GITHUB_EVENT_PATH: &str = "GITHUB_EVENT_PATH";
+/// The workflow's run number, counting from 1.
+pub const GITHUB_RUN_NUMBER: &str = "GITHUB_RUN_NUMBER";
+/// A pull request's head branch (pull request events only).
+pub const GITHUB_HEAD_REF: &str = "GITHUB_HEAD_REF";
+/// `https://github.com`, or the GitHub Enterprise server.
+pub const GITHUB_SERVER_URL: &str = "GITHUB_SERVER_URL";
+/// `owner/name` of the repository the workflow runs in.
+pub const GITHUB_REPOSITORY: &str = "GITHUB_REPOSITORY";
+/// Seconds since the epoch for `org.opencontainers.image.created`, for reproducible
+/// builds (<https://reproducible-builds.org/specs/source-date-epoch/>).
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 /// Test switch: when `1`, retry delays are zero, so tests of the retry paths run fast.
 pub const NO_RETRY_DELAY: &str = "ECR_BUILD_PUSH_NO_RETRY_DELAY";
 
@@ -78,6 +102,8 @@ pub struct Environment {
     /// `AWS_ENDPOINT_URL_ECR`, else `AWS_ENDPOINT_URL`: where the ECR API is, for messages.
     pub ecr_endpoint: Option<String>,
     pub network: NetworkEnv,
+    /// The GitHub context, for tag templates and labels.
+    pub github: GitHubContext,
     /// Every other variable, for `secrets: id=NAME,env=VAR` only.
     pub secret_vars: SecretVars,
 }
@@ -96,6 +122,24 @@ impl std::fmt::Debug for SecretVars {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SecretVars({} variables)", self.0.len())
     }
+}
+
+/// The `GITHUB_*` variables tag templates and labels use, as the runner set them; empty
+/// ones are `None`. The event payload file is read by `metadata::Context::load`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitHubContext {
+    pub git_ref: Option<String>,
+    pub ref_name: Option<String>,
+    pub ref_type: Option<String>,
+    pub sha: Option<String>,
+    pub event_name: Option<String>,
+    pub event_path: Option<PathBuf>,
+    pub run_number: Option<String>,
+    pub head_ref: Option<String>,
+    pub server_url: Option<String>,
+    pub repository: Option<String>,
+    /// `SOURCE_DATE_EPOCH`, unparsed.
+    pub source_date_epoch: Option<String>,
 }
 
 /// How to reach the Docker daemon.
@@ -166,6 +210,17 @@ impl Environment {
                 NO_PROXY_LOWER => no.1 = non_empty(),
                 SSL_CERT_FILE => env.network.ssl_cert_file = non_empty().map(PathBuf::from),
                 AWS_CA_BUNDLE => env.network.aws_ca_bundle = non_empty().map(PathBuf::from),
+                GITHUB_REF => env.github.git_ref = non_empty(),
+                GITHUB_REF_NAME => env.github.ref_name = non_empty(),
+                GITHUB_REF_TYPE => env.github.ref_type = non_empty(),
+                GITHUB_SHA => env.github.sha = non_empty(),
+                GITHUB_EVENT_NAME => env.github.event_name = non_empty(),
+                GITHUB_EVENT_PATH => env.github.event_path = non_empty().map(PathBuf::from),
+                GITHUB_RUN_NUMBER => env.github.run_number = non_empty(),
+                GITHUB_HEAD_REF => env.github.head_ref = non_empty(),
+                GITHUB_SERVER_URL => env.github.server_url = non_empty(),
+                GITHUB_REPOSITORY => env.github.repository = non_empty(),
+                SOURCE_DATE_EPOCH => env.github.source_date_epoch = non_empty(),
                 _ => {
                     env.secret_vars.0.insert(name, value);
                 }

@@ -24,6 +24,9 @@
 //! - [`report`]: the outputs and job summary of a finished run.
 //! - [`build_set`]: two or more `platforms`: one BuildKit build per platform, on its
 //!   engine, side by side, pushed as one image index.
+//! - [`metadata`]: tag templates and default OCI labels from the GitHub context (built
+//!   once in `main`, with the event payload), applied while the inputs are parsed.
+//! - [`gate`]: the scan gate on ECR's findings ([`ecr::scan`] waits for them).
 //!
 //! # Order of work
 //!
@@ -38,7 +41,9 @@ pub mod build_set;
 pub mod ecr;
 pub mod engine;
 pub mod env;
+pub mod gate;
 pub mod inputs;
+pub mod metadata;
 pub mod network;
 pub mod report;
 pub mod repository;
@@ -197,6 +202,9 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         );
         done?;
         report.policies = policies?;
+        if inputs.scan.wait {
+            Box::pin(scan_gate(&ecr, inputs, runner, &mut report)).await?;
+        }
         return Ok(report);
     }
 
@@ -250,8 +258,81 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             &mut report,
         ))
         .await?;
+        if inputs.scan.wait {
+            Box::pin(scan_gate(&ecr, inputs, runner, &mut report)).await?;
+        }
+    } else if inputs.scan.wait {
+        runner.warning("`scan: wait` has nothing to wait for: `push` is false");
     }
     Ok(report)
+}
+
+/// Waits for ECR's findings on the pushed image and applies the gate. When the gate
+/// fails, the summary (naming the image, which stays in ECR) is written here and the
+/// error returned, so no outputs are written.
+async fn scan_gate(
+    ecr: &Ecr,
+    inputs: &Inputs,
+    runner: &Runner,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let Some(digest) = report.digest.clone() else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    // ECR scans image manifests, not an index: with several platforms, each platform's.
+    let digests: Vec<String> = if report.platforms.is_empty() {
+        vec![digest.clone()]
+    } else {
+        report
+            .platforms
+            .iter()
+            .filter_map(|row| row.digest.clone())
+            .collect()
+    };
+    let request = ecr::scan::ScanRequest {
+        repository: &inputs.repository,
+        registry_id: inputs.registry_id.as_deref(),
+        digests: &digests,
+        scans_on_push: report
+            .repository_state
+            .as_ref()
+            .is_some_and(|r| r.scan_on_push),
+        timeout: inputs.scan.timeout,
+        poll: ecr::scan::Backoff::DEFAULT,
+    };
+    let scans = {
+        let _group = runner.group(&format!("Scan of {digest}"));
+        ecr.scan_findings(&request).await?
+    };
+    let gate = gate::Gate::evaluate(scans, &inputs.scan);
+    tracing::info!(
+        "scan findings after {:.1}s: {}",
+        started.elapsed().as_secs_f64(),
+        gate.findings_json()
+    );
+    for name in &gate.stale_ignores {
+        runner.warning(&format!(
+            "`scan-ignore` lists `{name}`, which no finding of this image has: remove it if \
+             it is fixed"
+        ));
+    }
+    let image = format!("{}@{digest}", report.repository_uri());
+    let failure = gate.failure(&image);
+    if failure.is_none() {
+        for (digest, reason) in gate.not_scanned() {
+            runner.warning(&format!("{digest} was not scanned: {reason}"));
+        }
+    }
+    report.scan = Some(gate);
+    match failure {
+        None => Ok(()),
+        Some(line) => {
+            report.outcome = Outcome::ScanFailed;
+            runner.write_summary(&report.summary_markdown())?;
+            Err(anyhow::anyhow!(line))
+        }
+    }
 }
 
 /// What the push needs beyond the inputs.

@@ -10,6 +10,7 @@ use ecr_build_push::engine::build::BuildError;
 use ecr_build_push::env::Environment;
 use ecr_build_push::inputs::cli::{self, Command};
 use ecr_build_push::inputs::{ActionSpec, InputError, Inputs};
+use ecr_build_push::metadata::Context;
 use ecr_build_push::runner::Runner;
 
 fn main() -> ExitCode {
@@ -38,7 +39,12 @@ fn main() -> ExitCode {
         Ok(Command::Run(flags)) => values.extend(flags),
         Err(err) => return fail(&runner, &anyhow::Error::new(err), &workdir),
     }
-    let inputs = match Inputs::parse(&spec, &values, &workdir) {
+    // The event payload is read here, once, for the tag templates and labels.
+    let context = match Context::load(&env.github) {
+        Ok(context) => context,
+        Err(err) => return fail(&runner, &err, &workdir),
+    };
+    let inputs = match Inputs::parse_in(&spec, &values, &workdir, &context) {
         Ok(inputs) => inputs,
         Err(err) => return fail(&runner, &anyhow::Error::new(err), &workdir),
     };
@@ -57,7 +63,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let report = ecr_build_push::run(&inputs, &env, &runner).await?;
+        // Boxed: the whole run is one large future, kept off the stack.
+        let report = Box::pin(ecr_build_push::run(&inputs, &env, &runner)).await?;
         runner.write_outputs(&report.outputs())?;
         runner.write_summary(&report.summary_markdown())?;
         anyhow::Ok(())

@@ -16,6 +16,8 @@ pub enum Outcome {
     Pushed,
     /// Every tag already existed at one image (`on-tag-exists: skip`).
     Skipped,
+    /// Pushed, and the scan gate failed: the image is in ECR, no outputs are written.
+    ScanFailed,
 }
 
 /// The result of a run, from which outputs and the summary are rendered.
@@ -40,6 +42,8 @@ pub struct Report {
     pub cache: Option<CacheStats>,
     /// Which pusher sent the image: `direct`, `daemon` or `daemon (fallback)`.
     pub push_engine: Option<&'static str>,
+    /// The scan gate's findings, with `scan: wait`.
+    pub scan: Option<crate::gate::Gate>,
     /// A single-platform build's platform, from the image config.
     pub platform: Option<crate::inputs::Platform>,
     /// A multi-platform build: one row per platform, in input order.
@@ -90,6 +94,7 @@ impl Report {
             push_engine: None,
             platform: None,
             platforms: Vec::new(),
+            scan: None,
         }
     }
 
@@ -122,7 +127,9 @@ impl Report {
             .unwrap_or_default();
         // A skipped run's tags are in ECR too, pointing at the image it outputs.
         let pushed: Vec<&String> = match self.outcome {
-            Outcome::Pushed | Outcome::Skipped => self.references.iter().collect(),
+            Outcome::Pushed | Outcome::Skipped | Outcome::ScanFailed => {
+                self.references.iter().collect()
+            }
             Outcome::BuiltOnly => Vec::new(),
         };
         vec![
@@ -143,6 +150,13 @@ impl Report {
                 "platform-digests",
                 serde_json::Value::Object(self.platform_digests()).to_string(),
             ),
+            (
+                "scan-findings",
+                self.scan
+                    .as_ref()
+                    .map(crate::gate::Gate::findings_json)
+                    .unwrap_or_default(),
+            ),
         ]
     }
 
@@ -153,6 +167,7 @@ impl Report {
             Outcome::Pushed => "Pushed",
             Outcome::BuiltOnly => "Built (not pushed)",
             Outcome::Skipped => "Already in ECR, not rebuilt",
+            Outcome::ScanFailed => "Pushed, but the scan gate failed for",
         };
         let _ = writeln!(md, "### {verb} `{}`\n", self.repository);
         md.push_str("| | |\n|---|---|\n");
@@ -211,6 +226,9 @@ impl Report {
             let _ = writeln!(md, "| {name} | {state} |");
         }
         md.push('\n');
+        if let Some(gate) = &self.scan {
+            md.push_str(&gate.summary_markdown(&self.repository_uri()));
+        }
         if !self.platforms.is_empty() {
             md.push_str(&self.platforms_markdown());
         }
@@ -292,6 +310,7 @@ mod tests {
             push_engine: None,
             platform: None,
             platforms: Vec::new(),
+            scan: None,
         }
     }
 

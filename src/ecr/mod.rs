@@ -9,6 +9,7 @@
 
 mod http;
 mod images;
+pub mod scan;
 
 pub use images::ExistingTag;
 

@@ -11,9 +11,13 @@ pub mod validate;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use platforms::{Platform, PlatformHost};
 pub use spec::ActionSpec;
+
+use crate::metadata::template::{Rendered, Template};
+use crate::metadata::{self, Context};
 
 /// A bad input: which input, which value, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +197,64 @@ impl BuildSettings {
     }
 }
 
+/// A finding's severity, as ECR names it, worst first when sorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Critical,
+    High,
+    Medium,
+    Low,
+    Informational,
+    /// ECR's `UNDEFINED` and Inspector's `UNTRIAGED`: below every gate.
+    Undefined,
+}
+
+impl Severity {
+    /// The severities a gate can be set at, worst first.
+    pub const GATES: [Self; 5] = [
+        Self::Critical,
+        Self::High,
+        Self::Medium,
+        Self::Low,
+        Self::Informational,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Critical => "CRITICAL",
+            Self::High => "HIGH",
+            Self::Medium => "MEDIUM",
+            Self::Low => "LOW",
+            Self::Informational => "INFORMATIONAL",
+            Self::Undefined => "UNDEFINED",
+        }
+    }
+
+    /// ECR's and Inspector's names; anything else counts as undefined.
+    pub fn from_ecr(name: &str) -> Self {
+        match name.to_ascii_uppercase().as_str() {
+            "CRITICAL" => Self::Critical,
+            "HIGH" => Self::High,
+            "MEDIUM" => Self::Medium,
+            "LOW" => Self::Low,
+            "INFORMATIONAL" => Self::Informational,
+            _ => Self::Undefined,
+        }
+    }
+}
+
+/// The scan gate: wait for ECR's findings after the push, and fail on some.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanSettings {
+    /// `scan: wait`; `false` (`off`) skips everything below.
+    pub wait: bool,
+    /// Fail when a finding at this severity or worse remains; `None` never fails on one.
+    pub fail_on: Option<Severity>,
+    /// Finding names (CVE ids) left out.
+    pub ignore: Vec<String>,
+    pub timeout: Duration,
+}
+
 /// Typed, validated inputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inputs {
@@ -208,6 +270,7 @@ pub struct Inputs {
     /// `host[:port]` the direct push connects to instead of the registry host.
     pub registry_endpoint: Option<String>,
     pub aws_region: Option<String>,
+    pub scan: ScanSettings,
     /// `platforms` (or the deprecated `platform`), normalised: two or more make a
     /// multi-platform build set.
     pub platforms: Vec<Platform>,
@@ -272,32 +335,45 @@ impl Raw<'_> {
 }
 
 impl Inputs {
-    /// Validates raw input values. `workdir` resolves relative paths (the workspace in a
-    /// runner); policy files are read here so a bad policy fails before any AWS call.
+    /// Validates raw input values outside any GitHub event: tag templates whose
+    /// placeholders need one are dropped. See [`Inputs::parse_in`].
     pub fn parse(
         spec: &ActionSpec,
         values: &BTreeMap<String, String>,
         workdir: &Path,
     ) -> Result<Self, InputError> {
-        Self::parse_tracked(spec, values, workdir).0
+        Self::parse_in(spec, values, workdir, &Context::outside_runner())
     }
 
-    /// [`Inputs::parse`], also returning the input names it read.
+    /// Validates raw input values. `workdir` resolves relative paths (the workspace in a
+    /// runner); policy files are read here so a bad policy fails before any AWS call.
+    /// `context` fills the tag templates and the default labels.
+    pub fn parse_in(
+        spec: &ActionSpec,
+        values: &BTreeMap<String, String>,
+        workdir: &Path,
+        context: &Context,
+    ) -> Result<Self, InputError> {
+        Self::parse_tracked(spec, values, workdir, context).0
+    }
+
+    /// [`Inputs::parse_in`], also returning the input names it read.
     fn parse_tracked(
         spec: &ActionSpec,
         values: &BTreeMap<String, String>,
         workdir: &Path,
+        context: &Context,
     ) -> (Result<Self, InputError>, std::collections::BTreeSet<String>) {
         let raw = Raw {
             spec,
             values,
             read: std::cell::RefCell::default(),
         };
-        let result = Self::parse_raw(&raw, workdir);
+        let result = Self::parse_raw(&raw, workdir, context);
         (result, raw.read.into_inner())
     }
 
-    fn parse_raw(raw: &Raw<'_>, workdir: &Path) -> Result<Self, InputError> {
+    fn parse_raw(raw: &Raw<'_>, workdir: &Path, context: &Context) -> Result<Self, InputError> {
         if let Some(unknown) = raw.values.keys().find(|k| raw.spec.input(k).is_none()) {
             return Err(InputError::Unknown(unknown.clone()));
         }
@@ -312,7 +388,16 @@ impl Inputs {
         validate::repository_name(&repository)
             .map_err(|reason| InputError::invalid("repository", &repository, reason))?;
 
-        let tags = parse_tags(&raw.get("tags"))?;
+        let tags = parse_tags(&raw.get("tags"), context)?;
+        let mut labels = if raw.boolean("default-labels")? {
+            metadata::labels::defaults(context, &tags[0])
+        } else {
+            BTreeMap::new()
+        };
+        // The `labels` input overrides the defaults.
+        labels.extend(raw.map("labels")?);
+        let push = raw.boolean("push")?;
+        let scan = parse_scan(raw)?;
         let (platforms, warnings) = parse_platform_inputs(raw)?;
         let platform_hosts =
             platforms::parse_platform_hosts(&raw.get("platform-hosts"), &platforms)?;
@@ -321,7 +406,7 @@ impl Inputs {
             context: workdir.join(raw.get("context")),
             dockerfile: raw.optional("dockerfile").map(|d| workdir.join(d)),
             build_args: raw.map("build-args")?,
-            labels: raw.map("labels")?,
+            labels,
             target: raw.optional("target"),
             platform: match platforms.as_slice() {
                 [one] => Some(one.to_string()),
@@ -417,7 +502,7 @@ impl Inputs {
             repository,
             tags,
             build,
-            push: raw.boolean("push")?,
+            push,
             push_engine: match raw.get("push-engine").to_ascii_lowercase().as_str() {
                 "auto" => PushEngine::Auto,
                 "direct" => PushEngine::Direct,
@@ -449,6 +534,7 @@ impl Inputs {
             platforms,
             platform_hosts,
             warnings,
+            scan,
         })
     }
 }
@@ -472,26 +558,115 @@ fn parse_platform_inputs(raw: &Raw<'_>) -> Result<(Vec<Platform>, Vec<String>), 
     }
 }
 
-fn parse_tags(value: &str) -> Result<Vec<String>, InputError> {
+/// The `tags` entries with their templates filled from `context`. An entry whose
+/// placeholder has no value in this event is dropped with an info line; an unknown
+/// placeholder, or nothing left, is an error.
+fn parse_tags(value: &str, context: &Context) -> Result<Vec<String>, InputError> {
     let mut tags: Vec<String> = Vec::new();
-    for tag in value
+    let mut dropped = Vec::new();
+    for entry in value
         .split([',', '\n'])
         .map(str::trim)
         .filter(|t| !t.is_empty())
     {
-        validate::tag(tag).map_err(|reason| InputError::invalid("tags", tag, reason))?;
-        if !tags.iter().any(|t| t == tag) {
-            tags.push(tag.to_string());
+        let template =
+            Template::parse(entry).map_err(|reason| InputError::invalid("tags", entry, reason))?;
+        let tag = match template.render(context) {
+            Rendered::Tag(tag) => tag,
+            Rendered::Dropped { missing } => {
+                tracing::info!(
+                    "tag `{entry}` left out: `{{{{{}}}}}` has no value for {}",
+                    missing.name(),
+                    context.event_description()
+                );
+                dropped.push(entry);
+                continue;
+            }
+        };
+        validate::tag(&tag).map_err(|reason| {
+            let reason = if template.has_placeholders() {
+                format!("it gives `{tag}` here, and {reason}")
+            } else {
+                reason
+            };
+            InputError::invalid("tags", entry, reason)
+        })?;
+        if !tags.contains(&tag) {
+            tags.push(tag);
         }
     }
     if tags.is_empty() {
-        return Err(InputError::invalid(
-            "tags",
-            value,
-            "no tags given; list at least one",
-        ));
+        let reason = if dropped.is_empty() {
+            "no tags given; list at least one".to_string()
+        } else {
+            format!(
+                "no tag is left for {}: every entry needs a value this event lacks; add one \
+                 that every event has, such as `sha-{{{{sha}}}}`",
+                context.event_description()
+            )
+        };
+        return Err(InputError::invalid("tags", value, reason));
     }
     Ok(tags)
+}
+
+/// `scan`, `scan-fail-on`, `scan-ignore` and `scan-timeout`.
+fn parse_scan(raw: &Raw<'_>) -> Result<ScanSettings, InputError> {
+    let mode = raw.get("scan");
+    let wait = match mode.to_ascii_lowercase().as_str() {
+        "off" => false,
+        "wait" => true,
+        _ => {
+            return Err(InputError::invalid(
+                "scan",
+                &mode,
+                "expected `off` or `wait`",
+            ))
+        }
+    };
+    let fail_on_text = raw.get("scan-fail-on");
+    let fail_on = match fail_on_text.to_ascii_uppercase().as_str() {
+        "NONE" => None,
+        other => Some(
+            Severity::GATES
+                .into_iter()
+                .find(|s| s.as_str() == other)
+                .ok_or_else(|| {
+                    InputError::invalid(
+                        "scan-fail-on",
+                        &fail_on_text,
+                        "expected `none`, `CRITICAL`, `HIGH`, `MEDIUM`, `LOW` or `INFORMATIONAL`",
+                    )
+                })?,
+        ),
+    };
+    let ignore_text = raw.get("scan-ignore");
+    let mut ignore: Vec<String> = Vec::new();
+    for name in ignore_text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        if name.chars().any(char::is_whitespace) {
+            return Err(InputError::invalid(
+                "scan-ignore",
+                name,
+                "a finding name (e.g. `CVE-2024-1234`) has no white space",
+            ));
+        }
+        if !ignore.iter().any(|n| n == name) {
+            ignore.push(name.to_string());
+        }
+    }
+    let timeout_text = raw.get("scan-timeout");
+    let timeout = validate::duration(&timeout_text)
+        .map_err(|reason| InputError::invalid("scan-timeout", &timeout_text, reason))?;
+    Ok(ScanSettings {
+        wait,
+        fail_on,
+        ignore,
+        timeout,
+    })
 }
 
 /// `id=NAME,src=PATH` or `id=NAME,env=VAR`, one per line. A file must exist now, so a

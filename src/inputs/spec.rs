@@ -162,7 +162,8 @@ mod tests {
                 "image-uri-by-digest",
                 "image-uris",
                 "image-id",
-                "platform-digests"
+                "platform-digests",
+                "scan-findings"
             ]
         );
         assert!(spec.input("repository").unwrap().required);

@@ -26,7 +26,7 @@ fn sample(name: &str) -> &'static str {
         "platforms" => "linux/amd64,linux/arm64",
         "platform-hosts" => "linux/arm64=tcp://arm-builder:2376",
         "pull" | "no-cache" => "true",
-        "push" | "create-repository" | "scan-on-push" => "false",
+        "push" | "create-repository" | "scan-on-push" | "default-labels" => "false",
         "image-tag-mutability" => "IMMUTABLE",
         "encryption-type" => "KMS",
         "kms-key" => "alias/ecr",
@@ -41,6 +41,10 @@ fn sample(name: &str) -> &'static str {
         "cache-from" => "registry.example/app:main",
         "aws-region" => "eu-west-1",
         "registry-endpoint" => "vpce-0abc-xyz.dkr.ecr.us-east-1.vpce.amazonaws.com",
+        "scan" => "wait",
+        "scan-fail-on" => "HIGH",
+        "scan-ignore" => "CVE-2024-0001",
+        "scan-timeout" => "90s",
         other => panic!("no sample value for input `{other}`: add one to this test"),
     }
 }
@@ -58,7 +62,8 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
         .filter(|i| i.name != "platform")
         .map(|i| (i.name.clone(), sample(&i.name).to_string()))
         .collect();
-    let (parsed, mut read) = Inputs::parse_tracked(&spec, &all, Path::new("/ws"));
+    let (parsed, mut read) =
+        Inputs::parse_tracked(&spec, &all, Path::new("/ws"), &Context::default());
     assert!(read.contains("platform"), "the alias is looked at");
     read.insert("platform".into());
     let full = parsed.expect("all samples are valid");

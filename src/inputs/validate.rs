@@ -144,6 +144,40 @@ pub fn boolean(value: &str) -> Result<bool, String> {
     }
 }
 
+/// A duration such as `90s`, `10m`, `1h` or `1m30s`: numbers with the units `s`, `m`,
+/// `h`; more than zero, at most a day.
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    const BAD: &str = "expected a duration such as `90s`, `10m` or `1h`";
+    const DAY: u64 = 86_400;
+    let mut seconds: u64 = 0;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(BAD.into()),
+        };
+        let value: u64 = number.parse().map_err(|_| BAD.to_string())?;
+        seconds = seconds.saturating_add(value.saturating_mul(unit));
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(format!("{BAD}: `{number}` has no unit"));
+    }
+    if seconds == 0 {
+        return Err(format!("{BAD}, more than zero"));
+    }
+    if seconds > DAY {
+        return Err("at most a day (`24h`)".into());
+    }
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
 /// `KEY=VALUE` lines; blank lines are skipped and the value may contain `=`.
 pub fn key_value_lines(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
@@ -227,6 +261,19 @@ mod tests {
         assert!(account_id("123456789012").is_ok());
         assert!(account_id("12345678901").is_err());
         assert!(account_id("12345678901a").is_err());
+    }
+
+    /// Durations take s, m and h, alone or combined; no unit, zero or junk is an error.
+    #[test]
+    fn durations_take_seconds_minutes_and_hours() {
+        let secs = |t: &str| duration(t).unwrap().as_secs();
+        assert_eq!(secs("90s"), 90);
+        assert_eq!(secs("10m"), 600);
+        assert_eq!(secs("1h"), 3600);
+        assert_eq!(secs("1m30s"), 90);
+        for bad in ["", "10", "0s", "10 m", "5d", "m", "-1s", "25h"] {
+            assert!(duration(bad).is_err(), "{bad}");
+        }
     }
 
     /// KEY=VALUE parsing keeps `=` in values and names the bad line.

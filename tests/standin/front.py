@@ -8,7 +8,14 @@
       a repository on push);
     * an IMMUTABLE repository refuses to move an existing tag (400 TAG_INVALID);
     * every accepted manifest PUT is recorded in moto (put_image) before the client
-      sees the 201, so DescribeImages agrees with the registry the moment a push ends.
+      sees the 201, so DescribeImages agrees with the registry the moment a push ends;
+    * a manifest pushed to a repository with scanOnPush gets its scan started in moto
+      (StartImageScan), as ECR starts it on push.
+
+Scripted scan answers for tests: POST /scans on the control API gives one repository a
+list of DescribeImageScanFindings (and StartImageScan) answers, consumed in order, the
+last one repeating: IN_PROGRESS before COMPLETE, FAILED, ScanNotFoundException, enhanced
+findings (see Scans).
 
 Fault injection for tests: a plain-HTTP control API (default 127.0.0.1:5005, see
 Faults and ControlHandler) queues rules that make the next matching requests answer an
@@ -214,6 +221,63 @@ class Faults:
             return {"pending": [dict(r) for r in self._rules], "injected": self.injected}
 
 
+class Scans:
+    """Scripted scan answers, per repository, so parallel tests stay independent.
+
+    A script is {"describe": [answer, ...], "start": [answer, ...]}; each call to that
+    operation for that repository takes the next answer, and the last one repeats. An
+    answer is {"forward": true} (moto answers: its default is one HIGH finding,
+    CVE-9999-9999 in moto_fake, once a scan was started), {"error": type, "message": m}
+    (ECR's JSON error, 400), or {"status": S, "description": d, "findings": [...],
+    "enhancedFindings": [...]} (a DescribeImageScanFindings answer for the image asked
+    about; StartImageScan answers with its status only). Calls are counted either way.
+    """
+
+    OPERATIONS = ("describe", "start")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._scripts: dict[str, dict] = {}
+        self._calls: dict[str, dict] = {}
+
+    @staticmethod
+    def parse(spec) -> tuple[str, dict]:
+        if not isinstance(spec, dict) or not isinstance(spec.get("repository"), str):
+            raise FaultSpecError("a scan script is an object with a `repository` name")
+        unknown = set(spec) - {"repository", *Scans.OPERATIONS}
+        if unknown:
+            raise FaultSpecError(f"unknown field(s) {sorted(unknown)}")
+        script = {}
+        for op in Scans.OPERATIONS:
+            answers = spec.get(op, [])
+            if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
+                raise FaultSpecError(f"`{op}` is a list of answer objects")
+            for answer in answers:
+                if not ({"forward", "error", "status"} & set(answer)):
+                    raise FaultSpecError(f"an answer needs `forward`, `error` or `status`: {answer}")
+            script[op] = [dict(a) for a in answers]
+        return spec["repository"], script
+
+    def set(self, repository: str, script: dict) -> None:
+        with self._lock:
+            self._scripts[repository] = script
+            self._calls[repository] = {op: 0 for op in self.OPERATIONS}
+
+    def take(self, repository: str, op: str) -> dict | None:
+        """The answer for this call, or None when moto answers unscripted."""
+        with self._lock:
+            calls = self._calls.setdefault(repository, {o: 0 for o in self.OPERATIONS})
+            calls[op] += 1
+            answers = self._scripts.get(repository, {}).get(op) or []
+            if not answers:
+                return None
+            return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    def calls(self, repository: str) -> dict:
+        with self._lock:
+            return dict(self._calls.get(repository, {o: 0 for o in self.OPERATIONS}))
+
+
 class Moto:
     """The few ECR API calls the registry rules need, against moto's plain-HTTP endpoint."""
 
@@ -249,6 +313,15 @@ class Moto:
             return None
         images = details.get("imageDetails") or []
         return images[0]["imageDigest"] if images else None
+
+    def start_scan(self, name: str, digest: str) -> None:
+        """What ECR does on push to a repository with scanOnPush: the scan starts."""
+        try:
+            self.client.start_image_scan(repositoryName=name, imageId={"imageDigest": digest})
+        except self.errors.LimitExceededException:
+            pass  # moto allows one scan a day per image: another tag of it started it
+        except Exception:  # noqa: BLE001 - the push succeeded; a scan is a side effect
+            log.exception("scan on push of %s@%s failed", name, digest)
 
     def image(self, name: str, tag: str) -> dict | None:
         """The image a tag points at now: imageId, imageManifest, imageManifestMediaType."""
@@ -286,8 +359,9 @@ class Front(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, addr, ctx: ssl.SSLContext, moto: Moto, moto_addr, registry_addr,
-                 faults: "Faults"):
+                 faults: "Faults", scans: "Scans | None" = None):
         self.ctx = ctx
+        self.scans = scans or Scans()
         self.moto = moto
         self.moto_addr = moto_addr
         self.registry_addr = registry_addr
@@ -438,6 +512,8 @@ class Handler(BaseHTTPRequestHandler):
                 pass
             elif host == API_HOST and urlsplit(self.path).path.startswith(S3_PREFIX + "/"):
                 self._presigned_get()
+            elif host == API_HOST and self._scripted_scan():
+                pass
             elif host == API_HOST:
                 self._forward(self.server.moto_addr)
             elif host == REGISTRY_HOST:
@@ -461,6 +537,52 @@ class Handler(BaseHTTPRequestHandler):
             log.info("%s %s %s %s %d %.1fms%s", self.client_address[0], host.split(".")[0],
                      self.command, urlsplit(self.path).path, self._status, ms,
                      f" injected:{self._injected}" if self._injected else "")
+
+    # --- scripted scans ---------------------------------------------------------------
+
+    SCAN_ACTIONS = {"DescribeImageScanFindings": "describe", "StartImageScan": "start"}
+
+    def _scripted_scan(self) -> bool:
+        """Answers a scan call from the repository's script; True if it answered. An
+        unscripted call is forwarded to moto with the body already read."""
+        action = (self.headers.get("X-Amz-Target") or "").rsplit(".", 1)[-1]
+        op = self.SCAN_ACTIONS.get(action)
+        if op is None:
+            return False
+        body = self._read_body(MANIFEST_LIMIT) or b"{}"
+        request = json.loads(body or b"{}")
+        name = request.get("repositoryName", "")
+        answer = self.server.scans.take(name, op)
+        self._injected = f"scan:{op}" if answer and not answer.get("forward") else None
+        if answer is None or answer.get("forward"):
+            conn, resp = self._upstream(self.server.moto_addr, body=body)
+            try:
+                self._relay(resp, resp.read())
+            finally:
+                conn.close()
+            return True
+        if "error" in answer:
+            self._api_error(400, answer["error"], answer.get("message") or answer["error"])
+            return True
+        image_id = request.get("imageId") or {}
+        status = {"status": answer["status"]}
+        if answer.get("description"):
+            status["description"] = answer["description"]
+        payload = {"registryId": request.get("registryId") or ACCOUNT,
+                   "repositoryName": name, "imageId": image_id, "imageScanStatus": status}
+        if op == "describe" and answer["status"] in ("COMPLETE", "ACTIVE"):
+            findings = {"findingSeverityCounts": {}}
+            for key in ("findings", "enhancedFindings"):
+                if key in answer:
+                    findings[key] = answer[key]
+                    for finding in answer[key]:
+                        severity = finding.get("severity", "UNDEFINED")
+                        counts = findings["findingSeverityCounts"]
+                        counts[severity] = counts.get(severity, 0) + 1
+            payload["imageScanFindings"] = findings
+        self._answer(200, "application/x-amz-json-1.1", json.dumps(payload).encode(),
+                     [("x-amzn-RequestId", str(uuid.uuid4()))])
+        return True
 
     # --- fault injection --------------------------------------------------------------
 
@@ -618,6 +740,8 @@ class Handler(BaseHTTPRequestHandler):
                     digest = resp.getheader("Docker-Content-Digest")
                     moto.put_image(name, body.decode("utf-8"),
                                    self.headers.get("Content-Type"), tag, digest, previous)
+                    if (repo.get("imageScanningConfiguration") or {}).get("scanOnPush"):
+                        moto.start_scan(name, digest)
                 self._relay(resp, answer)
             finally:
                 conn.close()
@@ -817,13 +941,36 @@ class ControlHandler(BaseHTTPRequestHandler):
         return self.server.front  # type: ignore[attr-defined]
 
     def _route_ok(self) -> bool:
-        if urlsplit(self.path).path.rstrip("/") == "/faults":
+        path = urlsplit(self.path).path.rstrip("/")
+        if path == "/faults":
             return True
+        if path == "/scans":
+            self._scans()
+            return False
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
-        self._answer(404, {"error": "only /faults exists"})
+        self._answer(404, {"error": "only /faults and /scans exist"})
         return False
+
+    def _scans(self):
+        """POST /scans {"repository": R, "describe": [...], "start": [...]} sets R's
+        script (201); GET /scans?repository=R -> {"describe": calls, "start": calls}."""
+        scans = self._front().scans
+        if self.command == "GET":
+            query = dict(p.split("=", 1) for p in urlsplit(self.path).query.split("&") if "=" in p)
+            return self._answer(200, scans.calls(query.get("repository", "")))
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.command != "POST":
+            return self._answer(405, {"error": "GET or POST /scans"})
+        try:
+            repository, script = Scans.parse(json.loads(raw or b"null"))
+        except (ValueError, FaultSpecError) as exc:
+            return self._answer(400, {"error": str(exc)})
+        scans.set(repository, script)
+        log.info("- - - - scan script for %s: %s", repository, json.dumps(script, sort_keys=True))
+        self._answer(201, {"repository": repository, **script})
 
     def do_GET(self):
         if self._route_ok():
@@ -914,10 +1061,12 @@ def main():
     moto_addr = addr(args.moto)
     moto = Moto(f"http://{moto_addr[0]}:{moto_addr[1]}")
     faults = Faults()
-    server = Front(addr(args.listen), ctx, moto, moto_addr, addr(args.registry), faults)
+    scans = Scans()
+    server = Front(addr(args.listen), ctx, moto, moto_addr, addr(args.registry), faults, scans)
     fronts = {"registry": server, "api": server}
     if args.api_listen:
-        api = Front(addr(args.api_listen), ctx, moto, moto_addr, addr(args.registry), faults)
+        api = Front(addr(args.api_listen), ctx, moto, moto_addr, addr(args.registry), faults,
+                    scans)
         fronts["api"] = api
         threading.Thread(target=api.serve, name="api-listener", daemon=True).start()
     control = Control(addr(args.control), fronts)
