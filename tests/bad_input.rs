@@ -184,7 +184,13 @@ fn bad_platform_input_fails_before_anything_happens() {
     for (inputs, names) in cases {
         let repo = unique("badplat");
         let ws = workspace();
-        let mut action = standin.action(ws.path()).input("repository", &repo);
+        // Several platforms need BuildKit and the direct push: the defaults, pinned so
+        // the suite's classic/daemon run (scripts/test) still reaches each case's error.
+        let mut action = standin
+            .action(ws.path())
+            .input("repository", &repo)
+            .input("builder", "auto")
+            .input("push-engine", "auto");
         for (name, value) in *inputs {
             action = action.input(name, value);
         }
@@ -196,6 +202,8 @@ fn bad_platform_input_fails_before_anything_happens() {
     let run = standin
         .action(workspace().path())
         .input("repository", &repo)
+        .input("builder", "auto")
+        .input("push-engine", "auto")
         .input("platforms", two.1)
         .input("platform-hosts", "linux/arm64=tcp://127.0.0.1:1")
         .run();

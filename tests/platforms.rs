@@ -15,7 +15,7 @@ use support::{docker_output, standin, unique, RunResult, Workspace};
 
 const MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// The second engine the `engines` helper runs (Docker 28.5, classic store).
+/// The second engine of the matrix (Docker 28.5, classic store; `scripts/standin`).
 const ENGINE_28_CLASSIC: &str = "unix:///run/ecr-build-push-standin/docker-28-classic.sock";
 
 /// A Dockerfile on the two-platform base that records what each build ran on: the
