@@ -6,14 +6,15 @@ the registry behind the front, keep that image, untagged. Runs that race for one
 each find their own image by digest afterwards, so here a moved tag is only taken off the
 old image.
 
-moto 5.2 reports an image manifest's `imageSizeInBytes` as its config's size; ECR reports
-the size of the image in the repository, the sum of its (compressed) layers.
+moto 5.2 reports an image manifest's `imageSizeInBytes` as its config's size, and none for
+an index. ECR reports the size of the image in the repository: the sum of its (compressed)
+layers, and for a manifest list "the max size of all manifests in the list" (API reference,
+`ImageDetail`), here the largest of the index's manifests held in the same repository.
 """
 
+import json
 import sys
 import threading
-
-import json
 
 from moto.ecr.models import ECRBackend, Image
 from moto.server import main
@@ -26,9 +27,12 @@ _batch_delete_image = ECRBackend.batch_delete_image
 def put_image(self, *args, **kwargs):
     _moving.active = True
     try:
-        return _put_image(self, *args, **kwargs)
+        image = _put_image(self, *args, **kwargs)
     finally:
         _moving.active = False
+    # The index's size is its manifests': the image must find them in its repository.
+    image.backend = self
+    return image
 
 
 def batch_delete_image(self, repository_name, registry_id=None, image_ids=None):
@@ -48,9 +52,20 @@ def batch_delete_image(self, repository_name, registry_id=None, image_ids=None):
 
 def get_image_size_in_bytes(self):
     manifest = json.loads(self.image_manifest)
-    if "layers" not in manifest:
-        return None  # an index: moto's answer, kept
-    return sum(layer.get("size", 0) for layer in manifest["layers"])
+    if "layers" in manifest:
+        return sum(layer.get("size", 0) for layer in manifest["layers"])
+    backend = getattr(self, "backend", None)
+    repository = backend and backend.repositories.get(self.repository_name)
+    if repository is None or "manifests" not in manifest:
+        return None
+    by_digest = {image.image_digest: image for image in repository.images}
+    sizes = [
+        by_digest[entry["digest"]].get_image_size_in_bytes()
+        for entry in manifest["manifests"]
+        if entry.get("digest") in by_digest
+    ]
+    sizes = [size for size in sizes if size is not None]
+    return max(sizes) if sizes else None
 
 
 ECRBackend.put_image = put_image
