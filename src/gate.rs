@@ -4,13 +4,86 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use std::time::Instant;
+
 use crate::ecr::scan::{Finding, ManifestScan};
-use crate::inputs::{ScanSettings, Severity};
+use crate::ecr::Ecr;
+use crate::inputs::{Inputs, ScanSettings, Severity};
+use crate::report::{Outcome, Report};
+use crate::runner::Runner;
 
 /// How many of the worst findings the error line names.
 const WORST_SHOWN: usize = 3;
 /// Rows of the summary's findings table, worst first.
 const TABLE_ROWS: usize = 50;
+
+/// Waits for ECR's findings on the pushed image and applies the gate. When the gate
+/// fails, the summary (naming the image, which stays in ECR) is written here and the
+/// error returned, so no outputs are written.
+pub async fn wait_and_apply(
+    ecr: &Ecr,
+    inputs: &Inputs,
+    runner: &Runner,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let Some(digest) = report.digest.clone() else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    // ECR scans image manifests, not an index: with several platforms, each platform's.
+    let digests: Vec<String> = if report.platforms.is_empty() {
+        vec![digest.clone()]
+    } else {
+        report
+            .platforms
+            .iter()
+            .filter_map(|row| row.digest.clone())
+            .collect()
+    };
+    let request = crate::ecr::scan::ScanRequest {
+        repository: &inputs.repository,
+        registry_id: inputs.registry_id.as_deref(),
+        digests: &digests,
+        scans_on_push: report
+            .repository_state
+            .as_ref()
+            .is_some_and(|r| r.scan_on_push),
+        timeout: inputs.scan.timeout,
+        poll: crate::ecr::scan::Backoff::DEFAULT,
+    };
+    let scans = {
+        let _group = runner.group(&format!("Scan of {digest}"));
+        ecr.scan_findings(&request).await?
+    };
+    let gate = Gate::evaluate(scans, &inputs.scan);
+    tracing::info!(
+        "scan findings after {:.1}s: {}",
+        started.elapsed().as_secs_f64(),
+        gate.findings_json()
+    );
+    for name in &gate.stale_ignores {
+        runner.warning(&format!(
+            "`scan-ignore` lists `{name}`, which no finding of this image has: remove it if \
+             it is fixed"
+        ));
+    }
+    let image = format!("{}@{digest}", report.repository_uri());
+    let failure = gate.failure(&image);
+    if failure.is_none() {
+        for (digest, reason) in gate.not_scanned() {
+            runner.warning(&format!("{digest} was not scanned: {reason}"));
+        }
+    }
+    report.scan = Some(gate);
+    match failure {
+        None => Ok(()),
+        Some(line) => {
+            report.outcome = Outcome::ScanFailed;
+            runner.write_summary(&report.summary_markdown())?;
+            Err(anyhow::anyhow!(line))
+        }
+    }
+}
 
 /// The gate's view of a run's scans.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,6 +27,7 @@
 //! - [`metadata`]: tag templates and default OCI labels from the GitHub context (built
 //!   once in `main`, with the event payload), applied while the inputs are parsed.
 //! - [`gate`]: the scan gate on ECR's findings ([`ecr::scan`] waits for them).
+//! - [`secrets`]: build secrets read just before the build, masked, wiped when dropped.
 //!
 //! # Order of work
 //!
@@ -48,6 +49,7 @@ pub mod network;
 pub mod report;
 pub mod repository;
 pub mod runner;
+pub mod secrets;
 
 use std::time::Instant;
 
@@ -59,7 +61,7 @@ use crate::engine::context::{self, ContextError};
 use crate::engine::push::{PushTarget, RetryPolicy};
 use crate::engine::Engine;
 use crate::env::Environment;
-use crate::inputs::{Builder, InputError, Inputs, PushEngine, SecretSource, SecretSpec};
+use crate::inputs::{Builder, InputError, Inputs, PushEngine};
 use crate::report::{Outcome, Report};
 use crate::repository::TagPlan;
 use crate::runner::Runner;
@@ -90,7 +92,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     let base_images = std::fs::read_to_string(&dockerfile)
         .map(|text| engine::buildkit::base_images(&text))
         .unwrap_or_default();
-    let secrets = read_secrets(&inputs.build.secrets, env, runner)?;
+    let secrets = secrets::read(&inputs.build.secrets, env, runner)?;
     let network = connect_settings(inputs, env, runner)?;
     for warning in &inputs.warnings {
         runner.warning(warning);
@@ -203,7 +205,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         done?;
         report.policies = policies?;
         if inputs.scan.wait {
-            Box::pin(scan_gate(&ecr, inputs, runner, &mut report)).await?;
+            Box::pin(gate::wait_and_apply(&ecr, inputs, runner, &mut report)).await?;
         }
         return Ok(report);
     }
@@ -259,80 +261,12 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         ))
         .await?;
         if inputs.scan.wait {
-            Box::pin(scan_gate(&ecr, inputs, runner, &mut report)).await?;
+            Box::pin(gate::wait_and_apply(&ecr, inputs, runner, &mut report)).await?;
         }
     } else if inputs.scan.wait {
         runner.warning("`scan: wait` has nothing to wait for: `push` is false");
     }
     Ok(report)
-}
-
-/// Waits for ECR's findings on the pushed image and applies the gate. When the gate
-/// fails, the summary (naming the image, which stays in ECR) is written here and the
-/// error returned, so no outputs are written.
-async fn scan_gate(
-    ecr: &Ecr,
-    inputs: &Inputs,
-    runner: &Runner,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let Some(digest) = report.digest.clone() else {
-        return Ok(());
-    };
-    let started = Instant::now();
-    // ECR scans image manifests, not an index: with several platforms, each platform's.
-    let digests: Vec<String> = if report.platforms.is_empty() {
-        vec![digest.clone()]
-    } else {
-        report
-            .platforms
-            .iter()
-            .filter_map(|row| row.digest.clone())
-            .collect()
-    };
-    let request = ecr::scan::ScanRequest {
-        repository: &inputs.repository,
-        registry_id: inputs.registry_id.as_deref(),
-        digests: &digests,
-        scans_on_push: report
-            .repository_state
-            .as_ref()
-            .is_some_and(|r| r.scan_on_push),
-        timeout: inputs.scan.timeout,
-        poll: ecr::scan::Backoff::DEFAULT,
-    };
-    let scans = {
-        let _group = runner.group(&format!("Scan of {digest}"));
-        ecr.scan_findings(&request).await?
-    };
-    let gate = gate::Gate::evaluate(scans, &inputs.scan);
-    tracing::info!(
-        "scan findings after {:.1}s: {}",
-        started.elapsed().as_secs_f64(),
-        gate.findings_json()
-    );
-    for name in &gate.stale_ignores {
-        runner.warning(&format!(
-            "`scan-ignore` lists `{name}`, which no finding of this image has: remove it if \
-             it is fixed"
-        ));
-    }
-    let image = format!("{}@{digest}", report.repository_uri());
-    let failure = gate.failure(&image);
-    if failure.is_none() {
-        for (digest, reason) in gate.not_scanned() {
-            runner.warning(&format!("{digest} was not scanned: {reason}"));
-        }
-    }
-    report.scan = Some(gate);
-    match failure {
-        None => Ok(()),
-        Some(line) => {
-            report.outcome = Outcome::ScanFailed;
-            runner.write_summary(&report.summary_markdown())?;
-            Err(anyhow::anyhow!(line))
-        }
-    }
 }
 
 /// What the push needs beyond the inputs.
@@ -578,68 +512,6 @@ async fn cache_sources(ecr: &Ecr, inputs: &Inputs, report: &Report) -> Vec<Strin
             Vec::new()
         }
     }
-}
-
-/// Build secrets by id. Their bytes are wiped when dropped; `Debug` shows ids only.
-struct SecretValues(Vec<(String, Vec<u8>)>);
-
-impl Drop for SecretValues {
-    fn drop(&mut self) {
-        use zeroize::Zeroize as _;
-        for (_, value) in &mut self.0 {
-            value.zeroize();
-        }
-    }
-}
-
-impl std::fmt::Debug for SecretValues {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|(id, _)| id))
-            .finish()
-    }
-}
-
-/// Reads the build secrets' values (files, step environment variables) and masks them
-/// before anything could print them.
-fn read_secrets(
-    specs: &[SecretSpec],
-    env: &Environment,
-    runner: &Runner,
-) -> Result<SecretValues, InputError> {
-    // Wrapped from the start, so values read before a failing one are wiped too.
-    let mut values = SecretValues(Vec::with_capacity(specs.len()));
-    for spec in specs {
-        let value = match &spec.source {
-            SecretSource::File(path) => std::fs::read(path).map_err(|e| {
-                InputError::invalid(
-                    "secrets",
-                    &spec.id,
-                    format!("cannot read the secret file {}: {e}", path.display()),
-                )
-            })?,
-            SecretSource::Env(name) => env
-                .secret_vars
-                .get(name)
-                .ok_or_else(|| {
-                    InputError::invalid(
-                        "secrets",
-                        &spec.id,
-                        format!("the environment variable `{name}` is not set for this step"),
-                    )
-                })?
-                .as_bytes()
-                .to_vec(),
-        };
-        // The runner masks line by line; a multi-line value gets a mask per line.
-        for line in String::from_utf8_lossy(&value).lines() {
-            if line.trim().len() >= 4 {
-                runner.add_mask(line.trim());
-            }
-        }
-        values.0.push((spec.id.clone(), value));
-    }
-    Ok(values)
 }
 
 /// A context problem is a bad `context` or `dockerfile` input; say which.
