@@ -674,10 +674,13 @@ fn rerunning_on_a_mutable_repository_is_idempotent() {
     // is gone once the second build takes its tag.
     let (runs, layers): (Vec<_>, Vec<_>) = (0..2)
         .map(|_| {
+            // The default `org.opencontainers.image.created` label is the build's time
+            // unless SOURCE_DATE_EPOCH fixes it, as a reproducible rerun does.
             let run = standin
                 .action(ws.path())
                 .input("repository", &repo)
                 .input("tags", "v1,latest")
+                .env("SOURCE_DATE_EPOCH", "1700000000")
                 .run();
             run.assert_success();
             let layers = docker(&[
