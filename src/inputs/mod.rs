@@ -5,15 +5,20 @@
 
 pub mod cli;
 pub mod platforms;
+pub mod scan;
+pub mod settings;
 pub mod spec;
 pub mod validate;
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 pub use platforms::{Platform, PlatformHost};
+pub use scan::{ScanSettings, Severity};
+pub use settings::{
+    BuildSettings, Builder, Encryption, OnTagExists, Policy, PushEngine, RepositorySettings,
+    SecretSource, SecretSpec, TagMutability,
+};
 pub use spec::ActionSpec;
 
 use crate::metadata::template::{Rendered, Template};
@@ -58,201 +63,6 @@ impl InputError {
             }
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TagMutability {
-    Mutable,
-    Immutable,
-}
-
-impl TagMutability {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Mutable => "MUTABLE",
-            Self::Immutable => "IMMUTABLE",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Encryption {
-    Aes256,
-    /// `key` is a KMS key ARN or ID; `None` uses the AWS managed key.
-    Kms {
-        key: Option<String>,
-    },
-}
-
-impl Encryption {
-    pub fn type_str(&self) -> &'static str {
-        match self {
-            Self::Aes256 => "AES256",
-            Self::Kms { .. } => "KMS",
-        }
-    }
-}
-
-/// Which builder the daemon uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Builder {
-    /// BuildKit when the daemon supports it, else classic.
-    Auto,
-    Buildkit,
-    Classic,
-}
-
-/// Where a build secret's value comes from; read just before the build, never logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    File(PathBuf),
-    /// An environment variable of the step.
-    Env(String),
-}
-
-/// One `secrets` line: `id=NAME,src=PATH` or `id=NAME,env=VAR`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretSpec {
-    pub id: String,
-    pub source: SecretSource,
-}
-
-/// Which pusher sends the image to the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushEngine {
-    /// Direct, with the daemon's pusher as the fallback.
-    Auto,
-    Direct,
-    Daemon,
-}
-
-/// What to do when a requested tag already exists in ECR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnTagExists {
-    Fail,
-    Skip,
-    Overwrite,
-}
-
-/// A JSON policy document, normalised from a file, inline JSON or inline YAML.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Policy {
-    pub json: serde_json::Value,
-    /// Where it came from, for messages: `inline` or the file path.
-    pub source: String,
-}
-
-impl fmt::Debug for Policy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Policy({})", self.source)
-    }
-}
-
-impl Policy {
-    pub fn to_json_string(&self) -> String {
-        self.json.to_string()
-    }
-}
-
-/// What the repository should look like. Creation settings apply only when the action
-/// creates the repository; policies are applied on every run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepositorySettings {
-    pub create: bool,
-    pub tag_mutability: TagMutability,
-    pub scan_on_push: bool,
-    pub encryption: Encryption,
-    pub tags: Vec<(String, String)>,
-    pub lifecycle_policy: Option<Policy>,
-    pub repository_policy: Option<Policy>,
-}
-
-/// Everything the build needs from the inputs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildSettings {
-    pub context: PathBuf,
-    /// Absolute or relative to the working directory; `None` means `Dockerfile` in the
-    /// context.
-    pub dockerfile: Option<PathBuf>,
-    pub build_args: BTreeMap<String, String>,
-    pub labels: BTreeMap<String, String>,
-    pub target: Option<String>,
-    /// The one target platform of a single-platform build (a build set sets it per
-    /// build).
-    pub platform: Option<String>,
-    pub pull: bool,
-    pub no_cache: bool,
-    pub builder: Builder,
-    pub secrets: Vec<SecretSpec>,
-    /// Explicit `cache-from` references; empty means "the first tag, if it exists".
-    pub cache_from: Vec<String>,
-}
-
-impl BuildSettings {
-    /// The Dockerfile path the build uses.
-    pub fn dockerfile_path(&self) -> PathBuf {
-        self.dockerfile
-            .clone()
-            .unwrap_or_else(|| self.context.join("Dockerfile"))
-    }
-}
-
-/// A finding's severity, as ECR names it, worst first when sorted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    Critical,
-    High,
-    Medium,
-    Low,
-    Informational,
-    /// ECR's `UNDEFINED` and Inspector's `UNTRIAGED`: below every gate.
-    Undefined,
-}
-
-impl Severity {
-    /// The severities a gate can be set at, worst first.
-    pub const GATES: [Self; 5] = [
-        Self::Critical,
-        Self::High,
-        Self::Medium,
-        Self::Low,
-        Self::Informational,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Critical => "CRITICAL",
-            Self::High => "HIGH",
-            Self::Medium => "MEDIUM",
-            Self::Low => "LOW",
-            Self::Informational => "INFORMATIONAL",
-            Self::Undefined => "UNDEFINED",
-        }
-    }
-
-    /// ECR's and Inspector's names; anything else counts as undefined.
-    pub fn from_ecr(name: &str) -> Self {
-        match name.to_ascii_uppercase().as_str() {
-            "CRITICAL" => Self::Critical,
-            "HIGH" => Self::High,
-            "MEDIUM" => Self::Medium,
-            "LOW" => Self::Low,
-            "INFORMATIONAL" => Self::Informational,
-            _ => Self::Undefined,
-        }
-    }
-}
-
-/// The scan gate: wait for ECR's findings after the push, and fail on some.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScanSettings {
-    /// `scan: wait`; `false` (`off`) skips everything below.
-    pub wait: bool,
-    /// Fail when a finding at this severity or worse remains; `None` never fails on one.
-    pub fail_on: Option<Severity>,
-    /// Finding names (CVE ids) left out.
-    pub ignore: Vec<String>,
-    pub timeout: Duration,
 }
 
 /// Typed, validated inputs.
@@ -397,7 +207,7 @@ impl Inputs {
         // The `labels` input overrides the defaults.
         labels.extend(raw.map("labels")?);
         let push = raw.boolean("push")?;
-        let scan = parse_scan(raw)?;
+        let scan = scan::parse(raw)?;
         let (platforms, warnings) = parse_platform_inputs(raw)?;
         let platform_hosts =
             platforms::parse_platform_hosts(&raw.get("platform-hosts"), &platforms)?;
@@ -608,65 +418,6 @@ fn parse_tags(value: &str, context: &Context) -> Result<Vec<String>, InputError>
         return Err(InputError::invalid("tags", value, reason));
     }
     Ok(tags)
-}
-
-/// `scan`, `scan-fail-on`, `scan-ignore` and `scan-timeout`.
-fn parse_scan(raw: &Raw<'_>) -> Result<ScanSettings, InputError> {
-    let mode = raw.get("scan");
-    let wait = match mode.to_ascii_lowercase().as_str() {
-        "off" => false,
-        "wait" => true,
-        _ => {
-            return Err(InputError::invalid(
-                "scan",
-                &mode,
-                "expected `off` or `wait`",
-            ))
-        }
-    };
-    let fail_on_text = raw.get("scan-fail-on");
-    let fail_on = match fail_on_text.to_ascii_uppercase().as_str() {
-        "NONE" => None,
-        other => Some(
-            Severity::GATES
-                .into_iter()
-                .find(|s| s.as_str() == other)
-                .ok_or_else(|| {
-                    InputError::invalid(
-                        "scan-fail-on",
-                        &fail_on_text,
-                        "expected `none`, `CRITICAL`, `HIGH`, `MEDIUM`, `LOW` or `INFORMATIONAL`",
-                    )
-                })?,
-        ),
-    };
-    let ignore_text = raw.get("scan-ignore");
-    let mut ignore: Vec<String> = Vec::new();
-    for name in ignore_text
-        .split([',', '\n'])
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-    {
-        if name.chars().any(char::is_whitespace) {
-            return Err(InputError::invalid(
-                "scan-ignore",
-                name,
-                "a finding name (e.g. `CVE-2024-1234`) has no white space",
-            ));
-        }
-        if !ignore.iter().any(|n| n == name) {
-            ignore.push(name.to_string());
-        }
-    }
-    let timeout_text = raw.get("scan-timeout");
-    let timeout = validate::duration(&timeout_text)
-        .map_err(|reason| InputError::invalid("scan-timeout", &timeout_text, reason))?;
-    Ok(ScanSettings {
-        wait,
-        fail_on,
-        ignore,
-        timeout,
-    })
 }
 
 /// `id=NAME,src=PATH` or `id=NAME,env=VAR`, one per line. A file must exist now, so a
