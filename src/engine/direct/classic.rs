@@ -28,16 +28,8 @@ pub(super) async fn upload(
     on_line: &mut dyn FnMut(&str),
 ) -> Result<UploadedImage, DirectPushError> {
     let started = Instant::now();
-    let image_error = |message: String| DirectPushError::Image {
-        image: image_id.to_string(),
-        registry: reg.host.clone(),
-        message,
-    };
-    let export_error = |message: String| DirectPushError::Export {
-        image: image_id.to_string(),
-        registry: reg.host.clone(),
-        message,
-    };
+    let image_error = |message: String| DirectPushError::image(image_id, reg, message);
+    let export_error = |message: String| DirectPushError::export(image_id, reg, message);
     let mut uploads = Uploads::new(reg);
 
     // Known layers first: when the repository has every layer and the config (a rerun),

@@ -159,6 +159,24 @@ impl DirectPushError {
         )
     }
 
+    /// The image `image` cannot be sent to `reg`'s registry: `message` says why.
+    fn image(image: &str, reg: &Registry, message: String) -> Self {
+        Self::Image {
+            image: image.to_string(),
+            registry: reg.host.clone(),
+            message,
+        }
+    }
+
+    /// Reading `image` from the daemon, for `reg`'s registry, failed: `message` says how.
+    fn export(image: &str, reg: &Registry, message: String) -> Self {
+        Self::Export {
+            image: image.to_string(),
+            registry: reg.host.clone(),
+            message,
+        }
+    }
+
     fn registry(
         reg: &Registry,
         operation: &str,
