@@ -85,6 +85,8 @@ pub struct SetRun<'a> {
     pub reuse_from: Vec<String>,
     /// How the registry is reached (proxy, trust roots, `registry-endpoint`).
     pub network: &'a crate::network::Network,
+    /// Where the direct push spools compressed layers (`TMPDIR`).
+    pub spool_dir: PathBuf,
 }
 
 impl std::fmt::Debug for SetRun<'_> {
@@ -284,6 +286,7 @@ impl BuildSet {
                     builder: BuilderKind::Buildkit,
                     secrets: run.secrets,
                     cache_from: run.cache_from,
+                    compression: inputs.compression,
                     output: BuildOutput::Prefixed(&label),
                 };
                 let started = Instant::now();
@@ -341,8 +344,9 @@ impl BuildSet {
                 reuse_from: run.reuse_from.clone(),
                 // The platforms compress side by side: share the cores.
                 threads: (cores / self.members.len()).max(1),
+                compression: inputs.compression,
+                spool_dir: run.spool_dir.clone(),
                 network: run.network.clone(),
-                ..docker_engine::direct::DirectOptions::default()
             };
             let reg = std::sync::Arc::clone(&reg);
             async move {

@@ -82,6 +82,11 @@ pub const GITHUB_REPOSITORY: &str = "GITHUB_REPOSITORY";
 /// Seconds since the epoch for `org.opencontainers.image.created`, for reproducible
 /// builds (<https://reproducible-builds.org/specs/source-date-epoch/>).
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+/// Where the direct push spools compressed layers (unlinked files, as large as the
+/// largest compressed layer), so a lost upload session can start again; `/tmp` if unset.
+pub const TMPDIR: &str = "TMPDIR";
+/// The spool folder when `TMPDIR` is unset.
+pub const DEFAULT_SPOOL_DIR: &str = "/tmp";
 /// Test switch: when `1`, retry delays are zero, so tests of the retry paths run fast.
 pub const NO_RETRY_DELAY: &str = "ECR_BUILD_PUSH_NO_RETRY_DELAY";
 
@@ -98,6 +103,8 @@ pub struct Environment {
     pub runner_debug: bool,
     pub log_filter: Option<String>,
     pub no_retry_delay: bool,
+    /// `TMPDIR`, else [`DEFAULT_SPOOL_DIR`].
+    pub spool_dir: PathBuf,
     pub docker: DockerEnv,
     /// `AWS_ENDPOINT_URL_ECR`, else `AWS_ENDPOINT_URL`: where the ECR API is, for messages.
     pub ecr_endpoint: Option<String>,
@@ -179,6 +186,7 @@ impl Environment {
     pub fn capture(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut env = Self::default();
         let mut home = None;
+        let mut spool_dir = None;
         let mut global_endpoint = None;
         // (upper case, lower case) of each proxy variable; lower case wins.
         let (mut https, mut http, mut no) = ((None, None), (None, None), (None, None));
@@ -196,6 +204,7 @@ impl Environment {
                 RUNNER_DEBUG => env.runner_debug = value == "1",
                 LOG_FILTER => env.log_filter = non_empty(),
                 NO_RETRY_DELAY => env.no_retry_delay = value == "1",
+                TMPDIR => spool_dir = non_empty().map(PathBuf::from),
                 DOCKER_HOST => env.docker.host = non_empty(),
                 DOCKER_TLS_VERIFY => env.docker.tls_verify = !value.is_empty(),
                 DOCKER_CERT_PATH => env.docker.cert_path = non_empty().map(PathBuf::from),
@@ -226,6 +235,7 @@ impl Environment {
                 }
             }
         }
+        env.spool_dir = spool_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR));
         env.network.https_proxy = https.1.or(https.0);
         env.network.http_proxy = http.1.or(http.0);
         env.network.no_proxy = no.1.or(no.0);

@@ -197,6 +197,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             cache_from: &cache_from,
             reuse_from,
             network: &network,
+            spool_dir: env.spool_dir.clone(),
         };
         let (done, policies) = tokio::join!(
             set.run(&set_run, &mut report),
@@ -219,6 +220,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         builder,
         secrets: &secrets.0,
         cache_from: &cache_from,
+        compression: inputs.compression,
         output: engine::build::BuildOutput::Group,
     };
     let (built, policies) = tokio::join!(
@@ -343,6 +345,14 @@ async fn probe_registry(
         })
 }
 
+/// Whether the daemon's pusher would push the layers compressed as asked: it gzips an
+/// image of the classic store, and sends the stored blobs of the containerd store (which
+/// BuildKit compressed as asked).
+fn daemon_keeps_compression(engine: &Engine, compression: engine::direct::Compression) -> bool {
+    engine.store == engine::ImageStore::Containerd
+        || matches!(compression, engine::direct::Compression::Gzip { .. })
+}
+
 async fn push_and_confirm(
     run: &PushRun<'_>,
     inputs: &Inputs,
@@ -374,6 +384,8 @@ async fn push_and_confirm(
                 let options = engine::direct::DirectOptions {
                     reuse_from: run.reuse_from.clone(),
                     network: run.network.clone(),
+                    compression: inputs.compression,
+                    spool_dir: env.spool_dir.clone(),
                     ..engine::direct::DirectOptions::default()
                 };
                 engine::direct::push(
@@ -402,10 +414,12 @@ async fn push_and_confirm(
                     );
                     (pushed.digest, "direct")
                 }
-                // The daemon cannot use `registry-endpoint`: no fallback with it.
+                // The daemon cannot use `registry-endpoint`, nor write zstd layers for an
+                // image of the classic store: no fallback then.
                 Err(err)
                     if inputs.push_engine == PushEngine::Auto
                         && inputs.registry_endpoint.is_none()
+                        && daemon_keeps_compression(engine, inputs.compression)
                         && err.daemon_may_succeed() =>
                 {
                     runner.warning(&format!(

@@ -117,6 +117,7 @@ fn build(dir: &Path, tag: &str, options: &Options<'_>) -> Run {
             cache_from: &[],
             registry_auth: None,
             secrets: &options.secrets,
+            exporter_compression: None,
         };
         let mut lines = Vec::new();
         let started = Instant::now();

@@ -5,7 +5,10 @@
 
 mod support;
 
-use support::{docker, docker_output, standin, unique, Workspace, ACCOUNT, BUILD_STARTED, REGION};
+use support::{
+    docker, docker_output, engine_is_containerd_store, standin, unique, Workspace, ACCOUNT,
+    BUILD_STARTED, REGION,
+};
 
 const BASE: &str = "local/busybox:latest";
 
@@ -134,10 +137,6 @@ fn pushes_an_image_and_outputs_match_the_registry() {
 }
 
 /// The store of the engine the tests run on (`DOCKER_HOST`'s), as `docker info` names it.
-fn engine_is_containerd_store() -> bool {
-    docker(&["info", "-f", "{{json .DriverStatus}}"]).contains("io.containerd.snapshotter.v1")
-}
-
 /// Regression for the containerd store's double push (every layer uploaded directly, the
 /// image then rejected with "the exported config is sha256:…, not the image ID", a
 /// `::warning::`, and everything pushed again through the daemon). With default inputs,

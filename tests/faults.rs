@@ -156,22 +156,27 @@ fn ecr_api_throttling_and_5xx_are_retried_by_the_sdk() {
     let repo = unique("faults/api");
     standin.inject_fault(
         &json!({"route": "api", "mode": "status", "error": "ThrottlingException", "count": 1,
-                  "action": "DescribeRepositories"}),
+                  "action": "DescribeRepositories", "repository": repo}),
     );
     standin.inject_fault(
         &json!({"route": "api", "mode": "status", "status": 503, "count": 1,
-                  "action": "DescribeRepositories"}),
+                  "action": "DescribeRepositories", "repository": repo}),
     );
     let run = standin
         .action(workspace(&repo).path())
         .input("repository", &repo)
         .run();
     assert_pushed(&run, &repo);
+    assert_eq!(
+        standin.pending_faults(&repo),
+        0,
+        "both faults were answered"
+    );
 
     let repo = unique("faults/api-once");
     standin.inject_fault(
         &json!({"route": "api", "mode": "status", "error": "ThrottlingException", "count": 1,
-                  "action": "DescribeRepositories"}),
+                  "action": "DescribeRepositories", "repository": repo}),
     );
     let run = standin
         .action(workspace(&repo).path())

@@ -14,7 +14,8 @@ use super::buildkit::{
     self, BuildkitBuild, BuildkitError, RegistryCredentials, SyncedDir, SyncedDirs, CONTEXT_DIR,
 };
 use super::context::PreparedContext;
-use super::{Engine, LineBuffer};
+use super::direct::Compression;
+use super::{Engine, ImageStore, LineBuffer};
 use crate::ecr::RegistryAuth;
 use crate::inputs::BuildSettings;
 use crate::runner::{Group, Runner, Untrusted};
@@ -76,6 +77,9 @@ pub struct BuildRequest<'a> {
     pub secrets: &'a [(String, Vec<u8>)],
     /// Images to reuse cache from (BuildKit only).
     pub cache_from: &'a [String],
+    /// How layers are compressed: on the containerd store, BuildKit compresses them as
+    /// it exports the image, so this goes to its exporter.
+    pub compression: Compression,
     pub output: BuildOutput<'a>,
 }
 
@@ -161,6 +165,9 @@ async fn buildkit(
             password: auth.password.expose(),
         }),
         secrets: request.secrets,
+        // The classic store keeps layers uncompressed: the direct push compresses them.
+        exporter_compression: (engine.store == ImageStore::Containerd)
+            .then_some(request.compression),
     };
     let dirs = SyncedDirs {
         context: SyncedDir::context(context.context_dir(), context.matcher()),

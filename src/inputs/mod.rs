@@ -21,6 +21,8 @@ pub use settings::{
 };
 pub use spec::ActionSpec;
 
+use crate::engine::direct::Compression;
+
 use crate::metadata::template::{Rendered, Template};
 use crate::metadata::{self, Context};
 
@@ -74,6 +76,8 @@ pub struct Inputs {
     pub build: BuildSettings,
     pub push: bool,
     pub push_engine: PushEngine,
+    /// How new layers are compressed (`compression`, `compression-level`).
+    pub compression: Compression,
     pub on_tag_exists: OnTagExists,
     pub repository_settings: RepositorySettings,
     pub registry_id: Option<String>,
@@ -308,23 +312,27 @@ impl Inputs {
                 .map_err(|reason| InputError::invalid("aws-region", region, reason))?;
         }
 
+        let push_engine = match raw.get("push-engine").to_ascii_lowercase().as_str() {
+            "auto" => PushEngine::Auto,
+            "direct" => PushEngine::Direct,
+            "daemon" => PushEngine::Daemon,
+            _ => {
+                return Err(InputError::invalid(
+                    "push-engine",
+                    &raw.get("push-engine"),
+                    "expected `auto`, `direct` or `daemon`",
+                ))
+            }
+        };
+        let compression = parse_compression(raw, push_engine)?;
+
         Ok(Self {
             repository,
             tags,
             build,
             push,
-            push_engine: match raw.get("push-engine").to_ascii_lowercase().as_str() {
-                "auto" => PushEngine::Auto,
-                "direct" => PushEngine::Direct,
-                "daemon" => PushEngine::Daemon,
-                _ => {
-                    return Err(InputError::invalid(
-                        "push-engine",
-                        &raw.get("push-engine"),
-                        "expected `auto`, `direct` or `daemon`",
-                    ))
-                }
-            },
+            push_engine,
+            compression,
             on_tag_exists: match raw.get("on-tag-exists").to_ascii_lowercase().as_str() {
                 "fail" => OnTagExists::Fail,
                 "skip" => OnTagExists::Skip,
@@ -347,6 +355,46 @@ impl Inputs {
             scan,
         })
     }
+}
+
+/// `compression` and `compression-level`. zstd needs an OCI manifest, which the daemon's
+/// pusher does not write for an image of the classic store (it gzips into Docker schema 2).
+fn parse_compression(raw: &Raw<'_>, push_engine: PushEngine) -> Result<Compression, InputError> {
+    let name = raw.get("compression").to_ascii_lowercase();
+    if !Compression::NAMES.contains(&name.as_str()) {
+        return Err(InputError::invalid(
+            "compression",
+            &raw.get("compression"),
+            format!(
+                "expected {}",
+                Compression::NAMES.map(|n| format!("`{n}`")).join(" or ")
+            ),
+        ));
+    }
+    let level_text = raw.optional("compression-level");
+    let level = match &level_text {
+        Some(text) => Some(text.parse::<u32>().map_err(|_| {
+            InputError::invalid("compression-level", text, "expected a whole number")
+        })?),
+        None => None,
+    };
+    let compression = Compression::new(&name, level).map_err(|reason| {
+        InputError::invalid(
+            "compression-level",
+            level_text.as_deref().unwrap_or_default(),
+            reason,
+        )
+    })?;
+    if matches!(compression, Compression::Zstd { .. }) && push_engine == PushEngine::Daemon {
+        return Err(InputError::invalid(
+            "compression",
+            &name,
+            "zstd layers need an OCI manifest, and `push-engine: daemon` pushes an image of \
+             the classic store as gzip in Docker schema 2; use `push-engine: auto` (the \
+             default) or `compression: gzip`",
+        ));
+    }
+    Ok(compression)
 }
 
 /// `platforms`, or the deprecated `platform` with a warning; not both.

@@ -146,6 +146,8 @@ mod tests {
             "on-tag-exists",
             "builder",
             "push-engine",
+            "compression",
+            "compression-level",
             "secrets",
             "cache-from",
         ] {

@@ -36,7 +36,9 @@ fn sample(name: &str) -> &'static str {
         "registry-id" => "210987654321",
         "on-tag-exists" => "skip",
         "builder" => "buildkit",
-        "push-engine" => "daemon",
+        "push-engine" => "direct",
+        "compression" => "zstd",
+        "compression-level" => "5",
         "secrets" => "id=token,env=TOKEN",
         "cache-from" => "registry.example/app:main",
         "aws-region" => "eu-west-1",
@@ -185,6 +187,10 @@ fn bad_values_name_their_input() {
         ("on-tag-exists", "replace"),
         ("builder", "kaniko"),
         ("push-engine", "fast"),
+        ("compression", "brotli"),
+        ("compression-level", "fast"),
+        ("compression-level", "10"),
+        ("compression-level", "0"),
         ("secrets", "id=x"),
         ("secrets", "id=x,src=missing.txt"),
         ("secrets", "src=a.txt"),
@@ -281,4 +287,29 @@ fn deprecated_platform_is_an_alias_of_platforms() {
     .unwrap();
     assert_eq!(two.platforms.len(), 2);
     assert_eq!(two.build.platform, None);
+}
+
+/// zstd needs an OCI manifest: refused with the daemon's pusher, which writes gzip schema
+/// 2 for the classic store; levels are each compression's own.
+#[test]
+fn zstd_is_refused_with_the_daemons_pusher() {
+    let err = parse(&[
+        ("repository", "app"),
+        ("compression", "zstd"),
+        ("push-engine", "daemon"),
+    ])
+    .unwrap_err();
+    assert_eq!(err.input(), "compression");
+    assert!(err.to_string().contains("push-engine: auto"), "{err}");
+    let zstd = parse(&[
+        ("repository", "app"),
+        ("compression", "ZSTD"),
+        ("compression-level", "19"),
+    ])
+    .unwrap();
+    assert_eq!(zstd.compression, Compression::Zstd { level: 19 });
+    assert_eq!(
+        parse(&[("repository", "app")]).unwrap().compression,
+        Compression::default()
+    );
 }

@@ -88,10 +88,12 @@ class UpstreamGone(Exception):
 
 RESET_READ_LIMIT = 64 * 1024   # "reset" faults read at most this much of the body first
 FAULT_ROUTES = ("registry", "api")
+# The repository a registry request names: /v2/<name>/blobs/..., /manifests/..., /tags/...
+REGISTRY_REPOSITORY = re.compile(r"^/v2/(.+?)/(?:blobs|manifests|tags)/")
 FAULT_MODES = ("status", "reset", "delay", "refuse", "redirect")
 S3_PREFIX = "/starport-layer-bucket"
 FAULT_FIELDS = {"route", "mode", "count", "method", "path", "action", "status", "error",
-                "message", "seconds"}
+                "message", "seconds", "repository"}
 MAX_FAULT_SECONDS = 300
 
 # Access key ids that the API route refuses whatever the signature, as ECR would.
@@ -136,7 +138,7 @@ def parse_fault(spec) -> dict:
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise FaultSpecError("count must be an integer >= 1")
     rule = {"mode": mode, "route": route, "count": count}
-    for key in ("method", "path", "action", "error", "message"):
+    for key in ("method", "path", "action", "error", "message", "repository"):
         value = spec.get(key)
         if value is not None and not isinstance(value, str):
             raise FaultSpecError(f"{key} must be a string")
@@ -164,7 +166,7 @@ def parse_fault(spec) -> dict:
         raise FaultSpecError("mode 'redirect' needs route 'registry'")
     if mode == "refuse":
         # `route` picks the listener: the registry's, the API's, or (unset) both.
-        for key in ("method", "path", "action", "error", "message"):
+        for key in ("method", "path", "action", "error", "message", "repository"):
             if rule[key] is not None:
                 raise FaultSpecError(f"{key} does not apply to mode 'refuse'")
         if count != 1:
@@ -194,13 +196,23 @@ class Faults:
                 self._rules.append(rule)
             return dict(rule)
 
-    def take(self, route: str, method: str, path: str, action: str | None) -> dict | None:
+    def scoped(self, route: str) -> bool:
+        """Whether a pending rule for this route is scoped to a repository, so the request's
+        repository must be known (for the API, from its body) before rules are matched."""
+        with self._lock:
+            return any(r["repository"] and r["route"] in (None, route) for r in self._rules)
+
+    def take(self, route: str, method: str, path: str, action: str | None,
+             repository: str | None = None) -> dict | None:
+        # `repository` scopes a rule to one test's repository, so tests running in
+        # parallel (every run calls DescribeRepositories) never take each other's faults.
         with self._lock:
             for rule in self._rules:
                 if (rule["route"] not in (None, route)
                         or (rule["method"] and rule["method"] != method)
                         or (rule["path"] and rule["path"] not in path)
-                        or (rule["action"] and rule["action"] != action)):
+                        or (rule["action"] and rule["action"] != action)
+                        or (rule["repository"] and rule["repository"] != repository)):
                     continue
                 rule["count"] -= 1
                 if rule["count"] <= 0:
@@ -497,6 +509,7 @@ class Handler(BaseHTTPRequestHandler):
         self._status = 0
         self._sent_headers = False
         self._injected = None
+        self._body = None
         host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
         if host == VPCE_API_HOST:
             # As ECR behind an endpoint: the region (and so the registry host moto's
@@ -588,10 +601,23 @@ class Handler(BaseHTTPRequestHandler):
 
     def _inject(self, route: str) -> bool:
         """Apply the first pending fault rule this request matches; True if it answered."""
-        action = None
+        action = repository = None
+        path = urlsplit(self.path).path
         if route == "api":
             action = (self.headers.get("X-Amz-Target") or "").rsplit(".", 1)[-1] or None
-        fault = self.server.faults.take(route, self.command, urlsplit(self.path).path, action)
+            if self.server.faults.scoped(route):
+                # API bodies are small JSON: read it once, and replay it to whoever reads on.
+                self._body = self._read_body(MANIFEST_LIMIT)
+                try:
+                    request = json.loads(self._body or b"{}")
+                except ValueError:
+                    request = {}
+                # Most operations name one repository; DescribeRepositories lists them.
+                names = request.get("repositoryNames") or [request.get("repositoryName")]
+                repository = names[0] if len(names) == 1 else None
+        elif m := REGISTRY_REPOSITORY.match(path):
+            repository = m[1]
+        fault = self.server.faults.take(route, self.command, path, action, repository)
         if fault is None:
             return False
         mode = self._injected = fault["mode"]
@@ -855,6 +881,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _iter_body(self):
         """Yield the client's request body in pieces, undoing chunked framing."""
+        if self._body is not None:  # already read (see _inject): replay it once
+            body, self._body = self._body, b""
+            if body:
+                yield body
+            return
         rfile = self.rfile
         try:
             if self._is_chunked():

@@ -206,6 +206,23 @@ impl Standin {
         );
     }
 
+    /// How many fault rules scoped to `repository` are still waiting for a request.
+    pub fn pending_faults(&self, repository: &str) -> usize {
+        let url = format!("{}/faults", self.var("STANDIN_FAULTS_URL"));
+        let out = Command::new("curl")
+            .args(["-sS", "-f", &url])
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "cannot list faults");
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fault list");
+        listed["pending"].as_array().map_or(0, |rules| {
+            rules
+                .iter()
+                .filter(|r| r["repository"] == repository)
+                .count()
+        })
+    }
+
     /// The repository as moto knows it, or `None`.
     pub fn repository(&self, name: &str) -> Option<serde_json::Value> {
         let answer = self.moto(
@@ -395,6 +412,11 @@ pub fn docker(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Whether the engine under test (`DOCKER_HOST`) has the containerd image store.
+pub fn engine_is_containerd_store() -> bool {
+    docker(&["info", "-f", "{{json .DriverStatus}}"]).contains("io.containerd.snapshotter.v1")
 }
 
 pub fn docker_output(args: &[&str]) -> Output {

@@ -38,6 +38,7 @@ use http_body_util::BodyExt as _;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 
+use super::direct::Compression;
 use super::LineBuffer;
 use zeroize::Zeroizing;
 
@@ -98,6 +99,9 @@ pub struct BuildkitBuild<'a> {
     pub registry_auth: Option<RegistryCredentials<'a>>,
     /// Build secrets by id, for `RUN --mount=type=secret,id=...`.
     pub secrets: &'a [(String, Vec<u8>)],
+    /// The image exporter's layer compression (`outputs`), for the containerd store,
+    /// where BuildKit compresses new layers as it exports them.
+    pub exporter_compression: Option<Compression>,
 }
 
 impl fmt::Debug for BuildkitBuild<'_> {
@@ -468,6 +472,9 @@ fn build_uri(request: &BuildkitBuild<'_>, session_id: &str) -> String {
     if request.no_cache {
         query.push(("nocache", "1".into()));
     }
+    if let Some(compression) = request.exporter_compression {
+        query.push(("outputs", exporter_outputs(compression)));
+    }
     let mut uri = String::from("/build?");
     for (i, (key, value)) in query.iter().enumerate() {
         if i > 0 {
@@ -478,6 +485,21 @@ fn build_uri(request: &BuildkitBuild<'_>, session_id: &str) -> String {
         uri.push_str(&percent_encode(value));
     }
     uri
+}
+
+/// `outputs`: the daemon's own image exporter (`moby`; the tags still name it), with
+/// BuildKit's compression attributes. New layers only: base layers keep their stored
+/// compression (no `force-compression`), so they still match the blobs in the registry.
+/// zstd needs OCI media types.
+fn exporter_outputs(compression: Compression) -> String {
+    let mut attrs = serde_json::json!({
+        "compression": compression.name(),
+        "compression-level": compression.level().to_string(),
+    });
+    if matches!(compression, Compression::Zstd { .. }) {
+        attrs["oci-mediatypes"] = "true".into();
+    }
+    serde_json::json!([{ "Type": "moby", "Attrs": attrs }]).to_string()
 }
 
 fn percent_encode(value: &str) -> String {
@@ -535,6 +557,7 @@ mod tests {
             cache_from: &cache,
             registry_auth: None,
             secrets: &[],
+            exporter_compression: Some(Compression::Zstd { level: 5 }),
         };
         let uri = build_uri(&request, "sess");
         assert!(
@@ -545,12 +568,32 @@ mod tests {
         );
         assert!(uri.contains("&t=r%2Fa%3A1&t=r%2Fa%3A2"), "{uri}");
         assert!(uri.contains("BUILDKIT_INLINE_CACHE%22%3A%221%22"), "{uri}");
+        assert!(uri.contains("&outputs=%5B%7B%22Attrs%22"), "{uri}");
         assert!(uri.contains("&cachefrom=%5B%22r%2Fa%3A1%22%5D"), "{uri}");
         assert!(
             uri.contains("&target=final&platform=linux%2Famd64&pull=1"),
             "{uri}"
         );
         assert!(!uri.contains("nocache"), "{uri}");
+    }
+
+    /// On the containerd store the exporter gets the compression: zstd with OCI media
+    /// types, never `force-compression` (base layers keep matching the registry's).
+    #[test]
+    fn the_exporter_gets_the_compression() {
+        let outputs: serde_json::Value =
+            serde_json::from_str(&exporter_outputs(Compression::Zstd { level: 5 })).unwrap();
+        assert_eq!(
+            outputs,
+            serde_json::json!([{"Type": "moby", "Attrs": {
+                "compression": "zstd", "compression-level": "5", "oci-mediatypes": "true"}}])
+        );
+        let gzip = exporter_outputs(Compression::default());
+        assert!(gzip.contains(r#""compression":"gzip""#), "{gzip}");
+        assert!(
+            !gzip.contains("force-compression") && !gzip.contains("oci"),
+            "{gzip}"
+        );
     }
 
     #[test]
@@ -574,6 +617,7 @@ mod tests {
                 password: "pw-456",
             }),
             secrets: &secrets,
+            exporter_compression: None,
         };
         let debug = format!("{request:?}");
         assert!(debug.contains("npm"), "{debug}");

@@ -1,8 +1,8 @@
 //! The classic image store's image: its export (`docker save`) holds the config and the
-//! uncompressed layers, and no manifest. Each layer is gzipped while it streams, in
-//! parallel across cores ([`gzip`]), into a spool file, and uploaded as soon as it is
-//! ready; the schema 2 manifest is built here from the config and the compressed layers
-//! ([`manifest::build`]). Layers known from images in the registry ([`reuse`]) are only
+//! uncompressed layers, and no manifest. Each layer is compressed while it streams
+//! ([`Compression`]: gzip in parallel across cores, or zstd) and uploaded part by part as
+//! it is compressed ([`super::stream`]); the manifest is built here from the config and
+//! the compressed layers ([`manifest::build`]). Layers known from images in the registry ([`reuse`]) are only
 //! hashed on their way past; when the repository has every layer and the config (a
 //! rerun), nothing is exported at all.
 
@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::export::{self, sha256_digest, Content, Feeder, Spooled};
-use super::manifest::{self, PushedManifest};
+use super::compression::{Compression, ManifestFormat};
+use super::export::{self, sha256_digest, CompressedLayer, Content, ExportEvent, Feeder};
+use super::manifest::{self, LayerBlob, PushedManifest};
 use super::registry::Registry;
 use super::upload::{Blob, Uploads};
 use super::{gzip, mb, short, BlobStats, DirectOptions, DirectPushError, UploadedImage};
@@ -43,31 +44,43 @@ pub(super) async fn upload(
     };
     let reused = super::reusable_layers(reg, &diff_ids, &platform, options).await;
     uploads.record_reused(&diff_ids, &reused, on_line);
-    if let Some(image) = rerun(reg, image_id, &diff_ids, &reused, &mut uploads, on_line).await {
+    let compression = options.compression;
+    if let Some(image) = rerun(
+        reg,
+        compression,
+        image_id,
+        &diff_ids,
+        &reused,
+        &mut uploads,
+        on_line,
+    )
+    .await
+    {
         return Ok(image);
     }
     let pass: std::collections::HashSet<String> = reused.keys().cloned().collect();
 
     let (feeder, bytes) = Feeder::start(docker, image_id, started);
     let pool = Arc::new(gzip::Pool::new(options.threads));
-    let (layer_tx, mut layer_rx) = tokio::sync::mpsc::channel::<Spooled>(4);
+    let (event_tx, mut events) = tokio::sync::mpsc::channel::<ExportEvent>(4);
     let reader = {
         let pool = Arc::clone(&pool);
-        let level = options.level;
         let dir = options.spool_dir.clone();
         tokio::task::spawn_blocking(move || {
-            export::read_export(bytes, &pool, level, &dir, &pass, &layer_tx)
+            export::read_export(bytes, &pool, compression, &dir, &pass, &event_tx)
         })
     };
 
-    // Upload layers as they come out of the compressor.
-    let mut spooled: HashMap<String, Spooled> = HashMap::new();
-    let mut layers_open = true;
+    // Each layer streams to the registry as it is compressed; the next one is read
+    // meanwhile.
+    let mut compressed: HashMap<String, CompressedLayer> = HashMap::new();
+    let mut events_open = true;
     let mut first_byte_logged = false;
-    while layers_open || !uploads.is_idle() {
+    let mut failed = None;
+    while events_open || !uploads.is_idle() {
         tokio::select! {
-            next = layer_rx.recv(), if layers_open => match next {
-                Some(layer) => {
+            next = events.recv(), if events_open => match next {
+                Some(ExportEvent::Layer { path, parts }) => {
                     if !std::mem::replace(&mut first_byte_logged, true) {
                         if let Some(seconds) = feeder.first_byte() {
                             on_line(&format!(
@@ -75,36 +88,40 @@ pub(super) async fn upload(
                             ));
                         }
                     }
+                    uploads.stream(path, parts);
+                }
+                Some(ExportEvent::Compressed(layer)) => {
                     on_line(&format!(
-                        "{}: Compressed {} to {} in {:.1} s",
+                        "{}: Compressed {} to {} in {:.1} s ({compression})",
                         short(&layer.diff_id),
                         mb(layer.uncompressed),
                         mb(layer.size),
                         layer.seconds
                     ));
-                    uploads.start(Blob {
-                        digest: layer.digest.clone(),
-                        size: layer.size,
-                        content: Content::File(Arc::clone(&layer.file)),
-                    });
-                    spooled.insert(layer.path.clone(), layer);
+                    compressed.insert(layer.path.clone(), layer);
                 }
-                None => layers_open = false,
+                None => events_open = false,
             },
-            Some(result) = uploads.next(on_line), if !uploads.is_idle() => result?,
+            Some(result) = uploads.next(on_line), if !uploads.is_idle() => {
+                if let Err(e) = result {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
     }
-    let rest = reader
+    // The export's own error, when it has one, is the cause of an upload's.
+    drop(events);
+    let read = reader
         .await
-        .map_err(|e| export_error(format!("the export reader stopped: {e}")))?
-        .map_err(|e| export_error(crate::error_chain(&e)))?;
+        .map_err(|e| export_error(format!("the export reader stopped: {e}")))?;
+    let rest = export::outcome(read, failed, |e| export_error(crate::error_chain(e)))?;
     drop(feeder);
 
     let saved = Saved::read(&rest, image_id).map_err(image_error)?;
 
-    // Every layer's compressed descriptor (digest, size); layers kept in memory are
-    // compressed now.
-    let mut layers: Vec<(String, u64)> = Vec::with_capacity(saved.layers.len());
+    // Every layer's compressed blob; layers kept in memory are compressed now.
+    let mut layers: Vec<LayerBlob> = Vec::with_capacity(saved.layers.len());
     let mut in_memory = Vec::new();
     for (path, diff_id) in saved.layers.iter().zip(&saved.diff_ids) {
         let content_error = |found: &str| {
@@ -112,11 +129,15 @@ pub(super) async fn upload(
                 "layer {path} has content {found} but the config says {diff_id}"
             ))
         };
-        if let Some(layer) = spooled.get(path) {
+        if let Some(layer) = compressed.get(path) {
             if &layer.diff_id != diff_id {
                 return Err(content_error(&layer.diff_id));
             }
-            layers.push((layer.digest.clone(), layer.size));
+            layers.push(LayerBlob {
+                digest: layer.digest.clone(),
+                size: layer.size,
+                codec: compression.codec(),
+            });
         } else if let Some(passed) = rest.passed.get(path) {
             if passed != diff_id {
                 return Err(content_error(passed));
@@ -124,7 +145,7 @@ pub(super) async fn upload(
             let (blob, _) = reused
                 .get(diff_id)
                 .ok_or_else(|| image_error(format!("layer {path} was skipped but not reused")))?;
-            layers.push((blob.digest.clone(), blob.size));
+            layers.push(blob.layer());
         } else if let Some(raw) = rest.files.get(path) {
             let found = sha256_digest(raw);
             if &found != diff_id {
@@ -132,17 +153,21 @@ pub(super) async fn upload(
             }
             let raw = raw.clone();
             let pool = Arc::clone(&pool);
-            let level = options.level;
-            let gz = tokio::task::spawn_blocking(move || gzip::gzip_bytes(&pool, &raw, level))
-                .await
-                .map_err(|e| image_error(e.to_string()))?
-                .map_err(|e| image_error(format!("gzip failed: {e}")))?;
+            let packed =
+                tokio::task::spawn_blocking(move || compression.compress_bytes(&pool, &raw))
+                    .await
+                    .map_err(|e| image_error(e.to_string()))?
+                    .map_err(|e| image_error(format!("{} failed: {e}", compression.name())))?;
             let blob = Blob {
-                digest: sha256_digest(&gz),
-                size: gz.len() as u64,
-                content: Content::Memory(Bytes::from(gz)),
+                digest: sha256_digest(&packed),
+                size: packed.len() as u64,
+                content: Content::Memory(Bytes::from(packed)),
             };
-            layers.push((blob.digest.clone(), blob.size));
+            layers.push(LayerBlob {
+                digest: blob.digest.clone(),
+                size: blob.size,
+                codec: compression.codec(),
+            });
             in_memory.push(blob);
         } else {
             return Err(image_error(format!("the export lacks layer {path}")));
@@ -159,7 +184,8 @@ pub(super) async fn upload(
     }
     uploads.finish(on_line).await?;
 
-    let manifest = manifest::build((&config.0, config.1), &layers);
+    let format = ManifestFormat::for_layers(compression, layers.iter().map(|l| l.codec));
+    let manifest = manifest::build(format, (&config.0, config.1), &layers);
     Ok(uploaded(
         manifest,
         &layers,
@@ -173,6 +199,7 @@ pub(super) async fn upload(
 /// manifest is built without exporting anything.
 async fn rerun(
     reg: &Registry,
+    compression: Compression,
     image_id: &str,
     diff_ids: &[String],
     reused: &HashMap<String, (super::reuse::KnownBlob, super::reuse::Reused)>,
@@ -187,24 +214,29 @@ async fn rerun(
         "{}: Layer already exists (the image config)",
         short(image_id)
     ));
-    let layers: Vec<(String, u64)> = diff_ids
+    let layers: Vec<LayerBlob> = diff_ids
         .iter()
-        .filter_map(|d| reused.get(d).map(|(b, _)| (b.digest.clone(), b.size)))
+        .filter_map(|d| reused.get(d).map(|(b, _)| b.layer()))
         .collect();
     uploads.record_present(image_id);
     let config = (image_id.to_string(), config_size);
-    let manifest = manifest::build((image_id, config_size), &layers);
+    let format = ManifestFormat::for_layers(compression, layers.iter().map(|l| l.codec));
+    let manifest = manifest::build(format, (image_id, config_size), &layers);
     Some(uploaded(manifest, &layers, config, uploads, reused.len()))
 }
 
 fn uploaded(
     manifest: PushedManifest,
-    layers: &[(String, u64)],
+    layers: &[LayerBlob],
     config: (String, u64),
     uploads: &Uploads,
     reused_layers: usize,
 ) -> UploadedImage {
-    let blobs: Vec<(String, u64)> = layers.iter().cloned().chain([config]).collect();
+    let blobs: Vec<(String, u64)> = layers
+        .iter()
+        .map(|l| (l.digest.clone(), l.size))
+        .chain([config])
+        .collect();
     UploadedImage {
         stats: BlobStats::of(&blobs, &uploads.done, reused_layers),
         manifest,

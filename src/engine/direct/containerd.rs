@@ -16,7 +16,7 @@
 //! the log; a pulled base (as on a runner) is compressed already.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, BufWriter, Read as _, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +27,7 @@ use super::export::{self, sha256_digest, Content, Feeder, HashingWriter};
 use super::manifest::PushedManifest;
 use super::registry::{Registry, MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
 use super::reuse::Platform;
+use super::stream::{LayerEvent, PartSink};
 use super::upload::{Blob, Uploads};
 use super::{mb, short, BlobStats, DirectOptions, DirectPushError, UploadedImage};
 
@@ -68,6 +69,7 @@ pub(super) async fn upload(
     };
     let mut blobs_open = true;
     let mut first_byte_logged = false;
+    let mut failed = None;
     while blobs_open || !uploads.is_idle() {
         tokio::select! {
             next = blob_rx.recv(), if blobs_open => match next {
@@ -79,21 +81,24 @@ pub(super) async fn upload(
                             ));
                         }
                     }
-                    uploads.start(Blob {
-                        digest: blob.digest,
-                        size: blob.size,
-                        content: Content::File(Arc::new(blob.file)),
-                    });
+                    uploads.stream(format!("blob {}", short(&blob.digest)), blob.parts);
                 }
                 None => blobs_open = false,
             },
-            Some(result) = uploads.next(on_line), if !uploads.is_idle() => result?,
+            Some(result) = uploads.next(on_line), if !uploads.is_idle() => {
+                if let Err(e) = result {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
     }
-    let rest = reader
+    // The export's own error, when it has one, is the cause of an upload's.
+    drop(blob_rx);
+    let read = reader
         .await
-        .map_err(|e| export_error(format!("the export reader stopped: {e}")))?
-        .map_err(|e| export_error(crate::error_chain(&e)))?;
+        .map_err(|e| export_error(format!("the export reader stopped: {e}")))?;
+    let rest = export::outcome(read, failed, |e| export_error(crate::error_chain(e)))?;
     drop(feeder);
 
     let manifest = image_manifest(&rest, image_id, &platform).map_err(image_error)?;
@@ -304,11 +309,11 @@ fn blob(rest: &Layout, digest: &str) -> Result<Bytes, String> {
     Ok(Bytes::from(bytes.clone()))
 }
 
-/// A blob spooled as stored (already unlinked).
+/// A stored blob on its way to the registry: its parts come on `parts` as the export
+/// streams ([`super::stream`]).
 struct Stored {
     digest: String,
-    size: u64,
-    file: std::fs::File,
+    parts: tokio::sync::mpsc::Receiver<LayerEvent>,
 }
 
 /// What is left once the layout has been read.
@@ -320,9 +325,9 @@ struct Layout {
     passed: HashSet<String>,
 }
 
-/// Reads the OCI layout tar: JSON files stay in memory, every other blob is spooled as it
-/// is and sent to `blobs` as soon as it is whole, except those in `pass`, only hashed.
-/// Each blob's content must match the digest it is named by.
+/// Reads the OCI layout tar: JSON files stay in memory, every other blob streams to the
+/// uploader as it is read (`blobs`), except those in `pass`, only hashed. Each blob's
+/// content must match the digest it is named by, or the upload is never completed.
 fn read_layout(
     reader: impl io::Read,
     spool_dir: &std::path::Path,
@@ -368,17 +373,23 @@ fn read_layout(
             rest.passed.insert(digest);
             continue;
         }
-        let file = export::spool_file(spool_dir)?;
-        let mut sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file.try_clone()?));
+        let (parts_tx, parts) = tokio::sync::mpsc::channel(super::stream::STREAM_QUEUE);
+        blobs
+            .blocking_send(Stored {
+                digest: digest.clone(),
+                parts,
+            })
+            .map_err(export::abandoned)?;
+        let mut sink = PartSink::new(parts_tx, spool_dir);
+        let parts_tx = sink.sender();
         sink.write_all(&head)?;
         io::copy(&mut entry, &mut sink)?;
-        let (mut writer, found) = sink.finish();
-        writer.flush()?;
-        check(found)?;
-        let stored = Stored { digest, size, file };
-        if blobs.blocking_send(stored).is_err() {
-            return Err(io::Error::other("the push was abandoned"));
-        }
+        let end = sink.finish();
+        // A blob whose content is not its name is never completed: its stream just ends.
+        check(end.digest.clone())?;
+        parts_tx
+            .blocking_send(LayerEvent::End(end))
+            .map_err(export::abandoned)?;
     }
     Ok(rest)
 }
@@ -475,15 +486,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rest = read_layout(&tar[..], dir.path(), &pass, &tx).unwrap();
         drop(tx);
-        let stored = rx.blocking_recv().expect("the layer");
+        let mut stored = rx.blocking_recv().expect("the layer");
+        assert_eq!(stored.digest, layer_digest);
+        let Some(LayerEvent::End(end)) = stored.parts.blocking_recv() else {
+            panic!("a small blob comes whole")
+        };
         assert_eq!(
-            (stored.digest.as_str(), stored.size),
-            (layer_digest.as_str(), layer.len() as u64)
+            (end.digest.as_str(), end.size, &end.tail[..]),
+            (layer_digest.as_str(), layer.len() as u64, layer)
         );
-        assert!(
-            rx.blocking_recv().is_none(),
-            "only the one layer is spooled"
-        );
+        assert!(rx.blocking_recv().is_none(), "only the one layer is sent");
         assert_eq!(rest.passed, pass);
         let found = image_manifest(&rest, &manifest_digest, &Platform::default()).unwrap();
         assert_eq!(found.bytes, manifest);

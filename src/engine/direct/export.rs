@@ -1,8 +1,8 @@
 //! Reads `docker save` output (the image export API) as a stream, on a blocking thread:
 //! small JSON files (the image config, `manifest.json`, the OCI index and manifests) are
-//! kept in memory; every other file is taken for a layer and gzipped on the pool while it
-//! streams, into an unlinked spool file, so no layer is ever held in memory. A layer is
-//! handed to the uploader as soon as it is compressed, while the next one streams in.
+//! kept in memory; every other file is taken for a layer and compressed while it streams,
+//! its parts handed to the uploader as they fill ([`super::stream`]), so no layer is ever
+//! held in memory and the upload runs alongside the compression and the next layer.
 //! Which files are layers is known only from `manifest.json`, which comes last in the
 //! tar; a small layer that happened to look like JSON is compressed then. A layer the
 //! registry already has ([`super::reuse`]) is recognised by its path (Docker 25+ exports
@@ -10,13 +10,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use bytes::{Buf as _, Bytes};
 use sha2::{Digest as _, Sha256};
 
-use super::gzip::{GzipWriter, Pool};
+use super::compression::Compression;
+use super::gzip::Pool;
+use super::stream::{LayerEvent, PartSink};
 
 /// JSON files up to this size are kept in memory.
 pub const JSON_LIMIT: u64 = 16 << 20;
@@ -35,20 +37,31 @@ pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(data)))
 }
 
-/// A compressed layer in its spool file (already unlinked: it vanishes with the handle).
+/// A layer, compressed (and uploaded, or on its way: [`super::stream`]).
 #[derive(Debug, Clone)]
-pub struct Spooled {
+pub struct CompressedLayer {
     /// Path inside the export tar.
     pub path: String,
     /// sha256 of the uncompressed tar (must be one of the config's `diff_ids`).
     pub diff_id: String,
-    /// sha256 of the gzip stream.
+    /// sha256 of the compressed stream.
     pub digest: String,
     pub size: u64,
     pub uncompressed: u64,
     /// From the layer's first byte read to its last byte compressed.
     pub seconds: f64,
-    pub file: Arc<File>,
+}
+
+/// What the export reader reports as it goes, in order, for each new layer.
+#[derive(Debug)]
+pub enum ExportEvent {
+    /// A layer is being compressed: its parts come on `parts`, for the uploader.
+    Layer {
+        path: String,
+        parts: tokio::sync::mpsc::Receiver<LayerEvent>,
+    },
+    /// That layer, compressed whole.
+    Compressed(CompressedLayer),
 }
 
 /// A blob ready for upload: in memory or in a spool file.
@@ -218,25 +231,71 @@ pub fn spool_file(dir: &std::path::Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// Gzips `reader` (whose first bytes are `head`) into a spool file.
-pub fn compress_to_spool(
+/// The uploader stopped taking the export's data: a consequence of its own failure,
+/// never a cause ([`outcome`]).
+#[derive(Debug)]
+struct Abandoned;
+
+impl std::fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the push was abandoned")
+    }
+}
+
+impl std::error::Error for Abandoned {}
+
+/// The error the export's reader stops with when the uploader went away; takes any
+/// `SendError` so it fits `map_err`.
+pub fn abandoned<T>(_: T) -> io::Error {
+    io::Error::other(Abandoned)
+}
+
+/// What a push that read an export comes to: the reader's error when it has one of its
+/// own (the cause of the uploads' failing), else the uploads' error, else what it read.
+pub fn outcome<T, E>(
+    read: io::Result<T>,
+    failed: Option<E>,
+    export_error: impl FnOnce(&io::Error) -> E,
+) -> Result<T, E> {
+    let abandoned = |e: &io::Error| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Abandoned>())
+            .is_some()
+    };
+    match (read, failed) {
+        (Err(e), Some(failed)) if abandoned(&e) => Err(failed),
+        (Err(e), _) => Err(export_error(&e)),
+        (Ok(_), Some(failed)) => Err(failed),
+        (Ok(rest), None) => Ok(rest),
+    }
+}
+
+/// Compresses `reader` (a layer at `path` whose first bytes are `head`) as it streams,
+/// handing its parts to the uploader as they fill ([`PartSink`]), and reports it.
+#[allow(clippy::too_many_arguments)]
+fn compress_layer(
     pool: &Pool,
-    level: u32,
+    compression: Compression,
     spool_dir: &std::path::Path,
     path: String,
     head: &[u8],
     reader: &mut dyn Read,
-) -> io::Result<Spooled> {
+    events: &tokio::sync::mpsc::Sender<ExportEvent>,
+) -> io::Result<()> {
     let started = std::time::Instant::now();
-    let file = spool_file(spool_dir)?;
-    let sink = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, file.try_clone()?),
-        sha: Sha256::new(),
-    };
-    let mut gzip = GzipWriter::new(pool, sink, level);
+    let (parts_tx, parts) = tokio::sync::mpsc::channel(super::stream::STREAM_QUEUE);
+    events
+        .blocking_send(ExportEvent::Layer {
+            path: path.clone(),
+            parts,
+        })
+        .map_err(abandoned)?;
+    let sink = PartSink::new(parts_tx, spool_dir);
+    let parts_tx = sink.sender();
+    let mut writer = compression.writer(pool, sink)?;
     let mut raw_sha = Sha256::new();
     raw_sha.update(head);
-    gzip.write_all(head)?;
+    writer.write_all(head)?;
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
         let n = match reader.read(&mut buf) {
@@ -246,33 +305,36 @@ pub fn compress_to_spool(
             Err(e) => return Err(e),
         };
         raw_sha.update(&buf[..n]);
-        gzip.write_all(&buf[..n])?;
+        writer.write_all(&buf[..n])?;
     }
-    let (mut sink, summary) = gzip.finish()?;
-    sink.inner.flush()?;
-    let HashingWriter { inner, sha } = sink;
-    drop(inner);
-    Ok(Spooled {
+    let (sink, sizes) = writer.finish()?;
+    let end = sink.finish();
+    let layer = CompressedLayer {
         path,
         diff_id: format!("sha256:{}", hex(&raw_sha.finalize())),
-        digest: format!("sha256:{}", hex(&sha.finalize())),
-        size: summary.output_bytes,
-        uncompressed: summary.input_bytes,
+        digest: end.digest.clone(),
+        size: end.size,
+        uncompressed: sizes.input_bytes,
         seconds: started.elapsed().as_secs_f64(),
-        file: Arc::new(file),
-    })
+    };
+    parts_tx
+        .blocking_send(LayerEvent::End(end))
+        .map_err(abandoned)?;
+    events
+        .blocking_send(ExportEvent::Compressed(layer))
+        .map_err(abandoned)
 }
 
-/// Reads the whole export tar. Each compressed layer goes to `layers` as soon as it is
-/// done; the small files come back at the end. Layers whose `diff_id` is in `pass` are not
-/// compressed.
+/// Reads the whole export tar. Each layer is compressed and streamed to the uploader as
+/// it is read ([`ExportEvent`]); the small files come back at the end. Layers whose
+/// `diff_id` is in `pass` are not compressed.
 pub fn read_export(
     reader: impl Read,
     pool: &Pool,
-    level: u32,
+    compression: Compression,
     spool_dir: &std::path::Path,
     pass: &HashSet<String, impl std::hash::BuildHasher>,
-    layers: &tokio::sync::mpsc::Sender<Spooled>,
+    events: &tokio::sync::mpsc::Sender<ExportEvent>,
 ) -> io::Result<ExportRest> {
     let mut rest = ExportRest::default();
     let mut archive = tar::Archive::new(reader);
@@ -315,10 +377,15 @@ pub fn read_export(
             rest.files.insert(path, data);
             continue;
         }
-        let spooled = compress_to_spool(pool, level, spool_dir, path, &head, &mut entry)?;
-        if layers.blocking_send(spooled).is_err() {
-            return Err(io::Error::other("the push was abandoned"));
-        }
+        compress_layer(
+            pool,
+            compression,
+            spool_dir,
+            path,
+            &head,
+            &mut entry,
+            events,
+        )?;
     }
     Ok(rest)
 }
@@ -361,6 +428,28 @@ pub fn resolve_relative(link: &str, target: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: an upload that failed made the reader stop with "the push was
+    /// abandoned", which hid the upload's own error. The reader's error wins only when it
+    /// is a cause of its own.
+    #[test]
+    fn the_uploads_error_wins_over_an_abandoned_reader() {
+        let export_error = |e: &io::Error| format!("export: {e}");
+        let failed = Some("upload: lost".to_string());
+        assert_eq!(
+            outcome::<(), _>(Err(abandoned(())), failed.clone(), export_error),
+            Err("upload: lost".into())
+        );
+        assert_eq!(
+            outcome::<(), _>(
+                Err(io::Error::other("daemon hung up")),
+                failed,
+                export_error
+            ),
+            Err("export: daemon hung up".into())
+        );
+        assert_eq!(outcome(Ok(1), None::<String>, export_error), Ok(1));
+    }
 
     /// Links in old-style exports point at the layer they share.
     #[test]

@@ -1,4 +1,5 @@
-//! Manifests: the schema 2 manifest the classic store's push builds ([`build`]), and the
+//! Manifests: the image manifest the classic store's push builds ([`build`]: Docker schema
+//! 2 for gzip layers, OCI once one is zstd), and the
 //! put of any manifest or index under references (tags or its digest): the first alone,
 //! then the others concurrently, its digest checked against the registry's
 //! `Docker-Content-Digest` each time ([`put`]).
@@ -6,9 +7,10 @@
 use bytes::Bytes;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 
+use super::compression::{LayerCodec, ManifestFormat};
 use super::export::sha256_digest;
 use super::registry::{self, Registry};
-use super::{DirectPushError, CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE};
+use super::DirectPushError;
 
 /// References put at once after the first.
 const TAG_CONCURRENCY: usize = 4;
@@ -41,24 +43,37 @@ impl PushedManifest {
     }
 }
 
-/// The schema 2 manifest for a config and layers given as (digest, size).
-pub fn build(config: (&str, u64), layers: &[(String, u64)]) -> PushedManifest {
+/// A layer blob as a manifest names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    pub digest: String,
+    pub size: u64,
+    pub codec: LayerCodec,
+}
+
+/// The image manifest in `format` for a config and layers given as (digest, size), each
+/// layer named with its codec's media type in that format.
+pub fn build(format: ManifestFormat, config: (&str, u64), layers: &[LayerBlob]) -> PushedManifest {
+    let media_type = match format {
+        ManifestFormat::Docker => registry::MANIFEST_V2,
+        ManifestFormat::Oci => registry::OCI_MANIFEST,
+    };
     let manifest = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": registry::MANIFEST_V2,
+        "mediaType": media_type,
         "config": {
-            "mediaType": CONFIG_MEDIA_TYPE,
+            "mediaType": format.config_media_type(),
             "size": config.1,
             "digest": config.0,
         },
-        "layers": layers.iter().map(|(digest, size)| serde_json::json!({
-            "mediaType": LAYER_MEDIA_TYPE,
-            "size": size,
-            "digest": digest,
+        "layers": layers.iter().map(|layer| serde_json::json!({
+            "mediaType": format.layer_media_type(layer.codec),
+            "size": layer.size,
+            "digest": layer.digest,
         })).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&manifest).unwrap_or_else(|_| manifest.to_string());
-    PushedManifest::new(registry::MANIFEST_V2, Bytes::from(text))
+    PushedManifest::new(media_type, Bytes::from(text))
 }
 
 /// Puts `manifest` under every reference (tags, or its own digest to push it untagged);

@@ -3,9 +3,10 @@
 //! What the export API gives depends on the engine's image store ([`ImageStore`]), so
 //! each store has its image source, chosen once in [`upload_image`]:
 //! - [`classic`]: the export (`docker save`) holds uncompressed layers and no manifest.
-//!   Each layer is gzipped while it streams, in parallel across cores, as one standard
-//!   gzip member ([`gzip`], [`deflate`]), into an unlinked spool file (memory stays
-//!   bounded whatever the layer size); the schema 2 manifest is built here.
+//!   Each layer is compressed while it streams ([`compression`]: gzip in parallel across
+//!   cores as one standard gzip member, [`gzip`], [`deflate`]; or zstd), memory bounded
+//!   whatever the layer size; the manifest is built here (Docker schema 2 for gzip, OCI
+//!   once a layer is zstd).
 //! - [`containerd`]: the export is an OCI layout of the stored, compressed blobs and the
 //!   stored manifest; the blobs are sent as they are and the platform's image manifest is
 //!   put byte for byte, so the pushed digest is the engine's. Never an index, never an
@@ -16,8 +17,9 @@
 //!    image: [`reuse`]), found by `HEAD` or mounted from their repository, are neither
 //!    compressed nor uploaded; a rerun whose image is all there exports nothing.
 //! 2. The export is read on a blocking thread as it streams ([`export`]), and each blob
-//!    is uploaded as soon as it is ready: `HEAD` first, else a chunked upload in parts ECR
-//!    accepts, concurrently, bounded, each blob once ([`upload`], [`registry`]).
+//!    streams to the registry as it is read and compressed, in one `PATCH` ([`stream`]);
+//!    a blob smaller than a part is `HEAD`ed first, and a restart goes in parts from the
+//!    spool. Uploads run concurrently, bounded, each blob once ([`upload`], [`registry`]).
 //! 3. The manifest is put under every tag (or under its digest alone), its digest checked
 //!    against the registry's `Docker-Content-Digest` ([`manifest`]).
 //!
@@ -31,6 +33,7 @@
 #![allow(clippy::result_large_err)]
 
 mod classic;
+pub mod compression;
 mod containerd;
 pub mod deflate;
 pub mod export;
@@ -39,6 +42,7 @@ pub mod index;
 pub mod manifest;
 pub mod registry;
 pub mod reuse;
+mod stream;
 mod upload;
 
 use std::collections::{HashMap, HashSet};
@@ -46,31 +50,33 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use self::compression::Compression;
 pub use self::manifest::PushedManifest;
 use self::registry::{Failure, Registry};
 use crate::ecr::RegistryAuth;
 use crate::engine::push::RetryPolicy;
 use crate::engine::{Engine, ImageStore};
 
-/// Upload part size: ECR needs at least 5 MiB for every part but the last.
-pub const PART_SIZE: usize = 10 << 20;
+/// Upload part size, for blobs sent from memory or the spool: ECR needs at least 5 MiB for
+/// every part but the last. A streamed layer holds back this much before it is sent, so
+/// a smaller blob can be `HEAD`ed first ([`stream`]).
+pub const PART_SIZE: usize = 8 << 20;
 /// Blobs uploaded at once.
 pub const UPLOAD_CONCURRENCY: usize = 4;
-
-pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.docker.container.image.v1+json";
-pub const LAYER_MEDIA_TYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// How to push, beyond what and where.
 #[derive(Debug, Clone)]
 pub struct DirectOptions {
-    /// libdeflate level, 1-12 ([`gzip::DEFAULT_LEVEL`]).
-    pub level: u32,
-    /// Deflate workers (default: the available cores).
+    /// How new layers are compressed (the classic store; the containerd store's layers
+    /// were compressed by BuildKit as it exported them).
+    pub compression: Compression,
+    /// Compression workers (default: the available cores).
     pub threads: usize,
     /// Images in the registry (`host/repo:tag` or `@digest`) whose layers ours may share,
     /// most likely first; others are ignored ([`reuse`]).
     pub reuse_from: Vec<String>,
-    /// Where compressed layers are spooled (unlinked at once).
+    /// Where compressed layers are spooled (unlinked at once), so a lost upload session
+    /// can start again (`TMPDIR`).
     pub spool_dir: PathBuf,
     /// Proxy, trust roots and registry endpoint for the registry client.
     pub network: crate::network::Network,
@@ -79,10 +85,10 @@ pub struct DirectOptions {
 impl Default for DirectOptions {
     fn default() -> Self {
         Self {
-            level: gzip::DEFAULT_LEVEL,
+            compression: Compression::default(),
             threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             reuse_from: Vec::new(),
-            spool_dir: std::env::temp_dir(),
+            spool_dir: PathBuf::from(crate::env::DEFAULT_SPOOL_DIR),
             network: crate::network::Network::default(),
         }
     }
@@ -358,7 +364,7 @@ async fn reusable_layers(
     if options.reuse_from.is_empty() || diff_ids.is_empty() {
         return HashMap::new();
     }
-    let known = reuse::known_layers(reg, &options.reuse_from, platform).await;
+    let known = reuse::known_layers(reg, &options.reuse_from, platform, options.compression).await;
     reuse::resolve(reg, diff_ids, &known).await
 }
 

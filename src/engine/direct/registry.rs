@@ -31,13 +31,55 @@ use connector::{Connector, HickoryDns};
 /// How long one request may take (a 10 MiB part on a slow link included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a streamed layer's `PATCH` may take: it lasts as long as the layer's
+/// compression (a 50 GB layer at 20 MB/s is 42 minutes).
+const STREAM_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
 
 pub const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const MANIFEST_LIST_V2: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, Full<Bytes>>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, RequestBody>;
+
+/// A request's body: whole, or streamed from a channel as it is produced (a layer's
+/// upload while it is compressed, sent chunked, as `docker push` sends a layer).
+#[derive(Debug)]
+pub enum RequestBody {
+    Whole(Full<Bytes>),
+    Streamed(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Whole(body) => std::pin::Pin::new(body).poll_frame(cx),
+            Self::Streamed(chunks) => chunks
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|bytes| Ok(hyper::body::Frame::data(bytes)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Whole(body) => body.is_end_stream(),
+            Self::Streamed(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::Whole(body) => body.size_hint(),
+            Self::Streamed(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
 
 /// One registry repository, with pre-emptive Basic auth. `Debug` never shows the
 /// credentials (the header value is marked sensitive and skipped).
@@ -290,17 +332,39 @@ impl Registry {
         body: Bytes,
         authorized: bool,
     ) -> Result<Answer, Failure> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(url)
-            .header(CONTENT_LENGTH, body.len());
+        let length = body.len();
+        self.send_body(
+            method,
+            url,
+            headers,
+            Some(length),
+            RequestBody::Whole(Full::new(body)),
+            (authorized, REQUEST_TIMEOUT),
+        )
+        .await
+    }
+
+    /// One request whose body is `body` (`length` long when known; else it goes chunked).
+    async fn send_body(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        length: Option<usize>,
+        body: RequestBody,
+        (authorized, timeout): (bool, Duration),
+    ) -> Result<Answer, Failure> {
+        let mut request = Request::builder().method(method).uri(url);
+        if let Some(length) = length {
+            request = request.header(CONTENT_LENGTH, length);
+        }
         if authorized {
             request = request.header(AUTHORIZATION, self.authorization.clone());
         }
         for (name, value) in headers {
             request = request.header(*name, value);
         }
-        let request = request.body(Full::new(body)).map_err(|e| Failure {
+        let request = request.body(body).map_err(|e| Failure {
             status: None,
             code: None,
             message: format!("invalid request: {e}"),
@@ -324,12 +388,12 @@ impl Registry {
                 body,
             })
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or_else(|_| {
                 Err(Failure::transport(format!(
                     "no answer within {}s",
-                    REQUEST_TIMEOUT.as_secs()
+                    timeout.as_secs()
                 )))
             })
     }
@@ -502,8 +566,35 @@ impl Registry {
                 part,
             )
             .await?;
+        self.next_location(&answer, location)
+    }
+
+    /// Sends a whole blob as one `PATCH` whose body streams from `chunks` as they come
+    /// (chunked transfer, as `docker push` sends a layer; the registry API sets no part
+    /// size, ECR's part limits apply to its own layer-part API), and returns the next
+    /// upload location. One attempt: the body cannot be sent again.
+    pub async fn patch_streamed(
+        &self,
+        location: &str,
+        chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> Result<String, Failure> {
+        let answer = self
+            .send_body(
+                Method::PATCH,
+                location,
+                &[("content-type", "application/octet-stream".into())],
+                None,
+                RequestBody::Streamed(chunks),
+                (true, STREAM_TIMEOUT),
+            )
+            .await?;
+        self.next_location(&answer, location)
+    }
+
+    /// A part's answer: `202` and where the upload goes on (the same place if unsaid).
+    fn next_location(&self, answer: &Answer, location: &str) -> Result<String, Failure> {
         if answer.status != StatusCode::ACCEPTED {
-            return Err(Failure::from_answer(&answer));
+            return Err(Failure::from_answer(answer));
         }
         Ok(answer
             .header("location")

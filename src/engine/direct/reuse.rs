@@ -9,15 +9,17 @@
 //! earlier pulls and pushes, which a fresh CI runner does not have.
 //!
 //! This is an optimisation: a source that cannot be read, a `HEAD` or a mount that fails,
-//! only means the layer is compressed and uploaded as usual. Only gzip layers are reused,
-//! so the manifest stays a gzip schema 2 manifest.
+//! only means the layer is compressed and uploaded as usual. gzip layers are reused by
+//! every push, zstd layers by a zstd push (whose manifest is OCI anyway).
 
 use std::collections::{HashMap, HashSet};
 
 use futures_util::stream::{self, StreamExt as _};
 use serde::Deserialize;
 
+use super::compression::{Compression, LayerCodec};
 use super::export::sha256_digest;
+use super::manifest::LayerBlob;
 use super::registry::{Registry, MANIFEST_LIST_V2, OCI_INDEX};
 
 /// Source images read at most (each costs two or three requests).
@@ -26,19 +28,27 @@ pub const MAX_SOURCES: usize = 8;
 const CONFIG_LIMIT: u64 = 4 << 20;
 /// Layers checked or mounted at once.
 const CONCURRENCY: usize = 4;
-/// Layer media types whose blobs are gzip, as ours are.
-const GZIP_LAYERS: [&str; 2] = [
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-];
 
 /// A compressed blob in the registry that holds a given uncompressed layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownBlob {
     pub digest: String,
     pub size: u64,
+    /// How the blob is compressed (its manifest's layer media type).
+    pub codec: LayerCodec,
     /// The repository whose image lists it.
     pub repository: String,
+}
+
+impl KnownBlob {
+    /// The blob as a manifest of ours names it.
+    pub fn layer(&self) -> LayerBlob {
+        LayerBlob {
+            digest: self.digest.clone(),
+            size: self.size,
+            codec: self.codec,
+        }
+    }
 }
 
 /// How a known layer ended up in our repository.
@@ -79,6 +89,7 @@ pub async fn known_layers(
     reg: &Registry,
     sources: &[String],
     platform: &Platform,
+    compression: Compression,
 ) -> HashMap<String, KnownBlob> {
     let mut seen = HashSet::new();
     let wanted: Vec<(String, String)> = sources
@@ -89,7 +100,7 @@ pub async fn known_layers(
         .collect();
     let read = stream::iter(wanted)
         .map(|(repository, reference)| async move {
-            let layers = read_source(reg, &repository, &reference, platform).await;
+            let layers = read_source(reg, &repository, &reference, platform, compression).await;
             (repository, reference, layers)
         })
         .buffered(CONCURRENCY)
@@ -208,12 +219,13 @@ struct RootFs {
     diff_ids: Vec<String>,
 }
 
-/// One source image's gzip layers by `diff_id`.
+/// One source image's layers by `diff_id`, those a push of `compression` may name.
 async fn read_source(
     reg: &Registry,
     repository: &str,
     reference: &str,
     platform: &Platform,
+    compression: Compression,
 ) -> Result<Vec<(String, KnownBlob)>, String> {
     let fetch = |reference: String| async move {
         let (content_type, body) = reg
@@ -259,14 +271,15 @@ async fn read_source(
         .diff_ids
         .into_iter()
         .zip(manifest.layers)
-        .filter(|(_, layer)| GZIP_LAYERS.contains(&layer.media_type.as_str()))
-        .map(|(diff_id, layer)| {
+        .filter(|(_, layer)| compression.takes_layer(&layer.media_type))
+        .filter_map(|(diff_id, layer)| {
             let blob = KnownBlob {
+                codec: LayerCodec::of(&layer.media_type)?,
                 digest: layer.digest,
                 size: layer.size,
                 repository: repository.to_string(),
             };
-            (diff_id, blob)
+            Some((diff_id, blob))
         })
         .collect())
 }

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::export::Content;
 use super::registry::{Failure, Registry};
+use super::stream::{self, LayerEvent};
 use super::{mb, reuse, short, DirectPushError, PART_SIZE, UPLOAD_CONCURRENCY};
 
 /// A blob to upload: its descriptor and where its bytes are.
@@ -34,7 +35,9 @@ pub(super) struct BlobOutcome {
     pub seconds: f64,
 }
 
-type Running = BoxFuture<'static, (String, Result<BlobOutcome, DirectPushError>)>;
+/// An upload under way: the digest it is (a streamed layer's is known only at its end,
+/// and not when the stream broke off), and its outcome.
+type Running = BoxFuture<'static, (Option<String>, Result<BlobOutcome, DirectPushError>)>;
 
 /// Every blob of one push, by digest: started at most once (so no blob is sent twice),
 /// at most [`UPLOAD_CONCURRENCY`] at a time, and what became of each.
@@ -67,17 +70,38 @@ impl Uploads {
         if !self.started.insert(blob.digest.clone()) {
             return;
         }
+        self.run(|reg| async move {
+            let result = upload_blob(&reg, &blob).await;
+            (Some(blob.digest), result)
+        });
+    }
+
+    /// Starts the upload of a layer that is still being compressed (`path` in the
+    /// export), from its parts as they come ([`stream`]).
+    pub fn stream(&mut self, path: String, parts: tokio::sync::mpsc::Receiver<LayerEvent>) {
+        self.run(|reg| async move { stream::stream_blob(&reg, &path, parts).await });
+    }
+
+    /// Runs one upload once a slot is free, timing it from then.
+    fn run<F, Fut>(&mut self, upload: F)
+    where
+        F: FnOnce(Arc<Registry>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = (Option<String>, Result<BlobOutcome, DirectPushError>)>
+            + Send
+            + 'static,
+    {
         let reg = Arc::clone(&self.reg);
         let limit = Arc::clone(&self.limit);
         self.running.push(
             async move {
                 let _permit = limit.acquire_owned().await;
                 let upload_started = Instant::now();
-                let result = upload_blob(&reg, &blob).await.map(|outcome| BlobOutcome {
+                let (digest, result) = upload(reg).await;
+                let result = result.map(|outcome| BlobOutcome {
                     seconds: upload_started.elapsed().as_secs_f64(),
                     ..outcome
                 });
-                (blob.digest, result)
+                (digest, result)
             }
             .boxed(),
         );
@@ -141,6 +165,8 @@ impl Uploads {
         on_line: &mut dyn FnMut(&str),
     ) -> Option<Result<(), DirectPushError>> {
         let (digest, result) = self.running.next().await?;
+        let digest = digest.unwrap_or_default();
+        self.started.insert(digest.clone());
         Some(result.map(|outcome| {
             let short = short(&digest);
             if outcome.skipped {
@@ -167,7 +193,7 @@ impl Uploads {
 
 /// Registry answers that mean the upload session is gone (or ahead of us), so the upload
 /// starts again rather than retrying the part.
-fn session_lost(failure: &Failure) -> bool {
+pub(super) fn session_lost(failure: &Failure) -> bool {
     matches!(failure.status, Some(404 | 416))
         || matches!(
             failure.code.as_deref(),
@@ -175,7 +201,10 @@ fn session_lost(failure: &Failure) -> bool {
         )
 }
 
-async fn upload_blob(reg: &Registry, blob: &Blob) -> Result<BlobOutcome, DirectPushError> {
+pub(super) async fn upload_blob(
+    reg: &Registry,
+    blob: &Blob,
+) -> Result<BlobOutcome, DirectPushError> {
     let subject = || format!("blob {}", blob.digest);
     let fail = |op: &str, f: (Failure, u32)| DirectPushError::registry(reg, op, subject(), f);
     let what = format!("blob {}", short(&blob.digest));
