@@ -7,8 +7,8 @@
 //!   in a Docker schema 2 manifest as `docker push` writes it, so every runtime pulls it.
 //! - **zstd**: zstd's own multi-threaded encoder (one frame), the OCI zstd layer media
 //!   type, hence an OCI image manifest. Pulled by Docker Engine ≥ 23, containerd ≥ 1.5
-//!   (so EKS, and ECS and Fargate on their current agents); not by Lambda, whose container
-//!   images take gzip layers only (see the README).
+//!   (so EKS, and ECS and Fargate on their current agents); Lambda documents no zstd, so
+//!   gzip stays the default (see the README).
 
 use std::io::{self, Write};
 

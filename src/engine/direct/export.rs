@@ -23,7 +23,9 @@ use super::stream::{LayerEvent, PartSink};
 /// JSON files up to this size are kept in memory.
 pub const JSON_LIMIT: u64 = 16 << 20;
 /// Read size while streaming a layer.
-const READ_BUFFER: usize = 1 << 20;
+const READ_BUFFER: usize = 256 << 10;
+/// The export's bytes go to the reading thread in pieces of this size.
+const FEED_PIECE: usize = 512 << 10;
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -150,20 +152,36 @@ impl Feeder {
         started: std::time::Instant,
     ) -> (Self, ChannelReader) {
         use futures_util::StreamExt as _;
-        let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
+        let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
         let first_byte = Arc::new(std::sync::OnceLock::<f64>::new());
         let docker = docker.clone();
         let image = image.to_string();
         let first = Arc::clone(&first_byte);
         let task = tokio::spawn(async move {
             let mut stream = docker.export_image(&image);
+            // The daemon's frames are small (kilobytes): gathered into pieces of
+            // FEED_PIECE, the reading thread wakes a few hundred times per 100 MB, not
+            // tens of thousands.
+            let mut piece = bytes::BytesMut::new();
             while let Some(item) = stream.next().await {
                 first.get_or_init(|| started.elapsed().as_secs_f64());
+                let item = match item {
+                    Ok(bytes) => {
+                        piece.extend_from_slice(&bytes);
+                        if piece.len() < FEED_PIECE {
+                            continue;
+                        }
+                        Ok(piece.split().freeze())
+                    }
+                    Err(e) => Err(io::Error::other(crate::error_chain(&e))),
+                };
                 let failed = item.is_err();
-                let item = item.map_err(|e| io::Error::other(crate::error_chain(&e)));
                 if bytes_tx.send(item).await.is_err() || failed {
-                    break;
+                    return;
                 }
+            }
+            if !piece.is_empty() {
+                let _ = bytes_tx.send(Ok(piece.freeze())).await;
             }
         });
         (Self { task, first_byte }, ChannelReader::new(bytes_rx))

@@ -28,7 +28,7 @@ use super::upload::{session_lost, upload_blob, Blob, BlobOutcome};
 use super::{mb, short, DirectPushError, PART_SIZE};
 
 /// Once the first part is out, compressed bytes go over in chunks of this size.
-const STREAM_CHUNK: usize = 1 << 20;
+const STREAM_CHUNK: usize = 512 << 10;
 /// Chunks queued between the compressor and the request body, each way.
 pub const STREAM_QUEUE: usize = 4;
 
