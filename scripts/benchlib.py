@@ -105,10 +105,19 @@ def docker_rmi(*refs):
 
 
 def registry_size(env, repo: str, tag: str) -> int:
-    """Compressed size as the registry holds it: the manifest's layers and config."""
-    out = sh(["curl", "-sS", "-u", f"AWS:{env['BENCH_PASSWORD']}", "-H",
-              "Accept: application/vnd.docker.distribution.manifest.v2+json, "
-              "application/vnd.oci.image.manifest.v1+json",
-              f"https://{env['STANDIN_REGISTRY_HOST']}/v2/{repo}/manifests/{tag}"]).stdout
-    manifest = json.loads(out)
+    """Compressed size as the registry holds it: the image manifest's layers (for an
+    index, as `docker push` of a containerd-store image leaves, its linux/amd64 image)."""
+    def get(reference):
+        out = sh(["curl", "-sS", "-u", f"AWS:{env['BENCH_PASSWORD']}", "-H",
+                  "Accept: application/vnd.docker.distribution.manifest.v2+json, "
+                  "application/vnd.oci.image.manifest.v1+json, "
+                  "application/vnd.oci.image.index.v1+json, "
+                  "application/vnd.docker.distribution.manifest.list.v2+json",
+                  f"https://{env['STANDIN_REGISTRY_HOST']}/v2/{repo}/manifests/{reference}"]).stdout
+        return json.loads(out)
+    manifest = get(tag)
+    if "manifests" in manifest:
+        image = next(m for m in manifest["manifests"]
+                     if m.get("platform", {}).get("architecture") == "amd64")
+        manifest = get(image["digest"])
     return sum(layer["size"] for layer in manifest["layers"])

@@ -93,8 +93,12 @@ pub(super) async fn upload(
             }
         }
     }
-    // The export's own error, when it has one, is the cause of an upload's.
+    // The export's own error, when it has one, is the cause of an upload's. The other
+    // uploads are dropped first, so a reader waiting to hand them data stops.
     drop(blob_rx);
+    if failed.is_some() {
+        uploads.abandon();
+    }
     let read = reader
         .await
         .map_err(|e| export_error(format!("the export reader stopped: {e}")))?;

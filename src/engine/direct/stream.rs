@@ -285,9 +285,11 @@ async fn restart_from_spool(
                 &digest,
                 reg,
                 format!(
-                    "the upload of {what} ({}) was lost ({}) and cannot start again: {why}",
+                    "the upload of {what} ({}) was lost ({}) and cannot start again: {why}; \
+                     it needs {} there",
                     short(&digest),
-                    failure.describe()
+                    failure.describe(),
+                    mb(end.size)
                 ),
             )),
         );

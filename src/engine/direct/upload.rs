@@ -155,6 +155,12 @@ impl Uploads {
         );
     }
 
+    /// Drops every upload under way (the push failed): their streams' receivers go, so
+    /// the export's reader, if it waits to hand them data, stops.
+    pub fn abandon(&mut self) {
+        self.running.clear();
+    }
+
     pub fn is_idle(&self) -> bool {
         self.running.is_empty()
     }
