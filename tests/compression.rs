@@ -223,15 +223,21 @@ fn a_refused_layer_while_another_streams_fails_at_once() {
         "FROM scratch\nCOPY big.bin /big.bin\nCOPY second.bin /second.bin\n",
     );
     std::fs::write(ws.path().join("second.bin"), noise(BIG, 99)).unwrap();
-    s.inject_fault(&json!({"route": "registry", "mode": "status", "status": 403,
-        "error": "DENIED", "method": "PATCH", "repository": repo, "count": 1}));
+    s.inject_fault(
+        &json!({"route": "registry", "mode": "status", "status": 403,
+        "error": "DENIED", "method": "PATCH", "repository": repo, "count": 1}),
+    );
     let started = std::time::Instant::now();
     let run = s.action(ws.path()).input("repository", &repo).run();
     assert!(!run.success, "{}", run.stderr);
     assert!(started.elapsed().as_secs() < 120, "the push hung");
     let errors = run.error_lines();
     assert_eq!(errors.len(), 1, "{}", run.stderr);
-    assert!(errors[0].contains("DENIED") && errors[0].contains("HTTP 403"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("DENIED") && errors[0].contains("HTTP 403"),
+        "{}",
+        errors[0]
+    );
     assert_eq!(s.registry_digest(&repo, "latest"), None);
 }
 
@@ -315,7 +321,10 @@ fn a_full_spool_disk_streams_on_and_says_where() {
         .find(|l| l.starts_with("::warning::") && l.contains("Docker daemon instead"))
         .unwrap_or_else(|| panic!("no fallback warning: {}", run.stderr));
     assert!(warning.contains("cannot start again"), "{warning}");
-    assert!(warning.contains("it needs 26.") && warning.contains(" MB there"), "{warning}");
+    assert!(
+        warning.contains("it needs 26.") && warning.contains(" MB there"),
+        "{warning}"
+    );
     assert!(mentions(warning, &disk.path()), "{warning}");
     assert_eq!(
         s.registry_digest(&repo, "latest").as_deref(),

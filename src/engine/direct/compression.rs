@@ -27,7 +27,7 @@ pub const ZSTD_DEFAULT_LEVEL: u32 = 3;
 /// The highest zstd level taken (20-22 need zstd's "ultra" window, which pullers may refuse).
 pub const ZSTD_MAX_LEVEL: u32 = 19;
 /// zstd's multi-threaded job size (see [`Compression::writer`]).
-const ZSTD_JOB: u32 = 2 << 20;
+const ZSTD_JOB: u32 = 1 << 20;
 /// gzip levels as zlib and Go number them (libdeflate takes the same numbers, and more).
 pub const GZIP_MAX_LEVEL: u32 = 9;
 
@@ -119,7 +119,7 @@ impl Compression {
                 if threads > 1 {
                     encoder.multithread(threads)?;
                     // zstd's default job is 4 windows (8 MiB at level 3), each held twice
-                    // (in and out) per worker: 2 MiB jobs keep memory near 12 MiB.
+                    // (in and out) per worker: 1 MiB jobs keep the action under 64 MiB (BENCHMARKS.md).
                     encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
                 }
                 LayerWriter::Zstd {
