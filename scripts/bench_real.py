@@ -17,6 +17,7 @@ the phases from its own log.
 """
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -187,7 +188,7 @@ def run_case(env, case: str, runs: int, engine_filter=None) -> dict:
             if engine_filter and label not in engine_filter:
                 continue
             eng_env = dict(env, DOCKER_HOST=host)
-            rows = {"action gzip": [], "action zstd": [], "docker": []}
+            rows = {"action gzip": [], "action zstd": [], "action zstd 1": [], "docker": []}
             for i in range(runs):
                 for name in rows:
                     marker = unique(f"{case}-{name.replace(' ', '-')}")
@@ -195,10 +196,11 @@ def run_case(env, case: str, runs: int, engine_filter=None) -> dict:
                     repo = unique(f"bench/{case}")
                     cpu0 = engine_cpu(pidfile_of(host))
                     if name.startswith("action"):
-                        compression = name.split()[1]
+                        inputs = {"repository": repo, "compression": name.split()[1]}
+                        if len(name.split()) > 2:
+                            inputs["compression-level"] = name.split()[2]
                         with SpoolWatch() as spool:
-                            r = run_action(eng_env, ws, {"repository": repo,
-                                                         "compression": compression})
+                            r = run_action(eng_env, ws, inputs)
                         row = {"wall": r["wall"], "cpu": r["cpu"], "rss_kib": r["rss_kib"],
                                "spool": spool.peak,
                                "phases": phases(r["log"], r["build"], r["wall"])}
@@ -214,9 +216,150 @@ def run_case(env, case: str, runs: int, engine_filter=None) -> dict:
                     f"{k} {v[-1]['wall']:.2f}s ({v[-1]['size'] / 1e6:.0f} MB)"
                     for k, v in rows.items()))
             results["engines"][label] = {"store": store, "rows": rows}
+        if case == "real":
+            results["limits"] = limits(env, content, results, runs, engine_filter)
     finally:
         shutil.rmtree(content_root, ignore_errors=True)
     return results
+
+
+def limits(env, content: Path, results: dict, runs: int, engine_filter=None) -> dict:
+    """Each stage of the push alone, on the real-files image: the engine's export
+    (`GET /images/{name}/get` read to nowhere: its first byte, then the rest), the
+    action's own compression and hashing on every core (benches/compression.rs, on the
+    new layer's tar in memory), and one upload of that tar to the registry. The push can
+    be no faster than build + first byte + its slowest stage, however well they overlap."""
+    registry = env["STANDIN_REGISTRY_HOST"]
+    out = {"engines": {}}
+    layer_tar = None
+    try:
+        for label, host, store in engines(env):
+            if engine_filter and label not in engine_filter:
+                continue
+            eng_env = dict(env, DOCKER_HOST=host)
+            ws = workspace(content, unique("limits"))
+            ref = unique("bench-limits")
+            sh(["docker", "build", "-q", "-t", ref, str(ws)], env=eng_env)
+            socket = host.removeprefix("unix://")
+            reads = []
+            for _ in range(runs):
+                t = sh(["curl", "-sS", "--unix-socket", socket, "-o", "/dev/null", "-w",
+                        "%{time_starttransfer} %{time_total} %{size_download}",
+                        f"http://engine/images/{ref}/get"]).stdout.split()
+                reads.append((float(t[0]), float(t[1]) - float(t[0]), int(t[2])))
+            if layer_tar is None and store == "classic":
+                layer_tar = new_layer_tar(eng_env, ref)
+            docker_rmi_on(eng_env, ref)
+            shutil.rmtree(ws, ignore_errors=True)
+            out["engines"][label] = {
+                "store": store,
+                "first_byte": median([r[0] for r in reads]),
+                "stream": median([r[1] for r in reads]),
+                "export_bytes": reads[0][2],
+            }
+            if store == "containerd":
+                out["exporter"] = exporter_choice(eng_env, content, runs)
+            log(f"limits on {label}: export first byte {out['engines'][label]['first_byte']:.2f}s, "
+                f"then {out['engines'][label]['stream']:.2f}s for {reads[0][2] / 1e6:.0f} MB")
+        if layer_tar:
+            out["layer_bytes"] = layer_tar.stat().st_size
+            out["codecs"] = compression_rates(layer_tar)
+            out["upload"] = median([upload_seconds(env, registry, layer_tar)
+                                    for _ in range(runs)])
+            log(f"limits: upload of {out['layer_bytes'] / 1e6:.0f} MB in {out['upload']:.2f}s; "
+                + ", ".join(f"{c['setting']} {c['mb_per_s']:.0f} MB/s" for c in out["codecs"]))
+    finally:
+        if layer_tar:
+            shutil.rmtree(layer_tar.parent, ignore_errors=True)
+    return out
+
+
+def exporter_choice(env, content: Path, runs: int) -> dict:
+    """The containerd store's lever: BuildKit's exporter compressing the new layer (gzip,
+    as the action asks), or storing it uncompressed for the action to compress while it
+    reads the export. Each way: the build (`docker buildx build -o type=image,...`) and
+    the export read to nowhere, alternating."""
+    ways = {"gzip": [], "uncompressed": []}
+    socket = env["DOCKER_HOST"].removeprefix("unix://")
+    for _ in range(runs):
+        for way, times in ways.items():
+            ws = workspace(content, unique(f"exporter-{way}"))
+            ref = unique("bench-exporter")
+            build = timed_full(["docker", "buildx", "build", "-q", "--provenance=false",
+                                "-o", f"type=image,name={ref},compression={way}", str(ws)],
+                               env=env)["wall"]
+            t = sh(["curl", "-sS", "--unix-socket", socket, "-o", "/dev/null", "-w",
+                    "%{time_total} %{size_download}", f"http://engine/images/{ref}/get"]
+                   ).stdout.split()
+            times.append((build, float(t[0]), int(t[1])))
+            docker_rmi_on(env, ref)
+            shutil.rmtree(ws, ignore_errors=True)
+            sh(["docker", "builder", "prune", "-af"], env=env, check=False)
+    result = {way: {"build": median([t[0] for t in times]),
+                    "export": median([t[1] for t in times]),
+                    "bytes": times[0][2]} for way, times in ways.items()}
+    log("exporter on the containerd store: " + ", ".join(
+        f"{w} build {r['build']:.2f}s + export {r['export']:.2f}s ({r['bytes'] / 1e6:.0f} MB)"
+        for w, r in result.items()))
+    return result
+
+
+def new_layer_tar(env, ref: str) -> Path:
+    """The image's largest layer tar (the new one), from its export, in a file."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-layer-"))
+    save = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE, env=env)
+    subprocess.run(["tar", "-x", "-C", str(folder)], stdin=save.stdout, check=True)
+    save.wait()
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+    largest = max(files, key=lambda p: p.stat().st_size)
+    layer = folder / "layer.tar"
+    largest.rename(layer)
+    for p in sorted(folder.iterdir()):
+        if p != layer:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+    return layer
+
+
+COMPRESSION_BENCH: list[Path] = []
+
+
+def build_compression_bench() -> None:
+    """Builds benches/compression.rs once, before any case runs, so that the rates come
+    from the same source as the binary measured (and a broken tree fails at once)."""
+    out = sh(["cargo", "bench", "--locked", "--bench", "compression", "--no-run"],
+             cwd=str(Path(__file__).resolve().parent.parent))
+    found = re.search(r"Executable benches/compression\.rs \(([^)]+)\)", out.stderr)
+    if not found:
+        raise SystemExit(f"cannot find the compression bench's executable:\n{out.stderr}")
+    COMPRESSION_BENCH[:] = [Path(__file__).resolve().parent.parent / found.group(1)]
+
+
+def compression_rates(layer_tar: Path) -> list[dict]:
+    """benches/compression.rs on the layer: one line per setting."""
+    if not COMPRESSION_BENCH:
+        build_compression_bench()
+    out = sh([str(COMPRESSION_BENCH[0]), str(layer_tar)]).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def upload_seconds(env, registry: str, blob: Path) -> float:
+    """One blob upload (POST, then a monolithic PUT with ?digest=) through the TLS front."""
+    repo = unique("bench/limits")
+    sh(["python3", str(Path(__file__).resolve().parent.parent / "tests/standin/ecr.py"),
+        "create", repo], env=env)
+    digest = "sha256:" + sh(["sha256sum", str(blob)]).stdout.split()[0]
+    auth = f"AWS:{env['BENCH_PASSWORD']}"
+    headers = sh(["curl", "-sS", "-u", auth, "-X", "POST", "-D", "-", "-o", "/dev/null",
+                  f"https://{registry}/v2/{repo}/blobs/uploads/"]).stdout
+    location = re.search(r"(?im)^location: *(\S+)", headers).group(1)
+    if location.startswith("/"):
+        location = f"https://{registry}{location}"
+    sep = "&" if "?" in location else "?"
+    started = time.monotonic()
+    sh(["curl", "-sS", "-f", "-u", auth, "-X", "PUT", "-H",
+        "Content-Type: application/octet-stream", "-T", str(blob),
+        "-o", "/dev/null", f"{location}{sep}digest={digest}"])
+    return time.monotonic() - started
 
 
 def docker_way(env, ws: Path, registry: str, repo: str, store: str) -> dict:
@@ -271,7 +414,8 @@ def section(number: int, case: str, res: dict) -> list[str]:
             ecpu = median([r["engine_cpu"] for r in values])
             rss = max((r.get("rss_kib", 0) for r in values), default=0)
             spool = max((r.get("spool", 0) for r in values), default=0)
-            who = way if name == "docker" else f"action, `compression: {name.split()[1]}`"
+            who = way if name == "docker" else f"action, `compression: {name.split()[1]}`" + (
+                f", `compression-level: {name.split()[2]}`" if len(name.split()) > 2 else "")
             md.append(f"| {label} | {who} | {t:.2f} s | {docker_t / t:.2f}× | "
                       f"{size / 1e6:.1f} MB | {size / docker_size:.3f} | {cpu:.1f} + {ecpu:.1f} | "
                       + (f"{rss / 1024:.0f} MiB | {spool / 1e6:.0f} MB |" if rss else "– | – |"))
@@ -290,4 +434,74 @@ def section(number: int, case: str, res: dict) -> list[str]:
                 continue
             md.append(f"| {label} | {m['build']:.2f} s | {m['first byte']:.2f} s | "
                       f"{m['compress']:.2f} s | {m['upload']:.2f} s | {m['wall']:.2f} s |")
+        if res.get("limits"):
+            md += section_limits(res)
+    return md
+
+
+def section_limits(res: dict) -> list[str]:
+    """The floor of each contender: its build (the action's own, from its summary) + the
+    export's first byte + the slowest of the stages that overlap after it (the export's
+    stream, the compression on every core, the upload of the compressed layer)."""
+    lim = res["limits"]
+    codecs = {c["setting"].split(" (")[0]: c for c in lim.get("codecs", [])}
+    layer = lim.get("layer_bytes", res["bytes"])
+    up_rate = layer / lim["upload"] if lim.get("upload") else 0.0
+    md = ["", "Each stage alone (`scripts/bench` measures them after the runs above): the "
+          "engine's export read to nowhere (`GET /images/{name}/get`: its first byte, then "
+          "the rest), the action's own compression of the new layer's tar from memory on "
+          "both cores with the writers the push uses, hashing included "
+          "(`cargo bench --bench compression`), and one upload of that tar through the "
+          "stand-in's TLS front. The floor is build + the export's first byte + the slowest "
+          "stage after it, as if the stages overlapped perfectly and did not share the two "
+          "cores; the best speed-up is Docker's time over that floor.", "",
+          "| stage on this machine | rate |", "|---|---|"]
+    for setting, c in codecs.items():
+        md.append(f"| {setting} of the {layer / 1e6:.0f} MB layer tar (2 cores) | "
+                  f"{c['mb_per_s']:.0f} MB/s ({c['seconds']:.2f} s, to "
+                  f"{c['output_bytes'] / 1e6:.1f} MB) |")
+    if up_rate:
+        md.append(f"| upload to the registry (one blob, TLS) | {up_rate / 1e6:.0f} MB/s |")
+    md += ["", "| engine | contender | build | export's first byte | export's stream | "
+           "compression | upload | floor | Docker's time | best speed-up | measured |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, data in res["engines"].items():
+        ex = lim["engines"].get(label)
+        if not ex:
+            continue
+        docker_t = median([r["wall"] for r in data["rows"]["docker"]])
+        for name in ("action gzip", "action zstd", "action zstd 1"):
+            rows = data["rows"].get(name)
+            if not rows:
+                continue
+            codec = name.split()[1]
+            level = name.split()[2] if len(name.split()) > 2 else ("3" if codec == "zstd" else "6")
+            build = median([r["phases"]["build"] for r in rows])
+            size = median([r["size"] for r in rows])
+            upload = size / up_rate if up_rate else 0.0
+            if data["store"] == "containerd":
+                # BuildKit compressed in the build; the export holds the compressed blobs.
+                squeeze, stream = 0.0, ex["stream"]
+                compress = "in the build"
+            else:
+                c = codecs.get(f"{codec} {level}")
+                squeeze = layer / 1e6 / c["mb_per_s"] if c else 0.0
+                stream = ex["stream"]
+                compress = f"{squeeze:.2f} s"
+            floor = build + ex["first_byte"] + max(stream, squeeze, upload)
+            t = median([r["wall"] for r in rows])
+            md.append(f"| {label} | action, {codec} {level} | {build:.2f} s | {ex['first_byte']:.2f} s | "
+                      f"{stream:.2f} s ({ex['export_bytes'] / 1e6:.0f} MB) | {compress} | "
+                      f"{upload:.2f} s | {floor:.2f} s | {docker_t:.2f} s | "
+                      f"{docker_t / floor:.2f}× | {docker_t / t:.2f}× ({t:.2f} s) |")
+    if lim.get("exporter"):
+        md += ["", "On the containerd store, who compresses the new layer (`docker buildx build "
+               "-o type=image,compression=…`, then the export read to nowhere; medians, "
+               "alternating). Uncompressed, the action would compress while it reads the "
+               "export, so the export's read is that way's floor after the build:", "",
+               "| exporter's compression | build | export read | bytes exported | build + export |",
+               "|---|---|---|---|---|"]
+        for way, r in lim["exporter"].items():
+            md.append(f"| {way} | {r['build']:.2f} s | {r['export']:.2f} s | "
+                      f"{r['bytes'] / 1e6:.0f} MB | {r['build'] + r['export']:.2f} s |")
     return md

@@ -192,9 +192,11 @@ async fn buildkit(
         BuildkitError::Daemon(message) => BuildError::Engine(message),
     })?;
     let sent = outcome.sent.get(CONTEXT_DIR).copied().unwrap_or_default();
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = sent.millis as f64 / 1000.0;
     tracing::info!(
         "build context sent over the session: {} file(s) of {} bytes asked for by the \
-         daemon, {} entries listed",
+         daemon, {} entries listed, in {seconds:.1} s",
         sent.files,
         sent.bytes,
         sent.entries

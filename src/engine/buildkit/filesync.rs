@@ -94,6 +94,9 @@ pub struct SentStats {
     pub files: u64,
     /// Bytes of file data sent.
     pub bytes: u64,
+    /// Milliseconds the transfers took, each from the daemon's call to its `FIN`: the
+    /// client's share of the build.
+    pub millis: u64,
 }
 
 /// Shared between the service and the build: counts, and the first failure.
@@ -283,6 +286,7 @@ impl Transfer {
         filter: Filter,
         incoming: impl Stream<Item = Result<Packet, Status>> + Send + 'static,
     ) {
+        let started = std::time::Instant::now();
         let mut incoming = std::pin::pin!(incoming);
         let files: Arc<Mutex<HashMap<u32, FileRef>>> = Arc::default();
         let walker = {
@@ -335,6 +339,8 @@ impl Transfer {
             End::Finished => {
                 let _ = walker.await;
                 let _ = self.tx.send(Ok(packet(PacketType::PacketFin))).await;
+                let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                self.ledger.count(&self.name, |s| s.millis += millis);
                 tracing::debug!(dir = %self.name, "session: directory sent");
             }
             End::Daemon(message) => {

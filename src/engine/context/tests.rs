@@ -1,7 +1,13 @@
 use super::*;
+use bytes::Bytes;
+use futures_util::Stream;
 use futures_util::StreamExt as _;
+use std::fs::File;
+use std::io::Read as _;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::time::Duration;
+use tar::EntryType;
 
 /// An entry read back from the produced tar.
 #[derive(Debug, Clone, PartialEq, Eq)]

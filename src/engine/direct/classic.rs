@@ -62,7 +62,7 @@ pub(super) async fn upload(
 
     let (feeder, bytes) = Feeder::start(docker, image_id, started);
     let pool = Arc::new(gzip::Pool::new(options.threads));
-    let (event_tx, mut events) = tokio::sync::mpsc::channel::<ExportEvent>(4);
+    let (event_tx, events) = tokio::sync::mpsc::channel::<ExportEvent>(4);
     let reader = {
         let pool = Arc::clone(&pool);
         let dir = options.spool_dir.clone();
@@ -74,23 +74,16 @@ pub(super) async fn upload(
     // Each layer streams to the registry as it is compressed; the next one is read
     // meanwhile.
     let mut compressed: HashMap<String, CompressedLayer> = HashMap::new();
-    let mut events_open = true;
-    let mut first_byte_logged = false;
-    let mut failed = None;
-    while events_open || !uploads.is_idle() {
-        tokio::select! {
-            next = events.recv(), if events_open => match next {
-                Some(ExportEvent::Layer { path, parts }) => {
-                    if !std::mem::replace(&mut first_byte_logged, true) {
-                        if let Some(seconds) = feeder.first_byte() {
-                            on_line(&format!(
-                                "Image export from the daemon: first byte after {seconds:.1} s"
-                            ));
-                        }
-                    }
-                    uploads.stream(path, parts);
-                }
-                Some(ExportEvent::Compressed(layer)) => {
+    let rest = uploads
+        .drive(
+            events,
+            reader,
+            &feeder,
+            export_error,
+            on_line,
+            |uploads, event, on_line| match event {
+                ExportEvent::Layer { path, parts } => uploads.stream(path, parts),
+                ExportEvent::Compressed(layer) => {
                     on_line(&format!(
                         "{}: Compressed {} to {} in {:.1} s ({compression})",
                         short(&layer.diff_id),
@@ -100,26 +93,9 @@ pub(super) async fn upload(
                     ));
                     compressed.insert(layer.path.clone(), layer);
                 }
-                None => events_open = false,
             },
-            Some(result) = uploads.next(on_line), if !uploads.is_idle() => {
-                if let Err(e) = result {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-    }
-    // The export's own error, when it has one, is the cause of an upload's. The other
-    // uploads are dropped first, so a reader waiting to hand them data stops.
-    drop(events);
-    if failed.is_some() {
-        uploads.abandon();
-    }
-    let read = reader
-        .await
-        .map_err(|e| export_error(format!("the export reader stopped: {e}")))?;
-    let rest = export::outcome(read, failed, |e| export_error(crate::error_chain(e)))?;
+        )
+        .await?;
     drop(feeder);
 
     let saved = Saved::read(&rest, image_id).map_err(image_error)?;

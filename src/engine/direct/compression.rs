@@ -87,14 +87,6 @@ impl Compression {
         }
     }
 
-    /// The manifest format a push of layers compressed this way must use.
-    pub fn manifest_format(self) -> ManifestFormat {
-        match self {
-            Self::Gzip { .. } => ManifestFormat::Docker,
-            Self::Zstd { .. } => ManifestFormat::Oci,
-        }
-    }
-
     /// Whether a layer blob of `media_type` (a reused one) may go in a manifest of this
     /// push: gzip always; zstd only when this push writes zstd (so an OCI manifest) too.
     pub fn takes_layer(self, media_type: &str) -> bool {
@@ -175,11 +167,14 @@ impl ManifestFormat {
         compression: Compression,
         codecs: impl IntoIterator<Item = LayerCodec>,
     ) -> Self {
-        let mut format = compression.manifest_format();
-        if codecs.into_iter().any(|c| c == LayerCodec::Zstd) {
-            format = Self::Oci;
+        if std::iter::once(compression.codec())
+            .chain(codecs)
+            .any(|c| c == LayerCodec::Zstd)
+        {
+            Self::Oci
+        } else {
+            Self::Docker
         }
-        format
     }
 
     pub fn config_media_type(self) -> &'static str {

@@ -23,6 +23,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::descriptor::Descriptor;
 use super::export::{self, sha256_digest, Content, Feeder, HashingWriter};
 use super::manifest::PushedManifest;
 use super::registry::{Registry, MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
@@ -62,47 +63,23 @@ pub(super) async fn upload(
     let pass: HashSet<String> = reused.values().map(|(b, _)| b.digest.clone()).collect();
 
     let (feeder, bytes) = Feeder::start(docker, image_id, started);
-    let (blob_tx, mut blob_rx) = tokio::sync::mpsc::channel::<Stored>(4);
+    let (blob_tx, blob_rx) = tokio::sync::mpsc::channel::<Stored>(4);
     let reader = {
         let dir = options.spool_dir.clone();
         tokio::task::spawn_blocking(move || read_layout(bytes, &dir, &pass, &blob_tx))
     };
-    let mut blobs_open = true;
-    let mut first_byte_logged = false;
-    let mut failed = None;
-    while blobs_open || !uploads.is_idle() {
-        tokio::select! {
-            next = blob_rx.recv(), if blobs_open => match next {
-                Some(blob) => {
-                    if !std::mem::replace(&mut first_byte_logged, true) {
-                        if let Some(seconds) = feeder.first_byte() {
-                            on_line(&format!(
-                                "Image export from the daemon: first byte after {seconds:.1} s"
-                            ));
-                        }
-                    }
-                    uploads.stream(format!("blob {}", short(&blob.digest)), blob.parts);
-                }
-                None => blobs_open = false,
+    let rest = uploads
+        .drive(
+            blob_rx,
+            reader,
+            &feeder,
+            export_error,
+            on_line,
+            |uploads, blob: Stored, _| {
+                uploads.stream(format!("blob {}", short(&blob.digest)), blob.parts);
             },
-            Some(result) = uploads.next(on_line), if !uploads.is_idle() => {
-                if let Err(e) = result {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-    }
-    // The export's own error, when it has one, is the cause of an upload's. The other
-    // uploads are dropped first, so a reader waiting to hand them data stops.
-    drop(blob_rx);
-    if failed.is_some() {
-        uploads.abandon();
-    }
-    let read = reader
-        .await
-        .map_err(|e| export_error(format!("the export reader stopped: {e}")))?;
-    let rest = export::outcome(read, failed, |e| export_error(crate::error_chain(e)))?;
+        )
+        .await?;
     drop(feeder);
 
     let manifest = image_manifest(&rest, image_id, &platform).map_err(image_error)?;
@@ -134,7 +111,7 @@ pub(super) async fn upload(
         on_line(&format!(
             "{}: the image manifest of {} in image index {}",
             short(&manifest.digest),
-            describe(&platform),
+            platform.describe(),
             short(image_id)
         ));
     }
@@ -255,7 +232,7 @@ fn image_manifest(
                 format!(
                     "the image index {} has no image manifest for {} in the export",
                     entry.digest,
-                    describe(platform)
+                    platform.describe()
                 )
             })?
             .clone();
@@ -277,24 +254,7 @@ fn pick_platform<'d>(entries: &'d [Descriptor], platform: &Platform) -> Option<&
     if platform.os.is_empty() {
         return (images.len() == 1).then(|| images[0]);
     }
-    images.into_iter().find(|d| {
-        d.platform.as_ref().is_some_and(|p| {
-            p.os == platform.os
-                && p.architecture == platform.architecture
-                && match (&p.variant, &platform.variant) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => true,
-                }
-        })
-    })
-}
-
-fn describe(platform: &Platform) -> String {
-    match &platform.variant {
-        Some(variant) => format!("{}/{}/{variant}", platform.os, platform.architecture),
-        None if platform.os.is_empty() => "the engine's platform".into(),
-        None => format!("{}/{}", platform.os, platform.architecture),
-    }
+    images.into_iter().find(|d| platform.matches(d))
 }
 
 fn blob_path(digest: &str) -> String {
@@ -409,26 +369,6 @@ struct Manifest {
     config: Descriptor,
     #[serde(default)]
     layers: Vec<Descriptor>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    #[serde(default)]
-    media_type: String,
-    digest: String,
-    #[serde(default)]
-    size: u64,
-    platform: Option<DescriptorPlatform>,
-    #[serde(default)]
-    annotations: HashMap<String, String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct DescriptorPlatform {
-    os: String,
-    architecture: String,
-    variant: Option<String>,
 }
 
 #[cfg(test)]

@@ -292,17 +292,16 @@ impl<W: Write> Write for GzipWriter<'_, W> {
     }
 }
 
-/// Gzips `data` in one go (small blobs; tests).
-pub fn gzip_bytes(pool: &Pool, data: &[u8], level: u32) -> io::Result<Vec<u8>> {
-    let mut writer = GzipWriter::new(pool, Vec::new(), level);
-    writer.write_all(data)?;
-    Ok(writer.finish()?.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read as _;
+
+    fn gzip_bytes(pool: &Pool, data: &[u8], level: u32) -> io::Result<Vec<u8>> {
+        let mut writer = GzipWriter::new(pool, Vec::new(), level);
+        writer.write_all(data)?;
+        Ok(writer.finish()?.0)
+    }
 
     fn gunzip(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

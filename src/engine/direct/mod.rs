@@ -36,6 +36,7 @@ mod classic;
 pub mod compression;
 mod containerd;
 pub mod deflate;
+mod descriptor;
 pub mod export;
 pub mod gzip;
 pub mod index;

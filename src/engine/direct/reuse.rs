@@ -18,6 +18,7 @@ use futures_util::stream::{self, StreamExt as _};
 use serde::Deserialize;
 
 use super::compression::{Compression, LayerCodec};
+use super::descriptor::Descriptor;
 use super::export::sha256_digest;
 use super::manifest::LayerBlob;
 use super::registry::{Registry, MANIFEST_LIST_V2, OCI_INDEX};
@@ -191,24 +192,6 @@ struct Manifest {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    #[serde(default)]
-    media_type: String,
-    digest: String,
-    #[serde(default)]
-    size: u64,
-    platform: Option<DescriptorPlatform>,
-}
-
-#[derive(Debug, Deserialize)]
-struct DescriptorPlatform {
-    os: String,
-    architecture: String,
-    variant: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
 struct Config {
     rootfs: RootFs,
 }
@@ -242,7 +225,7 @@ async fn read_source(
     let (mut media_type, mut manifest) = fetch(reference.to_string()).await?;
     if media_type == MANIFEST_LIST_V2 || media_type == OCI_INDEX {
         let entry = pick_platform(&manifest.manifests, platform)
-            .ok_or_else(|| format!("no manifest for {}", describe(platform)))?;
+            .ok_or_else(|| format!("no manifest for {}", platform.describe()))?;
         (media_type, manifest) = fetch(entry.digest.clone()).await?;
         if media_type == MANIFEST_LIST_V2 || media_type == OCI_INDEX {
             return Err("an index inside an index".into());
@@ -284,25 +267,9 @@ async fn read_source(
         .collect())
 }
 
-fn describe(platform: &Platform) -> String {
-    match &platform.variant {
-        Some(variant) => format!("{}/{}/{variant}", platform.os, platform.architecture),
-        None => format!("{}/{}", platform.os, platform.architecture),
-    }
-}
-
-/// The index entry for `platform`; a variant is compared only when both name one.
+/// The index entry for `platform`.
 fn pick_platform<'m>(entries: &'m [Descriptor], platform: &Platform) -> Option<&'m Descriptor> {
-    entries.iter().find(|entry| {
-        entry.platform.as_ref().is_some_and(|p| {
-            p.os == platform.os
-                && p.architecture == platform.architecture
-                && match (&p.variant, &platform.variant) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => true,
-                }
-        })
-    })
+    entries.iter().find(|entry| platform.matches(entry))
 }
 
 #[cfg(test)]

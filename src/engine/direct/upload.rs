@@ -12,7 +12,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use futures_util::{future::BoxFuture, FutureExt as _};
 use tokio::sync::Semaphore;
 
-use super::export::Content;
+use super::export::{self, Content};
 use super::registry::{Failure, Registry};
 use super::stream::{self, LayerEvent};
 use super::{mb, reuse, short, DirectPushError, PART_SIZE, UPLOAD_CONCURRENCY};
@@ -171,7 +171,12 @@ impl Uploads {
         on_line: &mut dyn FnMut(&str),
     ) -> Option<Result<(), DirectPushError>> {
         let (digest, result) = self.running.next().await?;
-        let digest = digest.unwrap_or_default();
+        // A stream that broke off before its end has no digest: it only fails.
+        let digest = match (digest, result.is_ok()) {
+            (Some(digest), _) => digest,
+            (None, false) => return Some(result.map(drop)),
+            (None, true) => String::new(),
+        };
         self.started.insert(digest.clone());
         Some(result.map(|outcome| {
             let short = short(&digest);
@@ -186,6 +191,57 @@ impl Uploads {
             }
             self.done.insert(digest, outcome);
         }))
+    }
+
+    /// Runs the uploads while the export's reader (`reader`) hands over what it reads
+    /// (`items`, each given to `take` with the uploads to start), until the reader is done
+    /// and every upload has ended. The first failed upload ends it: the others are dropped,
+    /// so a reader waiting to hand them data stops. The reader's own error, when it has
+    /// one, wins: it is the cause of an upload's ([`export::outcome`]). The export's first
+    /// byte is logged with the first item.
+    pub async fn drive<T, R>(
+        &mut self,
+        mut items: tokio::sync::mpsc::Receiver<T>,
+        reader: tokio::task::JoinHandle<io::Result<R>>,
+        feeder: &export::Feeder,
+        export_error: impl Fn(String) -> DirectPushError,
+        on_line: &mut dyn FnMut(&str),
+        mut take: impl FnMut(&mut Self, T, &mut dyn FnMut(&str)),
+    ) -> Result<R, DirectPushError> {
+        let mut open = true;
+        let mut first = true;
+        let mut failed = None;
+        while open || !self.is_idle() {
+            tokio::select! {
+                next = items.recv(), if open => match next {
+                    Some(item) => {
+                        if std::mem::take(&mut first) {
+                            if let Some(seconds) = feeder.first_byte() {
+                                on_line(&format!(
+                                    "Image export from the daemon: first byte after {seconds:.1} s"
+                                ));
+                            }
+                        }
+                        take(self, item, on_line);
+                    }
+                    None => open = false,
+                },
+                Some(result) = self.next(on_line), if !self.is_idle() => {
+                    if let Err(e) = result {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        drop(items);
+        if failed.is_some() {
+            self.abandon();
+        }
+        let read = reader
+            .await
+            .map_err(|e| export_error(format!("the export reader stopped: {e}")))?;
+        export::outcome(read, failed, |e| export_error(crate::error_chain(e)))
     }
 
     /// Waits for every upload started.

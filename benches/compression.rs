@@ -1,0 +1,92 @@
+//! How fast the direct push's own work can go on this machine, without the engine or the
+//! network: a layer tar (read into memory first) hashed, then compressed by the same
+//! writers the push uses, on every core, into a sink that hashes what comes out (as the
+//! spool and the upload do). scripts/bench runs it on the real-files layer and puts the
+//! rates beside the engine's export and the registry's upload (BENCHMARKS.md, the limits
+//! table): the push cannot be faster than its slowest stage.
+//!
+//! `cargo bench --bench compression -- LAYER.tar [THREADS]` prints one JSON line per
+//! setting: `{"setting", "seconds", "mb_per_s", "output_bytes"}`, rates in uncompressed MB/s.
+
+use std::io::Write as _;
+use std::time::Instant;
+
+use ecr_build_push::engine::direct::export::HashingWriter;
+use ecr_build_push::engine::direct::gzip::Pool;
+use ecr_build_push::engine::direct::Compression;
+
+/// The settings measured: the defaults, and the fastest and smallest of each codec.
+const SETTINGS: [(&str, u32); 5] = [
+    ("gzip", 1),
+    ("gzip", 6),
+    ("gzip", 9),
+    ("zstd", 1),
+    ("zstd", 3),
+];
+
+fn main() {
+    // `cargo bench` adds `--bench`; the rest are ours.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let Some(path) = args.first() else {
+        eprintln!("usage: cargo bench --bench compression -- LAYER.tar [THREADS]");
+        std::process::exit(2);
+    };
+    let threads = args
+        .get(1)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    let data = std::fs::read(path).unwrap_or_else(|e| {
+        eprintln!("cannot read {path}: {e}");
+        std::process::exit(2);
+    });
+    let pool = Pool::new(threads);
+
+    // The uncompressed digest (the layer's diff_id) is computed on every new layer.
+    let started = Instant::now();
+    let mut hash = HashingWriter::new(std::io::sink());
+    hash.write_all(&data).expect("a sink takes everything");
+    hash.finish();
+    report(
+        "sha256",
+        started.elapsed().as_secs_f64(),
+        data.len(),
+        data.len(),
+    );
+
+    for (name, level) in SETTINGS {
+        let compression = Compression::new(name, Some(level)).expect("a valid setting");
+        let started = Instant::now();
+        let mut writer = compression
+            .writer(&pool, HashingWriter::new(std::io::sink()))
+            .expect("the compressor starts");
+        // The export hands the compressor pieces of this size (export::Feeder).
+        for piece in data.chunks(512 << 10) {
+            writer.write_all(piece).expect("compression of memory");
+        }
+        let (out, summary) = writer.finish().expect("compression of memory");
+        out.finish();
+        let output = usize::try_from(summary.output_bytes).unwrap_or(usize::MAX);
+        report(
+            &format!("{name} {level} ({threads} threads)"),
+            started.elapsed().as_secs_f64(),
+            data.len(),
+            output,
+        );
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn report(setting: &str, seconds: f64, input: usize, output: usize) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "setting": setting,
+            "seconds": seconds,
+            "mb_per_s": input as f64 / 1e6 / seconds,
+            "output_bytes": output,
+        })
+    );
+}
