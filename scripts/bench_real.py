@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import (log, median, registry_size, run_action, sh, timed_full,
+from benchlib import (ROOT, log, median, registry_size, run_action, sh, timed_full,
                       unique, docker_rmi)
 
 REAL_ROOTS = ["/usr/lib/x86_64-linux-gnu", "/usr/bin", "/usr/lib/python3.11", "/usr/share"]
@@ -196,9 +196,10 @@ def run_case(env, case: str, runs: int, engine_filter=None) -> dict:
                     repo = unique(f"bench/{case}")
                     cpu0 = engine_cpu(pidfile_of(host))
                     if name.startswith("action"):
-                        inputs = {"repository": repo, "compression": name.split()[1]}
-                        if len(name.split()) > 2:
-                            inputs["compression-level"] = name.split()[2]
+                        compression, level = contender(name)
+                        inputs = {"repository": repo, "compression": compression}
+                        if level:
+                            inputs["compression-level"] = level
                         with SpoolWatch() as spool:
                             r = run_action(eng_env, ws, inputs)
                         row = {"wall": r["wall"], "cpu": r["cpu"], "rss_kib": r["rss_kib"],
@@ -217,13 +218,28 @@ def run_case(env, case: str, runs: int, engine_filter=None) -> dict:
                     for k, v in rows.items()))
             results["engines"][label] = {"store": store, "rows": rows}
         if case == "real":
-            results["limits"] = limits(env, content, results, runs, engine_filter)
+            results["limits"] = limits(env, content, runs, engine_filter)
     finally:
         shutil.rmtree(content_root, ignore_errors=True)
     return results
 
 
-def limits(env, content: Path, results: dict, runs: int, engine_filter=None) -> dict:
+def read_export(socket: str, ref: str) -> tuple[float, float, int]:
+    """`GET /images/{ref}/get` read to nowhere: seconds to its first byte, seconds for the
+    rest, bytes."""
+    t = sh(["curl", "-sS", "--unix-socket", socket, "-o", "/dev/null", "-w",
+            "%{time_starttransfer} %{time_total} %{size_download}",
+            f"http://engine/images/{ref}/get"]).stdout.split()
+    return float(t[0]), float(t[1]) - float(t[0]), int(t[2])
+
+
+def contender(name: str) -> tuple[str, str | None]:
+    """`action zstd 1` -> (`zstd`, `1`); `action gzip` -> (`gzip`, None)."""
+    parts = name.split()
+    return parts[1], parts[2] if len(parts) > 2 else None
+
+
+def limits(env, content: Path, runs: int, engine_filter=None) -> dict:
     """Each stage of the push alone, on the real-files image: the engine's export
     (`GET /images/{name}/get` read to nowhere: its first byte, then the rest), the
     action's own compression and hashing on every core (benches/compression.rs, on the
@@ -241,12 +257,7 @@ def limits(env, content: Path, results: dict, runs: int, engine_filter=None) -> 
             ref = unique("bench-limits")
             sh(["docker", "build", "-q", "-t", ref, str(ws)], env=eng_env)
             socket = host.removeprefix("unix://")
-            reads = []
-            for _ in range(runs):
-                t = sh(["curl", "-sS", "--unix-socket", socket, "-o", "/dev/null", "-w",
-                        "%{time_starttransfer} %{time_total} %{size_download}",
-                        f"http://engine/images/{ref}/get"]).stdout.split()
-                reads.append((float(t[0]), float(t[1]) - float(t[0]), int(t[2])))
+            reads = [read_export(socket, ref) for _ in range(runs)]
             if layer_tar is None and store == "classic":
                 layer_tar = new_layer_tar(eng_env, ref)
             docker_rmi_on(eng_env, ref)
@@ -264,7 +275,8 @@ def limits(env, content: Path, results: dict, runs: int, engine_filter=None) -> 
         if layer_tar:
             out["layer_bytes"] = layer_tar.stat().st_size
             out["codecs"] = compression_rates(layer_tar)
-            out["upload"] = median([upload_seconds(env, registry, layer_tar)
+            digest = "sha256:" + sh(["sha256sum", str(layer_tar)]).stdout.split()[0]
+            out["upload"] = median([upload_seconds(env, registry, layer_tar, digest)
                                     for _ in range(runs)])
             log(f"limits: upload of {out['layer_bytes'] / 1e6:.0f} MB in {out['upload']:.2f}s; "
                 + ", ".join(f"{c['setting']} {c['mb_per_s']:.0f} MB/s" for c in out["codecs"]))
@@ -288,10 +300,8 @@ def exporter_choice(env, content: Path, runs: int) -> dict:
             build = timed_full(["docker", "buildx", "build", "-q", "--provenance=false",
                                 "-o", f"type=image,name={ref},compression={way}", str(ws)],
                                env=env)["wall"]
-            t = sh(["curl", "-sS", "--unix-socket", socket, "-o", "/dev/null", "-w",
-                    "%{time_total} %{size_download}", f"http://engine/images/{ref}/get"]
-                   ).stdout.split()
-            times.append((build, float(t[0]), int(t[1])))
+            first_byte, rest, size = read_export(socket, ref)
+            times.append((build, first_byte + rest, size))
             docker_rmi_on(env, ref)
             shutil.rmtree(ws, ignore_errors=True)
             sh(["docker", "builder", "prune", "-af"], env=env, check=False)
@@ -327,11 +337,11 @@ def build_compression_bench() -> None:
     """Builds benches/compression.rs once, before any case runs, so that the rates come
     from the same source as the binary measured (and a broken tree fails at once)."""
     out = sh(["cargo", "bench", "--locked", "--bench", "compression", "--no-run"],
-             cwd=str(Path(__file__).resolve().parent.parent))
+             cwd=str(ROOT))
     found = re.search(r"Executable benches/compression\.rs \(([^)]+)\)", out.stderr)
     if not found:
         raise SystemExit(f"cannot find the compression bench's executable:\n{out.stderr}")
-    COMPRESSION_BENCH[:] = [Path(__file__).resolve().parent.parent / found.group(1)]
+    COMPRESSION_BENCH[:] = [ROOT / found.group(1)]
 
 
 def compression_rates(layer_tar: Path) -> list[dict]:
@@ -342,12 +352,11 @@ def compression_rates(layer_tar: Path) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def upload_seconds(env, registry: str, blob: Path) -> float:
-    """One blob upload (POST, then a monolithic PUT with ?digest=) through the TLS front."""
+def upload_seconds(env, registry: str, blob: Path, digest: str) -> float:
+    """One upload of `blob` (POST, then a monolithic PUT with ?digest=) through the TLS
+    front, to a new repository."""
     repo = unique("bench/limits")
-    sh(["python3", str(Path(__file__).resolve().parent.parent / "tests/standin/ecr.py"),
-        "create", repo], env=env)
-    digest = "sha256:" + sh(["sha256sum", str(blob)]).stdout.split()[0]
+    sh(["python3", str(ROOT / "tests/standin/ecr.py"), "create", repo], env=env)
     auth = f"AWS:{env['BENCH_PASSWORD']}"
     headers = sh(["curl", "-sS", "-u", auth, "-X", "POST", "-D", "-", "-o", "/dev/null",
                   f"https://{registry}/v2/{repo}/blobs/uploads/"]).stdout
@@ -414,8 +423,12 @@ def section(number: int, case: str, res: dict) -> list[str]:
             ecpu = median([r["engine_cpu"] for r in values])
             rss = max((r.get("rss_kib", 0) for r in values), default=0)
             spool = max((r.get("spool", 0) for r in values), default=0)
-            who = way if name == "docker" else f"action, `compression: {name.split()[1]}`" + (
-                f", `compression-level: {name.split()[2]}`" if len(name.split()) > 2 else "")
+            if name == "docker":
+                who = way
+            else:
+                compression, level = contender(name)
+                who = f"action, `compression: {compression}`" + (
+                    f", `compression-level: {level}`" if level else "")
             md.append(f"| {label} | {who} | {t:.2f} s | {docker_t / t:.2f}× | "
                       f"{size / 1e6:.1f} MB | {size / docker_size:.3f} | {cpu:.1f} + {ecpu:.1f} | "
                       + (f"{rss / 1024:.0f} MiB | {spool / 1e6:.0f} MB |" if rss else "– | – |"))
@@ -474,8 +487,8 @@ def section_limits(res: dict) -> list[str]:
             rows = data["rows"].get(name)
             if not rows:
                 continue
-            codec = name.split()[1]
-            level = name.split()[2] if len(name.split()) > 2 else ("3" if codec == "zstd" else "6")
+            codec, level = contender(name)
+            level = level or ("3" if codec == "zstd" else "6")
             build = median([r["phases"]["build"] for r in rows])
             size = median([r["size"] for r in rows])
             upload = size / up_rate if up_rate else 0.0

@@ -171,11 +171,9 @@ impl Uploads {
         on_line: &mut dyn FnMut(&str),
     ) -> Option<Result<(), DirectPushError>> {
         let (digest, result) = self.running.next().await?;
-        // A stream that broke off before its end has no digest: it only fails.
-        let digest = match (digest, result.is_ok()) {
-            (Some(digest), _) => digest,
-            (None, false) => return Some(result.map(drop)),
-            (None, true) => String::new(),
+        // Only a stream that broke off before its end has no digest, and it has failed.
+        let Some(digest) = digest else {
+            return Some(result.map(drop));
         };
         self.started.insert(digest.clone());
         Some(result.map(|outcome| {
