@@ -6,7 +6,9 @@
 //! table): the push cannot be faster than its slowest stage.
 //!
 //! `cargo bench --bench compression -- LAYER.tar [THREADS]` prints one JSON line per
-//! setting: `{"setting", "seconds", "mb_per_s", "output_bytes"}`, rates in uncompressed MB/s.
+//! setting: `{"setting", "seconds", "cpu_seconds", "mb_per_s", "output_bytes"}`, rates in
+//! uncompressed MB/s. `cpu_seconds` is the process's user + system time (all threads), so
+//! that scripts/bench can add what each stage costs the two cores when they are shared.
 //! With no layer (as `cargo test --all-targets` runs it) it checks that every setting's
 //! output decompresses to its input.
 
@@ -17,10 +19,16 @@ use ecr_build_push::engine::direct::export::HashingWriter;
 use ecr_build_push::engine::direct::gzip::Pool;
 use ecr_build_push::engine::direct::Compression;
 
-/// The settings measured: the defaults, and the fastest and smallest of each codec.
-const SETTINGS: [(&str, u32); 5] = [
+/// The settings measured: gzip's levels 1 to 7 and 9, so that the default (6) is shown
+/// against the cheaper ones (BENCHMARKS.md §7), and zstd's fastest and default.
+const SETTINGS: [(&str, u32); 10] = [
     ("gzip", 1),
+    ("gzip", 2),
+    ("gzip", 3),
+    ("gzip", 4),
+    ("gzip", 5),
     ("gzip", 6),
+    ("gzip", 7),
     ("gzip", 9),
     ("zstd", 1),
     ("zstd", 3),
@@ -49,20 +57,15 @@ fn main() {
     });
 
     // The uncompressed digest (the layer's diff_id) is computed on every new layer.
-    let started = Instant::now();
+    let started = Clock::start();
     let mut hash = HashingWriter::new(std::io::sink());
     hash.write_all(&data).expect("a sink takes everything");
     hash.finish();
-    report(
-        "sha256",
-        started.elapsed().as_secs_f64(),
-        data.len(),
-        data.len(),
-    );
+    report("sha256", &started, data.len(), data.len());
 
     for (name, level) in SETTINGS {
         let compression = Compression::new(name, Some(level)).expect("a valid setting");
-        let started = Instant::now();
+        let started = Clock::start();
         let mut writer = compression
             .writer(&pool, HashingWriter::new(std::io::sink()))
             .expect("the compressor starts");
@@ -75,7 +78,7 @@ fn main() {
         let output = usize::try_from(summary.output_bytes).unwrap_or(usize::MAX);
         report(
             &format!("{name} {level} ({threads} threads)"),
-            started.elapsed().as_secs_f64(),
+            &started,
             data.len(),
             output,
         );
@@ -111,13 +114,47 @@ fn self_check(pool: &Pool) {
     println!("every setting round-trips (give a layer tar to measure)");
 }
 
+/// Wall time and the process's CPU time (every thread's), from a start.
+struct Clock {
+    wall: Instant,
+    cpu: f64,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self {
+            wall: Instant::now(),
+            cpu: process_cpu_seconds(),
+        }
+    }
+}
+
+/// User + system time of this process so far, from `/proc/self/stat` (fields 14 and 15,
+/// in clock ticks of 1/100 s, Linux's `USER_HZ`); 0 where there is no procfs.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name may hold spaces; the fields after its `)` are space-separated.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = ticks as f64 / 100.0;
+    seconds
+}
+
 #[allow(clippy::cast_precision_loss)]
-fn report(setting: &str, seconds: f64, input: usize, output: usize) {
+fn report(setting: &str, started: &Clock, input: usize, output: usize) {
+    let seconds = started.wall.elapsed().as_secs_f64();
     println!(
         "{}",
         serde_json::json!({
             "setting": setting,
             "seconds": seconds,
+            "cpu_seconds": process_cpu_seconds() - started.cpu,
             "mb_per_s": input as f64 / 1e6 / seconds,
             "output_bytes": output,
         })
