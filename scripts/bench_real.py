@@ -284,8 +284,9 @@ def limits(env, content: Path, runs: int, engine_filter=None) -> dict:
     """Each stage of the push alone, on the real-files image: the engine's export
     (`GET /images/{name}/get` read to nowhere: its first byte, then the rest), the
     action's own compression and hashing on every core (benches/compression.rs, on the
-    new layer's tar in memory), and one upload of that tar to the registry. The push can
-    be no faster than build + first byte + its slowest stage, however well they overlap."""
+    new layer's tar in memory), and one upload of that tar to the registry, each with the
+    CPU it costs. The push can be no faster than build + first byte + its slowest stage,
+    however well they overlap, nor than the CPU of those stages spread over the cores."""
     registry = env["STANDIN_REGISTRY_HOST"]
     out = {"engines": {}}
     layer_tar = None
