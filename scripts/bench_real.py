@@ -255,12 +255,13 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.socket_path)
 
 
-def read_export(socket_path: str, ref: str, pidfile: str) -> dict:
-    """`GET /images/{ref}/get` read to nowhere: seconds to its first byte and for the
-    rest, bytes, and the engine's CPU seconds after the first byte (before it, the engine
-    writes the export to disk while nothing else can run; after it, the stream shares the
-    cores with whatever reads it)."""
-    conn = UnixHTTPConnection(socket_path)
+def read_export(host: str, ref: str) -> dict:
+    """`GET /images/{ref}/get` from the engine at `host` (a unix socket) read to nowhere:
+    seconds to its first byte and for the rest, bytes, and the engine's CPU seconds after
+    the first byte (before it, the engine writes the export to disk while nothing else can
+    run; after it, the stream shares the cores with whatever reads it)."""
+    pidfile = pidfile_of(host)
+    conn = UnixHTTPConnection(host.removeprefix("unix://"))
     started = time.monotonic()
     conn.request("GET", f"/images/{ref}/get")
     response = conn.getresponse()
@@ -298,8 +299,7 @@ def limits(env, content: Path, runs: int, engine_filter=None) -> dict:
             ws = workspace(content, unique("limits"))
             ref = unique("bench-limits")
             sh(["docker", "build", "-q", "-t", ref, str(ws)], env=eng_env)
-            reads = [read_export(host.removeprefix("unix://"), ref, pidfile_of(host))
-                     for _ in range(runs)]
+            reads = [read_export(host, ref) for _ in range(runs)]
             if layer_tar is None and store == "classic":
                 layer_tar = new_layer_tar(eng_env, ref)
             docker_rmi_on(eng_env, ref)
@@ -337,7 +337,6 @@ def exporter_choice(env, content: Path, runs: int) -> dict:
     reads the export. Each way: the build (`docker buildx build -o type=image,...`) and
     the export read to nowhere, alternating."""
     ways = {"gzip": [], "uncompressed": []}
-    host = env["DOCKER_HOST"]
     for _ in range(runs):
         for way, times in ways.items():
             ws = workspace(content, unique(f"exporter-{way}"))
@@ -345,7 +344,7 @@ def exporter_choice(env, content: Path, runs: int) -> dict:
             build = timed_full(["docker", "buildx", "build", "-q", "--provenance=false",
                                 "-o", f"type=image,name={ref},compression={way}", str(ws)],
                                env=env)["wall"]
-            read = read_export(host.removeprefix("unix://"), ref, pidfile_of(host))
+            read = read_export(env["DOCKER_HOST"], ref)
             times.append((build, read["first_byte"] + read["stream"], read["bytes"]))
             docker_rmi_on(env, ref)
             shutil.rmtree(ws, ignore_errors=True)
