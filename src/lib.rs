@@ -21,6 +21,8 @@
 //!   annotations.
 //! - [`repository`]: what a run does to the repository besides pushing: policies,
 //!   warnings about settings an existing repository keeps, tags that already exist.
+//! - [`route`]: which pusher sends the image (the daemon's, the direct push, or on the
+//!   containerd store the daemon's for the blobs and the direct push for the tags).
 //! - [`report`]: the outputs and job summary of a finished run.
 //! - [`build_set`]: two or more `platforms`: one BuildKit build per platform, on its
 //!   engine, side by side, pushed as one image index.
@@ -48,6 +50,7 @@ pub mod metadata;
 pub mod network;
 pub mod report;
 pub mod repository;
+pub mod route;
 pub mod runner;
 pub mod secrets;
 
@@ -58,12 +61,13 @@ use anyhow::Context as _;
 use crate::ecr::{Ecr, RegistryAuth};
 use crate::engine::build::{BuildRequest, BuilderKind};
 use crate::engine::context::{self, ContextError};
-use crate::engine::push::{PushTarget, RetryPolicy};
+use crate::engine::push::RetryPolicy;
 use crate::engine::Engine;
 use crate::env::Environment;
 use crate::inputs::{Builder, InputError, Inputs, PushEngine};
 use crate::report::{Outcome, Report};
 use crate::repository::TagPlan;
+use crate::route::{PushRun, Route};
 use crate::runner::Runner;
 
 /// Renders an error with its whole cause chain on one line: `a: b: c`.
@@ -249,15 +253,16 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         reuse_from.extend(base_images);
         let push_run = PushRun {
             engine: &engine,
-            ecr: &ecr,
             auth: &auth,
             reuse_from,
             network: &network,
+            retry: retry_policy(env),
+            spool_dir: env.spool_dir.clone(),
         };
         Box::pin(push_and_confirm(
+            &ecr,
             &push_run,
             inputs,
-            env,
             runner,
             &mut report,
         ))
@@ -269,16 +274,6 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         runner.warning("`scan: wait` has nothing to wait for: `push` is false");
     }
     Ok(report)
-}
-
-/// What the push needs beyond the inputs.
-struct PushRun<'a> {
-    engine: &'a Engine,
-    ecr: &'a Ecr,
-    auth: &'a RegistryAuth,
-    /// Images in the registry whose layers ours may share (for the direct push).
-    reuse_from: Vec<String>,
-    network: &'a network::Network,
 }
 
 /// The proxy, trust roots and registry endpoint, validated, with the proxy passwords
@@ -345,95 +340,29 @@ async fn probe_registry(
         })
 }
 
-/// Whether the daemon's pusher would push the layers compressed as asked: it gzips an
-/// image of the classic store, and sends the stored blobs of the containerd store (which
-/// BuildKit compressed as asked).
-fn daemon_keeps_compression(engine: &Engine, compression: engine::direct::Compression) -> bool {
-    engine.store == engine::ImageStore::Containerd
-        || matches!(compression, engine::direct::Compression::Gzip { .. })
-}
-
+/// Pushes along the route [`Route::choose`] picks, then has ECR confirm the digest.
 async fn push_and_confirm(
+    ecr: &Ecr,
     run: &PushRun<'_>,
     inputs: &Inputs,
-    env: &Environment,
     runner: &Runner,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let PushRun {
-        engine, ecr, auth, ..
-    } = *run;
-    let retry = retry_policy(env);
     let started = Instant::now();
     let repository_ref = report.repository_uri();
-    let target = PushTarget {
-        repository_ref: &repository_ref,
-        image_id: &report.image_id,
-        auth,
-    };
-    let (digest, engine_used) = match inputs.push_engine {
-        PushEngine::Daemon => (
-            engine::push::push(engine, target, &inputs.tags, retry, runner)
-                .await?
-                .digest,
-            "daemon",
-        ),
-        PushEngine::Direct | PushEngine::Auto => {
-            let direct = {
-                let _group = runner.group(&format!("Push {repository_ref} (direct)"));
-                let options = engine::direct::DirectOptions {
-                    reuse_from: run.reuse_from.clone(),
-                    network: run.network.clone(),
-                    compression: inputs.compression,
-                    spool_dir: env.spool_dir.clone(),
-                    ..engine::direct::DirectOptions::default()
-                };
-                engine::direct::push(
-                    engine,
-                    &report.image_id,
-                    &inputs.repository,
-                    &inputs.tags,
-                    auth,
-                    retry,
-                    &options,
-                    |line| eprintln!("{line}"),
-                )
-                .await
-            };
-            match direct {
-                Ok(pushed) => {
-                    tracing::info!(
-                        "direct push of one {}: {} bytes compressed, {} uploaded, {} blob(s) \
-                         already there, {} mounted, {} layer(s) reused without compressing",
-                        pushed.media_type,
-                        pushed.compressed_bytes,
-                        pushed.uploaded_bytes,
-                        pushed.skipped_blobs,
-                        pushed.mounted_blobs,
-                        pushed.reused_layers
-                    );
-                    (pushed.digest, "direct")
-                }
-                // The daemon cannot use `registry-endpoint`, nor write zstd layers for an
-                // image of the classic store: no fallback then.
-                Err(err)
-                    if inputs.push_engine == PushEngine::Auto
-                        && inputs.registry_endpoint.is_none()
-                        && daemon_keeps_compression(engine, inputs.compression)
-                        && err.daemon_may_succeed() =>
-                {
-                    runner.warning(&format!(
-                        "the direct push cannot send this image ({err}); pushing through the \
-                         Docker daemon instead"
-                    ));
-                    let pushed =
-                        engine::push::push(engine, target, &inputs.tags, retry, runner).await?;
-                    (pushed.digest, "daemon (fallback)")
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
-    };
+    let route = Route::choose(inputs, run.engine, run.network);
+    let route::Pushed {
+        digest,
+        engine_used,
+    } = route::push(
+        route,
+        run,
+        inputs,
+        &report.image_id,
+        &repository_ref,
+        runner,
+    )
+    .await?;
     let (detail, moved) = ecr
         .confirm_digest(
             &inputs.repository,

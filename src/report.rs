@@ -40,7 +40,8 @@ pub struct Report {
     pub push_time: Option<Duration>,
     pub builder: Option<BuilderKind>,
     pub cache: Option<CacheStats>,
-    /// Which pusher sent the image: `direct`, `daemon` or `daemon (fallback)`.
+    /// Which pusher sent the image: `direct`, `daemon`, `daemon (fallback)`, `direct
+    /// (fallback)`, or `daemon (blobs), direct (tags)` ([`crate::route::Route`]).
     pub push_engine: Option<&'static str>,
     /// The scan gate's findings, with `scan: wait`.
     pub scan: Option<crate::gate::Gate>,

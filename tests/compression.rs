@@ -1,9 +1,11 @@
 //! How new layers travel, through the action on the engine under test (`DOCKER_HOST`):
 //! the `compression` choice (gzip in Docker schema 2, zstd in an OCI manifest, on the
 //! classic store compressed by the action, on the containerd store by BuildKit's
-//! exporter), a layer larger than one upload part streamed to the registry as it comes,
-//! an upload session the registry loses started again from the spool, and a spool whose
-//! disk is full. Every pushed image is pulled back and checked.
+//! exporter), and the direct push's streaming (`push-engine: direct`, since `auto` on
+//! the containerd store sends the blobs through the daemon's pusher): a layer larger than
+//! one upload part streamed to the registry as it comes, an upload session the registry
+//! loses started again from the spool, and a spool whose disk is full. Every pushed image
+//! is pulled back and checked.
 
 mod support;
 
@@ -11,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::json;
-use support::{docker, engine_is_containerd_store, standin, unique, RunResult, Workspace};
+use support::{
+    auto_pushes_blobs_through_the_daemon, docker, engine_is_containerd_store, standin, unique,
+    RunResult, Workspace,
+};
 
 /// Bytes of the incompressible file: two and a half upload parts (10 MiB each).
 const BIG: usize = 25 << 20;
@@ -142,7 +147,11 @@ fn a_layer_larger_than_a_part_streams_in_one_request() {
     let s = standin();
     let repo = unique("compression/parts");
     let ws = big_workspace(&repo, false);
-    let run = s.action(ws.path()).input("repository", &repo).run();
+    let run = s
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("push-engine", "direct")
+        .run();
     run.assert_success();
     let (manifest, _, layers) = media_types(&repo);
     assert_eq!(
@@ -184,7 +193,11 @@ fn a_lost_upload_session_starts_again_from_the_spool() {
     let repo = unique("compression/lost");
     let ws = big_workspace(&repo, true);
     lose_first_upload(&repo);
-    let run = s.action(ws.path()).input("repository", &repo).run();
+    let run = s
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("push-engine", "direct")
+        .run();
     run.assert_success();
     assert_eq!(s.pending_faults(&repo), 0, "the fault was hit");
     assert!(
@@ -228,7 +241,11 @@ fn a_refused_layer_while_another_streams_fails_at_once() {
         "error": "DENIED", "method": "PATCH", "repository": repo, "count": 1}),
     );
     let started = std::time::Instant::now();
-    let run = s.action(ws.path()).input("repository", &repo).run();
+    let run = s
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("push-engine", "direct")
+        .run();
     assert!(!run.success, "{}", run.stderr);
     assert!(started.elapsed().as_secs() < 120, "the push hung");
     let errors = run.error_lines();
@@ -274,10 +291,13 @@ fn mentions(text: &str, dir: &Path) -> bool {
     text.contains(&dir.display().to_string())
 }
 
-/// A spool disk too small for the layer (`TMPDIR` on a 1 MiB tmpfs): the layer still
-/// streams and lands, with a log line naming the folder; if the session is then lost,
-/// the direct push cannot start again and says so, naming the folder, and the daemon's
-/// pusher (`push-engine: auto`) pushes the image instead.
+/// A spool disk too small for the layer (`TMPDIR` on a 1 MiB tmpfs): the direct push's
+/// layer still streams and lands, with a log line naming the folder. If the session is
+/// then lost under `push-engine: auto`, where auto pushes directly, the direct push
+/// cannot start again and says so, naming the folder, and the daemon's pusher pushes the
+/// image instead; where auto sends the blobs through the daemon's pusher (the containerd
+/// store on Docker 27 and later), no spool is involved and the image lands without a
+/// warning.
 #[test]
 fn a_full_spool_disk_streams_on_and_says_where() {
     let s = standin();
@@ -288,6 +308,7 @@ fn a_full_spool_disk_streams_on_and_says_where() {
     let run = s
         .action(ws.path())
         .input("repository", &repo)
+        .input("push-engine", "direct")
         .env("TMPDIR", disk.path().to_str().unwrap())
         .run();
     run.assert_success();
@@ -315,6 +336,20 @@ fn a_full_spool_disk_streams_on_and_says_where() {
         .env("TMPDIR", disk.path().to_str().unwrap())
         .run();
     run.assert_success();
+    assert_eq!(
+        s.registry_digest(&repo, "latest").as_deref(),
+        Some(run.output("image-digest"))
+    );
+    if auto_pushes_blobs_through_the_daemon() {
+        assert!(
+            run.summary
+                .contains("| Push engine | daemon (blobs), direct (tags) |"),
+            "{}",
+            run.summary
+        );
+        assert!(!run.stderr.contains("::warning::"), "{}", run.stderr);
+        return;
+    }
     let warning = run
         .stderr
         .lines()
@@ -326,8 +361,4 @@ fn a_full_spool_disk_streams_on_and_says_where() {
         "{warning}"
     );
     assert!(mentions(warning, &disk.path()), "{warning}");
-    assert_eq!(
-        s.registry_digest(&repo, "latest").as_deref(),
-        Some(run.output("image-digest"))
-    );
 }

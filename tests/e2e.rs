@@ -6,8 +6,8 @@
 mod support;
 
 use support::{
-    docker, docker_output, engine_is_containerd_store, standin, unique, Workspace, ACCOUNT,
-    BUILD_STARTED, REGION,
+    default_push_route, docker, docker_output, engine_is_containerd_store, standin, unique,
+    Workspace, ACCOUNT, BUILD_STARTED, REGION,
 };
 
 const BASE: &str = "local/busybox:latest";
@@ -140,7 +140,9 @@ fn pushes_an_image_and_outputs_match_the_registry() {
 /// Regression for the containerd store's double push (every layer uploaded directly, the
 /// image then rejected with "the exported config is sha256:…, not the image ID", a
 /// `::warning::`, and everything pushed again through the daemon). With default inputs,
-/// on every engine: the push is direct and prints no `::warning::`; each tag is one image
+/// on every engine: the push takes the route `auto` names (direct, or on the containerd
+/// store of Docker 27 and later the daemon's pusher for the blobs and the direct push for
+/// the second tag), the summary says which, and no `::warning::`; each tag is one image
 /// manifest (never an index) as the registry serves it and as `DescribeImages` reports
 /// it; `image-digest` is the registry's digest; no blob is uploaded twice; `image-id` is
 /// the config digest on the classic store and the manifest digest (= `image-digest`) on
@@ -160,7 +162,13 @@ fn the_default_push_is_one_image_manifest_sent_once_without_fallback() {
     let log = &run.stderr;
     let warnings: Vec<&str> = log.lines().filter(|l| l.starts_with("::warning")).collect();
     assert_eq!(warnings, Vec::<&str>::new(), "{log}");
-    assert!(!log.contains("daemon (fallback)"), "{log}");
+    assert!(!log.contains("(fallback)"), "{log}");
+    assert!(
+        run.summary
+            .contains(&format!("| Push engine | {} |", default_push_route())),
+        "{}",
+        run.summary
+    );
 
     let digest = run.output("image-digest");
     for tag in ["v1", "latest"] {

@@ -113,6 +113,11 @@ impl std::fmt::Display for ImageStore {
 }
 
 impl Engine {
+    /// Whether the API agreed with the daemon is at least `major.minor`.
+    pub fn api_at_least(&self, major: u32, minor: u32) -> bool {
+        api_at_least(&self.api_version, major, minor)
+    }
+
     /// Connects to the daemon named by `DOCKER_HOST` (default: the local socket) and
     /// agrees an API version, so a daemon that is missing, not running or not accessible
     /// fails here, before anything else, with what to do about it.
@@ -187,6 +192,15 @@ impl Engine {
             store,
             docker,
         })
+    }
+}
+
+/// Whether the API version `version` (`1.47`) is at least `major.minor`.
+pub(crate) fn api_at_least(version: &str, major: u32, minor: u32) -> bool {
+    let mut parts = version.trim().split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
     }
 }
 

@@ -54,6 +54,9 @@ pub struct PushError {
     pub reference: String,
     pub registry: String,
     pub message: String,
+    /// The last attempt failed as a retry could cure, and the attempts ran out: the
+    /// registry (or the way to it) is failing, and another pusher would meet it too.
+    pub transient: bool,
 }
 
 /// A pushed image: the manifest digest the registry answered with.
@@ -98,16 +101,14 @@ pub async fn push(
             reference: target.repository_ref.to_string(),
             registry: target.auth.registry.clone(),
             message: "no tags to push".into(),
+            transient: false,
         });
     };
-    let platform = match engine.store {
-        ImageStore::Classic => None,
-        ImageStore::Containerd => image_platform(engine, target.image_id).await,
-    };
+    let platform = push_platform(engine, target.image_id).await;
     let platform = platform.as_deref();
-    let digest = push_tag_with_retry(engine, target, first, platform, retry).await?;
+    let digest = push_tag_with_retry(engine, target, first, platform, retry, false).await?;
     let others: Vec<String> = stream::iter(rest)
-        .map(|tag| push_tag_with_retry(engine, target, tag, platform, retry))
+        .map(|tag| push_tag_with_retry(engine, target, tag, platform, retry, false))
         .buffer_unordered(TAG_CONCURRENCY)
         .try_collect()
         .await?;
@@ -117,10 +118,36 @@ pub async fn push(
                 reference: format!("{}:{tag}", target.repository_ref),
                 registry: target.auth.registry.clone(),
                 message: format!("the registry answered digest {other}, but {first} got {digest}"),
+                transient: false,
             });
         }
     }
     Ok(Pushed { digest })
+}
+
+/// Pushes the image under `tag` alone: its blobs and its image manifest (on the
+/// containerd store, its platform's), retried as [`push`] retries each tag, except when
+/// the daemon cannot reach the registry ([`is_unreachable`]): the caller has the direct
+/// push to turn to, whose own way there the action has just proved.
+pub async fn push_one(
+    engine: &Engine,
+    target: PushTarget<'_>,
+    tag: &str,
+    retry: RetryPolicy,
+) -> Result<Pushed, PushError> {
+    let platform = push_platform(engine, target.image_id).await;
+    let digest = push_tag_with_retry(engine, target, tag, platform.as_deref(), retry, true).await?;
+    Ok(Pushed { digest })
+}
+
+/// The push API's `platform` for `image_id`: on the containerd store its platform, so the
+/// daemon pushes that platform's image manifest (API 1.46 and later) rather than an
+/// index; none on the classic store, which has no index.
+async fn push_platform(engine: &Engine, image_id: &str) -> Option<String> {
+    match engine.store {
+        ImageStore::Classic => None,
+        ImageStore::Containerd => image_platform(engine, image_id).await,
+    }
 }
 
 /// The image's platform as the push API's `platform` parameter (JSON), which makes the
@@ -144,12 +171,21 @@ async fn push_tag_with_retry(
     tag: &str,
     platform: Option<&str>,
     retry: RetryPolicy,
+    another_way: bool,
 ) -> Result<String, PushError> {
     let reference = format!("{}:{tag}", target.repository_ref);
     let mut attempt = 1;
     loop {
         match push_tag(engine, target, tag, platform).await {
             Ok(digest) => return Ok(digest),
+            Err(failure) if another_way && is_unreachable(&failure.message) => {
+                return Err(PushError {
+                    reference,
+                    registry: target.auth.registry.clone(),
+                    message: failure.message,
+                    transient: false,
+                });
+            }
             Err(failure) if attempt < retry.attempts && failure.transient => {
                 let delay = retry.delay(attempt);
                 tracing::warn!(
@@ -170,6 +206,7 @@ async fn push_tag_with_retry(
                     reference,
                     registry: target.auth.registry.clone(),
                     message,
+                    transient: failure.transient,
                 });
             }
         }
@@ -268,11 +305,11 @@ fn parse_digest(status: &str) -> Option<&str> {
     (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(digest)
 }
 
-/// Failures a retry can cure: the network and the registry's overload answers. Refusals
-/// (a missing repository, an immutable tag, denied access) are final.
-fn is_transient(message: &str) -> bool {
+/// The registry's refusals (a missing repository, an immutable tag, denied access, an
+/// unknown manifest or blob): final, for this pusher and any other.
+pub fn is_refusal(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
-    let final_markers = [
+    [
         "name unknown",
         "name_unknown",
         "tag invalid",
@@ -281,10 +318,38 @@ fn is_transient(message: &str) -> bool {
         "unauthorized",
         "not found",
         "manifest invalid",
-    ];
-    if final_markers.iter().any(|m| lower.contains(m)) {
+    ]
+    .iter()
+    .any(|m| lower.contains(m))
+}
+
+/// Failures of the daemon's own way to the registry (its name lookup, routes, trust
+/// roots) rather than of the registry's answers: a remote engine's network, say, that
+/// does not reach the registry the action itself reaches.
+pub fn is_unreachable(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    [
+        "no such host",
+        "server misbehaving",
+        "dial tcp",
+        "network is unreachable",
+        "no route to host",
+        "connection refused",
+        "i/o timeout",
+        "x509:",
+        "tls: failed to verify",
+    ]
+    .iter()
+    .any(|m| lower.contains(m))
+}
+
+/// Failures a retry can cure: the network and the registry's overload answers. Refusals
+/// (a missing repository, an immutable tag, denied access) are final.
+fn is_transient(message: &str) -> bool {
+    if is_refusal(message) {
         return false;
     }
+    let lower = message.to_ascii_lowercase();
     let transient_markers = [
         "connection refused",
         "connection reset",
@@ -293,6 +358,9 @@ fn is_transient(message: &str) -> bool {
         "timeout",
         "timed out",
         "503",
+        // containerd's pusher names the registry's error code: `unavailable`,
+        // `toomanyrequests`.
+        "unavailable",
         "502",
         "504",
         "500 internal server error",
@@ -332,6 +400,11 @@ mod tests {
             "read tcp 127.0.0.1:1->127.0.0.2:443: read: connection reset by peer"
         ));
         assert!(is_transient("toomanyrequests: Rate exceeded"));
+        // Regression: containerd's pusher (the containerd store's) names the registry's
+        // error code only, and a 503 was taken for final and not retried.
+        assert!(is_transient(
+            "Docker stream error: error from registry: unavailable\nunavailable"
+        ));
         assert!(!is_transient(
             "name unknown: The repository with name 'x' does not exist"
         ));
@@ -341,6 +414,28 @@ mod tests {
         assert!(!is_transient(
             "denied: Your authorization token has expired"
         ));
+    }
+
+    /// The daemon's own way to the registry failing, as Docker words it, is told apart
+    /// from the registry's answers.
+    #[test]
+    fn an_unreachable_registry_is_told_from_its_answers() {
+        for way in [
+            "Get \"https://r/v2/\": dial tcp: lookup r on 127.0.0.53:53: no such host",
+            "dial tcp 10.0.0.1:443: connect: connection refused",
+            "Get \"https://r/v2/\": dial tcp 10.0.0.1:443: i/o timeout",
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority",
+        ] {
+            assert!(is_unreachable(way), "{way}");
+        }
+        for answer in [
+            "error from registry: unavailable\nunavailable",
+            "received unexpected HTTP status: 503 Service Unavailable",
+            "blob upload invalid: injected fault",
+            "denied: Your authorization token has expired",
+        ] {
+            assert!(!is_unreachable(answer), "{answer}");
+        }
     }
 
     /// Backoff doubles from the first delay and stops at the cap; the test switch removes it.

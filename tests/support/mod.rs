@@ -419,6 +419,32 @@ pub fn engine_is_containerd_store() -> bool {
     docker(&["info", "-f", "{{json .DriverStatus}}"]).contains("io.containerd.snapshotter.v1")
 }
 
+/// The job summary's *Push engine* for a run with the default `push-engine` on the engine
+/// under test: the route `auto` takes, or the engine [`TEST_PUSH_ENGINE`] forces.
+pub fn default_push_route() -> &'static str {
+    match std::env::var(TEST_PUSH_ENGINE).as_deref() {
+        Ok("daemon") => "daemon",
+        Ok("direct") => "direct",
+        _ if auto_pushes_blobs_through_the_daemon() => "daemon (blobs), direct (tags)",
+        _ => "direct",
+    }
+}
+
+/// Whether a run with the default `push-engine` (`auto`, unless [`TEST_PUSH_ENGINE`] sets
+/// another) hands the blobs to the daemon's pusher on the engine under test
+/// (`src/route.rs`): the containerd store, on API 1.46 (Docker 27) or later.
+pub fn auto_pushes_blobs_through_the_daemon() -> bool {
+    if std::env::var(TEST_PUSH_ENGINE).is_ok_and(|engine| engine != "auto") {
+        return false;
+    }
+    let api = docker(&["version", "-f", "{{.Server.APIVersion}}"]);
+    let (major, minor) = api
+        .split_once('.')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .unwrap_or_else(|| panic!("unexpected API version `{api}`"));
+    engine_is_containerd_store() && (major, minor) >= (1, 46)
+}
+
 pub fn docker_output(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)

@@ -181,15 +181,7 @@ pub async fn supports_buildkit(address: &DaemonAddress) -> bool {
     };
     match tokio::time::timeout(std::time::Duration::from_secs(10), ping).await {
         Ok(Some((Some(builder), _))) => builder.trim() == "2",
-        Ok(Some((None, Some(api)))) => api_at_least(&api, 1, 39),
-        _ => false,
-    }
-}
-
-fn api_at_least(version: &str, major: u32, minor: u32) -> bool {
-    let mut parts = version.trim().split('.').map(|p| p.parse::<u32>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        Ok(Some((None, Some(api)))) => super::api_at_least(&api, 1, 39),
         _ => false,
     }
 }
@@ -635,7 +627,7 @@ mod tests {
         );
         assert_eq!(line_in_message("Dockerfile:7\n----"), Some(7));
         assert_eq!(line_in_message("no such thing"), None);
-        assert!(api_at_least("1.45", 1, 39));
-        assert!(!api_at_least("1.38", 1, 39));
+        assert!(crate::engine::api_at_least("1.45", 1, 39));
+        assert!(!crate::engine::api_at_least("1.38", 1, 39));
     }
 }

@@ -127,7 +127,7 @@ pub(super) async fn upload(
 
 /// A rerun: the repository has the image manifest `image_id` already, so it has every
 /// blob it lists (a registry accepts a manifest only then), and nothing is exported.
-async fn rerun(
+pub(super) async fn rerun(
     reg: &Registry,
     image_id: &str,
     on_line: &mut dyn FnMut(&str),

@@ -282,18 +282,53 @@ pub async fn push(
     )?);
     let image = upload_image(engine, image_id, &reg, options, &mut on_line).await?;
     manifest::put(&reg, tags, &image.manifest, &mut on_line).await?;
-    let UploadedImage { manifest, stats } = image;
-    Ok(DirectPushed {
-        manifest: manifest.text(),
-        digest: manifest.digest,
-        media_type: manifest.media_type,
-        compressed_bytes: stats.compressed_bytes,
-        uploaded_bytes: stats.uploaded_bytes,
-        skipped_blobs: stats.skipped_blobs,
-        mounted_blobs: stats.mounted_blobs,
-        reused_layers: stats.reused_layers,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(DirectPushed::new(image, started))
+}
+
+/// Puts the image manifest `digest`, which the repository has already with every blob it
+/// lists (another pusher sent them under another tag), under `tags`: nothing is exported
+/// or uploaded. The manifest must be an image manifest, never an index.
+pub async fn tag_pushed(
+    digest: &str,
+    repository: &str,
+    tags: &[String],
+    auth: &RegistryAuth,
+    retry: RetryPolicy,
+    network: &crate::network::Network,
+    mut on_line: impl FnMut(&str),
+) -> Result<DirectPushed, DirectPushError> {
+    let started = Instant::now();
+    let reg = Registry::connect(auth, repository, retry, network)?;
+    let image = containerd::rerun(&reg, digest, &mut on_line)
+        .await
+        .ok_or_else(|| {
+            DirectPushError::image(
+                digest,
+                &reg,
+                "the repository does not serve it as an image manifest, though the daemon \
+                 reported pushing it"
+                    .into(),
+            )
+        })?;
+    manifest::put(&reg, tags, &image.manifest, &mut on_line).await?;
+    Ok(DirectPushed::new(image, started))
+}
+
+impl DirectPushed {
+    fn new(image: UploadedImage, started: Instant) -> Self {
+        let UploadedImage { manifest, stats } = image;
+        Self {
+            manifest: manifest.text(),
+            digest: manifest.digest,
+            media_type: manifest.media_type,
+            compressed_bytes: stats.compressed_bytes,
+            uploaded_bytes: stats.uploaded_bytes,
+            skipped_blobs: stats.skipped_blobs,
+            mounted_blobs: stats.mounted_blobs,
+            reused_layers: stats.reused_layers,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
 }
 
 /// Uploads every blob of `image_id` to `reg`'s repository, as the engine's image store

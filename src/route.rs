@@ -1,0 +1,361 @@
+//! Which pusher sends the built image ([`Route`], chosen once from the inputs, the engine
+//! and the network), and the push along it: the daemon's pusher, the direct push (with
+//! the daemon's as its fallback under `push-engine: auto`), or on the containerd store
+//! both, the daemon's for the blobs and the direct push for the other tags.
+//!
+//! Why the containerd store's default is the daemon's pusher: there BuildKit has already
+//! compressed every layer, so nothing is left for the action to do but carry the stored
+//! blobs, and the daemon's pusher reads its content store faster than its export API
+//! streams it to the action (BENCHMARKS.md, section 7: the whole push of 171 MB of blobs
+//! in 1.41 s, against 3.08 s for the export's stream alone).
+
+use crate::ecr::RegistryAuth;
+use crate::engine::direct::{self, Compression, DirectOptions};
+use crate::engine::push::{self, PushError, PushTarget, RetryPolicy};
+use crate::engine::{Engine, ImageStore};
+use crate::inputs::{Inputs, PushEngine};
+use crate::network::Network;
+use crate::runner::Runner;
+
+/// The first API version whose push takes `platform`, so that the daemon pushes the
+/// platform's image manifest of a containerd-store image, as the direct push would,
+/// rather than its index.
+const PLATFORM_PUSH_API: (u32, u32) = (1, 46);
+
+/// How the image's blobs and tags reach the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `push-engine: daemon`: the daemon's pusher, for every tag.
+    Daemon,
+    /// The direct push; under `push-engine: auto` the daemon's pusher is its fallback
+    /// when the image cannot be read or handled.
+    Direct { fallback: bool },
+    /// `push-engine: auto` on the containerd store: the daemon's pusher sends the stored
+    /// blobs and the image manifest under the first tag; the direct push's client puts
+    /// that manifest under the other tags. If the daemon cannot reach the registry (no
+    /// retries then: the action has just reached it itself), or fails other than by the
+    /// registry's refusal or an exhausted retry, the direct push sends everything instead.
+    DaemonBlobs,
+}
+
+impl Route {
+    /// The route for `inputs` on `engine`. The daemon's pusher ignores the action's
+    /// network settings (a proxy, `registry-endpoint`), so it carries the blobs only when
+    /// there are none; and only on an API that pushes one platform's manifest.
+    pub fn choose(inputs: &Inputs, engine: &Engine, network: &Network) -> Self {
+        let pushes_one_platform = engine.api_at_least(PLATFORM_PUSH_API.0, PLATFORM_PUSH_API.1);
+        Self::decide(
+            inputs.push_engine,
+            inputs.compression,
+            engine.store,
+            pushes_one_platform,
+            network,
+        )
+    }
+
+    fn decide(
+        push_engine: PushEngine,
+        compression: Compression,
+        store: ImageStore,
+        pushes_one_platform: bool,
+        network: &Network,
+    ) -> Self {
+        let default_network = network.registry_endpoint.is_none() && network.proxies.is_empty();
+        match push_engine {
+            PushEngine::Daemon => Self::Daemon,
+            PushEngine::Direct => Self::Direct { fallback: false },
+            PushEngine::Auto
+                if store == ImageStore::Containerd && pushes_one_platform && default_network =>
+            {
+                Self::DaemonBlobs
+            }
+            PushEngine::Auto => Self::Direct {
+                fallback: network.registry_endpoint.is_none()
+                    && daemon_keeps_compression(store, compression),
+            },
+        }
+    }
+}
+
+/// Whether the daemon's pusher would push the layers compressed as asked: it gzips an
+/// image of the classic store, and sends the stored blobs of the containerd store (which
+/// BuildKit compressed as asked).
+fn daemon_keeps_compression(store: ImageStore, compression: Compression) -> bool {
+    store == ImageStore::Containerd || matches!(compression, Compression::Gzip { .. })
+}
+
+/// What the push needs beyond the inputs.
+#[derive(Debug)]
+pub struct PushRun<'a> {
+    pub engine: &'a Engine,
+    pub auth: &'a RegistryAuth,
+    /// Images in the registry whose layers ours may share (for the direct push).
+    pub reuse_from: Vec<String>,
+    pub network: &'a Network,
+    pub retry: RetryPolicy,
+    pub spool_dir: std::path::PathBuf,
+}
+
+/// A pushed image: its manifest digest, and which pusher sent it (for the log and the
+/// job summary).
+#[derive(Debug)]
+pub struct Pushed {
+    pub digest: String,
+    pub engine_used: &'static str,
+}
+
+/// Pushes `image_id` under every tag along `route`.
+pub async fn push(
+    route: Route,
+    run: &PushRun<'_>,
+    inputs: &Inputs,
+    image_id: &str,
+    repository_ref: &str,
+    runner: &Runner,
+) -> anyhow::Result<Pushed> {
+    let target = PushTarget {
+        repository_ref,
+        image_id,
+        auth: run.auth,
+    };
+    match route {
+        Route::Daemon => daemon(run, target, &inputs.tags, runner).await,
+        Route::Direct { fallback } => {
+            let pushed = {
+                let _group = runner.group(&format!("Push {repository_ref} (direct)"));
+                direct_push(run, inputs, image_id).await
+            };
+            match pushed {
+                Ok(pushed) => Ok(pushed),
+                Err(err) if fallback && err.daemon_may_succeed() => {
+                    runner.warning(&format!(
+                        "the direct push cannot send this image ({err}); pushing through the \
+                         Docker daemon instead"
+                    ));
+                    let pushed = daemon(run, target, &inputs.tags, runner).await?;
+                    Ok(Pushed {
+                        engine_used: "daemon (fallback)",
+                        ..pushed
+                    })
+                }
+                Err(err) => Err(err.into()),
+            }
+        }
+        Route::DaemonBlobs => daemon_blobs(run, inputs, target, runner).await,
+    }
+}
+
+async fn daemon(
+    run: &PushRun<'_>,
+    target: PushTarget<'_>,
+    tags: &[String],
+    runner: &Runner,
+) -> anyhow::Result<Pushed> {
+    let pushed = push::push(run.engine, target, tags, run.retry, runner).await?;
+    Ok(Pushed {
+        digest: pushed.digest,
+        engine_used: "daemon",
+    })
+}
+
+async fn direct_push(
+    run: &PushRun<'_>,
+    inputs: &Inputs,
+    image_id: &str,
+) -> Result<Pushed, direct::DirectPushError> {
+    let options = DirectOptions {
+        reuse_from: run.reuse_from.clone(),
+        network: run.network.clone(),
+        compression: inputs.compression,
+        spool_dir: run.spool_dir.clone(),
+        ..DirectOptions::default()
+    };
+    let pushed = direct::push(
+        run.engine,
+        image_id,
+        &inputs.repository,
+        &inputs.tags,
+        run.auth,
+        run.retry,
+        &options,
+        |line| eprintln!("{line}"),
+    )
+    .await?;
+    tracing::info!(
+        "direct push of one {}: {} bytes compressed, {} uploaded, {} blob(s) already there, \
+         {} mounted, {} layer(s) reused without compressing",
+        pushed.media_type,
+        pushed.compressed_bytes,
+        pushed.uploaded_bytes,
+        pushed.skipped_blobs,
+        pushed.mounted_blobs,
+        pushed.reused_layers
+    );
+    Ok(Pushed {
+        digest: pushed.digest,
+        engine_used: "direct",
+    })
+}
+
+/// [`Route::DaemonBlobs`].
+async fn daemon_blobs(
+    run: &PushRun<'_>,
+    inputs: &Inputs,
+    target: PushTarget<'_>,
+    runner: &Runner,
+) -> anyhow::Result<Pushed> {
+    let (first, others) = inputs
+        .tags
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("no tags to push"))?;
+    let group = runner.group(&format!(
+        "Push {} (the daemon's pusher sends the stored blobs, the direct push the other tags)",
+        target.repository_ref
+    ));
+    match push::push_one(run.engine, target, first, run.retry).await {
+        Ok(pushed) => {
+            let tagged = direct::tag_pushed(
+                &pushed.digest,
+                &inputs.repository,
+                others,
+                run.auth,
+                run.retry,
+                run.network,
+                |line| eprintln!("{line}"),
+            )
+            .await?;
+            tracing::info!(
+                "the daemon's pusher sent one {} ({} bytes of blobs) under {first}; {} other \
+                 tag(s) put by the direct push",
+                tagged.media_type,
+                tagged.compressed_bytes,
+                others.len()
+            );
+            Ok(Pushed {
+                digest: tagged.digest,
+                engine_used: "daemon (blobs), direct (tags)",
+            })
+        }
+        Err(err) if falls_back(&err) => {
+            drop(group);
+            runner.warning(&format!(
+                "the Docker daemon's pusher cannot send this image ({err}); pushing it \
+                 directly instead"
+            ));
+            let _group = runner.group(&format!("Push {} (direct)", target.repository_ref));
+            let pushed = direct_push(run, inputs, target.image_id).await?;
+            Ok(Pushed {
+                engine_used: "direct (fallback)",
+                ..pushed
+            })
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Whether the direct push could succeed where the daemon's pusher failed: not when the
+/// registry kept failing until the retries ran out, nor when it refused the push.
+fn falls_back(err: &PushError) -> bool {
+    !err.transient && !push::is_refusal(&err.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::ProxyUrl;
+
+    const GZIP: Compression = Compression::Gzip { level: 6 };
+    const ZSTD: Compression = Compression::Zstd { level: 3 };
+
+    fn behind_proxy() -> Network {
+        let mut network = Network::default();
+        network.proxies.https =
+            Some(ProxyUrl::parse("HTTPS_PROXY", "http://proxy.internal:3128").unwrap());
+        network
+    }
+
+    fn with_endpoint() -> Network {
+        Network {
+            registry_endpoint: Some("vpce-1.dkr.ecr.eu-west-1.vpce.amazonaws.com".into()),
+            ..Network::default()
+        }
+    }
+
+    /// `auto` on the containerd store of an API that pushes one platform: the daemon's
+    /// pusher carries the blobs; not on Docker 26's API (it would push the index), nor
+    /// where the action's own network settings would be ignored by the daemon.
+    #[test]
+    fn the_containerd_store_sends_its_blobs_through_the_daemon_on_a_default_network() {
+        let plain = Network::default();
+        let auto = |store, api, network: &Network| {
+            Route::decide(PushEngine::Auto, GZIP, store, api, network)
+        };
+        assert_eq!(
+            auto(ImageStore::Containerd, true, &plain),
+            Route::DaemonBlobs
+        );
+        assert_eq!(
+            Route::decide(PushEngine::Auto, ZSTD, ImageStore::Containerd, true, &plain),
+            Route::DaemonBlobs
+        );
+        assert_eq!(
+            auto(ImageStore::Containerd, false, &plain),
+            Route::Direct { fallback: true }
+        );
+        assert_eq!(
+            auto(ImageStore::Containerd, true, &behind_proxy()),
+            Route::Direct { fallback: true }
+        );
+        assert_eq!(
+            auto(ImageStore::Containerd, true, &with_endpoint()),
+            Route::Direct { fallback: false }
+        );
+        assert_eq!(
+            auto(ImageStore::Classic, true, &plain),
+            Route::Direct { fallback: true }
+        );
+    }
+
+    /// `direct` and `daemon` are taken at their word; `auto` on the classic store falls
+    /// back to the daemon only where it would write the compression asked for (gzip).
+    #[test]
+    fn explicit_engines_are_kept_and_zstd_on_the_classic_store_has_no_fallback() {
+        let plain = Network::default();
+        for store in [ImageStore::Classic, ImageStore::Containerd] {
+            assert_eq!(
+                Route::decide(PushEngine::Direct, GZIP, store, true, &plain),
+                Route::Direct { fallback: false }
+            );
+            assert_eq!(
+                Route::decide(PushEngine::Daemon, GZIP, store, true, &plain),
+                Route::Daemon
+            );
+        }
+        assert_eq!(
+            Route::decide(PushEngine::Auto, ZSTD, ImageStore::Classic, true, &plain),
+            Route::Direct { fallback: false }
+        );
+    }
+
+    /// An exhausted retry and a refusal are final; anything else (the daemon cannot
+    /// verify the registry's certificate, say) leaves the direct push to try.
+    #[test]
+    fn the_daemon_pusher_falls_back_only_when_the_registry_did_not_decide() {
+        let failed = |message: &str, transient| PushError {
+            reference: "r:latest".into(),
+            registry: "r".into(),
+            message: message.into(),
+            transient,
+        };
+        assert!(!falls_back(&failed(
+            "503 Service Unavailable (after 4 attempts)",
+            true
+        )));
+        assert!(!falls_back(&failed("denied: not authorized", false)));
+        assert!(!falls_back(&failed("tag invalid: immutable", false)));
+        assert!(falls_back(&failed(
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority",
+            false
+        )));
+    }
+}
