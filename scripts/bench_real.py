@@ -291,10 +291,10 @@ def read_export(host: str, ref: str) -> dict:
 def contender(name: str) -> tuple[str, str | None, str | None]:
     """`action zstd 1` -> (`zstd`, `1`, None); `action gzip direct` -> (`gzip`, None,
     `direct`): the compression, its level and the push engine, each unset if not named."""
-    parts = name.split()[2:]
-    level = next((p for p in parts if p.isdigit()), None)
-    engine = next((p for p in parts if not p.isdigit()), None)
-    return name.split()[1], level, engine
+    _, compression, *rest = name.split()
+    level = next((p for p in rest if p.isdigit()), None)
+    engine = next((p for p in rest if not p.isdigit()), None)
+    return compression, level, engine
 
 
 def limits(env, content: Path, runs: int, engine_filter=None) -> dict:

@@ -176,40 +176,37 @@ async fn push_tag_with_retry(
     let reference = format!("{}:{tag}", target.repository_ref);
     let mut attempt = 1;
     loop {
-        match push_tag(engine, target, tag, platform).await {
+        let failure = match push_tag(engine, target, tag, platform).await {
             Ok(digest) => return Ok(digest),
-            Err(failure) if another_way && is_unreachable(&failure.message) => {
-                return Err(PushError {
-                    reference,
-                    registry: target.auth.registry.clone(),
-                    message: failure.message,
-                    transient: false,
-                });
+            // With another way to the registry, the daemon's own way failing is final.
+            Err(mut failure) if another_way && is_unreachable(&failure.message) => {
+                failure.transient = false;
+                failure
             }
-            Err(failure) if attempt < retry.attempts && failure.transient => {
-                let delay = retry.delay(attempt);
-                tracing::warn!(
-                    "push of {reference} failed (attempt {attempt} of {}): {}; retrying in {delay:?}",
-                    retry.attempts,
-                    failure.message
-                );
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(failure) => {
-                let message = if attempt > 1 {
-                    format!("{} (after {attempt} attempts)", failure.message)
-                } else {
-                    failure.message
-                };
-                return Err(PushError {
-                    reference,
-                    registry: target.auth.registry.clone(),
-                    message,
-                    transient: failure.transient,
-                });
-            }
+            Err(failure) => failure,
+        };
+        if attempt < retry.attempts && failure.transient {
+            let delay = retry.delay(attempt);
+            tracing::warn!(
+                "push of {reference} failed (attempt {attempt} of {}): {}; retrying in {delay:?}",
+                retry.attempts,
+                failure.message
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+            continue;
         }
+        let message = if attempt > 1 {
+            format!("{} (after {attempt} attempts)", failure.message)
+        } else {
+            failure.message
+        };
+        return Err(PushError {
+            reference,
+            registry: target.auth.registry.clone(),
+            message,
+            transient: failure.transient,
+        });
     }
 }
 
