@@ -205,8 +205,10 @@ impl Ecr {
             }
         }
         let client = Client::new(&config);
-        let endpoint =
-            endpoint.unwrap_or_else(|| format!("https://api.ecr.{region}.amazonaws.com"));
+        let endpoint = match endpoint {
+            Some(endpoint) => endpoint,
+            None => default_endpoint(&config, &region).await,
+        };
         let proxy = endpoint
             .parse()
             .ok()
@@ -456,6 +458,29 @@ impl Ecr {
     }
 }
 
+/// The ECR API endpoint the SDK calls in `region` when none is configured, by the SDK's
+/// own rules: the partition's DNS suffix (`amazonaws.com.cn` in China, for one), FIPS
+/// and dual-stack as configured. Messages name it, and say from it whether the proxy
+/// carries the API: a guess of `amazonaws.com` would name a host China does not have, and
+/// claim the proxy where a `NO_PROXY` of `.amazonaws.com.cn` exempts the real one.
+async fn default_endpoint(config: &aws_config::SdkConfig, region: &str) -> String {
+    use aws_sdk_ecr::config::endpoint::{DefaultResolver, Params, ResolveEndpoint as _};
+    let params = Params::builder()
+        .region(region)
+        .set_use_fips(config.use_fips())
+        .set_use_dual_stack(config.use_dual_stack())
+        .build();
+    let resolved = match params {
+        Ok(params) => DefaultResolver::new()
+            .resolve_endpoint(&params)
+            .await
+            .ok()
+            .map(|endpoint| endpoint.url().to_owned()),
+        Err(_) => None,
+    };
+    resolved.unwrap_or_else(|| format!("https://api.ecr.{region}.amazonaws.com"))
+}
+
 /// `https://<caller>.dkr.ecr.<region>.amazonaws.com` to the host of the registry owned
 /// by `registry_id` (the first label is the account).
 fn registry_host(proxy_endpoint: &str, registry_id: Option<&str>) -> String {
@@ -525,6 +550,27 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("aHVudGVyMg"), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    /// The API endpoint is the SDK's for the region's partition, FIPS included.
+    #[tokio::test]
+    async fn the_default_endpoint_follows_the_partition() {
+        let config = aws_config::SdkConfig::builder().build();
+        for (region, endpoint) in [
+            ("eu-west-1", "https://api.ecr.eu-west-1.amazonaws.com"),
+            ("cn-north-1", "https://api.ecr.cn-north-1.amazonaws.com.cn"),
+            (
+                "us-gov-west-1",
+                "https://api.ecr.us-gov-west-1.amazonaws.com",
+            ),
+        ] {
+            assert_eq!(default_endpoint(&config, region).await, endpoint);
+        }
+        let fips = aws_config::SdkConfig::builder().use_fips(true).build();
+        assert_eq!(
+            default_endpoint(&fips, "us-east-1").await,
+            "https://api.ecr-fips.us-east-1.amazonaws.com"
+        );
     }
 
     /// The registry host comes from the proxy endpoint, with the owner's account swapped in

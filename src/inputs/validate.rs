@@ -89,7 +89,6 @@ pub fn tag(tag: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// AWS region codes: `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`.
 /// A host name or IPv4 address with an optional port, as `registry-endpoint` takes.
 pub fn host_port(value: &str) -> Result<(), String> {
     let (host, port) = value.rsplit_once(':').unwrap_or((value, "443"));
@@ -108,6 +107,7 @@ pub fn host_port(value: &str) -> Result<(), String> {
     }
 }
 
+/// AWS region codes: `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`.
 pub fn region(region: &str) -> Result<(), String> {
     let parts: Vec<&str> = region.split('-').collect();
     let Some((number, words)) = parts.split_last() else {

@@ -205,6 +205,45 @@ async fn symlinks_sent_as_links_never_followed() {
     assert_eq!(stats.symlinks, 4);
 }
 
+/// A second path to a file is a hard link entry to the first path written, with no data,
+/// as the CLI's tar has it; a first path the ignore file leaves out does not count, so
+/// the next path carries the bytes.
+#[tokio::test]
+async fn hard_links_are_link_entries_to_the_first_path_sent() {
+    let dir = context_with(Some("a.skip\n"));
+    let root = dir.path();
+    write(&root.join("b/file"), "linked");
+    std::fs::hard_link(root.join("b/file"), root.join("c")).unwrap();
+    std::fs::hard_link(root.join("b/file"), root.join("a")).unwrap();
+    write(&root.join("a.skip"), "first name ignored");
+    std::fs::hard_link(root.join("a.skip"), root.join("d")).unwrap();
+    let (entries, stats) = tar_of(root, &root.join("Dockerfile")).await;
+    let (a, file, c, d) = (
+        find(&entries, "a"),
+        find(&entries, "b/file"),
+        find(&entries, "c"),
+        find(&entries, "d"),
+    );
+    assert_eq!(
+        (a.kind, a.data.as_slice()),
+        (EntryType::Regular, &b"linked"[..])
+    );
+    for link in [file, c] {
+        assert_eq!(link.kind, EntryType::Link);
+        assert_eq!(link.link.as_deref(), Some(&b"a"[..]));
+        assert!(link.data.is_empty());
+    }
+    assert_eq!(
+        (d.kind, d.data.as_slice()),
+        (EntryType::Regular, &b"first name ignored"[..])
+    );
+    let sent: usize = entries.iter().map(|e| e.data.len()).sum();
+    assert_eq!(
+        stats.bytes, sent as u64,
+        "each file's bytes are counted once"
+    );
+}
+
 /// A symlinked context root is resolved once and walked.
 #[tokio::test]
 async fn symlinked_context_root_is_resolved() {

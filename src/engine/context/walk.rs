@@ -1,6 +1,9 @@
 //! The walk that writes the context as a tar, in the order and with the headers the
-//! CLI's `TarWithOptions` gives, into bounded chunks for the HTTP upload.
+//! CLI's `TarWithOptions` gives, into bounded chunks for the HTTP upload. A second path
+//! to a file already written is a hard link entry to the first, as there, so the daemon
+//! recreates the link and the file's bytes are sent once.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
@@ -46,6 +49,7 @@ impl PreparedContext {
             stats: ContextStats::default(),
             prepared: &self,
             wrote_dockerignore: false,
+            first_paths: HashMap::new(),
         };
         let outcome = tar.write_all_entries();
         let TarWriter {
@@ -81,6 +85,8 @@ struct TarWriter<'a> {
     stats: ContextStats,
     prepared: &'a PreparedContext,
     wrote_dockerignore: bool,
+    /// The first path written for each multiply linked file, by device and inode.
+    first_paths: HashMap<(u64, u64), PathBuf>,
 }
 
 /// One directory being walked: its remaining entries, sorted as Go's `WalkDir` sorts.
@@ -275,6 +281,18 @@ impl TarWriter<'_> {
     }
 
     fn append_file(&mut self, abs: &Path, rel: &Path, meta: &Metadata) -> Result<(), ContextError> {
+        if meta.nlink() > 1 {
+            let inode = (meta.dev(), meta.ino());
+            if let Some(first) = self.first_paths.get(&inode) {
+                let mut header = header_from(meta, EntryType::Link);
+                return self
+                    .builder
+                    .append_link(&mut header, rel, first)
+                    .map_err(|e| self.builder.get_ref().error_for(e))
+                    .map(|()| self.stats.files += 1);
+            }
+            self.first_paths.insert(inode, rel.to_owned());
+        }
         let file = open_checked(abs, meta)?;
         let mut header = header_from(meta, EntryType::Regular);
         header.set_size(meta.len());

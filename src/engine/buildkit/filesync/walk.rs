@@ -12,7 +12,10 @@
 //!   could keep something under it, and is sent, before that child, only if one is kept.
 //! - Stat: Go's `os.FileMode` bits in `mode`, mtime in nanoseconds, the symlink's target
 //!   as `linkname` (links are never followed), a second path to an inode already sent as
-//!   a hard link (`linkname` the first path, size 0). FIFOs, sockets and devices are
+//!   a hard link (`linkname` the first path, with the file's size: fsutil's `mkstat` sets
+//!   it after the link, and the receiver compares it with the copy it kept from the last
+//!   transfer, so a 0 there would make it rewrite every hard link, and leave a
+//!   `.tmp.<n>` beside each one already linked). FIFOs, sockets and devices are
 //!   skipped with a warning, as in the tar context; xattrs are not sent, as there.
 
 use std::collections::{BTreeSet, HashMap};
@@ -346,10 +349,7 @@ fn make_entry(
     }
     if meta.nlink() > 1 {
         match hard_links.get(&(meta.dev(), meta.ino())) {
-            Some(first) => {
-                stat.linkname.clone_from(first);
-                stat.size = 0;
-            }
+            Some(first) => stat.linkname.clone_from(first),
             None => {
                 hard_links.insert((meta.dev(), meta.ino()), rel.to_owned());
             }

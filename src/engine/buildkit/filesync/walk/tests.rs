@@ -57,7 +57,7 @@ fn modes_are_go_file_modes() {
 /// The walk goes depth first with names in byte order (`a`, `a/x`, `a.txt`, as Go's
 /// `WalkDir` and fsutil's receiver expect); each stat carries the Go mode, the size, the
 /// mtime in nanoseconds, owner 0:0, a symlink's target (never followed) and, for a second
-/// path to an inode, a hard link to the first with size 0.
+/// path to an inode, a hard link to the first that keeps its size (fsutil's `mkstat`).
 #[test]
 fn order_modes_links_and_owners_are_fsutils() {
     let dir = tree(&[("b", "bee"), ("a/x", "ex"), ("a.txt", "a text"), ("B", "")]);
@@ -96,7 +96,7 @@ fn order_modes_links_and_owners_are_fsutils() {
 
     let (first, second) = (by_path("b"), by_path("h"));
     assert_eq!((first.stat.linkname.as_str(), first.stat.size), ("", 3));
-    assert_eq!((second.stat.linkname.as_str(), second.stat.size), ("b", 0));
+    assert_eq!((second.stat.linkname.as_str(), second.stat.size), ("b", 3));
 }
 
 /// Owners are the files' own unless reset (the Dockerfile's directory keeps them).
