@@ -86,6 +86,7 @@ fn bad_values_for_every_input_fail_before_anything_happens() {
         ("context", "app.txt"),
         ("dockerfile", "nope/Dockerfile"),
         ("dockerfile", "docs"),
+        ("context", "https://github.com/octo/app.git#main"),
         ("build-args", "NOEQUALS"),
         ("build-args", "=value"),
         ("labels", "nolabel"),

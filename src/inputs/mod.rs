@@ -216,9 +216,20 @@ impl Inputs {
         let platform_hosts =
             platforms::parse_platform_hosts(&raw.get("platform-hosts"), &platforms)?;
 
+        let context = raw.get("context");
+        let dockerfile = raw.optional("dockerfile");
+        for (input, value) in [
+            ("context", Some(&context)),
+            ("dockerfile", dockerfile.as_ref()),
+        ] {
+            if let Some(value) = value {
+                validate::local_path(value)
+                    .map_err(|reason| InputError::invalid(input, value, reason))?;
+            }
+        }
         let build = BuildSettings {
-            context: workdir.join(raw.get("context")),
-            dockerfile: raw.optional("dockerfile").map(|d| workdir.join(d)),
+            context: workdir.join(context),
+            dockerfile: dockerfile.map(|d| workdir.join(d)),
             build_args: raw.map("build-args")?,
             labels,
             target: raw.optional("target"),

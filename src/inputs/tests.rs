@@ -263,6 +263,48 @@ fn registry_endpoint_is_a_host_and_port() {
     }
 }
 
+/// A remote context (Git or HTTP URL, as build-push-action's default is) or `-` for
+/// stdin fails as the input's value, saying what to give instead, rather than later as a
+/// path that does not exist; a folder named like a URL's tail is still a path.
+#[test]
+fn remote_and_stdin_contexts_are_refused_with_advice() {
+    let spec = ActionSpec::embedded();
+    for (input, bad, advice) in [
+        (
+            "context",
+            "https://github.com/octo/app.git#main",
+            "actions/checkout",
+        ),
+        ("context", "git@github.com:octo/app.git", "actions/checkout"),
+        ("context", "-", "standard input"),
+        ("dockerfile", "-", "standard input"),
+        (
+            "dockerfile",
+            "https://example.com/Dockerfile",
+            "actions/checkout",
+        ),
+    ] {
+        let raw = BTreeMap::from([
+            ("repository".to_string(), "app".to_string()),
+            (input.to_string(), bad.to_string()),
+        ]);
+        let err = Inputs::parse(&spec, &raw, Path::new("/ws"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("invalid value `{bad}` for input `{input}`"))
+                && err.contains(advice),
+            "{err}"
+        );
+    }
+    let raw = BTreeMap::from([
+        ("repository".to_string(), "app".to_string()),
+        ("context".to_string(), "app.git".to_string()),
+    ]);
+    let inputs = Inputs::parse(&spec, &raw, Path::new("/ws")).unwrap();
+    assert_eq!(inputs.build.context, Path::new("/ws/app.git"));
+}
+
 /// `platform` still works, as `platforms` with a warning; both at once is an error; one
 /// platform is a single-platform build, two a build set.
 #[test]

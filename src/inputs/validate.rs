@@ -89,6 +89,24 @@ pub fn tag(tag: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A folder or file in the workspace, as `context` and `dockerfile` take: not a remote
+/// context (a Git or HTTP URL, which `docker build` and build-push-action accept) nor
+/// `-` for standard input, which would otherwise fail later as a missing path.
+pub fn local_path(value: &str) -> Result<(), String> {
+    let remote = value.contains("://") || value.starts_with("git@");
+    if remote {
+        Err(
+            "remote contexts (Git or HTTP URLs) are not built: check the repository out \
+             with actions/checkout first and give its folder, e.g. `.`"
+                .into(),
+        )
+    } else if value == "-" {
+        Err("`-` (standard input) is not read: give a path in the workspace".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// A host name or IPv4 address with an optional port, as `registry-endpoint` takes.
 pub fn host_port(value: &str) -> Result<(), String> {
     let (host, port) = value.rsplit_once(':').unwrap_or((value, "443"));
