@@ -162,9 +162,9 @@ fn symlinks_out_of_the_context_are_not_followed() {
     let _ = docker_output(&["rmi", "-f", image]);
 }
 
-/// Lists a copied tree inside the image (below the `COPY` targets, which the copy itself
-/// creates): type, mode, link count, size, mtime to the
-/// nanosecond, symlink target, and each file's MD5, one line per entry, sorted.
+/// Lists a copied tree inside the image, below the `COPY` targets (which the copy itself
+/// creates): type, mode, link count, size, mtime to the nanosecond, symlink target, and
+/// each file's MD5, one line per entry, sorted.
 const LIST: &str = "RUN cd / && { find $DIRS -mindepth 1 -exec stat -c '%A %h %s %y %N' {} + ; \
                     find $DIRS -type f -exec md5sum {} + ; } | sort > /listing";
 
