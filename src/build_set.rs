@@ -87,6 +87,8 @@ pub struct SetRun<'a> {
     pub network: &'a crate::network::Network,
     /// Where the direct push spools compressed layers (`TMPDIR`).
     pub spool_dir: PathBuf,
+    /// ECR's `BLOB_MOUNTING` setting, read once per run.
+    pub mounting: crate::registry::Mounting,
 }
 
 impl std::fmt::Debug for SetRun<'_> {
@@ -333,8 +335,8 @@ impl BuildSet {
             built.len()
         ));
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let reg = std::sync::Arc::new(docker_engine::direct::registry::Registry::connect(
-            run.auth,
+        let reg = std::sync::Arc::new(crate::registry::Registry::connect(
+            &run.auth.login(),
             &inputs.repository,
             run.retry,
             run.network,
@@ -347,6 +349,7 @@ impl BuildSet {
                 compression: inputs.compression,
                 spool_dir: run.spool_dir.clone(),
                 network: run.network.clone(),
+                mounting: run.mounting,
             };
             let reg = std::sync::Arc::clone(&reg);
             async move {
@@ -372,15 +375,18 @@ impl BuildSet {
                 .with_context(|| format!("pushing the {} manifest failed", member.platform))?;
                 Ok::<_, anyhow::Error>((
                     Child::of(member.platform.clone(), &image.manifest),
-                    image.stats.compressed_bytes,
+                    image.stats,
                 ))
             }
         });
         let children = futures_util::future::try_join_all(pushes).await?;
-        for (row, (child, compressed)) in report.platforms.iter_mut().zip(&children) {
+        let mut blobs = docker_engine::direct::BlobStats::default();
+        for (row, (child, stats)) in report.platforms.iter_mut().zip(&children) {
             row.digest = Some(child.digest.clone());
-            row.compressed_bytes = Some(*compressed);
+            row.compressed_bytes = Some(stats.compressed_bytes);
+            blobs += *stats;
         }
+        report.blobs = Some(blobs);
         let children: Vec<Child> = children.into_iter().map(|(child, _)| child).collect();
         let put = index::put(&reg, &inputs.tags, &children, |line| eprintln!("{line}")).await?;
         drop(group);

@@ -41,6 +41,7 @@
 //! ECR has confirmed the digest of every tag.
 
 pub mod build_set;
+pub mod credentials;
 pub mod ecr;
 pub mod engine;
 pub mod env;
@@ -48,6 +49,7 @@ pub mod gate;
 pub mod inputs;
 pub mod metadata;
 pub mod network;
+pub mod registry;
 pub mod report;
 pub mod repository;
 pub mod route;
@@ -136,9 +138,11 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     }
 
     let registry_id = inputs.registry_id.as_deref();
-    let auth = ecr.authorization(registry_id).await?;
+    let mut auth = ecr.authorization(registry_id).await?;
     runner.add_mask(auth.password.expose());
     runner.add_mask(auth.token.expose());
+    let masks = runner.clone();
+    auth.renew = Some(ecr.token_renewal(registry_id, move |secret| masks.add_mask(secret)));
     let mut report = Report::new(&auth.registry, inputs);
     if inputs.push && inputs.push_engine != PushEngine::Daemon {
         probe_registry(&auth, inputs, env, &network).await?;
@@ -202,6 +206,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             reuse_from,
             network: &network,
             spool_dir: env.spool_dir.clone(),
+            mounting: ecr.blob_mounting(registry_id).await,
         };
         let (done, policies) = tokio::join!(
             set.run(&set_run, &mut report),
@@ -258,6 +263,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             network: &network,
             retry: retry_policy(env),
             spool_dir: env.spool_dir.clone(),
+            mounting: ecr.blob_mounting(registry_id).await,
         };
         Box::pin(push_and_confirm(
             &ecr,
@@ -317,8 +323,8 @@ async fn probe_registry(
     env: &Environment,
     network: &network::Network,
 ) -> anyhow::Result<()> {
-    let registry = engine::direct::registry::Registry::connect(
-        auth,
+    let registry = registry::Registry::connect(
+        &auth.login(),
         &inputs.repository,
         retry_policy(env),
         network,
@@ -354,6 +360,7 @@ async fn push_and_confirm(
     let route::Pushed {
         digest,
         engine_used,
+        blobs,
     } = route::push(
         route,
         run,
@@ -388,6 +395,7 @@ async fn push_and_confirm(
     );
     report.outcome = Outcome::Pushed;
     report.push_engine = Some(engine_used);
+    report.blobs = blobs;
     report.digest = Some(digest);
     report.pushed_size_bytes = detail.size_bytes;
     report.push_time = Some(push_time);

@@ -43,6 +43,8 @@ pub struct Report {
     /// Which pusher sent the image: `direct`, `daemon`, `daemon (fallback)`, `direct
     /// (fallback)`, or `daemon (blobs), direct (tags)` ([`crate::route::Route`]).
     pub push_engine: Option<&'static str>,
+    /// What the direct push's blobs cost (sent, already there, mounted), when it pushed.
+    pub blobs: Option<crate::engine::direct::BlobStats>,
     /// The scan gate's findings, with `scan: wait`.
     pub scan: Option<crate::gate::Gate>,
     /// A single-platform build's platform, from the image config.
@@ -93,6 +95,7 @@ impl Report {
             builder: None,
             cache: None,
             push_engine: None,
+            blobs: None,
             platform: None,
             platforms: Vec::new(),
             scan: None,
@@ -208,6 +211,17 @@ impl Report {
             let _ = writeln!(md, "| Push time | {:.2} s |", push.as_secs_f64());
             let _ = writeln!(md, "| Push engine | {engine} |");
         }
+        if let Some(blobs) = &self.blobs {
+            let _ = writeln!(
+                md,
+                "| Blobs | {} uploaded, {} already in the repository, {} mounted from another \
+                 repository, {} layer(s) reused without compressing |",
+                human_bytes(i64::try_from(blobs.uploaded_bytes).unwrap_or(i64::MAX)),
+                blobs.skipped_blobs,
+                blobs.mounted_blobs,
+                blobs.reused_layers
+            );
+        }
         if let Some(repo) = &self.repository_state {
             let created = if repo.created {
                 " (created by this run)"
@@ -309,6 +323,7 @@ mod tests {
                 steps: 4,
             }),
             push_engine: None,
+            blobs: None,
             platform: None,
             platforms: Vec::new(),
             scan: None,

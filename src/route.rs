@@ -94,6 +94,8 @@ pub struct PushRun<'a> {
     pub network: &'a Network,
     pub retry: RetryPolicy,
     pub spool_dir: std::path::PathBuf,
+    /// ECR's `BLOB_MOUNTING` setting, read once per run.
+    pub mounting: crate::registry::Mounting,
 }
 
 /// A pushed image: its manifest digest, and which pusher sent it (for the log and the
@@ -102,6 +104,8 @@ pub struct PushRun<'a> {
 pub struct Pushed {
     pub digest: String,
     pub engine_used: &'static str,
+    /// What the direct push's blobs cost; `None` when the daemon's pusher sent them.
+    pub blobs: Option<direct::BlobStats>,
 }
 
 /// Pushes `image_id` under every tag along `route`.
@@ -155,6 +159,7 @@ async fn daemon(
     Ok(Pushed {
         digest: pushed.digest,
         engine_used: "daemon",
+        blobs: None,
     })
 }
 
@@ -168,6 +173,7 @@ async fn direct_push(
         network: run.network.clone(),
         compression: inputs.compression,
         spool_dir: run.spool_dir.clone(),
+        mounting: run.mounting,
         ..DirectOptions::default()
     };
     let pushed = direct::push(
@@ -175,7 +181,7 @@ async fn direct_push(
         image_id,
         &inputs.repository,
         &inputs.tags,
-        run.auth,
+        &run.auth.login(),
         run.retry,
         &options,
         |line| eprintln!("{line}"),
@@ -192,6 +198,7 @@ async fn direct_push(
         pushed.reused_layers
     );
     Ok(Pushed {
+        blobs: Some(pushed.stats()),
         digest: pushed.digest,
         engine_used: "direct",
     })
@@ -213,12 +220,18 @@ async fn daemon_blobs(
         target.repository_ref
     ));
     match push::push_one(run.engine, target, first, run.retry).await {
+        // One tag: the daemon's push was the whole of it.
+        Ok(pushed) if others.is_empty() => Ok(Pushed {
+            digest: pushed.digest,
+            engine_used: "daemon",
+            blobs: None,
+        }),
         Ok(pushed) => {
             let tagged = direct::tag_pushed(
                 &pushed.digest,
                 &inputs.repository,
                 others,
-                run.auth,
+                &run.auth.login(),
                 run.retry,
                 run.network,
                 |line| eprintln!("{line}"),
@@ -234,6 +247,7 @@ async fn daemon_blobs(
             Ok(Pushed {
                 digest: tagged.digest,
                 engine_used: "daemon (blobs), direct (tags)",
+                blobs: None,
             })
         }
         Err(err) if falls_back(&err) => {

@@ -10,27 +10,34 @@ use std::io::Read as _;
 use std::process::Command;
 
 use ecr_build_push::ecr::{RegistryAuth, Secret};
-use ecr_build_push::engine::direct::registry::{Registry, OCI_INDEX, OCI_MANIFEST};
 use ecr_build_push::engine::direct::{
     self, manifest, DirectOptions, DirectPushError, DirectPushed, PushedManifest,
 };
 use ecr_build_push::engine::push::RetryPolicy;
 use ecr_build_push::engine::{Engine, ImageStore};
 use ecr_build_push::env::DockerEnv;
+use ecr_build_push::registry::{BlobBody, Registry, OCI_INDEX, OCI_MANIFEST};
 use sha2::Digest as _;
 use support::{docker, standin, unique};
 
 /// The stand-in registry's login, as `GetAuthorizationToken` hands it out.
 fn auth() -> RegistryAuth {
+    auth_with(standin().password.clone())
+}
+
+/// The login of `password` (one the front issued to some access key).
+fn auth_with(password: String) -> RegistryAuth {
     use base64::Engine as _;
     let standin = standin();
     RegistryAuth {
         registry: standin.registry.clone(),
         username: "AWS".to_string(),
-        password: Secret::new(standin.password.clone()),
         token: Secret::new(
-            base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", standin.password)),
+            base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}")),
         ),
+        password: Secret::new(password),
+        expires_at: None,
+        renew: None,
     }
 }
 
@@ -71,7 +78,18 @@ async fn push_reusing(
     retry: RetryPolicy,
     reuse_from: &[String],
 ) -> (Result<DirectPushed, DirectPushError>, Vec<String>) {
-    let auth = auth();
+    push_reusing_as(auth(), image_id, repository, tags, retry, reuse_from).await
+}
+
+/// [`push_reusing`] logged in as `auth`.
+async fn push_reusing_as(
+    auth: RegistryAuth,
+    image_id: &str,
+    repository: &str,
+    tags: &[&str],
+    retry: RetryPolicy,
+    reuse_from: &[String],
+) -> (Result<DirectPushed, DirectPushError>, Vec<String>) {
     let tags: Vec<String> = tags.iter().map(ToString::to_string).collect();
     let options = DirectOptions {
         reuse_from: reuse_from.to_vec(),
@@ -83,7 +101,7 @@ async fn push_reusing(
         image_id,
         repository,
         &tags,
-        &auth,
+        &auth.login(),
         retry,
         &options,
         |line| {
@@ -510,7 +528,11 @@ async fn layers_of_an_image_in_another_repository_are_mounted() {
     );
     let target = unique("direct-mount-dst");
     s.create_repository(&target, "MUTABLE");
-    let (pushed, lines) = push_reusing(
+    // An account view of its own, with ECR's BLOB_MOUNTING on (off by default).
+    let key = support::own_access_key();
+    s.set_blob_mounting(&key, true);
+    let (pushed, lines) = push_reusing_as(
+        auth_with(s.password_for(&key)),
         &id,
         &target,
         &["v1"],
@@ -666,8 +688,9 @@ async fn refusals_are_final_and_errors_are_clean() {
 async fn put_blob(reg: &Registry, data: &[u8]) -> String {
     let digest = sha256(data);
     let location = reg.start_upload().await.expect("start an upload");
+    let body = BlobBody::Memory(bytes::Bytes::copy_from_slice(data));
     let location = reg
-        .patch(&location, 0, bytes::Bytes::copy_from_slice(data))
+        .patch_whole(&location, &body, data.len() as u64)
         .await
         .expect("upload a blob");
     reg.complete(&location, &digest).await.expect("complete");
@@ -700,7 +723,7 @@ async fn an_image_stored_as_an_index_pushes_its_platform_manifest_alone() {
 
     // The attestation: an in-toto layer on an empty config, as BuildKit writes it.
     let reg = Registry::connect(
-        &auth(),
+        &auth().login(),
         &source,
         RetryPolicy::DEFAULT,
         &ecr_build_push::network::Network::default(),

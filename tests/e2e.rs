@@ -345,6 +345,9 @@ fn push_false_builds_only() {
 #[test]
 fn a_private_base_image_in_ecr_builds() {
     let standin = standin();
+    // An account view of its own, with ECR's BLOB_MOUNTING on (off by default).
+    let key = support::own_access_key();
+    standin.set_blob_mounting(&key, true);
     let base_repo = unique("base");
     let base_ws = Workspace::new();
     base_ws.write(
@@ -355,6 +358,7 @@ fn a_private_base_image_in_ecr_builds() {
         .action(base_ws.path())
         .input("repository", &base_repo)
         .input("tags", "v1")
+        .env("AWS_ACCESS_KEY_ID", &key)
         .run();
     base.assert_success();
     let base_ref = base.output("image-uri").to_string();
@@ -370,6 +374,7 @@ fn a_private_base_image_in_ecr_builds() {
         .action(ws.path())
         .input("repository", &unique("app"))
         .input("pull", "true")
+        .env("AWS_ACCESS_KEY_ID", &key)
         .run();
     run.assert_success();
     assert_eq!(
@@ -377,7 +382,7 @@ fn a_private_base_image_in_ecr_builds() {
         "private-base"
     );
     // The direct push mounts the base's layers from its repository instead of sending
-    // them again (the stand-in's registry mounts, as ECR does with BLOB_MOUNTING on).
+    // them again (as ECR does with BLOB_MOUNTING on).
     if run.stderr.contains("(direct)") {
         let mounted = format!("Mounted from {base_repo}");
         assert_eq!(run.stderr.matches(&mounted).count(), 2, "{}", run.stderr);

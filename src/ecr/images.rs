@@ -5,7 +5,10 @@ use anyhow::Context as _;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
 use aws_sdk_ecr::types::ImageIdentifier;
 
+use std::time::{Duration, Instant};
+
 use super::{api_error, Ecr, ImageDetail};
+use crate::registry::rules;
 
 /// Manifest types asked for when reading a manifest back, newest first.
 const MANIFEST_TYPES: [&str; 4] = [
@@ -101,6 +104,11 @@ impl Ecr {
     /// Confirms that ECR holds the pushed `digest` and returns what it reports. A tag that
     /// points elsewhere by now (another run pushed the same tag meanwhile) is reported in
     /// `moved_tags`, not as an error: this run's image is in ECR under its digest.
+    ///
+    /// ECR is eventually consistent: right after a push, `DescribeImages` may not list the
+    /// image, or not all its tags, for a few seconds (docker/github-builder#30). So a
+    /// missing image, or a tag not found anywhere, is asked for again with backoff for up
+    /// to [`rules::VISIBILITY_WAIT`]; the log says how long that took.
     pub async fn confirm_digest(
         &self,
         name: &str,
@@ -108,6 +116,67 @@ impl Ecr {
         tags: &[String],
         digest: &str,
     ) -> anyhow::Result<(ImageDetail, Vec<String>)> {
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(250);
+        let mut sleep = |late: bool| {
+            let this = wait;
+            wait = (wait * 2).min(Duration::from_secs(5));
+            async move {
+                if late {
+                    return false;
+                }
+                tokio::time::sleep(this).await;
+                true
+            }
+        };
+        loop {
+            let late = started.elapsed() >= rules::VISIBILITY_WAIT;
+            let Some(detail) = self.describe_digest(name, registry_id, digest).await? else {
+                if sleep(late).await {
+                    continue;
+                }
+                anyhow::bail!(
+                    "ECR has no image {digest} in `{name}` {:.0} s after the push",
+                    started.elapsed().as_secs_f64()
+                );
+            };
+            let missing: Vec<String> = tags
+                .iter()
+                .filter(|tag| !detail.tags.contains(tag))
+                .cloned()
+                .collect();
+            // A missing tag found at another image has moved; one found nowhere (or found
+            // at this image by tag but not yet in its listing) is not visible yet.
+            let found = self.existing_tags(name, registry_id, &missing).await?;
+            let moved: Vec<String> = found
+                .into_iter()
+                .filter(|tag| tag.digest != digest)
+                .map(|tag| tag.tag)
+                .collect();
+            if moved.len() < missing.len() && sleep(late).await {
+                continue;
+            }
+            if started.elapsed() >= Duration::from_secs(1) {
+                tracing::info!(
+                    "ECR listed {digest} with its tags after {:.1} s (its API is eventually \
+                     consistent)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            // Past the wait, a tag ECR still does not show is not confirmed: it is
+            // reported with the moved ones, and left out of the outputs as they are.
+            let unconfirmed = if late { missing } else { moved };
+            return Ok((detail, unconfirmed));
+        }
+    }
+
+    /// `DescribeImages` of one digest; `None` when ECR does not list it.
+    async fn describe_digest(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        digest: &str,
+    ) -> anyhow::Result<Option<ImageDetail>> {
         let result = self
             .client
             .describe_images()
@@ -118,18 +187,15 @@ impl Ecr {
             .await;
         let response = match result {
             Ok(response) => response,
-            Err(err) if err.code() == Some("ImageNotFoundException") => {
-                anyhow::bail!("ECR has no image {digest} in `{name}` after the push")
-            }
+            Err(err) if err.code() == Some("ImageNotFoundException") => return Ok(None),
             Err(err) => {
                 return Err(api_error(err))
                     .with_context(|| format!("cannot look up {digest} in `{name}`"))
             }
         };
-        let found = response
-            .image_details()
-            .first()
-            .with_context(|| format!("ECR has no image {digest} in `{name}` after the push"))?;
+        let Some(found) = response.image_details().first() else {
+            return Ok(None);
+        };
         let detail = ImageDetail {
             digest: found.image_digest().unwrap_or_default().to_string(),
             size_bytes: found.image_size_in_bytes(),
@@ -138,12 +204,7 @@ impl Ecr {
         if detail.digest != digest {
             anyhow::bail!("ECR answered {} when asked for {digest}", detail.digest);
         }
-        let moved = tags
-            .iter()
-            .filter(|tag| !detail.tags.contains(tag))
-            .cloned()
-            .collect();
-        Ok((detail, moved))
+        Ok(Some(detail))
     }
 }
 

@@ -24,10 +24,13 @@ use aws_sdk_ecr::types::{
 };
 use aws_sdk_ecr::Client;
 use base64::Engine as _;
+use std::sync::Arc;
 
+pub use crate::credentials::Secret;
 use crate::inputs::{Encryption, Policy, RepositorySettings, TagMutability};
 use crate::network::proxy::explain_tunnel_failure;
 use crate::network::{Network, ProxyUrl};
+use crate::registry;
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -44,26 +47,6 @@ pub struct Ecr {
     trust_hint: String,
 }
 
-/// A registry password, held in memory only. `Debug` never shows it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 /// Basic-auth credentials for the registry, from `GetAuthorizationToken`.
 #[derive(Debug, Clone)]
 pub struct RegistryAuth {
@@ -73,6 +56,57 @@ pub struct RegistryAuth {
     pub password: Secret,
     /// The token as ECR sends it (base64 of `user:password`), kept only to be masked.
     pub token: Secret,
+    /// When ECR stops taking the token (12 hours after it was issued).
+    pub expires_at: Option<std::time::SystemTime>,
+    /// How the registry client gets a new token when ECR says this one expired.
+    pub renew: Option<Arc<dyn registry::Renew>>,
+}
+
+impl RegistryAuth {
+    /// What the registry client logs in with.
+    pub fn login(&self) -> registry::Login {
+        registry::Login {
+            host: self.registry.clone(),
+            credentials: registry::Credentials {
+                username: self.username.clone(),
+                password: self.password.clone(),
+                expires_at: self.expires_at,
+            },
+            renew: self.renew.clone(),
+        }
+    }
+}
+
+/// Gets a new registry token from ECR for the registry client, masking every new secret
+/// (through `mask`) before it is used.
+pub struct TokenRenewal {
+    ecr: Ecr,
+    registry_id: Option<String>,
+    mask: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl fmt::Debug for TokenRenewal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRenewal")
+            .field("region", &self.ecr.region)
+            .field("registry_id", &self.registry_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl registry::Renew for TokenRenewal {
+    fn renew(&self) -> futures_util::future::BoxFuture<'_, Result<registry::Credentials, String>> {
+        Box::pin(async move {
+            let auth = self
+                .ecr
+                .authorization(self.registry_id.as_deref())
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            (self.mask)(auth.password.expose());
+            (self.mask)(auth.token.expose());
+            Ok(auth.login().credentials)
+        })
+    }
 }
 
 /// The repository as it is after [`Ecr::ensure_repository`].
@@ -257,12 +291,63 @@ impl Ecr {
             .proxy_endpoint()
             .context("GetAuthorizationToken returned no proxy endpoint")?;
         let registry = registry_host(endpoint, registry_id);
+        let expires_at = data.expires_at().and_then(|t| {
+            std::time::SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(
+                u64::try_from(t.secs()).ok()?,
+            ))
+        });
         Ok(RegistryAuth {
             registry,
             username: username.to_string(),
-            password: Secret(password.to_string()),
-            token: Secret(token.to_string()),
+            password: Secret::new(password.to_string()),
+            token: Secret::new(token.to_string()),
+            expires_at,
+            renew: None,
         })
+    }
+
+    /// How the registry client renews `registry_id`'s token: `GetAuthorizationToken`
+    /// again, each new secret given to `mask` first.
+    pub fn token_renewal(
+        &self,
+        registry_id: Option<&str>,
+        mask: impl Fn(&str) + Send + Sync + 'static,
+    ) -> Arc<dyn registry::Renew> {
+        Arc::new(TokenRenewal {
+            ecr: self.clone(),
+            registry_id: registry_id.map(ToString::to_string),
+            mask: Box::new(mask),
+        })
+    }
+
+    /// ECR's `BLOB_MOUNTING` account setting, read once per run. A role that may not
+    /// read it (`ecr:GetAccountSetting`), or a partition without it, leaves it unknown:
+    /// mounts are then tried, which costs a request per layer at most. So does a push to
+    /// another account's registry (`registry_id`), whose setting the caller cannot read.
+    pub async fn blob_mounting(&self, registry_id: Option<&str>) -> registry::Mounting {
+        if registry_id.is_some() {
+            return registry::Mounting::Unknown;
+        }
+        match self
+            .client
+            .get_account_setting()
+            .name("BLOB_MOUNTING")
+            .send()
+            .await
+        {
+            Ok(answer) => {
+                let value = answer.value().unwrap_or_default();
+                tracing::debug!("ECR account setting BLOB_MOUNTING: {value}");
+                registry::Mounting::from_setting(value)
+            }
+            Err(err) => {
+                tracing::debug!(
+                    "cannot read ECR's BLOB_MOUNTING setting ({}): mounts will be tried",
+                    describe(&err)
+                );
+                registry::Mounting::Unknown
+            }
+        }
     }
 
     /// [`api_error`], with the proxy and the TLS roots named when the request got no
@@ -543,8 +628,10 @@ mod tests {
         let auth = RegistryAuth {
             registry: "r".into(),
             username: "AWS".into(),
-            password: Secret("hunter2".into()),
-            token: Secret("aHVudGVyMg==".into()),
+            password: Secret::new("hunter2".into()),
+            token: Secret::new("aHVudGVyMg==".into()),
+            expires_at: None,
+            renew: None,
         };
         let shown = format!("{auth:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -14,7 +14,7 @@ use hyper::Uri;
 use hyper_util::client::proxy::matcher::Matcher;
 use percent_encoding::percent_decode_str;
 
-use crate::ecr::Secret;
+use crate::credentials::Secret;
 use crate::env::{NetworkEnv, HTTPS_PROXY, HTTP_PROXY};
 
 /// One proxy URL, with its credentials apart.

@@ -1,45 +1,36 @@
 #!/usr/bin/env python3
-"""TLS front of the ECR stand-in: one HTTPS listener that plays both ECR hosts.
+"""TLS front of the ECR stand-in: one HTTPS listener that plays both ECR hosts (and S3's).
 
-  api.ecr.us-east-1.amazonaws.com               -> moto server (plain pass-through)
+  api.ecr.us-east-1.amazonaws.com               -> moto server, except the operations the
+                                                   front answers itself (front_api.py):
+                                                   GetAuthorizationToken, account settings,
+                                                   repository creation templates,
+                                                   ListImageReferrers, and the visibility
+                                                   window of DescribeImages & co.
   123456789012.dkr.ecr.us-east-1.amazonaws.com  -> docker-registry, plus the ECR rules
-                                                   that a plain registry lacks:
-    * a repository moto does not know answers 404 NAME_UNKNOWN (ECR never creates
-      a repository on push);
-    * an IMMUTABLE repository refuses to move an existing tag (400 TAG_INVALID);
-    * every accepted manifest PUT is recorded in moto (put_image) before the client
-      sees the 201, so DescribeImages agrees with the registry the moment a push ends;
-    * a manifest pushed to a repository with scanOnPush gets its scan started in moto
-      (StartImageScan), as ECR starts it on push.
+                                                   a plain registry lacks (front_registry.py)
+  prod-us-east-1-starport-layer-bucket.s3.us-east-1.amazonaws.com
+                                                -> S3's side of ECR's blob redirects
 
-Scripted scan answers for tests: POST /scans on the control API gives one repository a
-list of DescribeImageScanFindings (and StartImageScan) answers, consumed in order, the
-last one repeating: IN_PROGRESS before COMPLETE, FAILED, ScanNotFoundException, enhanced
-findings (see Scans).
+Plain-HTTP control API for tests (default 127.0.0.1:5005, front_control.py): fault
+injection (/faults, front_faults.py), scripted scan answers (/scans), registry token
+lifetimes (/tokens), eventual consistency (/visibility), per-repository modes (/mode),
+counters (/stats), and /reset. What it remembers lives in front_state.py.
 
-Fault injection for tests: a plain-HTTP control API (default 127.0.0.1:5005, see
-Faults and ControlHandler) queues rules that make the next matching requests answer an
-error status, reset the connection mid-body, or wait first, or that close the listener
-for a while so new connections are refused, or that answer a registry GET the way ECR
-answers every blob GET: a 307 to a presigned S3 URL, served here under the API host at
-/starport-layer-bucket/, which (as S3 does) refuses a request that also carries an
-Authorization header. API requests signed with the access key ids
-AKIADENIEDEXAMPLE / AKIAEXPIREDEXAMPLE are always refused like ECR refuses bad or expired
-credentials. Both are marked "injected:..." in the request log.
+API requests signed with the access key ids AKIADENIEDEXAMPLE / AKIAEXPIREDEXAMPLE are
+always refused like ECR refuses bad or expired credentials. Every injected or emulated
+answer is marked "injected:..." in the request log.
 
 Standard library only, apart from boto3 (shipped with moto) to talk to moto. Bodies
-are streamed in both directions, never buffered whole, except manifests (small, and
-needed for the digest and for put_image). One thread per client connection.
+are streamed in both directions, never buffered whole, except manifests and API bodies
+(small, and needed). One thread per client connection.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import http.client
 import json
 import logging
 import os
-import re
 import select
 import socket
 import socketserver
@@ -49,18 +40,22 @@ import sys
 import threading
 import time
 import uuid
+import http.client
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
-REGISTRY_HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
-API_HOST = f"api.ecr.{REGION}.amazonaws.com"
-# The API's VPC endpoint name (scripts/standin VPCE_API_HOST), served as the API.
-VPCE_API_HOST = f"vpce-0standin-api.api.ecr.{REGION}.vpce.amazonaws.com"
+from front_api import ApiMixin
+from front_common import (ACCOUNT, API_HOST, REGISTRY_HOST, S3_HOST, S3_PREFIX, VPCE_API_HOST,
+                          ClientGone, UpstreamGone, access_key_of, log)
+from front_control import Control
+from front_faults import (API_FAULT_MESSAGES, CREDENTIAL_FAULTS, REGISTRY_FAULT_CODES,
+                          REGISTRY_REPOSITORY, RESET_READ_LIMIT, Faults, Scans)
+from front_moto import Moto
+from front_registry import RegistryMixin, rewrite_location
+from front_state import EcrState
 
 BUF = 256 * 1024                 # copy size: big enough that a 50 MB layer costs few syscalls
-MANIFEST_LIMIT = 4 * 1024 * 1024  # ECR's own manifest size limit
+API_BODY_LIMIT = 4 * 1024 * 1024
 UPSTREAM_TIMEOUT = 300
 CLIENT_IDLE_TIMEOUT = 300
 
@@ -71,309 +66,16 @@ HOP_BY_HOP = {
     "content-length", "expect",
 }
 
-# Greedy (.+) makes <name> run up to the LAST /manifests/, /blobs/ or /tags/ segment,
-# so names with slashes ("team/app") work.
-REPO_PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<rest>.*)$")
-
-log = logging.getLogger("front")
-
-
-class ClientGone(Exception):
-    """The downstream client went away; nothing useful can be sent to it any more."""
-
-
-class UpstreamGone(Exception):
-    """The upstream closed the connection before answering."""
-
-
-RESET_READ_LIMIT = 64 * 1024   # "reset" faults read at most this much of the body first
-FAULT_ROUTES = ("registry", "api")
-# The repository a registry request names: /v2/<name>/blobs/..., /manifests/..., /tags/...
-REGISTRY_REPOSITORY = re.compile(r"^/v2/(.+?)/(?:blobs|manifests|tags)/")
-FAULT_MODES = ("status", "reset", "delay", "refuse", "redirect")
-S3_PREFIX = "/starport-layer-bucket"
-FAULT_FIELDS = {"route", "mode", "count", "method", "path", "action", "status", "error",
-                "message", "seconds", "repository"}
-MAX_FAULT_SECONDS = 300
-
-# Access key ids that the API route refuses whatever the signature, as ECR would.
-CREDENTIAL_FAULTS = {
-    "AKIADENIEDEXAMPLE": ("UnrecognizedClientException",
-                          "The security token included in the request is invalid."),
-    "AKIAEXPIREDEXAMPLE": ("ExpiredTokenException",
-                           "The security token included in the request is expired"),
-}
-CREDENTIAL = re.compile(r"Credential=([A-Za-z0-9]+)/")
-
-REGISTRY_FAULT_CODES = {
-    503: ("UNAVAILABLE", "service unavailable"),
-    429: ("TOOMANYREQUESTS", "Rate exceeded"),
-    401: ("UNAUTHORIZED", "authentication required"),
-    403: ("DENIED", "requested access to the resource is denied"),
-}
-API_FAULT_MESSAGES = {
-    "ThrottlingException": "Rate exceeded",
-    "ServiceUnavailableException": "Service Unavailable",
-}
-
-
-class FaultSpecError(ValueError):
-    """A POST /faults body that does not describe a valid rule."""
-
-
-def parse_fault(spec) -> dict:
-    """Validate one rule as POSTed, filling in the defaults."""
-    if not isinstance(spec, dict):
-        raise FaultSpecError("the body must be a JSON object")
-    unknown = set(spec) - FAULT_FIELDS
-    if unknown:
-        raise FaultSpecError(f"unknown field(s): {', '.join(sorted(unknown))}")
-    mode = spec.get("mode")
-    if mode not in FAULT_MODES:
-        raise FaultSpecError(f"mode must be one of {', '.join(FAULT_MODES)}")
-    route = spec.get("route")
-    if route is not None and route not in FAULT_ROUTES:
-        raise FaultSpecError("route must be 'registry' or 'api' (or absent: both)")
-    count = spec.get("count", 1)
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise FaultSpecError("count must be an integer >= 1")
-    rule = {"mode": mode, "route": route, "count": count}
-    for key in ("method", "path", "action", "error", "message", "repository"):
-        value = spec.get(key)
-        if value is not None and not isinstance(value, str):
-            raise FaultSpecError(f"{key} must be a string")
-        rule[key] = value.upper() if key == "method" and value else value
-    status = spec.get("status")
-    if mode == "status":
-        if status is None:
-            status = 400 if route == "api" and rule["error"] else 503
-        if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
-            raise FaultSpecError("status must be an integer from 400 to 599")
-    elif status is not None:
-        raise FaultSpecError("status only applies to mode 'status'")
-    rule["status"] = status
-    seconds = spec.get("seconds")
-    if mode in ("delay", "refuse"):
-        seconds = 1.0 if seconds is None else seconds
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) \
-                or not 0 <= seconds <= MAX_FAULT_SECONDS:
-            raise FaultSpecError(f"seconds must be a number from 0 to {MAX_FAULT_SECONDS}")
-        seconds = float(seconds)
-    elif seconds is not None:
-        raise FaultSpecError("seconds only applies to modes 'delay' and 'refuse'")
-    rule["seconds"] = seconds
-    if mode == "redirect" and route != "registry":
-        raise FaultSpecError("mode 'redirect' needs route 'registry'")
-    if mode == "refuse":
-        # `route` picks the listener: the registry's, the API's, or (unset) both.
-        for key in ("method", "path", "action", "error", "message", "repository"):
-            if rule[key] is not None:
-                raise FaultSpecError(f"{key} does not apply to mode 'refuse'")
-        if count != 1:
-            raise FaultSpecError("count does not apply to mode 'refuse'")
-    return rule
-
-
-class Faults:
-    """Pending fault rules, oldest first; each request takes the first rule it matches."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._rules: list[dict] = []
-        self._next_id = 1
-        self.injected = 0
-        # "redirect" faults, shared by both listeners: signature token -> (registry path,
-        # the client's Authorization)
-        self.presigned: dict[str, tuple[str, str]] = {}
-
-    def add(self, rule: dict) -> dict:
-        with self._lock:
-            rule = dict(rule, id=self._next_id)
-            self._next_id += 1
-            if rule["mode"] == "refuse":
-                self.injected += 1   # applied at once by the caller
-            else:
-                self._rules.append(rule)
-            return dict(rule)
-
-    def scoped(self, route: str) -> bool:
-        """Whether a pending rule for this route is scoped to a repository, so the request's
-        repository must be known (for the API, from its body) before rules are matched."""
-        with self._lock:
-            return any(r["repository"] and r["route"] in (None, route) for r in self._rules)
-
-    def take(self, route: str, method: str, path: str, action: str | None,
-             repository: str | None = None) -> dict | None:
-        # `repository` scopes a rule to one test's repository, so tests running in
-        # parallel (every run calls DescribeRepositories) never take each other's faults.
-        with self._lock:
-            for rule in self._rules:
-                if (rule["route"] not in (None, route)
-                        or (rule["method"] and rule["method"] != method)
-                        or (rule["path"] and rule["path"] not in path)
-                        or (rule["action"] and rule["action"] != action)
-                        or (rule["repository"] and rule["repository"] != repository)):
-                    continue
-                rule["count"] -= 1
-                if rule["count"] <= 0:
-                    self._rules.remove(rule)
-                self.injected += 1
-                return dict(rule)
-        return None
-
-    def clear(self) -> int:
-        with self._lock:
-            dropped = len(self._rules)
-            self._rules.clear()
-            self.injected = 0
-            return dropped
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            return {"pending": [dict(r) for r in self._rules], "injected": self.injected}
-
-
-class Scans:
-    """Scripted scan answers, per repository, so parallel tests stay independent.
-
-    A script is {"describe": [answer, ...], "start": [answer, ...]}; each call to that
-    operation for that repository takes the next answer, and the last one repeats. An
-    answer is {"forward": true} (moto answers: its default is one HIGH finding,
-    CVE-9999-9999 in moto_fake, once a scan was started), {"error": type, "message": m}
-    (ECR's JSON error, 400), or {"status": S, "description": d, "findings": [...],
-    "enhancedFindings": [...]} (a DescribeImageScanFindings answer for the image asked
-    about; StartImageScan answers with its status only). Calls are counted either way.
-    """
-
-    OPERATIONS = ("describe", "start")
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._scripts: dict[str, dict] = {}
-        self._calls: dict[str, dict] = {}
-
-    @staticmethod
-    def parse(spec) -> tuple[str, dict]:
-        if not isinstance(spec, dict) or not isinstance(spec.get("repository"), str):
-            raise FaultSpecError("a scan script is an object with a `repository` name")
-        unknown = set(spec) - {"repository", *Scans.OPERATIONS}
-        if unknown:
-            raise FaultSpecError(f"unknown field(s) {sorted(unknown)}")
-        script = {}
-        for op in Scans.OPERATIONS:
-            answers = spec.get(op, [])
-            if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
-                raise FaultSpecError(f"`{op}` is a list of answer objects")
-            for answer in answers:
-                if not ({"forward", "error", "status"} & set(answer)):
-                    raise FaultSpecError(f"an answer needs `forward`, `error` or `status`: {answer}")
-            script[op] = [dict(a) for a in answers]
-        return spec["repository"], script
-
-    def set(self, repository: str, script: dict) -> None:
-        with self._lock:
-            self._scripts[repository] = script
-            self._calls[repository] = {op: 0 for op in self.OPERATIONS}
-
-    def take(self, repository: str, op: str) -> dict | None:
-        """The answer for this call, or None when moto answers unscripted."""
-        with self._lock:
-            calls = self._calls.setdefault(repository, {o: 0 for o in self.OPERATIONS})
-            calls[op] += 1
-            answers = self._scripts.get(repository, {}).get(op) or []
-            if not answers:
-                return None
-            return answers.pop(0) if len(answers) > 1 else answers[0]
-
-    def calls(self, repository: str) -> dict:
-        with self._lock:
-            return dict(self._calls.get(repository, {o: 0 for o in self.OPERATIONS}))
-
-
-class Moto:
-    """The few ECR API calls the registry rules need, against moto's plain-HTTP endpoint."""
-
-    def __init__(self, url: str):
-        import boto3  # imported here so `front.py --help` stays instant
-        from botocore.config import Config
-
-        self.client = boto3.client(
-            "ecr", endpoint_url=url, region_name=REGION,
-            aws_access_key_id="standin", aws_secret_access_key="standin",
-            config=Config(retries={"max_attempts": 2, "mode": "standard"},
-                          max_pool_connections=64, connect_timeout=5, read_timeout=30),
-        )
-        self.errors = self.client.exceptions
-        from botocore.exceptions import ParamValidationError
-        self.ParamValidationError = ParamValidationError
-
-    def repository(self, name: str) -> dict | None:
-        # Deliberately uncached: tests reset moto between cases, and a stale "exists"
-        # would let a push succeed that real ECR would refuse.
-        try:
-            return self.client.describe_repositories(repositoryNames=[name])["repositories"][0]
-        except (self.errors.RepositoryNotFoundException, self.errors.InvalidParameterException,
-                self.ParamValidationError):
-            # ParamValidationError: botocore's own check (e.g. a 1-character name); no
-            # such repository can exist, so the client gets NAME_UNKNOWN, not a 502.
-            return None
-
-    def digest_of(self, name: str, image_id: dict) -> str | None:
-        try:
-            details = self.client.describe_images(repositoryName=name, imageIds=[image_id])
-        except self.errors.ImageNotFoundException:
-            return None
-        images = details.get("imageDetails") or []
-        return images[0]["imageDigest"] if images else None
-
-    def start_scan(self, name: str, digest: str) -> None:
-        """What ECR does on push to a repository with scanOnPush: the scan starts."""
-        try:
-            self.client.start_image_scan(repositoryName=name, imageId={"imageDigest": digest})
-        except self.errors.LimitExceededException:
-            pass  # moto allows one scan a day per image: another tag of it started it
-        except Exception:  # noqa: BLE001 - the push succeeded; a scan is a side effect
-            log.exception("scan on push of %s@%s failed", name, digest)
-
-    def image(self, name: str, tag: str) -> dict | None:
-        """The image a tag points at now: imageId, imageManifest, imageManifestMediaType."""
-        images = self.client.batch_get_image(repositoryName=name, imageIds=[{"imageTag": tag}])
-        return (images.get("images") or [None])[0]
-
-    def put_image(self, name: str, manifest: str, media_type: str | None,
-                  tag: str | None, digest: str, previous: dict | None = None) -> None:
-        if tag is None and self.digest_of(name, {"imageDigest": digest}):
-            # moto 5.2 mishandles a digest-only re-push of a known manifest (it tries to
-            # delete tag None); ECR treats it as a no-op, so do we.
-            return
-        args = {"repositoryName": name, "imageManifest": manifest, "imageDigest": digest}
-        if media_type:
-            args["imageManifestMediaType"] = media_type
-        if tag is not None:
-            args["imageTag"] = tag
-        try:
-            self.client.put_image(**args)
-        except self.errors.ImageAlreadyExistsException:
-            pass  # identical tag+manifest already recorded: ECR accepts the re-push
-        old_digest = previous["imageId"]["imageDigest"] if previous else None
-        if old_digest and old_digest != digest and not self.digest_of(name, {"imageDigest": old_digest}):
-            # moto 5.2 deletes the image a moved tag used to name; ECR keeps it, untagged
-            # (and so does the registry). Put it back so the two stay in step.
-            self.client.put_image(
-                repositoryName=name, imageManifest=previous["imageManifest"],
-                imageManifestMediaType=previous.get("imageManifestMediaType")
-                or json.loads(previous["imageManifest"]).get("mediaType"),
-                imageDigest=old_digest)
-
 
 class Front(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
     def __init__(self, addr, ctx: ssl.SSLContext, moto: Moto, moto_addr, registry_addr,
-                 faults: "Faults", scans: "Scans | None" = None):
+                 faults: Faults, scans: Scans, state: EcrState):
         self.ctx = ctx
-        self.scans = scans or Scans()
+        self.scans = scans
+        self.state = state
         self.moto = moto
         self.moto_addr = moto_addr
         self.registry_addr = registry_addr
@@ -483,7 +185,7 @@ class Front(ThreadingHTTPServer):
         log.info("%s connection error: %s: %s", client_address[0], type(exc).__name__, exc)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(ApiMixin, RegistryMixin, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive: docker reuses connections heavily
     server_version = "ecr-standin"
     rbufsize = 64 * 1024
@@ -523,9 +225,12 @@ class Handler(BaseHTTPRequestHandler):
                 pass  # a fault answered (or dropped) the request
             elif route == "api" and self._refuse_credentials():
                 pass
-            elif host == API_HOST and urlsplit(self.path).path.startswith(S3_PREFIX + "/"):
+            elif host == S3_HOST or (host == API_HOST
+                                     and urlsplit(self.path).path.startswith(S3_PREFIX + "/")):
                 self._presigned_get()
             elif host == API_HOST and self._scripted_scan():
+                pass
+            elif host == API_HOST and self._api_intercept():
                 pass
             elif host == API_HOST:
                 self._forward(self.server.moto_addr)
@@ -562,7 +267,7 @@ class Handler(BaseHTTPRequestHandler):
         op = self.SCAN_ACTIONS.get(action)
         if op is None:
             return False
-        body = self._read_body(MANIFEST_LIMIT) or b"{}"
+        body = self._read_body(API_BODY_LIMIT) or b"{}"
         request = json.loads(body or b"{}")
         name = request.get("repositoryName", "")
         answer = self.server.scans.take(name, op)
@@ -607,7 +312,7 @@ class Handler(BaseHTTPRequestHandler):
             action = (self.headers.get("X-Amz-Target") or "").rsplit(".", 1)[-1] or None
             if self.server.faults.scoped(route):
                 # API bodies are small JSON: read it once, and replay it to whoever reads on.
-                self._body = self._read_body(MANIFEST_LIMIT)
+                self._body = self._read_body(API_BODY_LIMIT)
                 try:
                     request = json.loads(self._body or b"{}")
                 except ValueError:
@@ -628,15 +333,10 @@ class Handler(BaseHTTPRequestHandler):
             self._reset_connection()
             return True
         if mode == "redirect":
-            token = uuid.uuid4().hex
-            self.server.faults.presigned[token] = (self.path, self.headers.get("Authorization") or "")
-            self._drain_body()
-            self._status = 307
-            self.send_response_only(307)
-            self.send_header("Location", f"https://{API_HOST}{S3_PREFIX}{urlsplit(self.path).path}"
-                                         f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature={token}")
-            self.send_header("Content-Length", "0")
-            self._end_headers()
+            # As ECR answers every blob GET (and now the default for them, see
+            # front_registry): a 307 to a presigned URL. The registry's credentials here are
+            # what the client sent (this runs before the token swap), so the S3 side swaps.
+            self._redirect_to_s3()
             return True
         self._drain_body()
         if route == "api":
@@ -650,20 +350,24 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def _presigned_get(self):
-        """S3's side of a "redirect" fault: the signature in the URL is the credential."""
+        """S3's side of a blob redirect: the signature in the URL is the credential, and a
+        request that also carries an Authorization header is refused, as S3 refuses it."""
         self._drain_body()
-        token = dict(p.split("=", 1) for p in urlsplit(self.path).query.split("&") if "=" in p)
+        query = dict(p.split("=", 1) for p in urlsplit(self.path).query.split("&") if "=" in p)
         if self.headers.get("Authorization"):
             return self._s3_error(400, "InvalidArgument", "Only one auth mechanism allowed; only "
                                   "the X-Amz-Algorithm query parameter, Signature query string "
                                   "parameter or the Authorization header should be specified")
-        found = self.server.faults.presigned.pop(token.get("X-Amz-Signature", ""), None)
+        found = self.server.state.presigned.get(query.get("X-Amz-Signature", ""))
         if found is None or self.command != "GET":
             return self._s3_error(403, "AccessDenied", "Access Denied")
         self.path, authorization = found
         del self.headers["Host"]
         self.headers["Host"] = REGISTRY_HOST
-        self.headers["Authorization"] = authorization
+        if authorization:
+            # A presigned URL is its own credential: swap a token the front issued (a
+            # "redirect" fault kept the client's own header) even if it expired since.
+            self.headers["Authorization"] = self._registry_authorization(authorization)
         self._forward(self.server.registry_addr)
 
     def _s3_error(self, status: int, code: str, message: str):
@@ -686,9 +390,18 @@ class Handler(BaseHTTPRequestHandler):
             except (OSError, ssl.SSLError) as exc:
                 raise ClientGone() from exc
 
+    def _answer_empty(self, status: int, headers: dict):
+        """A bodiless answer (201 to a PATCH, 307 to a blob GET) with these headers."""
+        self._status = status
+        self.send_response_only(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
+        self.send_header("Content-Length", "0")
+        self._end_headers()
+
     def _refuse_credentials(self) -> bool:
-        m = CREDENTIAL.search(self.headers.get("Authorization") or "")
-        refusal = CREDENTIAL_FAULTS.get(m[1]) if m else None
+        refusal = CREDENTIAL_FAULTS.get(access_key_of(self.headers.get("Authorization")))
         if refusal is None:
             return False
         self._injected = refusal[0]
@@ -724,53 +437,6 @@ class Handler(BaseHTTPRequestHandler):
         # rfile holds a reference that keeps the socket open; wfile does not.
         self.rfile.close()
         self.request.close()
-
-    # --- registry rules ---------------------------------------------------------------
-
-    def _registry(self):
-        m = REPO_PATH.match(urlsplit(self.path).path)
-        # Unauthenticated requests go straight to the registry so they get its 401
-        # challenge first, as ECR does; the repository check applies to real clients.
-        if m and self.headers.get("Authorization"):
-            name = m["name"]
-            repo = self.server.moto.repository(name)
-            if repo is None:
-                self._drain_body()
-                return self._json_error(
-                    404, "NAME_UNKNOWN",
-                    f"The repository with name '{name}' does not exist in the registry "
-                    f"with id '{ACCOUNT}'")
-            if m["kind"] == "manifests" and self.command == "PUT":
-                return self._put_manifest(name, m["rest"], repo)
-        self._forward(self.server.registry_addr)
-
-    def _put_manifest(self, name: str, reference: str, repo: dict):
-        body = self._read_body(MANIFEST_LIMIT)
-        if body is None:
-            return self._json_error(400, "MANIFEST_INVALID", "manifest too large")
-        tag = None if reference.startswith("sha256:") else reference
-        moto = self.server.moto
-        with self.server.repo_lock(name):
-            previous = moto.image(name, tag) if tag is not None else None
-            if previous and repo.get("imageTagMutability") == "IMMUTABLE":
-                mine = "sha256:" + hashlib.sha256(body).hexdigest()
-                if previous["imageId"]["imageDigest"] != mine:
-                    return self._json_error(
-                        400, "TAG_INVALID",
-                        f"The image tag '{tag}' already exists in the '{name}' repository "
-                        "and cannot be overwritten because the repository is immutable.")
-            conn, resp = self._upstream(self.server.registry_addr, body=body)
-            try:
-                answer = resp.read()
-                if resp.status == 201:
-                    digest = resp.getheader("Docker-Content-Digest")
-                    moto.put_image(name, body.decode("utf-8"),
-                                   self.headers.get("Content-Type"), tag, digest, previous)
-                    if (repo.get("imageScanningConfiguration") or {}).get("scanOnPush"):
-                        moto.start_scan(name, digest)
-                self._relay(resp, answer)
-            finally:
-                conn.close()
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -829,17 +495,25 @@ class Handler(BaseHTTPRequestHandler):
                 raise UpstreamGone() from None
         return conn, conn.getresponse()
 
-    def _relay(self, resp: http.client.HTTPResponse, body: bytes | None = None):
-        """Copy an upstream response to the client, streaming unless body is given."""
-        self._status = resp.status
-        bodiless = self.command == "HEAD" or resp.status in (204, 304) or resp.status < 200
-        self.send_response_only(resp.status, resp.reason)
+    def _relay(self, resp: http.client.HTTPResponse, body: bytes | None = None,
+               status: int | None = None, replace: dict | None = None, drop=()):
+        """Copy an upstream response to the client, streaming unless body is given;
+        `status` and `replace` (header -> value) override, `drop` names headers to leave out."""
+        status = status or resp.status
+        replace = {k.lower(): (k, v) for k, v in (replace or {}).items()}
+        self._status = status
+        bodiless = self.command == "HEAD" or status in (204, 304) or status < 200
+        self.send_response_only(status, None if status != resp.status else resp.reason)
         for key, value in resp.getheaders():
             lower = key.lower()
-            if lower in HOP_BY_HOP:
+            if lower in HOP_BY_HOP or lower in drop:
                 continue
-            if lower == "location":
+            if lower in replace:
+                key, value = replace.pop(lower)
+            elif lower == "location":
                 value = rewrite_location(value)
+            self.send_header(key, value)
+        for key, value in replace.values():
             self.send_header(key, value)
         length = resp.getheader("Content-Length")
         if body is not None and not bodiless:
@@ -947,118 +621,6 @@ class Handler(BaseHTTPRequestHandler):
                 pass
 
 
-class ControlHandler(BaseHTTPRequestHandler):
-    """The fault control API (plain HTTP, loopback):
-
-      POST   /faults   add one rule (JSON object; see parse_fault) -> 201 {"added": rule}
-      GET    /faults   {"pending": [rules], "injected": N, "refusing": seconds left}
-      DELETE /faults   drop every pending rule, end a "refuse", zero the counter
-    """
-    protocol_version = "HTTP/1.1"
-    server_version = "ecr-standin-faults"
-
-    def log_message(self, fmt, *args):
-        pass
-
-    def _answer(self, status: int, payload: dict):
-        body = json.dumps(payload).encode()
-        self.send_response_only(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _front(self) -> Front:
-        return self.server.front  # type: ignore[attr-defined]
-
-    def _route_ok(self) -> bool:
-        path = urlsplit(self.path).path.rstrip("/")
-        if path == "/faults":
-            return True
-        if path == "/scans":
-            self._scans()
-            return False
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        self._answer(404, {"error": "only /faults and /scans exist"})
-        return False
-
-    def _scans(self):
-        """POST /scans {"repository": R, "describe": [...], "start": [...]} sets R's
-        script (201); GET /scans?repository=R -> {"describe": calls, "start": calls}."""
-        scans = self._front().scans
-        if self.command == "GET":
-            query = dict(p.split("=", 1) for p in urlsplit(self.path).query.split("&") if "=" in p)
-            return self._answer(200, scans.calls(query.get("repository", "")))
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if self.command != "POST":
-            return self._answer(405, {"error": "GET or POST /scans"})
-        try:
-            repository, script = Scans.parse(json.loads(raw or b"null"))
-        except (ValueError, FaultSpecError) as exc:
-            return self._answer(400, {"error": str(exc)})
-        scans.set(repository, script)
-        log.info("- - - - scan script for %s: %s", repository, json.dumps(script, sort_keys=True))
-        self._answer(201, {"repository": repository, **script})
-
-    def do_GET(self):
-        if self._route_ok():
-            refusing = max(front.refusing for front in self.server.fronts.values())  # type: ignore[attr-defined]
-            self._answer(200, dict(self._front().faults.snapshot(), refusing=round(refusing, 3)))
-
-    def do_DELETE(self):
-        if self._route_ok():
-            dropped = self._front().faults.clear()
-            for front in set(self.server.fronts.values()):  # type: ignore[attr-defined]
-                if front.refusing:
-                    front.stop_refusing()
-            self._answer(200, {"cleared": dropped})
-
-    def do_POST(self):
-        if not self._route_ok():
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            rule = parse_fault(json.loads(raw or b"null"))
-        except (ValueError, FaultSpecError) as exc:  # JSONDecodeError is a ValueError
-            return self._answer(400, {"error": str(exc)})
-        front = self._front()
-        rule = front.faults.add(rule)
-        log.info("- - - - fault added: %s", json.dumps(rule, sort_keys=True))
-        if rule["mode"] == "refuse":
-            fronts = self.server.fronts  # type: ignore[attr-defined]
-            targets = {fronts[rule["route"]]} if rule["route"] else set(fronts.values())
-            for target in targets:
-                target.refuse(rule["seconds"])
-        self._answer(201, {"added": rule})
-
-
-class Control(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, addr, fronts: dict[str, Front]):
-        # route -> the listener serving it (one Front may serve both)
-        self.fronts = fronts
-        self.front = fronts["registry"]
-        super().__init__(addr, ControlHandler)
-
-    def server_bind(self):
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-
-def rewrite_location(value: str) -> str:
-    # The registry is told its external URL, but a Location naming the loopback port
-    # would send clients around the front (and around the ECR rules).
-    for internal in ("http://127.0.0.1:5002", "http://localhost:5002"):
-        if value.startswith(internal):
-            return f"https://{REGISTRY_HOST}" + value[len(internal):]
-    return value
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--listen", default="127.0.0.2:443")
@@ -1070,7 +632,7 @@ def main():
     ap.add_argument("--moto", default="127.0.0.1:5001")
     ap.add_argument("--registry", default="127.0.0.1:5002")
     ap.add_argument("--control", default="127.0.0.1:5005",
-                    help="plain-HTTP fault control API (keep it on loopback)")
+                    help="plain-HTTP control API for tests (keep it on loopback)")
     ap.add_argument("--log", required=True, help="one line per request goes here")
     ap.add_argument("--pid-file")
     args = ap.parse_args()
@@ -1093,11 +655,12 @@ def main():
     moto = Moto(f"http://{moto_addr[0]}:{moto_addr[1]}")
     faults = Faults()
     scans = Scans()
-    server = Front(addr(args.listen), ctx, moto, moto_addr, addr(args.registry), faults, scans)
+    state = EcrState()
+    server = Front(addr(args.listen), ctx, moto, moto_addr, addr(args.registry), faults, scans, state)
     fronts = {"registry": server, "api": server}
     if args.api_listen:
         api = Front(addr(args.api_listen), ctx, moto, moto_addr, addr(args.registry), faults,
-                    scans)
+                    scans, state)
         fronts["api"] = api
         threading.Thread(target=api.serve, name="api-listener", daemon=True).start()
     control = Control(addr(args.control), fronts)
@@ -1106,7 +669,7 @@ def main():
     if args.pid_file:
         with open(args.pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
-    log.info("listening on %s, fault control API on http://%s", args.listen, args.control)
+    log.info("listening on %s, control API on http://%s", args.listen, args.control)
     try:
         server.serve()
     except KeyboardInterrupt:

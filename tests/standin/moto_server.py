@@ -10,12 +10,22 @@ moto 5.2 reports an image manifest's `imageSizeInBytes` as its config's size, an
 an index. ECR reports the size of the image in the repository: the sum of its (compressed)
 layers, and for a manifest list "the max size of all manifests in the list" (API reference,
 `ImageDetail`), here the largest of the index's manifests held in the same repository.
+
+moto 5.2 knows the tag-mutability exclusions of July 2025 (MUTABLE_WITH_EXCLUSION,
+IMMUTABLE_WITH_EXCLUSION), but matches a WILDCARD filter as a regular expression's
+prefix, checks neither the filters' number nor their pattern, lets PutImageTagMutability
+pair filters with a plain value, and leaves the filters out of its answer. Here a filter
+matches the whole tag with `*` as the only wildcard (API reference,
+ImageTagMutabilityExclusionFilter: WILDCARD, [0-9a-zA-Z._*-]{1,128}, 1 to 5 of them), and
+a tag an exclusion filter matches has the opposite mutability.
 """
 
 import json
+import re
 import sys
 import threading
 
+from moto.ecr.exceptions import ImageAlreadyExistsException
 from moto.ecr.models import ECRBackend, Image
 from moto.server import main
 
@@ -68,7 +78,73 @@ def get_image_size_in_bytes(self):
     return max(sizes) if sizes else None
 
 
+FILTER_VALUE = re.compile(r"^[0-9a-zA-Z._*-]{1,128}$")
+
+
+def wildcard_match(pattern, tag):
+    return re.fullmatch(".*".join(re.escape(p) for p in pattern.split("*")), tag) is not None
+
+
+def tag_is_immutable(repository, tag):
+    immutable = repository.image_tag_mutability.startswith("IMMUTABLE")
+    filters = repository.image_tag_mutability_exclusion_filters or []
+    if repository.image_tag_mutability.endswith("_WITH_EXCLUSION") and any(
+        wildcard_match(f["filter"], tag) for f in filters
+    ):
+        return not immutable
+    return immutable
+
+
+def resolve_image_tag_mutability(self, repository, proposed_image_tag):
+    existing = [i for i in repository.images if proposed_image_tag in i.image_tags]
+    if existing and proposed_image_tag and tag_is_immutable(repository, proposed_image_tag):
+        raise ImageAlreadyExistsException(
+            registry_id=repository.registry_id,
+            image_tag=proposed_image_tag,
+            digest=existing[0].get_image_digest(),
+            repository_name=repository.name,
+        )
+    return existing
+
+
+def validate_mutability_exclusion_filters(self, filters):
+    if filters is None:
+        return None
+    if not isinstance(filters, list) or not 1 <= len(filters) <= 5:
+        return "'Member must have length less than or equal to 5 and greater than or equal to 1'"
+    for f in filters:
+        if not isinstance(f, dict) or set(f) != {"filterType", "filter"}:
+            return "'Each filter must have exactly the members filterType and filter'"
+        if f["filterType"] != "WILDCARD":
+            return f"Invalid value for 'filterType' in mutability exclusion filter: {f['filterType']}"
+        if not isinstance(f["filter"], str) or not FILTER_VALUE.match(f["filter"]):
+            return "'Member must satisfy regular expression pattern: ^[0-9a-zA-Z._*-]{1,128}$'"
+    return None
+
+
+_put_image_tag_mutability = ECRBackend.put_image_tag_mutability
+
+
+def put_image_tag_mutability(
+    self, registry_id, repository_name, image_tag_mutability, image_tag_mutability_exclusion_filters=None
+):
+    errmsg = self._validate_mutability_exclusion_filters(image_tag_mutability_exclusion_filters)
+    if errmsg is None:
+        self.validate_image_tag_mutability_params_compatibility(
+            image_tag_mutability, image_tag_mutability_exclusion_filters
+        )
+    result = _put_image_tag_mutability(
+        self, registry_id, repository_name, image_tag_mutability, image_tag_mutability_exclusion_filters
+    )
+    if image_tag_mutability_exclusion_filters:
+        result["imageTagMutabilityExclusionFilters"] = image_tag_mutability_exclusion_filters
+    return result
+
+
 ECRBackend.put_image = put_image
+ECRBackend._resolve_image_tag_mutability = resolve_image_tag_mutability
+ECRBackend._validate_mutability_exclusion_filters = validate_mutability_exclusion_filters
+ECRBackend.put_image_tag_mutability = put_image_tag_mutability
 Image.get_image_size_in_bytes = get_image_size_in_bytes
 ECRBackend.batch_delete_image = batch_delete_image
 

@@ -25,6 +25,9 @@ pub const TEST_BUILDER: &str = "ECR_BUILD_PUSH_TEST_BUILDER";
 /// Likewise for the pusher (`daemon`, `direct`).
 pub const TEST_PUSH_ENGINE: &str = "ECR_BUILD_PUSH_TEST_PUSH_ENGINE";
 pub const REGION: &str = "us-east-1";
+/// How every registry password the stand-in issues begins: base64 of `{"payload": `, as
+/// ECR's do.
+pub const ISSUED_PASSWORD_PREFIX: &str = "eyJwYXlsb2FkIjog";
 
 /// Root of the repository (where Cargo.toml is).
 pub fn repo_root() -> PathBuf {
@@ -139,6 +142,13 @@ pub fn action_image() -> &'static str {
 }
 
 /// A repository name no other test (or earlier run) uses.
+/// An AWS access key id of the caller's own: the front keeps its account settings
+/// (`BLOB_MOUNTING`) and token lifetimes apart from every other test's.
+pub fn own_access_key() -> String {
+    let key = unique("AKIA").replace('-', "").to_uppercase();
+    key[..key.len().min(20)].to_string()
+}
+
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
@@ -204,6 +214,84 @@ impl Standin {
             "cannot add fault {rule}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Calls the front's control API (`tests/standin/README.md`): `POST path` with `body`,
+    /// or `GET path` when `body` is `None`; returns its JSON answer.
+    pub fn control(&self, path: &str, body: Option<&serde_json::Value>) -> serde_json::Value {
+        let url = format!("{}{path}", self.var("STANDIN_FAULTS_URL"));
+        let mut command = Command::new("curl");
+        command.args(["-sS", "-f", &url, "-H", "Content-Type: application/json"]);
+        if let Some(body) = body {
+            command.args(["-X", "POST", "--data-binary", &body.to_string()]);
+        }
+        let out = command.output().expect("curl");
+        assert!(
+            out.status.success(),
+            "control API {path} {body:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("control API answers JSON")
+    }
+
+    /// The front's counters for `repository` (`PATCH` requests, mounts, expired tokens).
+    pub fn stats(&self, repository: &str) -> serde_json::Value {
+        self.control(&format!("/stats?repository={repository}"), None)
+    }
+
+    /// Calls the ECR API through the front, as the action does, signed (in form only)
+    /// with `access_key`: the front keeps account settings and token lifetimes per access
+    /// key, so a test with its own key has its own account view.
+    pub fn api(
+        &self,
+        access_key: &str,
+        operation: &str,
+        body: &serde_json::Value,
+    ) -> serde_json::Value {
+        let endpoint = self.var("AWS_ENDPOINT_URL_ECR");
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(&self.ca_cert)
+            .args(["-X", "POST", &endpoint])
+            .args(["-H", "Content-Type: application/x-amz-json-1.1"])
+            .args([
+                "-H",
+                &format!("X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.{operation}"),
+            ])
+            .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential={access_key}/20260101/{REGION}/ecr/aws4_request, SignedHeaders=host, Signature=x")])
+            .args(["--data-binary", &body.to_string()])
+            .output()
+            .expect("run curl");
+        assert!(
+            out.status.success(),
+            "curl to the ECR API failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A registry password issued through the front to `access_key`.
+    pub fn password_for(&self, access_key: &str) -> String {
+        let answer = self.api(access_key, "GetAuthorizationToken", &serde_json::json!({}));
+        let token = answer["authorizationData"][0]["authorizationToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("GetAuthorizationToken: {answer}"));
+        base64_decode(token)
+            .split_once(':')
+            .expect("user:password")
+            .1
+            .to_string()
+    }
+
+    /// Turns ECR's `BLOB_MOUNTING` account setting on or off for `access_key`'s view.
+    pub fn set_blob_mounting(&self, access_key: &str, enabled: bool) {
+        let value = if enabled { "ENABLED" } else { "DISABLED" };
+        let answer = self.api(
+            access_key,
+            "PutAccountSetting",
+            &serde_json::json!({"name": "BLOB_MOUNTING", "value": value}),
+        );
+        assert_eq!(answer["value"], value, "PutAccountSetting: {answer}");
     }
 
     /// How many fault rules scoped to `repository` are still waiting for a request.
@@ -624,6 +712,25 @@ fn scan_for_secrets(run: &RunResult, env: &[(String, String)]) {
     let token =
         base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", standin.password));
     let produced = [&run.stderr, &run.stdout, &run.output_file, &run.summary];
+    // Every password the front issues (one per GetAuthorizationToken, renewals included)
+    // starts as ECR's do, with a JSON envelope in base64; the token is `AWS:` before it.
+    let issued = [
+        ISSUED_PASSWORD_PREFIX.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(format!("AWS:{ISSUED_PASSWORD_PREFIX}"))
+            [..20]
+            .to_string(),
+    ];
+    for text in produced {
+        for line in text.lines() {
+            if issued.iter().any(|prefix| line.contains(prefix.as_str())) {
+                assert!(
+                    line.starts_with("::add-mask::"),
+                    "an issued registry password leaked in `{line}`:\n{}",
+                    run.stderr
+                );
+            }
+        }
+    }
     for secret in [&standin.password, &token] {
         for text in produced {
             for line in text.lines().filter(|l| l.contains(secret.as_str())) {

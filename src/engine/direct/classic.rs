@@ -15,9 +15,9 @@ use bytes::Bytes;
 use super::compression::{Compression, ManifestFormat};
 use super::export::{self, sha256_digest, CompressedLayer, Content, ExportEvent, Feeder};
 use super::manifest::{self, LayerBlob, PushedManifest};
-use super::registry::Registry;
 use super::upload::{Blob, Uploads};
 use super::{gzip, mb, short, BlobStats, DirectOptions, DirectPushError, UploadedImage};
+use crate::registry::Registry;
 
 /// Uploads the config and the layers of `image_id` (a config digest) and builds its
 /// manifest.

@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read as _, Write as _};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -26,11 +26,11 @@ use serde::Deserialize;
 use super::descriptor::Descriptor;
 use super::export::{self, sha256_digest, Content, Feeder, HashingWriter};
 use super::manifest::PushedManifest;
-use super::registry::{Registry, MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
 use super::reuse::Platform;
 use super::stream::{LayerEvent, PartSink};
 use super::upload::{Blob, Uploads};
 use super::{mb, short, BlobStats, DirectOptions, DirectPushError, UploadedImage};
+use crate::registry::{rules, Registry, MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
 
 /// Layer media types that are not compressed.
 const UNCOMPRESSED_LAYERS: [&str; 2] = [
@@ -138,15 +138,77 @@ pub(super) async fn rerun(
         })
         .await
         .ok()?;
-    let media_type = media_type.split(';').next().unwrap_or_default().trim();
-    if ![MANIFEST_V2, OCI_MANIFEST].contains(&media_type) || sha256_digest(&bytes) != image_id {
-        return None;
-    }
-    let parsed: Manifest = serde_json::from_slice(&bytes).ok()?;
+    let image = stored_image(&media_type, bytes, image_id)?;
     on_line(&format!(
         "{}: Manifest already exists (so does every blob it lists)",
         short(image_id)
     ));
+    Some(image)
+}
+
+/// The image manifest `digest` that the daemon's pusher reported pushing, read back. ECR
+/// is eventually consistent (docker/github-builder#30), so a manifest not found yet is
+/// asked for again, with backoff, for up to [`rules::VISIBILITY_WAIT`]; any other failure
+/// is named as it is.
+pub(super) async fn pushed_by_the_daemon(
+    reg: &Registry,
+    digest: &str,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<UploadedImage, DirectPushError> {
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(500);
+    let (media_type, bytes) = loop {
+        match reg
+            .with_retry("reading the pushed image manifest", || {
+                reg.get_manifest(&reg.repository, digest)
+            })
+            .await
+        {
+            Ok(found) => break found,
+            Err((failure, _))
+                if failure.status == Some(404) && started.elapsed() < rules::VISIBILITY_WAIT =>
+            {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(failure) => {
+                return Err(DirectPushError::registry(
+                    reg,
+                    "reading back",
+                    format!("manifest {digest}, which the daemon reported pushing,"),
+                    failure,
+                ))
+            }
+        }
+    };
+    if started.elapsed() > Duration::from_secs(1) {
+        tracing::info!(
+            "the registry served {} {:.1} s after the daemon pushed it",
+            short(digest),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let image = stored_image(&media_type, bytes, digest).ok_or_else(|| {
+        DirectPushError::image(
+            digest,
+            reg,
+            format!(
+                "the repository serves it as `{media_type}`, not as the image manifest the \
+                 daemon reported pushing"
+            ),
+        )
+    })?;
+    on_line(&format!("{}: pushed by the daemon", short(digest)));
+    Ok(image)
+}
+
+/// The image manifest `bytes` (of `media_type`) as already pushed with all its blobs;
+/// `None` unless it is an image manifest whose digest is `digest`.
+fn stored_image(media_type: &str, bytes: Bytes, digest: &str) -> Option<UploadedImage> {
+    if ![MANIFEST_V2, OCI_MANIFEST].contains(&media_type) || sha256_digest(&bytes) != digest {
+        return None;
+    }
+    let parsed: Manifest = serde_json::from_slice(&bytes).ok()?;
     let blobs: Vec<(String, u64)> = parsed
         .layers
         .iter()

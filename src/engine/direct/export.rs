@@ -66,30 +66,8 @@ pub enum ExportEvent {
     Compressed(CompressedLayer),
 }
 
-/// A blob ready for upload: in memory or in a spool file.
-#[derive(Debug, Clone)]
-pub enum Content {
-    Memory(Bytes),
-    File(Arc<File>),
-}
-
-impl Content {
-    /// `len` bytes at `offset` (a blocking read for files).
-    pub fn read_part(&self, offset: u64, len: usize) -> io::Result<Bytes> {
-        match self {
-            Content::Memory(bytes) => {
-                let start = usize::try_from(offset).map_err(io::Error::other)?;
-                Ok(bytes.slice(start..start + len))
-            }
-            Content::File(file) => {
-                use std::os::unix::fs::FileExt as _;
-                let mut buf = vec![0u8; len];
-                file.read_exact_at(&mut buf, offset)?;
-                Ok(Bytes::from(buf))
-            }
-        }
-    }
-}
+/// Where a blob's bytes are (the registry client's type).
+pub use crate::registry::BlobBody as Content;
 
 /// What is left once the tar has been read.
 #[derive(Debug, Default)]

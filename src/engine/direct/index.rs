@@ -7,9 +7,9 @@
 use bytes::Bytes;
 
 use super::manifest::{self, PushedManifest};
-use super::registry::{self, Registry};
 use super::DirectPushError;
 use crate::inputs::Platform;
+use crate::registry::{self, Registry};
 
 /// One platform's image, pushed by digest.
 #[derive(Debug, Clone, PartialEq, Eq)]

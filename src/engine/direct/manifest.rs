@@ -9,8 +9,8 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 
 use super::compression::{LayerCodec, ManifestFormat};
 use super::export::sha256_digest;
-use super::registry::{self, Registry};
 use super::DirectPushError;
+use crate::registry::{self, Registry};
 
 /// References put at once after the first.
 const TAG_CONCURRENCY: usize = 4;

@@ -41,7 +41,6 @@ pub mod export;
 pub mod gzip;
 pub mod index;
 pub mod manifest;
-pub mod registry;
 pub mod reuse;
 mod stream;
 mod upload;
@@ -53,14 +52,12 @@ use std::time::Instant;
 
 pub use self::compression::Compression;
 pub use self::manifest::PushedManifest;
-use self::registry::{Failure, Registry};
-use crate::ecr::RegistryAuth;
 use crate::engine::push::RetryPolicy;
 use crate::engine::{Engine, ImageStore};
+use crate::registry::{rules, Failure, Login, Mounting, Registry, SetupError};
 
-/// Upload part size, for blobs sent from memory or the spool: ECR needs at least 5 MiB for
-/// every part but the last. A streamed layer holds back this much before it is sent, so
-/// a smaller blob can be `HEAD`ed first ([`stream`]).
+/// A streamed layer holds back this much before it is sent, so a smaller blob is known
+/// whole and can be `HEAD`ed first ([`stream`]).
 pub const PART_SIZE: usize = 8 << 20;
 /// Blobs uploaded at once.
 pub const UPLOAD_CONCURRENCY: usize = 4;
@@ -81,6 +78,8 @@ pub struct DirectOptions {
     pub spool_dir: PathBuf,
     /// Proxy, trust roots and registry endpoint for the registry client.
     pub network: crate::network::Network,
+    /// ECR's `BLOB_MOUNTING` setting: no mount is tried when it is off.
+    pub mounting: Mounting,
 }
 
 impl Default for DirectOptions {
@@ -91,6 +90,7 @@ impl Default for DirectOptions {
             reuse_from: Vec::new(),
             spool_dir: PathBuf::from(crate::env::DEFAULT_SPOOL_DIR),
             network: crate::network::Network::default(),
+            mounting: Mounting::default(),
         }
     }
 }
@@ -155,6 +155,15 @@ pub enum DirectPushError {
     },
 }
 
+impl From<SetupError> for DirectPushError {
+    fn from(err: SetupError) -> Self {
+        Self::Setup {
+            registry: err.registry,
+            message: err.message,
+        }
+    }
+}
+
 impl DirectPushError {
     /// Whether the daemon's pusher could still succeed where this failed (for
     /// `push-engine: auto`): the image could not be read or handled, or the connection
@@ -196,9 +205,15 @@ impl DirectPushError {
             subject,
             operation: operation.to_string(),
             status: failure.status,
-            message: match &failure.code {
-                Some(code) => format!("{code}: {}", failure.message),
-                None => failure.message.clone(),
+            message: {
+                let mut message = match &failure.code {
+                    Some(code) => format!("{code}: {}", failure.message),
+                    None => failure.message.clone(),
+                };
+                if failure.status == Some(403) && !failure.token_expired() {
+                    message = format!("{message} ({})", rules::FORBIDDEN_HINT);
+                }
+                message
             },
             code: failure.code,
             attempts,
@@ -227,6 +242,16 @@ pub struct BlobStats {
     pub mounted_blobs: usize,
     /// Distinct layers known from `reuse_from`: neither compressed nor uploaded.
     pub reused_layers: usize,
+}
+
+impl std::ops::AddAssign for BlobStats {
+    fn add_assign(&mut self, other: Self) {
+        self.compressed_bytes += other.compressed_bytes;
+        self.uploaded_bytes += other.uploaded_bytes;
+        self.skipped_blobs += other.skipped_blobs;
+        self.mounted_blobs += other.mounted_blobs;
+        self.reused_layers += other.reused_layers;
+    }
 }
 
 impl BlobStats {
@@ -261,7 +286,7 @@ pub async fn push(
     image_id: &str,
     repository: &str,
     tags: &[String],
-    auth: &RegistryAuth,
+    login: &Login,
     retry: RetryPolicy,
     options: &DirectOptions,
     mut on_line: impl FnMut(&str),
@@ -270,12 +295,12 @@ pub async fn push(
     if tags.is_empty() {
         return Err(DirectPushError::Image {
             image: image_id.to_string(),
-            registry: auth.registry.clone(),
+            registry: login.host.clone(),
             message: "no tags to push".into(),
         });
     }
     let reg = Arc::new(Registry::connect(
-        auth,
+        login,
         repository,
         retry,
         &options.network,
@@ -292,29 +317,30 @@ pub async fn tag_pushed(
     digest: &str,
     repository: &str,
     tags: &[String],
-    auth: &RegistryAuth,
+    login: &Login,
     retry: RetryPolicy,
     network: &crate::network::Network,
     mut on_line: impl FnMut(&str),
 ) -> Result<DirectPushed, DirectPushError> {
     let started = Instant::now();
-    let reg = Registry::connect(auth, repository, retry, network)?;
-    let image = containerd::rerun(&reg, digest, &mut on_line)
-        .await
-        .ok_or_else(|| {
-            DirectPushError::image(
-                digest,
-                &reg,
-                "the repository does not serve it as an image manifest, though the daemon \
-                 reported pushing it"
-                    .into(),
-            )
-        })?;
+    let reg = Registry::connect(login, repository, retry, network)?;
+    let image = containerd::pushed_by_the_daemon(&reg, digest, &mut on_line).await?;
     manifest::put(&reg, tags, &image.manifest, &mut on_line).await?;
     Ok(DirectPushed::new(image, started))
 }
 
 impl DirectPushed {
+    /// What its blobs cost.
+    pub fn stats(&self) -> BlobStats {
+        BlobStats {
+            compressed_bytes: self.compressed_bytes,
+            uploaded_bytes: self.uploaded_bytes,
+            skipped_blobs: self.skipped_blobs,
+            mounted_blobs: self.mounted_blobs,
+            reused_layers: self.reused_layers,
+        }
+    }
+
     fn new(image: UploadedImage, started: Instant) -> Self {
         let UploadedImage { manifest, stats } = image;
         Self {
@@ -342,6 +368,23 @@ pub async fn upload_image(
     options: &DirectOptions,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<UploadedImage, DirectPushError> {
+    // ECR refuses an image with more layers than this only once every blob is uploaded:
+    // say so before anything is sent.
+    if let Some((diff_ids, _)) = local_image(&engine.docker, image_id).await {
+        if diff_ids.len() > rules::MAX_LAYERS {
+            return Err(DirectPushError::image(
+                image_id,
+                reg,
+                format!(
+                    "it has {} layers, and ECR refuses an image with more than {} (405 \
+                     \"Limit on number of layers per image exceeded\"): merge RUN steps, or \
+                     build with a multi-stage Dockerfile whose last stage copies the result",
+                    diff_ids.len(),
+                    rules::MAX_LAYERS
+                ),
+            ));
+        }
+    }
     // Boxed: each source's state machine is large, and the caller's future need not be.
     match engine.store {
         ImageStore::Classic => {
@@ -401,7 +444,7 @@ async fn reusable_layers(
         return HashMap::new();
     }
     let known = reuse::known_layers(reg, &options.reuse_from, platform, options.compression).await;
-    reuse::resolve(reg, diff_ids, &known).await
+    reuse::resolve(reg, diff_ids, &known, options.mounting).await
 }
 
 fn short(digest: &str) -> &str {

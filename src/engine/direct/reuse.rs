@@ -21,7 +21,7 @@ use super::compression::{Compression, LayerCodec};
 use super::descriptor::Descriptor;
 use super::export::sha256_digest;
 use super::manifest::LayerBlob;
-use super::registry::{Registry, MANIFEST_LIST_V2, OCI_INDEX};
+use crate::registry::{Mount, Mounting, Registry, MANIFEST_LIST_V2, OCI_INDEX};
 
 /// Source images read at most (each costs two or three requests).
 pub const MAX_SOURCES: usize = 8;
@@ -131,11 +131,12 @@ pub async fn resolve(
     reg: &Registry,
     diff_ids: &[String],
     known: &HashMap<String, KnownBlob, impl std::hash::BuildHasher>,
+    mounting: Mounting,
 ) -> HashMap<String, (KnownBlob, Reused)> {
     let unique: HashSet<&String> = diff_ids.iter().collect();
     stream::iter(unique.into_iter().filter_map(|d| Some((d, known.get(d)?))))
         .map(|(diff_id, blob)| async move {
-            let how = place(reg, blob).await;
+            let how = place(reg, blob, mounting).await;
             how.map(|how| (diff_id.clone(), (blob.clone(), how)))
         })
         .buffer_unordered(CONCURRENCY)
@@ -144,7 +145,11 @@ pub async fn resolve(
         .await
 }
 
-async fn place(reg: &Registry, blob: &KnownBlob) -> Option<Reused> {
+/// Where `blob` comes from: our repository, or a mount from the repository whose
+/// manifest lists it (the condition ECR sets for a mount, with `BLOB_MOUNTING` on: see
+/// [`Mounting`]). A mount ECR declines opens an upload session, which the registry client
+/// keeps for the next upload.
+async fn place(reg: &Registry, blob: &KnownBlob, mounting: Mounting) -> Option<Reused> {
     let digest = &blob.digest;
     let check = reg
         .with_retry(&format!("checking blob {digest}"), || reg.has_blob(digest))
@@ -157,7 +162,7 @@ async fn place(reg: &Registry, blob: &KnownBlob) -> Option<Reused> {
             return None;
         }
     }
-    if blob.repository == reg.repository {
+    if blob.repository == reg.repository || !mounting.may_mount() {
         return None;
     }
     let mounted = reg
@@ -166,8 +171,8 @@ async fn place(reg: &Registry, blob: &KnownBlob) -> Option<Reused> {
         })
         .await;
     match mounted {
-        Ok(true) => Some(Reused::Mounted),
-        Ok(false) => None,
+        Ok(Mount::Mounted) => Some(Reused::Mounted),
+        Ok(Mount::NotMounted) => None,
         Err((failure, _)) => {
             tracing::debug!(
                 "mounting {digest} from {} failed: {}",
@@ -237,7 +242,7 @@ async fn read_source(
     }
     let bytes = reg
         .with_retry(&format!("reading config {}", config.digest), || {
-            reg.get_blob(repository, &config.digest)
+            reg.get_blob(repository, &config.digest, CONFIG_LIMIT)
         })
         .await
         .map_err(|(failure, _)| failure.describe())?;

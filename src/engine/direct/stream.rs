@@ -11,7 +11,8 @@
 //! repository has it, as before. Every layer is also spooled to an unlinked file, so an
 //! upload the registry loses, or that breaks off, can start again from it (in parts,
 //! with the usual retries); when the spool's disk is full, the stream goes on without it,
-//! and only a lost upload then fails, saying where the space ran out.
+//! and only a lost upload then fails, saying where the space ran out. The restart is a
+//! new session with the whole blob in one `PATCH`, as ECR requires ([`upload_blob`]).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -23,9 +24,9 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::export::{self, hex, spool_file, Content};
-use super::registry::{Failure, Registry};
-use super::upload::{session_lost, upload_blob, Blob, BlobOutcome};
+use super::upload::{upload_blob, Blob, BlobOutcome};
 use super::{mb, short, DirectPushError, PART_SIZE};
+use crate::registry::{Failure, Registry};
 
 /// Once the first part is out, compressed bytes go over in chunks of this size.
 const STREAM_CHUNK: usize = 512 << 10;
@@ -253,7 +254,7 @@ pub(super) async fn stream_blob(
         {
             Ok(()) => return (Some(digest), Ok(done())),
             // A completion whose answer was lost: the blob may be there already.
-            Err((failure, _)) if session_lost(&failure) => {
+            Err((failure, _)) if failure.session_lost() => {
                 if matches!(reg.has_blob(&digest).await, Ok(true)) {
                     return (Some(digest), Ok(done()));
                 }
@@ -261,8 +262,15 @@ pub(super) async fn stream_blob(
             }
             Err(f) => return (Some(digest), Err(fail("completing the upload of", f))),
         },
-        // A broken connection, a 5xx, a session the registry lost: the spool has it all.
-        Err(failure) if failure.transient || session_lost(&failure) => failure,
+        // A broken connection, a 5xx, a session the registry lost, an expired token (got
+        // anew here; the restart's requests then carry it): the spool has it all.
+        Err(mut failure) if failure.token_expired() => {
+            if !reg.renew_token(&mut failure).await {
+                return (Some(digest), Err(fail("uploading", (failure, 1))));
+            }
+            failure
+        }
+        Err(failure) if failure.transient || failure.session_lost() => failure,
         Err(failure) => return (Some(digest), Err(fail("uploading", (failure, 1)))),
     };
     restart_from_spool(reg, &what, end, &failure).await

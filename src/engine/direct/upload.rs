@@ -1,7 +1,7 @@
 //! The blobs of one push ([`Uploads`]: each started once, concurrently, bounded) and one
-//! blob's upload: `HEAD` first (the repository may have it), then a session of parts in
-//! the sizes ECR accepts, completed with the digest. A part is retried by the registry's
-//! policy; a session the registry lost is started again, bounded.
+//! blob's upload ([`upload_blob`]): `HEAD` first (the repository may have it), then one
+//! session with the whole body in one `PATCH`, completed with the digest; a failed body
+//! starts a new session, bounded.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -13,9 +13,9 @@ use futures_util::{future::BoxFuture, FutureExt as _};
 use tokio::sync::Semaphore;
 
 use super::export::{self, Content};
-use super::registry::{Failure, Registry};
 use super::stream::{self, LayerEvent};
-use super::{mb, reuse, short, DirectPushError, PART_SIZE, UPLOAD_CONCURRENCY};
+use super::{mb, reuse, short, DirectPushError, UPLOAD_CONCURRENCY};
+use crate::registry::{Failure, Registry};
 
 /// A blob to upload: its descriptor and where its bytes are.
 #[derive(Debug, Clone)]
@@ -251,16 +251,12 @@ impl Uploads {
     }
 }
 
-/// Registry answers that mean the upload session is gone (or ahead of us), so the upload
-/// starts again rather than retrying the part.
-pub(super) fn session_lost(failure: &Failure) -> bool {
-    matches!(failure.status, Some(404 | 416))
-        || matches!(
-            failure.code.as_deref(),
-            Some("BLOB_UPLOAD_UNKNOWN" | "BLOB_UPLOAD_INVALID")
-        )
-}
-
+/// Uploads one blob whose bytes are all at hand (memory, or a spool file): `HEAD` first
+/// (the repository may have it), then a session with the whole body in one `PATCH`
+/// ([`crate::registry::rules::PATCHES_PER_SESSION`]) and `PUT ?digest=`. A `PATCH` that
+/// fails cannot be sent again in its session, so any failure of the body starts a new
+/// session, at most the retry policy's attempts in all; the session's opening and its
+/// completion are retried as any request.
 pub(super) async fn upload_blob(
     reg: &Registry,
     blob: &Blob,
@@ -278,90 +274,58 @@ pub(super) async fn upload_blob(
             ..BlobOutcome::default()
         });
     }
+    let uploaded = || BlobOutcome {
+        uploaded: blob.size,
+        ..BlobOutcome::default()
+    };
     let mut session = 1;
+    let mut renewed = false;
     loop {
-        let mut location = reg
+        let location = reg
             .with_retry(&format!("starting the upload of {what}"), || {
                 reg.start_upload()
             })
             .await
             .map_err(|f| fail("starting the upload of", f))?;
-        let mut offset = 0u64;
-        let mut lost = None;
-        while offset < blob.size {
-            let len =
-                usize::try_from((blob.size - offset).min(PART_SIZE as u64)).unwrap_or(PART_SIZE);
-            let content = blob.content.clone();
-            let part = tokio::task::spawn_blocking(move || content.read_part(offset, len))
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))
-                .and_then(|r| r)
-                .map_err(|e| DirectPushError::Image {
-                    image: blob.digest.clone(),
-                    registry: reg.host.clone(),
-                    message: format!("cannot read the spooled layer: {e}"),
-                })?;
-            let current = location.clone();
-            match reg
-                .with_retry(
-                    &format!(
-                        "uploading {what} bytes {offset}-{}",
-                        offset + len as u64 - 1
-                    ),
-                    || reg.patch(&current, offset, part.clone()),
-                )
-                .await
-            {
-                Ok(next) => location = next,
-                Err((failure, attempts))
-                    if session_lost(&failure) && session < reg.retry.attempts =>
-                {
-                    lost = Some((failure, attempts));
-                    break;
-                }
-                Err(f) => return Err(fail("uploading", f)),
-            }
-            offset += len as u64;
-        }
-        if lost.is_none() {
-            match reg
+        let mut failure = match reg.patch_whole(&location, &blob.content, blob.size).await {
+            Ok(next) => match reg
                 .with_retry(&format!("completing the upload of {what}"), || {
-                    reg.complete(&location, &blob.digest)
+                    reg.complete(&next, &blob.digest)
                 })
                 .await
             {
-                Ok(()) => {
-                    return Ok(BlobOutcome {
-                        uploaded: blob.size,
-                        ..BlobOutcome::default()
-                    })
-                }
+                Ok(()) => return Ok(uploaded()),
                 // A completion whose answer was lost: the blob may be there already.
-                Err((failure, attempts)) if session_lost(&failure) => {
+                Err((failure, attempts)) if failure.session_lost() => {
                     if matches!(reg.has_blob(&blob.digest).await, Ok(true)) {
-                        return Ok(BlobOutcome {
-                            uploaded: blob.size,
-                            ..BlobOutcome::default()
-                        });
+                        return Ok(uploaded());
                     }
                     if session >= reg.retry.attempts {
                         return Err(fail("completing the upload of", (failure, attempts)));
                     }
-                    lost = Some((failure, attempts));
+                    failure
                 }
                 Err(f) => return Err(fail("completing the upload of", f)),
+            },
+            Err(failure) => failure,
+        };
+        if failure.token_expired() && !renewed {
+            renewed = true;
+            if !reg.renew_token(&mut failure).await {
+                return Err(fail("uploading", (failure, session)));
             }
+        } else if !(failure.transient || failure.session_lost()) || session >= reg.retry.attempts {
+            return Err(fail("uploading", (failure, session)));
         }
-        if let Some((failure, _)) = lost {
-            tracing::warn!(
-                "the upload of {what} to {}/{} was lost ({}); starting it again (upload {session} of {})",
-                reg.host,
-                reg.repository,
-                failure.describe(),
-                reg.retry.attempts
-            );
-            tokio::time::sleep(reg.retry.delay(session)).await;
-            session += 1;
-        }
+        tracing::warn!(
+            "the upload of {what} to {}/{} failed ({}); starting it again in a new session \
+             (upload {session} of {})",
+            reg.host,
+            reg.repository,
+            failure.describe(),
+            reg.retry.attempts
+        );
+        tokio::time::sleep(reg.retry.delay(session)).await;
+        session += 1;
     }
 }

@@ -1,0 +1,286 @@
+//! Blobs: existence (`HEAD`), cross-repository mounts, uploads and reads.
+//!
+//! An upload is a session (`POST`), the whole body in **one** `PATCH`, then `PUT
+//! ?digest=`: ECR keeps only the first `PATCH` of a session ([`rules::PATCHES_PER_SESSION`])
+//! and answers it 201 ([`rules::PATCH_TAKEN`]). The `Range` of the answer must cover every
+//! byte sent; when it does not, the bytes were dropped and the session counts as lost.
+
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+
+use super::{rules, Answer, Failure, Registry, RequestBody, STREAM_TIMEOUT};
+
+/// Bytes read from disk per piece of a spooled blob's body.
+const FILE_PIECE: usize = 1 << 20;
+/// Pieces read ahead of the connection.
+const FILE_QUEUE: usize = 4;
+
+/// Where a blob's bytes are: in memory, or in a (spool) file from its start.
+#[derive(Debug, Clone)]
+pub enum BlobBody {
+    Memory(Bytes),
+    File(Arc<File>),
+}
+
+impl BlobBody {
+    /// `len` bytes at `offset` (a blocking read for files).
+    pub fn read_part(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        match self {
+            BlobBody::Memory(bytes) => {
+                let start = usize::try_from(offset).map_err(io::Error::other)?;
+                Ok(bytes.slice(start..start + len))
+            }
+            BlobBody::File(file) => {
+                use std::os::unix::fs::FileExt as _;
+                let mut buf = vec![0u8; len];
+                file.read_exact_at(&mut buf, offset)?;
+                Ok(Bytes::from(buf))
+            }
+        }
+    }
+
+    /// The first `size` bytes as a request body: memory as it is, a file read on a
+    /// blocking thread as the connection takes it. A read error ends the body early, so
+    /// the request fails and the upload's session is given up.
+    fn request_body(&self, size: u64) -> RequestBody {
+        match self {
+            BlobBody::Memory(bytes) => {
+                let end = usize::try_from(size).map_or(bytes.len(), |s| s.min(bytes.len()));
+                RequestBody::Whole(http_body_util::Full::new(bytes.slice(..end)))
+            }
+            BlobBody::File(_) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(FILE_QUEUE);
+                let body = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut offset = 0;
+                    while offset < size {
+                        let len = usize::try_from((size - offset).min(FILE_PIECE as u64))
+                            .unwrap_or(FILE_PIECE);
+                        let Ok(piece) = body.read_part(offset, len) else {
+                            return;
+                        };
+                        if tx.blocking_send(piece).is_err() {
+                            return;
+                        }
+                        offset += len as u64;
+                    }
+                });
+                RequestBody::Streamed(rx, Some(size))
+            }
+        }
+    }
+}
+
+/// What a mount request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// 201: the repository has the blob now.
+    Mounted,
+    /// 202: not mounted; the registry opened an upload session instead, kept for the
+    /// next upload ([`Registry::start_upload`] takes it).
+    NotMounted,
+}
+
+impl Registry {
+    /// Whether the repository has the blob (`HEAD`).
+    pub async fn has_blob(&self, digest: &str) -> Result<bool, Failure> {
+        Ok(self.head_blob(digest).await?.is_some())
+    }
+
+    /// The size of a blob of the repository, when it has it and says (`HEAD`).
+    pub async fn blob_size(&self, digest: &str) -> Result<Option<u64>, Failure> {
+        Ok(self.head_blob(digest).await?.flatten())
+    }
+
+    /// `HEAD` on a blob: `None` when missing, else its `Content-Length` if any.
+    async fn head_blob(&self, digest: &str) -> Result<Option<Option<u64>>, Failure> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let answer = self.send(Method::HEAD, &url, &[], Bytes::new()).await?;
+        match answer.status {
+            StatusCode::OK => Ok(Some(
+                answer.header("content-length").and_then(|l| l.parse().ok()),
+            )),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(Failure::from_answer(&answer)),
+        }
+    }
+
+    /// Opens an upload session, or takes one a mount opened; returns its location.
+    pub async fn start_upload(&self) -> Result<String, Failure> {
+        let spare = self
+            .spare_sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        if let Some(location) = spare {
+            return Ok(location);
+        }
+        let url = self.url("blobs/uploads/");
+        let answer = self.send(Method::POST, &url, &[], Bytes::new()).await?;
+        if answer.is(&rules::SESSION_OPENED) {
+            self.location(&answer)
+        } else {
+            Err(Failure::from_answer(&answer))
+        }
+    }
+
+    /// Mounts the blob from another repository of the registry. ECR mounts only under the
+    /// conditions [`rules::Mounting`] lists; otherwise it answers 202 with an upload
+    /// session, which is kept for the next upload rather than cancelled.
+    pub async fn mount(&self, digest: &str, from: &str) -> Result<Mount, Failure> {
+        let url = self.url(&format!("blobs/uploads/?mount={digest}&from={from}"));
+        let answer = self.send(Method::POST, &url, &[], Bytes::new()).await?;
+        match answer.status {
+            StatusCode::CREATED => Ok(Mount::Mounted),
+            StatusCode::ACCEPTED => {
+                if let Ok(location) = self.location(&answer) {
+                    self.spare_sessions
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(location);
+                }
+                Ok(Mount::NotMounted)
+            }
+            _ => Err(Failure::from_answer(&answer)),
+        }
+    }
+
+    fn location(&self, answer: &Answer) -> Result<String, Failure> {
+        answer
+            .header("location")
+            .map(|l| self.absolute(l))
+            .ok_or_else(|| Failure {
+                status: Some(answer.status.as_u16()),
+                transient: true,
+                ..Failure::local("the upload was accepted without a Location".into())
+            })
+    }
+
+    /// A (small) blob of `repository`, at most `limit` bytes. A redirect to another host
+    /// (ECR's presigned S3 URLs, which refuse a second credential: open-policy-agent/opa#6728)
+    /// is followed without the registry's credentials.
+    pub async fn get_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        limit: u64,
+    ) -> Result<Bytes, Failure> {
+        let url = self.url_in(repository, &format!("blobs/{digest}"));
+        let mut answer = self.send(Method::GET, &url, &[], Bytes::new()).await?;
+        if answer.status.is_redirection() {
+            let target = answer
+                .header("location")
+                .map(|l| self.absolute(l))
+                .ok_or_else(|| Failure::from_answer(&answer))?;
+            answer = self.send(Method::GET, &target, &[], Bytes::new()).await?;
+            if answer.status != StatusCode::OK {
+                // Not the body: S3 may echo the presigned URL's signature in it.
+                let status = answer.status.as_u16();
+                return Err(Failure {
+                    status: Some(status),
+                    transient: rules::status_is_transient(status, None),
+                    ..Failure::local(format!("the blob's redirect target answered HTTP {status}"))
+                });
+            }
+        }
+        if answer.status != StatusCode::OK {
+            return Err(Failure::from_answer(&answer));
+        }
+        if answer.body.len() as u64 > limit {
+            return Err(Failure::local(format!(
+                "blob {digest} is {} bytes, more than the {limit} expected",
+                answer.body.len()
+            )));
+        }
+        Ok(answer.body)
+    }
+
+    /// Sends the first `size` bytes of `body` as the one `PATCH` of the session at
+    /// `location`, and returns where the upload goes on. One attempt: a failed `PATCH`
+    /// leaves the session in an unknown state, so the caller starts a new one.
+    pub async fn patch_whole(
+        &self,
+        location: &str,
+        body: &BlobBody,
+        size: u64,
+    ) -> Result<String, Failure> {
+        let answer = self
+            .send_body(
+                Method::PATCH,
+                location,
+                &[("content-type", "application/octet-stream".into())],
+                body.request_body(size),
+                Some(size),
+                STREAM_TIMEOUT,
+            )
+            .await?;
+        let next = self.next_location(&answer, location)?;
+        if !rules::range_holds(answer.header("range"), size) {
+            return Err(Failure {
+                status: Some(answer.status.as_u16()),
+                // The session holds other bytes than ours: start again.
+                code: Some("BLOB_UPLOAD_INVALID".into()),
+                ..Failure::local(format!(
+                    "the registry kept bytes {} of the {size} sent",
+                    answer.header("range").unwrap_or_default()
+                ))
+            });
+        }
+        Ok(next)
+    }
+
+    /// Sends a whole blob as one `PATCH` whose body streams from `chunks` as they come
+    /// (chunked transfer, as `docker push` sends a layer), and returns the next upload
+    /// location. One attempt: the body cannot be sent again.
+    pub async fn patch_streamed(
+        &self,
+        location: &str,
+        chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> Result<String, Failure> {
+        let answer = self
+            .send_body(
+                Method::PATCH,
+                location,
+                &[("content-type", "application/octet-stream".into())],
+                RequestBody::Streamed(chunks, None),
+                None,
+                STREAM_TIMEOUT,
+            )
+            .await?;
+        self.next_location(&answer, location)
+    }
+
+    /// A `PATCH`'s answer: taken ([`rules::PATCH_TAKEN`]), and where the upload goes on
+    /// (the same place if unsaid).
+    fn next_location(&self, answer: &Answer, location: &str) -> Result<String, Failure> {
+        if !answer.is(&rules::PATCH_TAKEN) {
+            return Err(Failure::from_answer(answer));
+        }
+        Ok(answer
+            .header("location")
+            .map_or_else(|| location.to_string(), |l| self.absolute(l)))
+    }
+
+    /// Completes an upload with its digest.
+    pub async fn complete(&self, location: &str, digest: &str) -> Result<(), Failure> {
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{separator}digest={digest}");
+        let answer = self
+            .send(
+                Method::PUT,
+                &url,
+                &[("content-type", "application/octet-stream".into())],
+                Bytes::new(),
+            )
+            .await?;
+        if answer.is(&rules::UPLOAD_COMPLETED) {
+            Ok(())
+        } else {
+            Err(Failure::from_answer(&answer))
+        }
+    }
+}

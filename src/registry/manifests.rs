@@ -1,0 +1,87 @@
+//! Manifests: `GET` (by tag or digest) and `PUT`.
+//!
+//! ECR stores a manifest as sent; a `GET` by tag converts between Docker schema 2 and OCI
+//! when `Accept` lacks the stored type (a different digest), a `GET` by digest never does
+//! (ECR User Guide, image manifest formats), so every type is always accepted.
+
+use bytes::Bytes;
+use hyper::header::CONTENT_TYPE;
+use hyper::Method;
+
+use super::{rules, Failure, Registry};
+
+pub const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MANIFEST_LIST_V2: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+impl Registry {
+    /// A manifest (or index) of `repository` and its media type (without parameters).
+    pub async fn get_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<(String, Bytes), Failure> {
+        let url = self.url_in(repository, &format!("manifests/{reference}"));
+        let accept = [MANIFEST_V2, OCI_MANIFEST, MANIFEST_LIST_V2, OCI_INDEX].join(", ");
+        let answer = self
+            .send(Method::GET, &url, &[("accept", accept)], Bytes::new())
+            .await?;
+        if answer.status != hyper::StatusCode::OK {
+            return Err(Failure::from_answer(&answer));
+        }
+        if answer.body.len() > rules::MAX_MANIFEST_BYTES {
+            return Err(Failure::local(format!(
+                "the manifest {reference} is {} bytes, more than a registry serves",
+                answer.body.len()
+            )));
+        }
+        let media_type = answer
+            .header("content-type")
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        Ok((media_type, answer.body))
+    }
+
+    /// Puts a manifest (or index) of `media_type` under `reference` (a tag or its
+    /// digest). The digest is the caller's to know: ECR's answer may not carry one.
+    /// Returns the registry's `Docker-Content-Digest` when it sent one.
+    pub async fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        manifest: Bytes,
+    ) -> Result<Option<String>, Failure> {
+        if !rules::media_type_accepted(media_type) {
+            return Err(Failure::local(format!(
+                "media type `{media_type}` has parameters, which ECR refuses"
+            )));
+        }
+        if manifest.len() > rules::MAX_MANIFEST_BYTES {
+            return Err(Failure::local(format!(
+                "the manifest is {} bytes; ECR takes at most {} (4 MiB)",
+                manifest.len(),
+                rules::MAX_MANIFEST_BYTES
+            )));
+        }
+        let answer = self
+            .send(
+                Method::PUT,
+                &self.url(&format!("manifests/{reference}")),
+                &[(CONTENT_TYPE.as_str(), media_type.into())],
+                manifest,
+            )
+            .await?;
+        if answer.is(&rules::MANIFEST_STORED) {
+            Ok(answer
+                .header("docker-content-digest")
+                .map(ToString::to_string))
+        } else {
+            Err(Failure::from_answer(&answer))
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! An OCI distribution client for one repository, with ECR's rules in one place
+//! ([`rules`]).
+//!
+//! - [`auth`]: credentials sent as Basic, renewed once when ECR says the token expired.
+//! - [`blobs`]: existence (`HEAD`), cross-repository mounts, uploads (one `PATCH` per
+//!   session, then `PUT ?digest=`), and blob `GET`s (ECR redirects those to S3, which is
+//!   followed without the registry's credentials).
+//! - [`manifests`]: manifest `GET`s and `PUT`s.
+//! - [`connector`]: the connections (proxy, `registry-endpoint`, hickory for names).
+//!
+//! Here: the client itself, one request ([`Registry::send`]), and the retry loop
+//! ([`Registry::with_retry`]): transient failures are retried with jittered backoff,
+//! throttling gets a larger budget, an expired token is renewed once. TLS is rustls with
+//! ring trusting the action's roots ([`crate::network::Trust`]). Nothing here prints: retries
+//! are logged through `tracing`.
+
+pub mod auth;
+mod blobs;
+mod connector;
+mod manifests;
+pub mod rules;
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+pub use self::auth::{Credentials, Login, Renew};
+pub use self::blobs::{BlobBody, Mount};
+pub use self::manifests::{MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
+pub use self::rules::{status_is_transient, Mounting};
+use crate::engine::push::RetryPolicy;
+use crate::network::Network;
+use auth::Authorizer;
+use connector::{Connector, HickoryDns};
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a streamed layer's `PATCH` may take: it lasts as long as the layer's
+/// compression (a 50 GB layer at 20 MB/s is 42 minutes).
+const STREAM_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, RequestBody>;
+
+/// A request's body: whole, or streamed from a channel as it is produced (a layer's
+/// upload while it is compressed, sent chunked, as `docker push` sends a layer; or a
+/// spooled blob read from disk, with its length known).
+#[derive(Debug)]
+pub enum RequestBody {
+    Whole(Full<Bytes>),
+    Streamed(tokio::sync::mpsc::Receiver<Bytes>, Option<u64>),
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Whole(body) => std::pin::Pin::new(body).poll_frame(cx),
+            Self::Streamed(chunks, _) => chunks
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|bytes| Ok(hyper::body::Frame::data(bytes)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Whole(body) => body.is_end_stream(),
+            Self::Streamed(..) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::Whole(body) => body.size_hint(),
+            Self::Streamed(_, Some(length)) => hyper::body::SizeHint::with_exact(*length),
+            Self::Streamed(_, None) => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+/// The client could not be set up (DNS configuration, TLS roots, credentials).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the connection to {registry}: {message}")]
+pub struct SetupError {
+    pub registry: String,
+    pub message: String,
+}
+
+/// One registry repository. `Debug` never shows the credentials (the header value is
+/// marked sensitive and not printed).
+#[derive(Clone)]
+pub struct Registry {
+    client: HttpsClient,
+    /// `https://<host>`
+    base: String,
+    pub host: String,
+    pub repository: String,
+    auth: Arc<Authorizer>,
+    pub retry: RetryPolicy,
+    network: Arc<Network>,
+    /// Upload sessions opened and not used: a mount ECR answered with 202 opened one,
+    /// which the next upload takes instead of opening another (as docker's pusher does).
+    spare_sessions: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("host", &self.host)
+            .field("repository", &self.repository)
+            .field("authorization", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registry answer, body read in full (registry answers other than blobs are small).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The generation of the credentials the request carried (see [`auth`]), and
+    /// whether their expiry had passed when the answer came.
+    generation: Option<(u64, bool)>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Whether the status is one of `expected`.
+    fn is(&self, expected: &[u16]) -> bool {
+        expected.contains(&self.status.as_u16())
+    }
+
+    /// `CODE: message` from the registry's error body, when it has one.
+    pub fn error_text(&self) -> Option<(String, String)> {
+        let value: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        let first = value.get("errors")?.get(0)?;
+        Some((
+            first.get("code")?.as_str()?.to_string(),
+            first
+                .get("message")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        ))
+    }
+}
+
+/// One failed attempt: why, the status if the registry answered, and whether another
+/// attempt could succeed.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub message: String,
+    pub transient: bool,
+    /// Set when ECR said the token expired: the generation of the credentials sent.
+    expired_generation: Option<u64>,
+}
+
+impl Failure {
+    pub fn from_answer(answer: &Answer) -> Self {
+        let (code, message) = match answer.error_text() {
+            Some((code, message)) => (Some(code), message),
+            None => (
+                None,
+                answer
+                    .status
+                    .canonical_reason()
+                    .unwrap_or("unexpected answer")
+                    .to_string(),
+            ),
+        };
+        let status = answer.status.as_u16();
+        let (generation, past_expiry) = answer.generation.unzip();
+        let expired = rules::token_expired(status, code.as_deref(), &message)
+            || (rules::FORBIDDEN.contains(&status) && past_expiry == Some(true));
+        Self {
+            transient: status_is_transient(status, code.as_deref()),
+            status: Some(status),
+            expired_generation: generation.filter(|_| expired),
+            code,
+            message,
+        }
+    }
+
+    /// A failure of our own making (not an answer), final.
+    pub fn local(message: String) -> Self {
+        Self {
+            status: None,
+            code: None,
+            message,
+            transient: false,
+            expired_generation: None,
+        }
+    }
+
+    fn transport(message: String) -> Self {
+        Self {
+            transient: true,
+            ..Self::local(message)
+        }
+    }
+
+    /// A request that got no answer: the connector's or TLS's own sentence when there is
+    /// one (proxy refusals and verification failures are final), else the cause chain.
+    fn unanswered(err: &(dyn std::error::Error + 'static), registry: &Registry, url: &str) -> Self {
+        match connector::describe(err, &registry.network, &registry.host, url) {
+            Some(found) => Self {
+                transient: found.transient,
+                ..Self::local(found.message)
+            },
+            None => Self::transport(crate::error_chain(err)),
+        }
+    }
+
+    /// Whether ECR said the token expired.
+    pub fn token_expired(&self) -> bool {
+        self.expired_generation.is_some()
+    }
+
+    /// Whether the registry throttled the request.
+    pub fn throttled(&self) -> bool {
+        self.status
+            .is_some_and(|s| rules::throttled(s, self.code.as_deref()))
+    }
+
+    /// Whether the upload session is gone or holds other bytes (start a new one).
+    pub fn session_lost(&self) -> bool {
+        rules::session_lost(self.status, self.code.as_deref())
+    }
+
+    /// Why, for logs and errors: `HTTP 503 UNAVAILABLE: service unavailable`.
+    pub fn describe(&self) -> String {
+        let mut text = String::new();
+        if let Some(status) = self.status {
+            let _ = write!(text, "HTTP {status} ");
+        }
+        if let Some(code) = &self.code {
+            text.push_str(code);
+            text.push_str(": ");
+        }
+        text.push_str(&self.message);
+        text
+    }
+}
+
+impl Registry {
+    pub fn connect(
+        login: &Login,
+        repository: &str,
+        retry: RetryPolicy,
+        network: &Network,
+    ) -> Result<Self, SetupError> {
+        let host = login
+            .host
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_string();
+        let setup = |message: String| SetupError {
+            registry: host.clone(),
+            message,
+        };
+        let resolver = hickory_resolver::Resolver::builder_tokio()
+            .map_err(|e| setup(format!("cannot read the DNS configuration: {e}")))?
+            .build();
+        let mut http = HttpConnector::new_with_resolver(HickoryDns(Arc::new(resolver)));
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let roots = network
+            .trust
+            .root_store()
+            .map_err(|e| setup(e.to_string()))?;
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| setup(format!("cannot set up TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let network = Arc::new(network.clone());
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(Connector::new(http, Arc::clone(&network), &host));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
+        let auth = Authorizer::new(login).map_err(setup)?;
+        Ok(Self {
+            client,
+            base: format!("https://{host}"),
+            host,
+            repository: repository.to_string(),
+            auth: Arc::new(auth),
+            retry,
+            network,
+            spare_sessions: Arc::default(),
+        })
+    }
+
+    /// `GET /v2/` with the registry's credentials, once: proves the route (proxy,
+    /// endpoint, TLS) before anything is built. Any HTTP answer will do; only a request
+    /// that gets none fails, with the connector's sentence.
+    pub async fn probe(&self) -> Result<(), Failure> {
+        let url = format!("{}/v2/", self.base);
+        self.send(Method::GET, &url, &[], Bytes::new())
+            .await
+            .map(|_| ())
+    }
+
+    /// `https://host/v2/<repository>/<rest>`
+    pub fn url(&self, rest: &str) -> String {
+        self.url_in(&self.repository, rest)
+    }
+
+    /// The same in another repository of the registry.
+    pub fn url_in(&self, repository: &str, rest: &str) -> String {
+        format!("{}/v2/{repository}/{rest}", self.base)
+    }
+
+    /// A `Location` header to an absolute URL (ECR sends absolute ones: regclient#81;
+    /// other registries may answer a path).
+    pub fn absolute(&self, location: &str) -> String {
+        if location.starts_with("https://") || location.starts_with("http://") {
+            location.to_string()
+        } else {
+            format!("{}/{}", self.base, location.trim_start_matches('/'))
+        }
+    }
+
+    /// Whether `url` is on the registry's own host: only there do credentials go.
+    fn own_host(&self, url: &str) -> bool {
+        url.parse::<hyper::Uri>()
+            .ok()
+            .and_then(|uri| uri.host().map(|h| h.eq_ignore_ascii_case(&self.host)))
+            .unwrap_or(false)
+    }
+
+    /// One request, one attempt, with the registry's credentials when `url` is on its
+    /// host (an upload `Location` or a redirect elsewhere gets none).
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<Answer, Failure> {
+        let length = body.len() as u64;
+        self.send_body(
+            method,
+            url,
+            headers,
+            RequestBody::Whole(Full::new(body)),
+            Some(length),
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// One request whose body is `body` (`length` long when known; else it goes chunked).
+    async fn send_body(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: RequestBody,
+        length: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Answer, Failure> {
+        let mut request = Request::builder().method(method).uri(url);
+        if let Some(length) = length {
+            request = request.header(CONTENT_LENGTH, length);
+        }
+        let mut credentials = None;
+        if self.own_host(url) {
+            let current = self.auth.current();
+            request = request.header(AUTHORIZATION, current.header.clone());
+            credentials = Some(current);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request
+            .body(body)
+            .map_err(|e| Failure::local(format!("invalid request: {e}")))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| Failure::unanswered(&e, self, url))?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| Failure::transport(crate::error_chain(&e)))?
+                .to_bytes();
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+                generation: credentials.map(|c| (c.generation, c.past_expiry())),
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::transport(format!(
+                    "no answer within {}s",
+                    timeout.as_secs()
+                )))
+            })
+    }
+
+    /// Gets new credentials after `failure` (ECR's expired token), once for every request
+    /// that met the same token. On failure, says why in `failure`'s message.
+    pub async fn renew_token(&self, failure: &mut Failure) -> bool {
+        let Some(seen) = failure.expired_generation else {
+            return false;
+        };
+        match self.auth.renew_after(seen).await {
+            Ok(()) => {
+                tracing::warn!(
+                    "the registry token for {} expired ({}); got a new one",
+                    self.host,
+                    failure.describe()
+                );
+                true
+            }
+            Err(why) => {
+                let _ = write!(failure.message, " (getting a new token failed: {why})");
+                false
+            }
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the attempts run out; each
+    /// retry is logged with its cause. Throttling gets [`rules::THROTTLED_ATTEMPTS`], an
+    /// expired token one renewal (not counted as an attempt). Returns the last failure and
+    /// the attempts made.
+    pub async fn with_retry<T, F, Fut>(
+        &self,
+        what: &str,
+        mut attempt: F,
+    ) -> Result<T, (Failure, u32)>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mut n = 1;
+        let mut renewed = false;
+        loop {
+            let mut failure = match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(failure) => failure,
+            };
+            if failure.token_expired() && !renewed {
+                renewed = true;
+                if self.renew_token(&mut failure).await {
+                    continue;
+                }
+                return Err((failure, n));
+            }
+            let budget = if failure.throttled() {
+                self.retry.attempts.max(rules::THROTTLED_ATTEMPTS)
+            } else {
+                self.retry.attempts
+            };
+            if !failure.transient || n >= budget {
+                return Err((failure, n));
+            }
+            let delay = jittered(self.retry.delay(n));
+            let why = if failure.throttled() {
+                "was throttled"
+            } else {
+                "failed"
+            };
+            tracing::warn!(
+                "{what} at {}/{} {why} (attempt {n} of {budget}): {}; retrying in {delay:.1?}",
+                self.host,
+                self.repository,
+                failure.describe()
+            );
+            tokio::time::sleep(delay).await;
+            n += 1;
+        }
+    }
+}
+
+/// 50 to 100 % of `delay`, at random, so that uploads throttled together do not retry
+/// together.
+fn jittered(delay: Duration) -> Duration {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // Each `RandomState` is seeded afresh: enough randomness for spreading retries.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    #[allow(clippy::cast_precision_loss)]
+    let factor = 0.5 + (random % 1024) as f64 / 2048.0;
+    delay.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Retries wait between half and all of the policy's delay.
+    #[test]
+    fn retries_are_jittered_within_bounds() {
+        let delay = Duration::from_secs(2);
+        let waits: Vec<Duration> = (0..50).map(|_| jittered(delay)).collect();
+        assert!(
+            waits.iter().all(|w| *w >= delay / 2 && *w <= delay),
+            "{waits:?}"
+        );
+        assert!(
+            waits.iter().any(|w| *w != waits[0]),
+            "the waits vary: {waits:?}"
+        );
+    }
+}

@@ -1,0 +1,263 @@
+"""The ECR API operations the front answers itself, or post-processes, instead of moto.
+
+  GetAuthorizationToken           fresh password per call, remembered with its expiry
+                                  and the SigV4 access key id that asked (front_state.Tokens)
+  GetAccountSetting,              per access key id (BLOB_MOUNTING, BASIC_SCAN_TYPE_VERSION,
+  PutAccountSetting               REGISTRY_POLICY_SCOPE); moto 5.2.1 lacks both
+  *RepositoryCreationTemplate(s)  create / describe / update / delete; moto lacks them
+  ListImageReferrers              from the manifests moto holds (their `subject`); moto lacks it
+  DescribeImages, BatchGetImage,  forwarded to moto, then manifests still inside a
+  ListImages                      /visibility window are taken out of the answer
+
+Shapes follow botocore's service model (ecr 2015-09-21). Errors are the JSON protocol's
+{"__type", "message"} with x-amzn-ErrorType.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+
+from front_common import (ACCOUNT, MANIFEST_LIMIT, REGION, TARGET_PREFIX, access_key_of,
+                          json_dumps)
+from front_state import ApiError
+
+JSON_11 = "application/x-amz-json-1.1"
+
+
+class ApiMixin:
+    """Mixed into front.Handler; uses its _read_body, _answer, _api_error, _upstream, _relay."""
+
+    API_OPERATIONS = {
+        "GetAuthorizationToken": "_api_get_authorization_token",
+        "GetAccountSetting": "_api_get_account_setting",
+        "PutAccountSetting": "_api_put_account_setting",
+        "CreateRepositoryCreationTemplate": "_api_create_template",
+        "DescribeRepositoryCreationTemplates": "_api_describe_templates",
+        "UpdateRepositoryCreationTemplate": "_api_update_template",
+        "DeleteRepositoryCreationTemplate": "_api_delete_template",
+        "ListImageReferrers": "_api_list_image_referrers",
+        "DescribeImages": "_api_visible_images",
+        "BatchGetImage": "_api_visible_images",
+        "ListImages": "_api_visible_images",
+    }
+
+    def _api_intercept(self) -> bool:
+        """Answer (or post-process) the operations above; True if this request was one."""
+        target = self.headers.get("X-Amz-Target") or ""
+        if not target.startswith(TARGET_PREFIX):
+            return False
+        action = target[len(TARGET_PREFIX):]
+        method = self.API_OPERATIONS.get(action)
+        if method is None:
+            return False
+        body = self._read_body(MANIFEST_LIMIT)
+        if body is None:
+            self._api_error(413, "SerializationException", "request too large")
+            return True
+        try:
+            request = json.loads(body or b"{}")
+            if not isinstance(request, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self._api_error(400, "SerializationException", "Start of structure or map found where not expected")
+            return True
+        self._action = action
+        try:
+            getattr(self, method)(request, body)
+        except ApiError as exc:
+            self._api_error(exc.status, exc.type, exc.message)
+        return True
+
+    def _api_ok(self, payload: dict) -> None:
+        self._answer(200, JSON_11, json_dumps(payload), [("x-amzn-RequestId", str(uuid.uuid4()))])
+
+    def _access_key(self) -> str:
+        return access_key_of(self.headers.get("Authorization"))
+
+    # --- tokens ------------------------------------------------------------------------
+
+    def _api_get_authorization_token(self, request: dict, _body: bytes) -> None:
+        registry_ids = request.get("registryIds") or [ACCOUNT]
+        if not isinstance(registry_ids, list) or not all(isinstance(r, str) for r in registry_ids):
+            raise ApiError("InvalidParameterException", "Invalid parameter at 'registryIds'")
+        access_key = self._access_key()
+        data = []
+        for registry_id in registry_ids:
+            password, expires = self.server.state.tokens.issue(access_key)
+            data.append({
+                "authorizationToken": base64.b64encode(f"AWS:{password}".encode()).decode(),
+                "expiresAt": round(expires, 3),
+                "proxyEndpoint": f"https://{registry_id}.dkr.ecr.{REGION}.amazonaws.com",
+            })
+        self._api_ok({"authorizationData": data})
+
+    # --- account settings --------------------------------------------------------------
+
+    def _api_get_account_setting(self, request: dict, _body: bytes) -> None:
+        name = request.get("name")
+        value = self.server.state.settings.get(self._access_key(), name)
+        self._api_ok({"name": name, "value": value})
+
+    def _api_put_account_setting(self, request: dict, _body: bytes) -> None:
+        name, value = request.get("name"), request.get("value")
+        if value is None:
+            raise ApiError("ValidationException", "1 validation error detected: Value null at "
+                           "'value' failed to satisfy constraint: Member must not be null")
+        self.server.state.settings.put(self._access_key(), name, value)
+        self._api_ok({"name": name, "value": value})
+
+    # --- repository creation templates -------------------------------------------------
+
+    def _api_create_template(self, request: dict, _body: bytes) -> None:
+        template = self.server.state.templates.create(request)
+        self._api_ok({"registryId": ACCOUNT, "repositoryCreationTemplate": template})
+
+    def _api_update_template(self, request: dict, _body: bytes) -> None:
+        template = self.server.state.templates.update(request)
+        self._api_ok({"registryId": ACCOUNT, "repositoryCreationTemplate": template})
+
+    def _api_delete_template(self, request: dict, _body: bytes) -> None:
+        template = self.server.state.templates.delete(request.get("prefix"))
+        self._api_ok({"registryId": ACCOUNT, "repositoryCreationTemplate": template})
+
+    def _api_describe_templates(self, request: dict, _body: bytes) -> None:
+        prefixes = request.get("prefixes")
+        if prefixes is not None and (not isinstance(prefixes, list)
+                                     or not all(isinstance(p, str) for p in prefixes)):
+            raise ApiError("InvalidParameterException", "Invalid parameter at 'prefixes'")
+        templates = self.server.state.templates.describe(prefixes)
+        start, count = self._page(request, len(templates), 1000)
+        payload = {"registryId": ACCOUNT, "repositoryCreationTemplates": templates[start:start + count]}
+        if start + count < len(templates):
+            payload["nextToken"] = str(start + count)
+        self._api_ok(payload)
+
+    @staticmethod
+    def _page(request: dict, total: int, most: int) -> tuple[int, int]:
+        count = request.get("maxResults", most)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= most:
+            raise ApiError("InvalidParameterException",
+                           f"Invalid parameter at 'maxResults' failed to satisfy constraint: "
+                           f"'Member must have value less than or equal to {most}'")
+        token = request.get("nextToken")
+        try:
+            start = int(token) if token is not None else 0
+        except (TypeError, ValueError):
+            raise ApiError("InvalidParameterException", "Invalid parameter at 'nextToken'") from None
+        if not 0 <= start <= total:
+            raise ApiError("InvalidParameterException", "Invalid parameter at 'nextToken'")
+        return start, count
+
+    # --- referrers -----------------------------------------------------------------------
+
+    def _api_list_image_referrers(self, request: dict, _body: bytes) -> None:
+        name = request.get("repositoryName")
+        subject = (request.get("subjectId") or {}).get("imageDigest")
+        if not isinstance(name, str) or not isinstance(subject, str):
+            raise ApiError("InvalidParameterException",
+                           "Invalid parameter: repositoryName and subjectId.imageDigest are required")
+        moto = self.server.moto
+        if moto.repository(name) is None:
+            raise ApiError("RepositoryNotFoundException",
+                           f"The repository with name '{name}' does not exist in the registry with id '{ACCOUNT}'")
+        wanted = ((request.get("filter") or {}).get("artifactTypes")) or None
+        hidden, _ = self.server.state.visibility.hidden(name)
+        referrers = []
+        for image in moto.manifests(name):
+            raw = image.get("imageManifest") or ""
+            try:
+                manifest = json.loads(raw)
+            except ValueError:
+                continue
+            if (manifest.get("subject") or {}).get("digest") != subject:
+                continue
+            digest = image["imageId"]["imageDigest"]
+            if digest in hidden:
+                continue
+            config_type = (manifest.get("config") or {}).get("mediaType")
+            artifact_type = manifest.get("artifactType") or (
+                config_type if config_type != "application/vnd.oci.empty.v1+json" else None)
+            if wanted and artifact_type not in wanted:
+                continue
+            entry = {"digest": digest,
+                     "mediaType": manifest.get("mediaType") or image.get("imageManifestMediaType"),
+                     "size": len(raw.encode()), "artifactStatus": "ACTIVE"}
+            if artifact_type:
+                entry["artifactType"] = artifact_type
+            if manifest.get("annotations"):
+                entry["annotations"] = manifest["annotations"]
+            referrers.append(entry)
+        referrers.sort(key=lambda r: r["digest"])
+        start, count = self._page(request, len(referrers), 50)
+        payload = {"referrers": referrers[start:start + count]}
+        if start + count < len(referrers):
+            payload["nextToken"] = str(start + count)
+        self._api_ok(payload)
+
+    # --- eventual consistency ------------------------------------------------------------
+
+    def _api_visible_images(self, request: dict, body: bytes) -> None:
+        """Forward to moto; while the repository has manifests inside their /visibility
+        window, answer as ECR would before they show up."""
+        name = request.get("repositoryName")
+        visibility = self.server.state.visibility
+        if not isinstance(name, str) or not visibility.active(name):
+            return self._moto_answer(body)
+        hidden_digests, hidden_tags = visibility.hidden(name)
+        self._injected = "visibility"
+
+        def hides(image_id: dict) -> bool:
+            return image_id.get("imageDigest") in hidden_digests or image_id.get("imageTag") in hidden_tags
+
+        asked = [i for i in request.get("imageIds") or [] if isinstance(i, dict)]
+        missing = [i for i in asked if hides(i)]
+        action = self._action
+        if action == "DescribeImages" and missing:
+            image_id = missing[0]
+            raise ApiError("ImageNotFoundException",
+                           f"The image with imageId {{imageDigest:'{image_id.get('imageDigest', 'null')}', "
+                           f"imageTag:'{image_id.get('imageTag', 'null')}'}} does not exist within the "
+                           f"repository with name '{name}' in the registry with id '{ACCOUNT}'")
+        if action == "BatchGetImage" and missing:
+            request = dict(request, imageIds=[i for i in asked if not hides(i)])
+            if not request["imageIds"]:
+                return self._api_ok({"images": [], "failures": [self._not_found(i) for i in missing]})
+            body = json_dumps(request)
+        conn, resp = self._upstream(self.server.moto_addr, body=body)
+        try:
+            answer = resp.read()
+            if resp.status != 200:
+                return self._relay(resp, answer)
+        finally:
+            conn.close()
+        payload = json.loads(answer)
+        if action == "DescribeImages":
+            details = []
+            for detail in payload.get("imageDetails") or []:
+                if detail.get("imageDigest") in hidden_digests:
+                    continue
+                if detail.get("imageTags"):
+                    detail["imageTags"] = [t for t in detail["imageTags"] if t not in hidden_tags]
+                    if not detail["imageTags"]:
+                        del detail["imageTags"]
+                details.append(detail)
+            payload["imageDetails"] = details
+        elif action == "ListImages":
+            payload["imageIds"] = [i for i in payload.get("imageIds") or [] if not hides(i)]
+        else:
+            payload["images"] = [i for i in payload.get("images") or [] if not hides(i.get("imageId") or {})]
+            payload["failures"] = (payload.get("failures") or []) + [self._not_found(i) for i in missing]
+        self._api_ok(payload)
+
+    @staticmethod
+    def _not_found(image_id: dict) -> dict:
+        return {"imageId": image_id, "failureCode": "ImageNotFound",
+                "failureReason": "Requested image not found"}
+
+    def _moto_answer(self, body: bytes) -> None:
+        conn, resp = self._upstream(self.server.moto_addr, body=body)
+        try:
+            self._relay(resp, resp.read())
+        finally:
+            conn.close()

@@ -1,0 +1,249 @@
+"""The front's control API for tests (plain HTTP, loopback; README.md documents it):
+
+  POST   /faults      add one fault rule                   -> 201 {"added": rule}
+  GET    /faults      {"pending": [...], "injected": N, "refusing": seconds}
+  DELETE /faults      drop pending rules, end a "refuse"   (nothing else)
+  POST   /scans       a repository's scripted scan answers -> 201
+  GET    /scans?repository=R                               -> {"describe": N, "start": N}
+  POST   /tokens      {"access_key", "lifetime"}           -> 201 {"access_key", "lifetime", "issued"}
+  GET    /tokens?access_key=K                              -> {"access_key", "lifetime", "issued"}
+  POST   /visibility  {"repository", "seconds"}            -> 201 {"repository", "seconds"}
+  GET    /visibility?repository=R                          -> {"repository", "seconds", "hidden": {...}}
+  POST   /mode        {"repository", "mode", "patches"?}   -> 201 {"repository", "mode", "patches"}
+  GET    /mode?repository=R                                -> {"repository", "mode", "patches"}
+  GET    /stats?repository=R                               -> counters (front_state.Stats)
+  DELETE /stats?repository=R                               -> {"cleared": R}
+  POST   /reset       everything the front remembers, emptied -> {"reset": true}
+
+Every body is one JSON object; an unknown field or a bad value gets 400 {"error": ...}.
+"""
+from __future__ import annotations
+
+import json
+import re
+import socketserver
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from front_common import SpecError, log
+from front_faults import Scans, parse_fault
+from front_state import Modes, Tokens, Visibility
+
+ACCESS_KEY = re.compile(r"^[A-Za-z0-9]{1,128}$")
+REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+
+
+def body_object(raw: bytes, allowed: set[str], required: set[str]) -> dict:
+    try:
+        spec = json.loads(raw or b"null")
+    except ValueError as exc:
+        raise SpecError(f"the body is not JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise SpecError("the body must be a JSON object")
+    unknown = set(spec) - allowed
+    if unknown:
+        raise SpecError(f"unknown field(s): {', '.join(sorted(unknown))}")
+    missing = required - set(spec)
+    if missing:
+        raise SpecError(f"missing field(s): {', '.join(sorted(missing))}")
+    return spec
+
+
+def repository_field(spec: dict) -> str:
+    name = spec["repository"]
+    if not isinstance(name, str) or not 2 <= len(name) <= 256 or not REPOSITORY.match(name):
+        raise SpecError("repository must be an ECR repository name (lower case, 2-256 characters)")
+    return name
+
+
+def number(value, low: float, high: float, what: str, integer: bool = False):
+    kinds = (int,) if integer else (int, float)
+    if not isinstance(value, kinds) or isinstance(value, bool) or not low <= value <= high:
+        raise SpecError(f"{what} must be {'an integer' if integer else 'a number'} from {low:g} to {high:g}")
+    return value
+
+
+class ControlHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ecr-standin-control"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def _answer(self, status: int, payload: dict):
+        body = json.dumps(payload).encode()
+        self.send_response_only(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    @property
+    def _front(self):
+        return self.server.front  # type: ignore[attr-defined]
+
+    @property
+    def _state(self):
+        return self._front.state
+
+    def _query(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+
+    def _dispatch(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        resource = urlsplit(self.path).path.rstrip("/").lstrip("/")
+        handler = getattr(self, f"_{self.command.lower()}_{resource}", None)
+        if handler is None:
+            if hasattr(self, f"_get_{resource}") or hasattr(self, f"_post_{resource}"):
+                return self._answer(405, {"error": f"{self.command} /{resource} is not supported"})
+            return self._answer(404, {"error": "no such resource; see tests/standin/README.md"})
+        try:
+            status, payload = handler(raw)
+        except SpecError as exc:
+            return self._answer(400, {"error": str(exc)})
+        self._answer(status, payload)
+
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _dispatch
+
+    # --- faults ------------------------------------------------------------------------
+
+    def _get_faults(self, _raw):
+        refusing = max(front.refusing for front in self.server.fronts.values())  # type: ignore[attr-defined]
+        return 200, dict(self._front.faults.snapshot(), refusing=round(refusing, 3))
+
+    def _delete_faults(self, _raw):
+        dropped = self._front.faults.clear()
+        for front in set(self.server.fronts.values()):  # type: ignore[attr-defined]
+            if front.refusing:
+                front.stop_refusing()
+        return 200, {"cleared": dropped}
+
+    def _post_faults(self, raw):
+        try:
+            spec = json.loads(raw or b"null")
+        except ValueError as exc:
+            raise SpecError(f"the body is not JSON: {exc}") from None
+        rule = self._front.faults.add(parse_fault(spec))
+        log.info("- - - - fault added: %s", json.dumps(rule, sort_keys=True))
+        if rule["mode"] == "refuse":
+            fronts = self.server.fronts  # type: ignore[attr-defined]
+            targets = {fronts[rule["route"]]} if rule["route"] else set(fronts.values())
+            for target in targets:
+                target.refuse(rule["seconds"])
+        return 201, {"added": rule}
+
+    # --- scans -------------------------------------------------------------------------
+
+    def _get_scans(self, _raw):
+        return 200, self._front.scans.calls(self._query().get("repository", ""))
+
+    def _post_scans(self, raw):
+        try:
+            spec = json.loads(raw or b"null")
+        except ValueError as exc:
+            raise SpecError(f"the body is not JSON: {exc}") from None
+        repository, script = Scans.parse(spec)
+        self._front.scans.set(repository, script)
+        log.info("- - - - scan script for %s: %s", repository, json.dumps(script, sort_keys=True))
+        return 201, {"repository": repository, **script}
+
+    # --- tokens ------------------------------------------------------------------------
+
+    def _post_tokens(self, raw):
+        spec = body_object(raw, {"access_key", "lifetime"}, {"access_key", "lifetime"})
+        key = spec["access_key"]
+        if not isinstance(key, str) or not ACCESS_KEY.match(key):
+            raise SpecError("access_key must be an access key id (1-128 letters and digits)")
+        lifetime = number(spec["lifetime"], 1, Tokens.MAX_LIFETIME, "lifetime (seconds)", integer=True)
+        self._state.tokens.set_lifetime(key, lifetime)
+        log.info("- - - - token lifetime for %s: %d s", key, lifetime)
+        return 201, self._state.tokens.info(key)
+
+    def _get_tokens(self, _raw):
+        key = self._query().get("access_key")
+        if not key:
+            raise SpecError("GET /tokens?access_key=K")
+        return 200, self._state.tokens.info(key)
+
+    # --- visibility --------------------------------------------------------------------
+
+    def _post_visibility(self, raw):
+        spec = body_object(raw, {"repository", "seconds"}, {"repository", "seconds"})
+        repository = repository_field(spec)
+        seconds = number(spec["seconds"], 0, Visibility.MAX_SECONDS, "seconds")
+        self._state.visibility.set(repository, float(seconds))
+        log.info("- - - - visibility delay for %s: %s s", repository, seconds)
+        return 201, {"repository": repository, "seconds": seconds}
+
+    def _get_visibility(self, _raw):
+        repository = self._query().get("repository")
+        if not repository:
+            raise SpecError("GET /visibility?repository=R")
+        visibility = self._state.visibility
+        digests, tags = visibility.hidden(repository)
+        return 200, {"repository": repository, "seconds": visibility.seconds(repository),
+                     "hidden": {"digests": sorted(digests), "tags": sorted(tags)}}
+
+    # --- modes -------------------------------------------------------------------------
+
+    def _post_mode(self, raw):
+        spec = body_object(raw, {"repository", "mode", "patches"}, {"repository", "mode"})
+        repository = repository_field(spec)
+        mode = spec["mode"]
+        if mode not in Modes.MODES:
+            raise SpecError(f"mode must be one of {', '.join(Modes.MODES)}")
+        patches = spec.get("patches", "drop")
+        if patches not in Modes.PATCHES:
+            raise SpecError(f"patches must be one of {', '.join(Modes.PATCHES)}")
+        if mode == "reference" and "patches" in spec:
+            raise SpecError("patches only applies to mode 'ecr'")
+        self._state.modes.set(repository, mode, patches)
+        log.info("- - - - mode of %s: %s (later PATCHes: %s)", repository, mode, patches)
+        return 201, {"repository": repository, "mode": mode, "patches": patches}
+
+    def _get_mode(self, _raw):
+        repository = self._query().get("repository")
+        if not repository:
+            raise SpecError("GET /mode?repository=R")
+        mode, patches = self._state.modes.get(repository)
+        return 200, {"repository": repository, "mode": mode, "patches": patches}
+
+    # --- stats -------------------------------------------------------------------------
+
+    def _get_stats(self, _raw):
+        repository = self._query().get("repository")
+        if not repository:
+            raise SpecError("GET /stats?repository=R")
+        return 200, dict(self._state.stats.get(repository), repository=repository)
+
+    def _delete_stats(self, _raw):
+        repository = self._query().get("repository")
+        if not repository:
+            raise SpecError("DELETE /stats?repository=R")
+        self._state.stats.clear(repository)
+        return 200, {"cleared": repository}
+
+    # --- reset -------------------------------------------------------------------------
+
+    def _post_reset(self, raw):
+        body_object(raw or b"{}", set(), set())
+        self._delete_faults(b"")
+        self._front.scans.clear()
+        self._state.clear()
+        log.info("- - - - reset: faults, scans, tokens, settings, templates, visibility, modes, stats")
+        return 200, {"reset": True}
+
+
+class Control(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, addr, fronts: dict):
+        # route -> the listener serving it (one Front may serve both)
+        self.fronts = fronts
+        self.front = fronts["registry"]
+        super().__init__(addr, ControlHandler)
+
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
