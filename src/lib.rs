@@ -12,8 +12,11 @@
 //! - [`network`]: how the action's own connections go out: proxy (`HTTPS_PROXY`,
 //!   `NO_PROXY`), trust roots (`SSL_CERT_FILE`, `AWS_CA_BUNDLE`), `registry-endpoint`;
 //!   one [`network::Network`] for both HTTP clients.
-//! - [`ecr`]: the AWS side: credentials, registry token, repository settings and
-//!   policies, digest confirmation.
+//! - [`ecr`]: the AWS side: credentials, registry token (and its renewal), the
+//!   `BLOB_MOUNTING` setting, repository settings and policies, digest confirmation.
+//! - [`registry`]: an OCI distribution client for one repository, with ECR's rules in one
+//!   place ([`registry::rules`]): auth and token renewal, blobs, manifests.
+//! - [`credentials`]: the `Secret` type that `network`, `ecr` and `registry` share.
 //! - [`engine`]: the Docker side through the Engine API: the build context honouring
 //!   `.dockerignore` (lent to BuildKit over its session's `FileSync`, or a streamed tar for
 //!   the classic builder), the build, the push.

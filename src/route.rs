@@ -108,6 +108,9 @@ pub struct Pushed {
     pub blobs: Option<direct::BlobStats>,
 }
 
+/// How long a token handed to the daemon's pusher must still be valid.
+const DAEMON_PUSH_MARGIN: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Pushes `image_id` under every tag along `route`.
 pub async fn push(
     route: Route,
@@ -117,10 +120,13 @@ pub async fn push(
     repository_ref: &str,
     runner: &Runner,
 ) -> anyhow::Result<Pushed> {
+    // The daemon's pusher cannot renew a token mid-push as the registry client does: it
+    // gets one that lasts the push (a build can outlast the 12 hours of the first).
+    let auth = run.auth.fresh_for(DAEMON_PUSH_MARGIN).await?;
     let target = PushTarget {
         repository_ref,
         image_id,
-        auth: run.auth,
+        auth: &auth,
     };
     match route {
         Route::Daemon => daemon(run, target, &inputs.tags, runner).await,

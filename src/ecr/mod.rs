@@ -63,6 +63,37 @@ pub struct RegistryAuth {
 }
 
 impl RegistryAuth {
+    /// These credentials, or new ones when they expire within `margin` (and can be
+    /// renewed): for a pusher that cannot renew them itself, the daemon's.
+    pub async fn fresh_for(&self, margin: std::time::Duration) -> anyhow::Result<Self> {
+        let expiring = self
+            .expires_at
+            .is_some_and(|at| at <= std::time::SystemTime::now() + margin);
+        let Some(renew) = self.renew.as_ref().filter(|_| expiring) else {
+            return Ok(self.clone());
+        };
+        let credentials = renew
+            .renew()
+            .await
+            .map_err(|why| anyhow::anyhow!("cannot renew the registry token: {why}"))?;
+        tracing::info!(
+            "renewed the registry token for {}: it expired soon",
+            self.registry
+        );
+        use base64::Engine as _;
+        Ok(Self {
+            token: Secret::new(base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                credentials.username,
+                credentials.password.expose()
+            ))),
+            username: credentials.username,
+            password: credentials.password,
+            expires_at: credentials.expires_at,
+            ..self.clone()
+        })
+    }
+
     /// What the registry client logs in with.
     pub fn login(&self) -> registry::Login {
         registry::Login {

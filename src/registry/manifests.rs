@@ -85,3 +85,54 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable_registry() -> Registry {
+        let login = super::super::Login {
+            host: "127.0.0.1:9".into(),
+            credentials: super::super::Credentials {
+                username: "AWS".into(),
+                password: crate::credentials::Secret::new("p".into()),
+                expires_at: None,
+            },
+            renew: None,
+        };
+        Registry::connect(
+            &login,
+            "r",
+            crate::engine::push::RetryPolicy::DEFAULT,
+            &crate::network::Network::default(),
+        )
+        .unwrap()
+    }
+
+    /// What ECR refuses is refused before a request: nothing listens at the address, so
+    /// any request would fail differently (and as transient).
+    #[tokio::test]
+    async fn what_ecr_refuses_is_never_sent() {
+        let reg = unreachable_registry();
+        let big = Bytes::from(vec![b' '; rules::MAX_MANIFEST_BYTES + 1]);
+        let err = reg.put_manifest("v1", OCI_MANIFEST, big).await.unwrap_err();
+        assert!(
+            err.message.contains("4 MiB") && !err.transient,
+            "{}",
+            err.describe()
+        );
+        let err = reg
+            .put_manifest(
+                "v1",
+                "application/vnd.oci.image.manifest.v1+json; charset=utf-8",
+                "{}".into(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            err.message.contains("parameters") && !err.transient,
+            "{}",
+            err.describe()
+        );
+    }
+}

@@ -35,6 +35,18 @@ pub const PATCHES_PER_SESSION: usize = 1;
 /// openai/tart#890.
 pub const MAX_LAYERS: usize = 500;
 
+/// Whether ECR takes an image of `layers` layers; if not, why, and what to do.
+pub fn check_layer_count(layers: usize) -> Result<(), String> {
+    if layers <= MAX_LAYERS {
+        return Ok(());
+    }
+    Err(format!(
+        "it has {layers} layers, and ECR refuses an image with more than {MAX_LAYERS} (405 \
+         \"Limit on number of layers per image exceeded\"): merge RUN steps, or build with a \
+         multi-stage Dockerfile whose last stage copies the result"
+    ))
+}
+
 /// ECR's manifest size limit: 4 MiB (the API model's `ImageManifest` length; the OCI
 /// distribution spec asks registries to take at least that much).
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
@@ -204,6 +216,18 @@ mod tests {
         assert!(!Mounting::from_setting("DISABLED").may_mount());
         assert!(Mounting::from_setting("ENABLED").may_mount());
         assert!(Mounting::Unknown.may_mount());
+    }
+
+    /// 500 layers pass; 501 fail with a message naming the limit and the way out.
+    #[test]
+    fn more_layers_than_ecr_takes_are_refused_by_count() {
+        assert!(check_layer_count(MAX_LAYERS).is_ok());
+        let err = check_layer_count(MAX_LAYERS + 1).unwrap_err();
+        assert!(
+            err.contains("501 layers") && err.contains("more than 500"),
+            "{err}"
+        );
+        assert!(err.contains("multi-stage"), "{err}");
     }
 
     #[test]

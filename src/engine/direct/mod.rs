@@ -371,19 +371,8 @@ pub async fn upload_image(
     // ECR refuses an image with more layers than this only once every blob is uploaded:
     // say so before anything is sent.
     if let Some((diff_ids, _)) = local_image(&engine.docker, image_id).await {
-        if diff_ids.len() > rules::MAX_LAYERS {
-            return Err(DirectPushError::image(
-                image_id,
-                reg,
-                format!(
-                    "it has {} layers, and ECR refuses an image with more than {} (405 \
-                     \"Limit on number of layers per image exceeded\"): merge RUN steps, or \
-                     build with a multi-stage Dockerfile whose last stage copies the result",
-                    diff_ids.len(),
-                    rules::MAX_LAYERS
-                ),
-            ));
-        }
+        rules::check_layer_count(diff_ids.len())
+            .map_err(|why| DirectPushError::image(image_id, reg, why))?;
     }
     // Boxed: each source's state machine is large, and the caller's future need not be.
     match engine.store {
