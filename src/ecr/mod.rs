@@ -20,12 +20,13 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::{error::CredentialsError, ProvideCredentials};
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecr::types::{
-    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Tag,
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
+    ImageTagMutabilityExclusionFilter, ImageTagMutabilityExclusionFilterType, Tag,
 };
 use aws_sdk_ecr::Client;
 use base64::Engine as _;
 
-use crate::inputs::{Encryption, Policy, RepositorySettings, TagMutability};
+use crate::inputs::{Encryption, Policy, RepositorySettings};
 use crate::network::proxy::explain_tunnel_failure;
 use crate::network::{Network, ProxyUrl};
 
@@ -329,10 +330,10 @@ impl Ecr {
             .create_repository()
             .repository_name(name)
             .set_registry_id(registry_id.map(ToString::to_string))
-            .image_tag_mutability(match settings.tag_mutability {
-                TagMutability::Mutable => ImageTagMutability::Mutable,
-                TagMutability::Immutable => ImageTagMutability::Immutable,
-            })
+            .image_tag_mutability(ImageTagMutability::from(settings.tag_mutability.as_str()))
+            .set_image_tag_mutability_exclusion_filters(exclusion_filters(
+                &settings.tag_mutability_exclusions,
+            )?)
             .image_scanning_configuration(
                 ImageScanningConfiguration::builder()
                     .scan_on_push(settings.scan_on_push)
@@ -504,6 +505,26 @@ fn encryption_configuration(encryption: &Encryption) -> anyhow::Result<Encryptio
             .set_kms_key(key.clone()),
     };
     Ok(builder.build()?)
+}
+
+/// `image-tag-mutability-exclusions` as `CreateRepository` takes them (`WILDCARD`);
+/// `None` when there are none, so ECR sees no empty list.
+fn exclusion_filters(
+    filters: &[String],
+) -> anyhow::Result<Option<Vec<ImageTagMutabilityExclusionFilter>>> {
+    if filters.is_empty() {
+        return Ok(None);
+    }
+    let built = filters
+        .iter()
+        .map(|filter| {
+            ImageTagMutabilityExclusionFilter::builder()
+                .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
+                .filter(filter)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(built))
 }
 
 fn to_repository(repo: &aws_sdk_ecr::types::Repository, created: bool) -> Repository {
