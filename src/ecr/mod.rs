@@ -9,7 +9,9 @@
 
 mod http;
 mod images;
+pub mod mutability;
 pub mod scan;
+pub mod templates;
 
 pub use images::ExistingTag;
 
@@ -76,15 +78,33 @@ pub struct RegistryAuth {
     pub token: Secret,
 }
 
-/// The repository as it is after [`Ecr::ensure_repository`].
+/// The repository as it is after [`Ecr::ensure_repository`], or as ECR will create it on
+/// the first push ([`Repository::created_on_push`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repository {
+    /// Empty for a repository ECR has yet to create on push.
     pub uri: String,
     pub registry_id: String,
+    /// Created by this run (`CreateRepository`).
     pub created: bool,
+    /// ECR's setting: `MUTABLE`, `IMMUTABLE`, `MUTABLE_WITH_EXCLUSION` or
+    /// `IMMUTABLE_WITH_EXCLUSION`; per tag, see [`Repository::tag_is_immutable`].
     pub tag_mutability: String,
+    /// The `WILDCARD` exclusion filters of a `*_WITH_EXCLUSION` setting.
+    pub tag_mutability_exclusions: Vec<String>,
     pub scan_on_push: bool,
     pub encryption: String,
+    /// The repository does not exist yet: ECR creates it at the first push from the
+    /// repository creation template with this prefix (`CREATE_ON_PUSH`), whose settings
+    /// the fields above are.
+    pub created_on_push: Option<String>,
+}
+
+impl Repository {
+    /// Whether the repository is yet to be created on push: nothing exists in it.
+    pub fn is_created_on_push(&self) -> bool {
+        self.created_on_push.is_some()
+    }
 }
 
 /// What ECR reports for the pushed image.
@@ -357,6 +377,12 @@ impl Ecr {
                     .await?
                     .with_context(|| format!("repository `{name}` exists but cannot be described"))
             }
+            // ECR may still create it on the first push, from a repository creation
+            // template.
+            Err(err) if templates::is_access_denied(&err) => {
+                self.created_on_push(name, registry_id, &describe(&err))
+                    .await
+            }
             Err(err) => {
                 Err(api_error(err)).with_context(|| format!("cannot create repository `{name}`"))
             }
@@ -536,6 +562,12 @@ fn to_repository(repo: &aws_sdk_ecr::types::Repository, created: bool) -> Reposi
             .image_tag_mutability()
             .map(|m| m.as_str().to_string())
             .unwrap_or_default(),
+        tag_mutability_exclusions: repo
+            .image_tag_mutability_exclusion_filters()
+            .iter()
+            .map(|f| f.filter().to_string())
+            .collect(),
+        created_on_push: None,
         scan_on_push: repo
             .image_scanning_configuration()
             .is_some_and(ImageScanningConfiguration::scan_on_push),
