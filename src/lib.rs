@@ -181,13 +181,8 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         report.repository_state = Some(state);
         if let TagPlan::Skip { digest, image_id } = plan {
             tracing::info!("every tag already exists at {digest}: nothing to build or push");
-            report.policies = repository::apply_policies(
-                &ecr,
-                inputs,
-                report.repository_state.as_ref(),
-                runner,
-            )
-            .await?;
+            report.policies =
+                repository::apply_policies(&ecr, inputs, report.repository_state.as_ref()).await?;
             report.outcome = Outcome::Skipped;
             report.digest = Some(digest);
             report.image_id = image_id.unwrap_or_default();
@@ -219,7 +214,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         };
         let (done, policies) = tokio::join!(
             set.run(&set_run, &mut report),
-            repository::apply_policies(&ecr, inputs, state.as_ref(), runner),
+            repository::apply_policies(&ecr, inputs, state.as_ref()),
         );
         done?;
         report.policies = policies?;
@@ -243,7 +238,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     };
     let (built, policies) = tokio::join!(
         engine::build::build(&engine, prepared, &request, runner),
-        repository::apply_policies(&ecr, inputs, state.as_ref(), runner),
+        repository::apply_policies(&ecr, inputs, state.as_ref()),
     );
     let built = built?;
     report.policies = policies?;

@@ -14,8 +14,15 @@ use crate::runner::Runner;
 
 /// Creation settings do not change an existing repository; say so when they differ, so
 /// nobody believes a repository is IMMUTABLE because the workflow says it. A repository
-/// ECR creates on push gets its template's settings instead: say that too.
+/// ECR creates on push gets its template's settings instead: say that too, and that the
+/// policy inputs are left to the template (here, before the build, whose log turns
+/// workflow commands off).
 pub fn warn_about_settings_not_applied(repository: &Repository, inputs: &Inputs, runner: &Runner) {
+    if let Some(prefix) = &repository.created_on_push {
+        if let (_, Some(warning)) = policies_from_template(inputs, prefix) {
+            runner.warning(&warning);
+        }
+    }
     let differences = settings_not_applied(repository, inputs);
     if differences.is_empty() {
         return;
@@ -55,8 +62,7 @@ fn settings_not_applied(repository: &Repository, inputs: &Inputs) -> Vec<String>
         sorted.sort();
         sorted
     };
-    if sorted(&repository.tag_mutability_exclusions) != sorted(&wanted.tag_mutability_exclusions)
-    {
+    if sorted(&repository.tag_mutability_exclusions) != sorted(&wanted.tag_mutability_exclusions) {
         differences.push(format!(
             "image-tag-mutability-exclusions are {} (asked for {})",
             repository.exclusions_text(),
@@ -86,12 +92,11 @@ fn settings_not_applied(repository: &Repository, inputs: &Inputs) -> Vec<String>
 /// Applies the policies that were asked for, on pushing runs only. `repository` is the
 /// state [`Ecr::ensure_repository`] returned: a repository ECR is yet to create on push
 /// gets its template's policies, so none is written; each asked-for policy is reported as
-/// [`PolicyOutcome::FromTemplate`], with one warning.
+/// [`PolicyOutcome::FromTemplate`] ([`warn_about_settings_not_applied`] has warned).
 pub async fn apply_policies(
     ecr: &Ecr,
     inputs: &Inputs,
     repository: Option<&Repository>,
-    runner: &Runner,
 ) -> anyhow::Result<Vec<(String, PolicyOutcome)>> {
     let mut outcomes = Vec::new();
     if !inputs.push {
@@ -99,11 +104,7 @@ pub async fn apply_policies(
     }
     let settings = &inputs.repository_settings;
     if let Some(prefix) = repository.and_then(|r| r.created_on_push.as_ref()) {
-        let (outcomes, warning) = policies_from_template(inputs, prefix);
-        if let Some(warning) = warning {
-            runner.warning(&warning);
-        }
-        return Ok(outcomes);
+        return Ok(policies_from_template(inputs, prefix).0);
     }
     let registry_id = inputs.registry_id.as_deref();
     let outcome = |written: bool| {
@@ -154,7 +155,10 @@ fn policies_from_template(
     if given.is_empty() {
         return (Vec::new(), None);
     }
-    let named: Vec<String> = given.iter().map(|(input, _)| format!("`{input}`")).collect();
+    let named: Vec<String> = given
+        .iter()
+        .map(|(input, _)| format!("`{input}`"))
+        .collect();
     let warning = format!(
         "{} not applied: repository `{}` is created on push by ECR from the repository \
          creation template `{prefix}`, whose policies it gets; the next run, once the \
