@@ -246,9 +246,9 @@ impl Report {
             let state = match outcome {
                 PolicyOutcome::Applied => "applied".to_string(),
                 PolicyOutcome::Unchanged => "unchanged".to_string(),
-                PolicyOutcome::FromTemplate(prefix) => format!(
-                    "not applied: the repository creation template `{prefix}`'s applies"
-                ),
+                PolicyOutcome::FromTemplate(prefix) => {
+                    format!("not applied: the repository creation template `{prefix}`'s applies")
+                }
             };
             let _ = writeln!(md, "| {name} | {state} |");
         }

@@ -217,6 +217,9 @@ fn bad_platform_input_fails_before_anything_happens() {
     );
 }
 
+/// A case: inputs given, the input the error names, and the reason it gives.
+type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+
 /// Bad tag mutability input, each with the inputs it goes with: six exclusion filters, a
 /// filter with a character ECR refuses, filters without a `*_WITH_EXCLUSION` setting, and
 /// a `*_WITH_EXCLUSION` setting without filters. Each fails before anything is built or
@@ -226,7 +229,7 @@ fn bad_tag_mutability_input_fails_before_anything_happens() {
     let standin = standin();
     let with = ("image-tag-mutability", "IMMUTABLE_WITH_EXCLUSION");
     let filters = "image-tag-mutability-exclusions";
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    let cases: &[Case] = &[
         (
             &[with, (filters, "a,b,c,d,e,f")],
             "`image-tag-mutability-exclusions`",
@@ -260,7 +263,8 @@ fn bad_tag_mutability_input_fails_before_anything_happens() {
     ];
     for (inputs, names, reason) in cases {
         let repo = unique("badmut");
-        let mut action = standin.action(workspace().path()).input("repository", &repo);
+        let ws = workspace();
+        let mut action = standin.action(ws.path()).input("repository", &repo);
         for (name, value) in *inputs {
             action = action.input(name, value);
         }

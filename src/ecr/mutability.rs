@@ -147,7 +147,7 @@ mod tests {
         }
     }
 
-    /// ECR's documented example (the CDK's): IMMUTABLE_WITH_EXCLUSION with `dev-*` and
+    /// ECR's documented example (the CDK's): `IMMUTABLE_WITH_EXCLUSION` with `dev-*` and
     /// `test-*` keeps every tag immutable except those starting with `dev-` or `test-`.
     #[test]
     fn immutable_with_exclusion_frees_matching_tags() {
@@ -168,7 +168,7 @@ mod tests {
         );
     }
 
-    /// MUTABLE_WITH_EXCLUSION is the other way round: only matching tags are immutable.
+    /// `MUTABLE_WITH_EXCLUSION` is the other way round: only matching tags are immutable.
     #[test]
     fn mutable_with_exclusion_protects_matching_tags() {
         let repo = repository("MUTABLE_WITH_EXCLUSION", &["v*.*.*", "stable"]);

@@ -66,8 +66,7 @@ fn from_sdk(template: &aws_sdk_ecr::types::RepositoryCreationTemplate) -> Creati
         prefix: template.prefix().unwrap_or_default().to_string(),
         create_on_push: template
             .applied_for()
-            .iter()
-            .any(|a| *a == RctAppliedFor::CreateOnPush),
+            .contains(&RctAppliedFor::CreateOnPush),
         tag_mutability: template
             .image_tag_mutability()
             .map_or_else(|| "MUTABLE".to_string(), |m| m.as_str().to_string()),
@@ -228,7 +227,11 @@ mod tests {
     fn a_prefix_covers_the_names_under_it() {
         let templates = [template("prod", true)];
         for name in ["prod/app", "prod/team/app"] {
-            assert_eq!(prefix_for(name, &templates).as_deref(), Some("prod"), "{name}");
+            assert_eq!(
+                prefix_for(name, &templates).as_deref(),
+                Some("prod"),
+                "{name}"
+            );
         }
         for name in ["prod", "production/app", "x/prod/app", "app"] {
             assert_eq!(prefix_for(name, &templates), None, "{name}");
@@ -280,7 +283,10 @@ mod tests {
         let templates = [template("team", false), template("ROOT", false)];
         assert_eq!(prefix_for("team/app", &templates), None);
         let templates = [template("team/app", false), template("team", true)];
-        assert_eq!(prefix_for("team/app/x", &templates).as_deref(), Some("team"));
+        assert_eq!(
+            prefix_for("team/app/x", &templates).as_deref(),
+            Some("team")
+        );
         let templates = [template("team", false), template("ROOT", true)];
         assert_eq!(prefix_for("team/app", &templates).as_deref(), Some("ROOT"));
         assert_eq!(prefix_for("team/app", &[]), None);

@@ -23,7 +23,8 @@ pub(super) fn parse(raw: &Raw<'_>) -> Result<(TagMutability, Vec<String>), Input
         )
     })?;
     let text = raw.get(EXCLUSIONS);
-    let filters = parse_filters(&text).map_err(|reason| InputError::invalid(EXCLUSIONS, &text, reason))?;
+    let filters =
+        parse_filters(&text).map_err(|reason| InputError::invalid(EXCLUSIONS, &text, reason))?;
     match (mutability.has_exclusions(), filters.is_empty()) {
         (true, true) => Err(InputError::invalid(
             MUTABILITY,
@@ -51,7 +52,11 @@ pub(super) fn parse(raw: &Raw<'_>) -> Result<(TagMutability, Vec<String>), Input
 /// checked against ECR's pattern, and 5 at most.
 pub fn parse_filters(text: &str) -> Result<Vec<String>, String> {
     let mut filters: Vec<String> = Vec::new();
-    for filter in text.split([',', '\n']).map(str::trim).filter(|f| !f.is_empty()) {
+    for filter in text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+    {
         check_filter(filter)?;
         if !filters.iter().any(|f| f == filter) {
             filters.push(filter.to_string());

@@ -366,6 +366,9 @@ fn zstd_is_refused_with_the_daemons_pusher() {
     );
 }
 
+/// A case: inputs given, the start of the error, and the reason it gives.
+type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+
 /// The four tag mutability settings, in any case; exclusion filters go with the two
 /// `*_WITH_EXCLUSION` ones only, which need 1 to 5 of them, each as ECR allows.
 #[test]
@@ -376,10 +379,16 @@ fn tag_mutability_takes_exclusion_filters_with_exclusion_settings_only() {
     ] {
         let inputs = parse(&[("repository", "app"), ("image-tag-mutability", given)]).unwrap();
         assert_eq!(inputs.repository_settings.tag_mutability, expected);
-        assert!(inputs.repository_settings.tag_mutability_exclusions.is_empty());
+        assert!(inputs
+            .repository_settings
+            .tag_mutability_exclusions
+            .is_empty());
     }
     for (given, expected) in [
-        ("MUTABLE_WITH_EXCLUSION", TagMutability::MutableWithExclusion),
+        (
+            "MUTABLE_WITH_EXCLUSION",
+            TagMutability::MutableWithExclusion,
+        ),
         (
             "immutable_with_exclusion",
             TagMutability::ImmutableWithExclusion,
@@ -397,7 +406,7 @@ fn tag_mutability_takes_exclusion_filters_with_exclusion_settings_only() {
             ["latest", "dev-*", "*-rc"]
         );
     }
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    let cases: &[Case] = &[
         (
             &[("image-tag-mutability", "IMMUTABLE_WITH_EXCLUSION")],
             "invalid value `IMMUTABLE_WITH_EXCLUSION` for input `image-tag-mutability`",

@@ -127,10 +127,11 @@ pub(crate) fn decide(
     existing: &[ExistingTag],
 ) -> anyhow::Result<Decision> {
     if let (OnTagExists::Skip, Some(first)) = (inputs.on_tag_exists, existing.first()) {
-        let every_tag_at_one_image = inputs
-            .tags
-            .iter()
-            .all(|tag| existing.iter().any(|e| &e.tag == tag && e.digest == first.digest));
+        let every_tag_at_one_image = inputs.tags.iter().all(|tag| {
+            existing
+                .iter()
+                .any(|e| &e.tag == tag && e.digest == first.digest)
+        });
         if every_tag_at_one_image {
             return Ok(Decision::Skip(first.digest.clone()));
         }
@@ -170,7 +171,10 @@ pub(crate) fn decide(
              `overwrite` to build anyway and keep the tag if the build makes the same image"
         }
     };
-    bail!("{}: {advice}", refusal(&inputs.repository, repository, &present))
+    bail!(
+        "{}: {advice}",
+        refusal(&inputs.repository, repository, &present)
+    )
 }
 
 /// "tag `v1` (at sha256:…) already exists in the IMMUTABLE repository `app` and cannot be
@@ -199,6 +203,10 @@ fn refusal(name: &str, repository: &Repository, present: &[PresentTag]) -> Strin
     format!(
         "{noun} {} already {verb} in `{name}`, where {} immutable, and cannot be overwritten",
         listed.join(", "),
-        if present.len() == 1 { "it is" } else { "they are" }
+        if present.len() == 1 {
+            "it is"
+        } else {
+            "they are"
+        }
     )
 }

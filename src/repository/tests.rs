@@ -129,14 +129,18 @@ fn fail_in_an_immutable_repository_names_every_tag() {
     );
 }
 
-/// MUTABLE_WITH_EXCLUSION protects the tags its filters match, and says which filter.
+/// `MUTABLE_WITH_EXCLUSION` protects the tags its filters match, and says which filter.
 #[test]
 fn mutable_with_exclusion_protects_matching_tags() {
     let repo = repository("MUTABLE_WITH_EXCLUSION", &["release-*"]);
     let run = inputs(&[("tags", "release-1,latest")]);
-    let err = decide(&run, &repo, &existing(&[("release-1", OLD), ("latest", OLD)]))
-        .unwrap_err()
-        .to_string();
+    let err = decide(
+        &run,
+        &repo,
+        &existing(&[("release-1", OLD), ("latest", OLD)]),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("MUTABLE_WITH_EXCLUSION, the exclusion filter `release-*` matches it"),
         "{err}"
@@ -180,7 +184,10 @@ fn skip_reuses_only_when_every_tag_is_at_one_image() {
     let err = decide(&run, &repository("IMMUTABLE", &[]), &split)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("every tag already exists at that one image"), "{err}");
+    assert!(
+        err.contains("every tag already exists at that one image"),
+        "{err}"
+    );
     assert_eq!(
         decide(&run, &repository("MUTABLE", &[]), &split).unwrap(),
         Decision::Build(Vec::new())
@@ -205,8 +212,11 @@ fn check_present_keeps_same_digest_tags_and_refuses_others() {
     let why = "IMMUTABLE_WITH_EXCLUSION, no exclusion filter matches it";
     assert_eq!(check_present(&[], NEW).unwrap(), Vec::<String>::new());
     assert_eq!(
-        check_present(&[present("v1", NEW, why), present("v2", NEW, "IMMUTABLE")], NEW)
-            .unwrap(),
+        check_present(
+            &[present("v1", NEW, why), present("v2", NEW, "IMMUTABLE")],
+            NEW
+        )
+        .unwrap(),
         ["v1", "v2"]
     );
     let err = check_present(&[present("v1", NEW, why), present("v2", OLD, why)], NEW)
