@@ -6,7 +6,7 @@ mod tags;
 
 pub use tags::{check_present, plan_tags, PresentTag, TagPlan};
 
-use crate::ecr::mutability::filters_text;
+use crate::ecr::repository::filters_text;
 use crate::ecr::{Ecr, Repository};
 use crate::inputs::Inputs;
 use crate::report::PolicyOutcome;

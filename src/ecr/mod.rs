@@ -9,11 +9,13 @@
 
 mod http;
 mod images;
-pub mod mutability;
+pub mod repository;
 pub mod scan;
 pub mod templates;
 
 pub use images::ExistingTag;
+pub use repository::Repository;
+use repository::{exclusion_filters, to_repository};
 
 use std::fmt;
 
@@ -22,8 +24,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::{error::CredentialsError, ProvideCredentials};
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecr::types::{
-    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
-    ImageTagMutabilityExclusionFilter, ImageTagMutabilityExclusionFilterType, Tag,
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability, Tag,
 };
 use aws_sdk_ecr::Client;
 use base64::Engine as _;
@@ -76,35 +77,6 @@ pub struct RegistryAuth {
     pub password: Secret,
     /// The token as ECR sends it (base64 of `user:password`), kept only to be masked.
     pub token: Secret,
-}
-
-/// The repository as it is after [`Ecr::ensure_repository`], or as ECR will create it on
-/// the first push ([`Repository::created_on_push`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Repository {
-    /// Empty for a repository ECR has yet to create on push.
-    pub uri: String,
-    pub registry_id: String,
-    /// Created by this run (`CreateRepository`).
-    pub created: bool,
-    /// ECR's setting: `MUTABLE`, `IMMUTABLE`, `MUTABLE_WITH_EXCLUSION` or
-    /// `IMMUTABLE_WITH_EXCLUSION`; per tag, see [`Repository::tag_is_immutable`].
-    pub tag_mutability: String,
-    /// The `WILDCARD` exclusion filters of a `*_WITH_EXCLUSION` setting.
-    pub tag_mutability_exclusions: Vec<String>,
-    pub scan_on_push: bool,
-    pub encryption: String,
-    /// The repository does not exist yet: ECR creates it at the first push from the
-    /// repository creation template with this prefix (`CREATE_ON_PUSH`), whose settings
-    /// the fields above are.
-    pub created_on_push: Option<String>,
-}
-
-impl Repository {
-    /// Whether the repository is yet to be created on push: nothing exists in it.
-    pub fn is_created_on_push(&self) -> bool {
-        self.created_on_push.is_some()
-    }
 }
 
 /// What ECR reports for the pushed image.
@@ -531,51 +503,6 @@ fn encryption_configuration(encryption: &Encryption) -> anyhow::Result<Encryptio
             .set_kms_key(key.clone()),
     };
     Ok(builder.build()?)
-}
-
-/// `image-tag-mutability-exclusions` as `CreateRepository` takes them (`WILDCARD`);
-/// `None` when there are none, so ECR sees no empty list.
-fn exclusion_filters(
-    filters: &[String],
-) -> anyhow::Result<Option<Vec<ImageTagMutabilityExclusionFilter>>> {
-    if filters.is_empty() {
-        return Ok(None);
-    }
-    let built = filters
-        .iter()
-        .map(|filter| {
-            ImageTagMutabilityExclusionFilter::builder()
-                .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
-                .filter(filter)
-                .build()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(built))
-}
-
-fn to_repository(repo: &aws_sdk_ecr::types::Repository, created: bool) -> Repository {
-    Repository {
-        uri: repo.repository_uri().unwrap_or_default().to_string(),
-        registry_id: repo.registry_id().unwrap_or_default().to_string(),
-        created,
-        tag_mutability: repo
-            .image_tag_mutability()
-            .map(|m| m.as_str().to_string())
-            .unwrap_or_default(),
-        tag_mutability_exclusions: repo
-            .image_tag_mutability_exclusion_filters()
-            .iter()
-            .map(|f| f.filter().to_string())
-            .collect(),
-        created_on_push: None,
-        scan_on_push: repo
-            .image_scanning_configuration()
-            .is_some_and(ImageScanningConfiguration::scan_on_push),
-        encryption: repo.encryption_configuration().map_or_else(
-            || "AES256".to_string(),
-            |e| e.encryption_type().as_str().to_string(),
-        ),
-    }
 }
 
 /// Policies are compared as JSON values, so formatting and key order never cause a

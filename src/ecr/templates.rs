@@ -175,7 +175,7 @@ impl Ecr {
             } else {
                 format!(
                     ", exclusions {}",
-                    super::mutability::filters_text(&template.tag_mutability_exclusions)
+                    super::repository::filters_text(&template.tag_mutability_exclusions)
                 )
             }
         );

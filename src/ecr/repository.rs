@@ -1,11 +1,91 @@
-//! Tag mutability per tag, as ECR decides it: `IMMUTABLE` and `MUTABLE` for every tag;
-//! `IMMUTABLE_WITH_EXCLUSION` and `MUTABLE_WITH_EXCLUSION` turn the setting around for a
-//! tag that one of the repository's exclusion filters matches. A filter is ECR's
-//! `WILDCARD` type: `*` matches any run of characters (none too), everything else itself,
-//! and the filter matches the whole tag (`dev-*` matches `dev-1` and `dev-`, not
-//! `x-dev-1`; `latest` matches only `latest`).
+//! A repository as ECR describes it (`DescribeRepositories`, `CreateRepository`), or as
+//! it will be once ECR creates it on push, and its tag mutability per tag, as ECR decides
+//! it: `IMMUTABLE` and `MUTABLE` for every tag; `IMMUTABLE_WITH_EXCLUSION` and
+//! `MUTABLE_WITH_EXCLUSION` turn the setting around for a tag that one of the
+//! repository's exclusion filters matches. A filter is ECR's `WILDCARD` type: `*` matches
+//! any run of characters (none too), everything else itself, and the filter matches the
+//! whole tag (`dev-*` matches `dev-1` and `dev-`, not `x-dev-1`; `latest` matches only
+//! `latest`).
 
-use super::Repository;
+use aws_sdk_ecr::types::{
+    ImageScanningConfiguration, ImageTagMutabilityExclusionFilter,
+    ImageTagMutabilityExclusionFilterType,
+};
+
+/// The repository as it is after [`super::Ecr::ensure_repository`], or as ECR will create it on
+/// the first push ([`Repository::created_on_push`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    /// Empty for a repository ECR has yet to create on push.
+    pub uri: String,
+    pub registry_id: String,
+    /// Created by this run (`CreateRepository`).
+    pub created: bool,
+    /// ECR's setting: `MUTABLE`, `IMMUTABLE`, `MUTABLE_WITH_EXCLUSION` or
+    /// `IMMUTABLE_WITH_EXCLUSION`; per tag, see [`Repository::tag_is_immutable`].
+    pub tag_mutability: String,
+    /// The `WILDCARD` exclusion filters of a `*_WITH_EXCLUSION` setting.
+    pub tag_mutability_exclusions: Vec<String>,
+    pub scan_on_push: bool,
+    pub encryption: String,
+    /// The repository does not exist yet: ECR creates it at the first push from the
+    /// repository creation template with this prefix (`CREATE_ON_PUSH`), whose settings
+    /// the fields above are.
+    pub created_on_push: Option<String>,
+}
+
+impl Repository {
+    /// Whether the repository is yet to be created on push: nothing exists in it.
+    pub fn is_created_on_push(&self) -> bool {
+        self.created_on_push.is_some()
+    }
+}
+
+/// `image-tag-mutability-exclusions` as `CreateRepository` takes them (`WILDCARD`);
+/// `None` when there are none, so ECR sees no empty list.
+pub(super) fn exclusion_filters(
+    filters: &[String],
+) -> anyhow::Result<Option<Vec<ImageTagMutabilityExclusionFilter>>> {
+    if filters.is_empty() {
+        return Ok(None);
+    }
+    let built = filters
+        .iter()
+        .map(|filter| {
+            ImageTagMutabilityExclusionFilter::builder()
+                .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
+                .filter(filter)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(built))
+}
+
+/// The action's view of ECR's description of a repository.
+pub(super) fn to_repository(repo: &aws_sdk_ecr::types::Repository, created: bool) -> Repository {
+    Repository {
+        uri: repo.repository_uri().unwrap_or_default().to_string(),
+        registry_id: repo.registry_id().unwrap_or_default().to_string(),
+        created,
+        tag_mutability: repo
+            .image_tag_mutability()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default(),
+        tag_mutability_exclusions: repo
+            .image_tag_mutability_exclusion_filters()
+            .iter()
+            .map(|f| f.filter().to_string())
+            .collect(),
+        created_on_push: None,
+        scan_on_push: repo
+            .image_scanning_configuration()
+            .is_some_and(ImageScanningConfiguration::scan_on_push),
+        encryption: repo.encryption_configuration().map_or_else(
+            || "AES256".to_string(),
+            |e| e.encryption_type().as_str().to_string(),
+        ),
+    }
+}
 
 /// Whether `filter` (a `WILDCARD` exclusion filter) matches the whole of `tag`.
 pub fn wildcard_matches(filter: &str, tag: &str) -> bool {
@@ -178,6 +258,37 @@ mod tests {
         for tag in ["latest", "v1.2", "stable-1", "main"] {
             assert!(!repo.tag_is_immutable(tag), "{tag}");
         }
+    }
+
+    /// ECR's description arrives with its exclusion filters; the filters go to
+    /// `CreateRepository` as `WILDCARD` ones, and none as no list at all.
+    #[test]
+    fn filters_are_read_from_and_sent_to_ecr() {
+        let filter = |f: &str| {
+            ImageTagMutabilityExclusionFilter::builder()
+                .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
+                .filter(f)
+                .build()
+                .unwrap()
+        };
+        let described = aws_sdk_ecr::types::Repository::builder()
+            .repository_uri("1.dkr.ecr.r.amazonaws.com/app")
+            .image_tag_mutability(aws_sdk_ecr::types::ImageTagMutability::from(
+                "IMMUTABLE_WITH_EXCLUSION",
+            ))
+            .image_tag_mutability_exclusion_filters(filter("latest"))
+            .image_tag_mutability_exclusion_filters(filter("dev-*"))
+            .build();
+        let repo = to_repository(&described, false);
+        assert_eq!(repo.tag_mutability, "IMMUTABLE_WITH_EXCLUSION");
+        assert_eq!(repo.tag_mutability_exclusions, ["latest", "dev-*"]);
+        assert_eq!(repo.created_on_push, None);
+        assert!(!repo.tag_is_immutable("dev-2") && repo.tag_is_immutable("v2"));
+        let sent = exclusion_filters(&["latest".into(), "dev-*".into()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(sent, [filter("latest"), filter("dev-*")]);
+        assert_eq!(exclusion_filters(&[]).unwrap(), None);
     }
 
     /// IMMUTABLE and MUTABLE say it for every tag, whatever filters are listed; a setting
