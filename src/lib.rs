@@ -163,25 +163,33 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
                 Some(entries) => {
                     report.platforms = build_set::skipped_rows(&inputs.platforms, &entries);
                 }
-                None if state.tag_mutability.starts_with("IMMUTABLE") => anyhow::bail!(
-                    "every tag already exists at {digest} in the IMMUTABLE repository `{}`, \
-                     which is not an index of exactly {}: push new tags",
-                    inputs.repository,
-                    inputs.build_platforms_text()
-                ),
+                None if inputs.tags.iter().any(|t| state.tag_is_immutable(t)) => {
+                    let tag = inputs.tags.iter().find(|t| state.tag_is_immutable(t));
+                    let tag = tag.map(String::as_str).unwrap_or_default();
+                    anyhow::bail!(
+                        "every tag already exists at {digest} in `{}`, which is not an index \
+                         of exactly {}, and tag `{tag}` cannot move there ({}): push new tags",
+                        inputs.repository,
+                        inputs.build_platforms_text(),
+                        state.mutability_of(tag)
+                    )
+                }
                 None => {
                     tracing::info!(
                         "every tag exists at {digest}, which is not an index of exactly \
                          these platforms: building"
                     );
-                    plan = TagPlan::Build;
+                    plan = TagPlan::Build {
+                        present: Vec::new(),
+                    };
                 }
             }
         }
         report.repository_state = Some(state);
         if let TagPlan::Skip { digest, image_id } = plan {
             tracing::info!("every tag already exists at {digest}: nothing to build or push");
-            report.policies = repository::apply_policies(&ecr, inputs).await?;
+            report.policies =
+                repository::apply_policies(&ecr, inputs, report.repository_state.as_ref()).await?;
             report.outcome = Outcome::Skipped;
             report.digest = Some(digest);
             report.image_id = image_id.unwrap_or_default();
@@ -189,6 +197,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         }
     }
 
+    let state = report.repository_state.clone();
     let cache_from = match builder {
         BuilderKind::Buildkit => cache_sources(&ecr, inputs, &report).await,
         BuilderKind::Classic => Vec::new(),
@@ -213,7 +222,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         };
         let (done, policies) = tokio::join!(
             set.run(&set_run, &mut report),
-            repository::apply_policies(&ecr, inputs),
+            repository::apply_policies(&ecr, inputs, state.as_ref()),
         );
         done?;
         report.policies = policies?;
@@ -237,7 +246,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     };
     let (built, policies) = tokio::join!(
         engine::build::build(&engine, prepared, &request, runner),
-        repository::apply_policies(&ecr, inputs),
+        repository::apply_policies(&ecr, inputs, state.as_ref()),
     );
     let built = built?;
     report.policies = policies?;

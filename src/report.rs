@@ -65,10 +65,13 @@ pub struct PlatformRow {
     pub engine: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyOutcome {
     Applied,
     Unchanged,
+    /// Not applied: the repository is created on push, with the policies of the
+    /// repository creation template with this prefix.
+    FromTemplate(String),
 }
 
 impl Report {
@@ -223,20 +226,43 @@ impl Report {
             );
         }
         if let Some(repo) = &self.repository_state {
-            let created = if repo.created {
-                " (created by this run)"
-            } else {
-                ""
+            let created = match &repo.created_on_push {
+                Some(prefix) => format!(
+                    " (created on push by ECR from the repository creation template `{prefix}`)"
+                ),
+                None if repo.created => " (created by this run)".to_string(),
+                None => String::new(),
             };
-            let _ = writeln!(md, "| Repository | `{}`{created} |", repo.uri);
-            let _ = writeln!(md, "| Tag mutability | {} |", repo.tag_mutability);
-            let _ = writeln!(md, "| Scan on push | {} |", repo.scan_on_push);
+            let uri = if repo.uri.is_empty() {
+                self.repository_uri()
+            } else {
+                repo.uri.clone()
+            };
+            let _ = writeln!(md, "| Repository | `{uri}`{created} |");
+            let mutability = if repo.tag_mutability_exclusions.is_empty() {
+                repo.tag_mutability.clone()
+            } else {
+                format!(
+                    "{} (exclusions: {})",
+                    repo.tag_mutability,
+                    repo.exclusions_text()
+                )
+            };
+            let _ = writeln!(md, "| Tag mutability | {mutability} |");
+            if repo.is_created_on_push() {
+                md.push_str("| Scan on push | as the registry's scanning configuration says |\n");
+            } else {
+                let _ = writeln!(md, "| Scan on push | {} |", repo.scan_on_push);
+            }
             let _ = writeln!(md, "| Encryption | {} |", repo.encryption);
         }
         for (name, outcome) in &self.policies {
             let state = match outcome {
-                PolicyOutcome::Applied => "applied",
-                PolicyOutcome::Unchanged => "unchanged",
+                PolicyOutcome::Applied => "applied".to_string(),
+                PolicyOutcome::Unchanged => "unchanged".to_string(),
+                PolicyOutcome::FromTemplate(prefix) => {
+                    format!("not applied: the repository creation template `{prefix}`'s applies")
+                }
             };
             let _ = writeln!(md, "| {name} | {state} |");
         }
@@ -361,5 +387,37 @@ mod tests {
         assert!(report(true)
             .summary_markdown()
             .contains("| Builder | BuildKit: 3 of 4 steps cached |"));
+    }
+
+    /// A repository that ECR creates on push shows the template it comes from, its
+    /// settings with the exclusion filters, and the policies left to the template.
+    #[test]
+    fn the_summary_names_the_template_of_a_repository_created_on_push() {
+        let mut report = report(true);
+        report.repository_state = Some(Repository {
+            uri: String::new(),
+            registry_id: "1".into(),
+            created: false,
+            tag_mutability: "IMMUTABLE_WITH_EXCLUSION".into(),
+            tag_mutability_exclusions: vec!["latest".into(), "dev-*".into()],
+            scan_on_push: false,
+            encryption: "AES256".into(),
+            created_on_push: Some("team".into()),
+        });
+        report.policies = vec![(
+            "Lifecycle policy".into(),
+            PolicyOutcome::FromTemplate("team".into()),
+        )];
+        let md = report.summary_markdown();
+        for row in [
+            "| Repository | `1.dkr.ecr.r.amazonaws.com/team/app` (created on push by ECR from \
+             the repository creation template `team`) |",
+            "| Tag mutability | IMMUTABLE_WITH_EXCLUSION (exclusions: `latest`, `dev-*`) |",
+            "| Scan on push | as the registry's scanning configuration says |",
+            "| Lifecycle policy | not applied: the repository creation template `team`'s \
+             applies |",
+        ] {
+            assert!(md.contains(row), "{row}\n{md}");
+        }
     }
 }

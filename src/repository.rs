@@ -2,94 +2,54 @@
 //! that an existing repository keeps, the policies applied while the image builds, and
 //! the decision about tags that already exist (`on-tag-exists`).
 
-use anyhow::bail;
+mod tags;
 
+pub use tags::{check_present, plan_tags, PresentTag, TagPlan};
+
+use crate::ecr::repository::filters_text;
 use crate::ecr::{Ecr, Repository};
-use crate::engine::ImageStore;
-use crate::inputs::{Inputs, OnTagExists};
+use crate::inputs::Inputs;
 use crate::report::PolicyOutcome;
 use crate::runner::Runner;
 
-/// What to do about the requested tags, decided before the build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TagPlan {
-    Build,
-    /// Every tag exists at this one image: nothing to build or push.
-    Skip {
-        digest: String,
-        image_id: Option<String>,
-    },
-}
-
-/// Decides, before anything is built, what to do about tags that already exist. Only an
-/// IMMUTABLE repository can refuse a tag, so only there (or for `skip`) is ECR asked. A
-/// skipped image's ID is what the engine's `docker inspect` would say of it once pulled:
-/// its config digest on the classic store, its manifest digest on the containerd store.
-pub async fn plan_tags(
-    ecr: &Ecr,
-    inputs: &Inputs,
-    repository: &Repository,
-    store: ImageStore,
-) -> anyhow::Result<TagPlan> {
-    let immutable = repository.tag_mutability.starts_with("IMMUTABLE");
-    if !immutable && inputs.on_tag_exists != OnTagExists::Skip {
-        return Ok(TagPlan::Build);
-    }
-    let existing = ecr
-        .existing_tags(
-            &inputs.repository,
-            inputs.registry_id.as_deref(),
-            &inputs.tags,
-        )
-        .await?;
-    let Some(first) = existing.first() else {
-        return Ok(TagPlan::Build);
-    };
-    let every_tag_at_one_image =
-        existing.len() == inputs.tags.len() && existing.iter().all(|e| e.digest == first.digest);
-    if inputs.on_tag_exists == OnTagExists::Skip && every_tag_at_one_image {
-        let image_id = match store {
-            ImageStore::Classic => {
-                ecr.image_config_digest(
-                    &inputs.repository,
-                    inputs.registry_id.as_deref(),
-                    &first.digest,
-                )
-                .await?
-            }
-            ImageStore::Containerd => Some(first.digest.clone()),
-        };
-        return Ok(TagPlan::Skip {
-            digest: first.digest.clone(),
-            image_id,
-        });
-    }
-    if !immutable {
-        return Ok(TagPlan::Build);
-    }
-    let listed: Vec<String> = existing
-        .iter()
-        .map(|e| format!("`{}` (at {})", e.tag, e.digest))
-        .collect();
-    let advice = match inputs.on_tag_exists {
-        OnTagExists::Skip => "`on-tag-exists: skip` reuses an image only when every tag already exists at that one image; push new tags",
-        OnTagExists::Fail | OnTagExists::Overwrite => "push a new tag, or set `on-tag-exists: skip` to reuse the existing image",
-    };
-    bail!(
-        "tag {} already exists in the IMMUTABLE repository `{}` and cannot be overwritten: {advice}",
-        listed.join(", "),
-        inputs.repository
-    )
-}
-
 /// Creation settings do not change an existing repository; say so when they differ, so
-/// nobody believes a repository is IMMUTABLE because the workflow says it.
+/// nobody believes a repository is IMMUTABLE because the workflow says it. A repository
+/// ECR creates on push gets its template's settings instead: say that too, and that the
+/// policy inputs are left to the template (here, before the build, whose log turns
+/// workflow commands off).
 pub fn warn_about_settings_not_applied(repository: &Repository, inputs: &Inputs, runner: &Runner) {
-    if repository.created {
+    if let Some(prefix) = &repository.created_on_push {
+        if let (_, Some(warning)) = policies_from_template(inputs, prefix) {
+            runner.warning(&warning);
+        }
+    }
+    let differences = settings_not_applied(repository, inputs);
+    if differences.is_empty() {
         return;
     }
-    let wanted = &inputs.repository_settings;
+    let whose = match &repository.created_on_push {
+        Some(prefix) => format!(
+            "repository `{}` will be created on push by ECR from the repository creation \
+             template `{prefix}`, whose settings apply instead of this step's",
+            inputs.repository
+        ),
+        None => format!(
+            "repository `{}` already exists and keeps its settings, which apply only on \
+             creation",
+            inputs.repository
+        ),
+    };
+    runner.warning(&format!("{whose}: {}", differences.join("; ")));
+}
+
+/// The creation settings asked for that the repository does not have (none when this
+/// run created it). Exclusion filters compare as sets: ECR keeps no order.
+fn settings_not_applied(repository: &Repository, inputs: &Inputs) -> Vec<String> {
     let mut differences = Vec::new();
+    if repository.created {
+        return differences;
+    }
+    let wanted = &inputs.repository_settings;
     if repository.tag_mutability != wanted.tag_mutability.as_str() {
         differences.push(format!(
             "image-tag-mutability is {} (asked for {})",
@@ -97,7 +57,20 @@ pub fn warn_about_settings_not_applied(repository: &Repository, inputs: &Inputs,
             wanted.tag_mutability.as_str()
         ));
     }
-    if repository.scan_on_push != wanted.scan_on_push {
+    let sorted = |filters: &[String]| {
+        let mut sorted = filters.to_vec();
+        sorted.sort();
+        sorted
+    };
+    if sorted(&repository.tag_mutability_exclusions) != sorted(&wanted.tag_mutability_exclusions) {
+        differences.push(format!(
+            "image-tag-mutability-exclusions are {} (asked for {})",
+            repository.exclusions_text(),
+            filters_text(&wanted.tag_mutability_exclusions)
+        ));
+    }
+    // A repository created on push scans as the registry's scanning configuration says.
+    if repository.scan_on_push != wanted.scan_on_push && !repository.is_created_on_push() {
         differences.push(format!(
             "scan-on-push is {} (asked for {})",
             repository.scan_on_push, wanted.scan_on_push
@@ -110,25 +83,29 @@ pub fn warn_about_settings_not_applied(repository: &Repository, inputs: &Inputs,
             wanted.encryption.type_str()
         ));
     }
-    if !differences.is_empty() {
-        runner.warning(&format!(
-            "repository `{}` already exists and keeps its settings, which apply only on creation: {}",
-            inputs.repository,
-            differences.join("; ")
-        ));
+    if repository.is_created_on_push() && !wanted.tags.is_empty() {
+        differences.push("repository-tags are the template's".to_string());
     }
+    differences
 }
 
-/// Applies the policies that were asked for, on pushing runs only.
+/// Applies the policies that were asked for, on pushing runs only. `repository` is the
+/// state [`Ecr::ensure_repository`] returned: a repository ECR is yet to create on push
+/// gets its template's policies, so none is written; each asked-for policy is reported as
+/// [`PolicyOutcome::FromTemplate`] ([`warn_about_settings_not_applied`] has warned).
 pub async fn apply_policies(
     ecr: &Ecr,
     inputs: &Inputs,
+    repository: Option<&Repository>,
 ) -> anyhow::Result<Vec<(String, PolicyOutcome)>> {
     let mut outcomes = Vec::new();
     if !inputs.push {
         return Ok(outcomes);
     }
     let settings = &inputs.repository_settings;
+    if let Some(prefix) = repository.and_then(|r| r.created_on_push.as_ref()) {
+        return Ok(policies_from_template(inputs, prefix).0);
+    }
     let registry_id = inputs.registry_id.as_deref();
     let outcome = |written: bool| {
         if written {
@@ -151,3 +128,56 @@ pub async fn apply_policies(
     }
     Ok(outcomes)
 }
+
+/// The policy inputs given, reported as left to the template `prefix`, and the warning
+/// that says so (none when no policy input is given).
+fn policies_from_template(
+    inputs: &Inputs,
+    prefix: &str,
+) -> (Vec<(String, PolicyOutcome)>, Option<String>) {
+    let settings = &inputs.repository_settings;
+    let given: Vec<(&str, &str)> = [
+        (
+            settings.lifecycle_policy.is_some(),
+            "lifecycle-policy",
+            "Lifecycle policy",
+        ),
+        (
+            settings.repository_policy.is_some(),
+            "repository-policy",
+            "Repository policy",
+        ),
+    ]
+    .into_iter()
+    .filter(|(given, _, _)| *given)
+    .map(|(_, input, row)| (input, row))
+    .collect();
+    if given.is_empty() {
+        return (Vec::new(), None);
+    }
+    let named: Vec<String> = given
+        .iter()
+        .map(|(input, _)| format!("`{input}`"))
+        .collect();
+    let warning = format!(
+        "{} not applied: repository `{}` is created on push by ECR from the repository \
+         creation template `{prefix}`, whose policies it gets; the next run, once the \
+         repository exists, applies {}",
+        named.join(" and "),
+        inputs.repository,
+        if given.len() == 1 { "it" } else { "them" }
+    );
+    let outcomes = given
+        .into_iter()
+        .map(|(_, row)| {
+            (
+                row.to_string(),
+                PolicyOutcome::FromTemplate(prefix.to_string()),
+            )
+        })
+        .collect();
+    (outcomes, Some(warning))
+}
+
+#[cfg(test)]
+mod tests;

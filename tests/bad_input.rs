@@ -104,6 +104,8 @@ fn bad_values_for_every_input_fail_before_anything_happens() {
         ("push", "maybe"),
         ("create-repository", "nope"),
         ("image-tag-mutability", "maybe"),
+        ("image-tag-mutability", "IMMUTABLE_WITH_EXCLUSION"),
+        ("image-tag-mutability-exclusions", "latest"),
         ("scan-on-push", "on"),
         ("encryption-type", "DES"),
         ("kms-key", "alias/key"),
@@ -213,6 +215,68 @@ fn bad_platform_input_fails_before_anything_happens() {
         error.contains("linux/arm64") && error.contains("cannot be reached"),
         "{error}"
     );
+}
+
+/// A case: inputs given, the input the error names, and the reason it gives.
+type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+
+/// Bad tag mutability input, each with the inputs it goes with: six exclusion filters, a
+/// filter with a character ECR refuses, filters without a `*_WITH_EXCLUSION` setting, and
+/// a `*_WITH_EXCLUSION` setting without filters. Each fails before anything is built or
+/// created, naming the input and what is wrong.
+#[test]
+fn bad_tag_mutability_input_fails_before_anything_happens() {
+    let standin = standin();
+    let with = ("image-tag-mutability", "IMMUTABLE_WITH_EXCLUSION");
+    let filters = "image-tag-mutability-exclusions";
+    let cases: &[Case] = &[
+        (
+            &[with, (filters, "a,b,c,d,e,f")],
+            "`image-tag-mutability-exclusions`",
+            "6 filters given; ECR allows 1 to 5",
+        ),
+        (
+            &[with, (filters, "latest\nfeature/*")],
+            "`image-tag-mutability-exclusions`",
+            "filter `feature/*` has `/`",
+        ),
+        (
+            &[(filters, "latest")],
+            "`image-tag-mutability-exclusions`",
+            "(it is `MUTABLE`)",
+        ),
+        (
+            &[("image-tag-mutability", "IMMUTABLE"), (filters, "latest")],
+            "`image-tag-mutability-exclusions`",
+            "(it is `IMMUTABLE`)",
+        ),
+        (
+            &[with],
+            "`image-tag-mutability`",
+            "needs the tags it excludes",
+        ),
+        (
+            &[("image-tag-mutability", "MUTABLE_WITH_EXCLUSION")],
+            "`image-tag-mutability`",
+            "`image-tag-mutability-exclusions`",
+        ),
+    ];
+    for (inputs, names, reason) in cases {
+        let repo = unique("badmut");
+        let ws = workspace();
+        let mut action = standin.action(ws.path()).input("repository", &repo);
+        for (name, value) in *inputs {
+            action = action.input(name, value);
+        }
+        let run = action.run();
+        let case = format!("{inputs:?}");
+        assert_failed_cleanly(&case, &run, &repo, names, true);
+        assert!(
+            run.error_lines()[0].contains(reason),
+            "{case}: {}",
+            run.error_lines()[0]
+        );
+    }
 }
 
 /// A Dockerfile syntax error and a failing `RUN` point at their Dockerfile line; nothing

@@ -469,8 +469,9 @@ fn repository_settings_and_policies_apply_idempotently() {
 }
 
 /// An existing tag in an IMMUTABLE repository fails before anything is built, naming the
-/// tag (`on-tag-exists: fail`, the default, and `overwrite`); the tag keeps its digest
-/// and no outputs are written.
+/// tag and its digest (`on-tag-exists: fail`, the default); with `overwrite` the run
+/// builds, and still fails (the new image is another one) with the tag where it was and
+/// no outputs.
 #[test]
 fn an_immutable_tag_cannot_be_overwritten() {
     let standin = standin();
@@ -486,31 +487,39 @@ fn an_immutable_tag_cannot_be_overwritten() {
     let digest = first.output("image-digest").to_string();
 
     ws.write("app.txt", "a different image\n");
-    for on_tag_exists in ["fail", "overwrite"] {
-        let second = standin
-            .action(ws.path())
-            .input("repository", &repo)
-            .input("tags", "v2,v1")
-            .input("on-tag-exists", on_tag_exists)
-            .run();
-        assert!(!second.success);
-        let errors = second.error_lines();
-        assert_eq!(errors.len(), 1, "{}", second.stderr);
-        assert!(
-            errors[0].contains(&format!(
-                "tag `v1` (at {digest}) already exists in the IMMUTABLE repository"
-            )),
-            "{}",
-            errors[0]
-        );
-        assert!(
-            !second.stderr.contains(BUILD_STARTED),
-            "{on_tag_exists}: the build started"
-        );
-        assert_eq!(second.output_file, "");
-    }
-    assert_eq!(standin.registry_digest(&repo, "v1"), Some(digest));
+    let second = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("tags", "v2,v1")
+        .run();
+    assert!(!second.success);
+    let errors = second.error_lines();
+    assert_eq!(errors.len(), 1, "{}", second.stderr);
+    assert!(
+        errors[0].contains(&format!(
+            "tag `v1` (at {digest}) already exists in the IMMUTABLE repository"
+        )),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        !second.stderr.contains(BUILD_STARTED),
+        "fail: the build started"
+    );
+    assert_eq!(second.output_file, "");
     assert_eq!(standin.registry_digest(&repo, "v2"), None);
+
+    let overwrite = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("tags", "v1")
+        .input("on-tag-exists", "overwrite")
+        .run();
+    assert!(!overwrite.success, "{}", overwrite.stderr);
+    assert_eq!(overwrite.error_lines().len(), 1, "{}", overwrite.stderr);
+    assert!(overwrite.stderr.contains(BUILD_STARTED), "overwrite builds");
+    assert_eq!(overwrite.output_file, "");
+    assert_eq!(standin.registry_digest(&repo, "v1"), Some(digest));
 }
 
 /// `on-tag-exists: skip` builds nothing when every tag exists at one image, and outputs

@@ -9,9 +9,13 @@
 
 mod http;
 mod images;
+pub mod repository;
 pub mod scan;
+pub mod templates;
 
 pub use images::ExistingTag;
+pub use repository::Repository;
+use repository::{exclusion_filters, to_repository};
 
 use std::fmt;
 
@@ -27,7 +31,7 @@ use base64::Engine as _;
 use std::sync::Arc;
 
 pub use crate::credentials::Secret;
-use crate::inputs::{Encryption, Policy, RepositorySettings, TagMutability};
+use crate::inputs::{Encryption, Policy, RepositorySettings};
 use crate::network::proxy::explain_tunnel_failure;
 use crate::network::{Network, ProxyUrl};
 use crate::registry;
@@ -138,17 +142,6 @@ impl registry::Renew for TokenRenewal {
             Ok(auth.login().credentials)
         })
     }
-}
-
-/// The repository as it is after [`Ecr::ensure_repository`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Repository {
-    pub uri: String,
-    pub registry_id: String,
-    pub created: bool,
-    pub tag_mutability: String,
-    pub scan_on_push: bool,
-    pub encryption: String,
 }
 
 /// What ECR reports for the pushed image.
@@ -445,10 +438,10 @@ impl Ecr {
             .create_repository()
             .repository_name(name)
             .set_registry_id(registry_id.map(ToString::to_string))
-            .image_tag_mutability(match settings.tag_mutability {
-                TagMutability::Mutable => ImageTagMutability::Mutable,
-                TagMutability::Immutable => ImageTagMutability::Immutable,
-            })
+            .image_tag_mutability(ImageTagMutability::from(settings.tag_mutability.as_str()))
+            .set_image_tag_mutability_exclusion_filters(exclusion_filters(
+                &settings.tag_mutability_exclusions,
+            )?)
             .image_scanning_configuration(
                 ImageScanningConfiguration::builder()
                     .scan_on_push(settings.scan_on_push)
@@ -471,6 +464,12 @@ impl Ecr {
                 self.describe_repository(name, registry_id)
                     .await?
                     .with_context(|| format!("repository `{name}` exists but cannot be described"))
+            }
+            // ECR may still create it on the first push, from a repository creation
+            // template.
+            Err(err) if templates::is_access_denied(&err) => {
+                self.created_on_push(name, registry_id, &describe(&err))
+                    .await
             }
             Err(err) => {
                 Err(api_error(err)).with_context(|| format!("cannot create repository `{name}`"))
@@ -620,25 +619,6 @@ fn encryption_configuration(encryption: &Encryption) -> anyhow::Result<Encryptio
             .set_kms_key(key.clone()),
     };
     Ok(builder.build()?)
-}
-
-fn to_repository(repo: &aws_sdk_ecr::types::Repository, created: bool) -> Repository {
-    Repository {
-        uri: repo.repository_uri().unwrap_or_default().to_string(),
-        registry_id: repo.registry_id().unwrap_or_default().to_string(),
-        created,
-        tag_mutability: repo
-            .image_tag_mutability()
-            .map(|m| m.as_str().to_string())
-            .unwrap_or_default(),
-        scan_on_push: repo
-            .image_scanning_configuration()
-            .is_some_and(ImageScanningConfiguration::scan_on_push),
-        encryption: repo.encryption_configuration().map_or_else(
-            || "AES256".to_string(),
-            |e| e.encryption_type().as_str().to_string(),
-        ),
-    }
 }
 
 /// Policies are compared as JSON values, so formatting and key order never cause a

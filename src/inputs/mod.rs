@@ -4,6 +4,7 @@
 //! embedded `action.yml` ([`spec`]).
 
 pub mod cli;
+pub mod mutability;
 pub mod platforms;
 pub mod scan;
 pub mod settings;
@@ -283,23 +284,11 @@ impl Inputs {
             }
         }
 
+        let (tag_mutability, tag_mutability_exclusions) = mutability::parse(raw)?;
         let repository_settings = RepositorySettings {
             create: raw.boolean("create-repository")?,
-            tag_mutability: match raw
-                .get("image-tag-mutability")
-                .to_ascii_uppercase()
-                .as_str()
-            {
-                "MUTABLE" => TagMutability::Mutable,
-                "IMMUTABLE" => TagMutability::Immutable,
-                _ => {
-                    return Err(InputError::invalid(
-                        "image-tag-mutability",
-                        &raw.get("image-tag-mutability"),
-                        "expected `MUTABLE` or `IMMUTABLE`",
-                    ))
-                }
-            },
+            tag_mutability,
+            tag_mutability_exclusions,
             scan_on_push: raw.boolean("scan-on-push")?,
             encryption: parse_encryption(raw)?,
             tags: raw.pairs("repository-tags")?,

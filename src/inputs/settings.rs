@@ -5,18 +5,50 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+/// `image-tag-mutability`: ECR's four settings. The two `*_WITH_EXCLUSION` ones come with
+/// the wildcard filters of `image-tag-mutability-exclusions`
+/// ([`RepositorySettings::tag_mutability_exclusions`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TagMutability {
     Mutable,
     Immutable,
+    /// Tags are mutable, except those an exclusion filter matches.
+    MutableWithExclusion,
+    /// Tags are immutable, except those an exclusion filter matches.
+    ImmutableWithExclusion,
 }
 
 impl TagMutability {
+    pub const ALL: [Self; 4] = [
+        Self::Mutable,
+        Self::Immutable,
+        Self::MutableWithExclusion,
+        Self::ImmutableWithExclusion,
+    ];
+
+    /// ECR's name of the setting.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Mutable => "MUTABLE",
             Self::Immutable => "IMMUTABLE",
+            Self::MutableWithExclusion => "MUTABLE_WITH_EXCLUSION",
+            Self::ImmutableWithExclusion => "IMMUTABLE_WITH_EXCLUSION",
         }
+    }
+
+    /// ECR's name, in any case.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether the setting takes exclusion filters (and needs at least one).
+    pub fn has_exclusions(self) -> bool {
+        matches!(
+            self,
+            Self::MutableWithExclusion | Self::ImmutableWithExclusion
+        )
     }
 }
 
@@ -105,6 +137,9 @@ impl Policy {
 pub struct RepositorySettings {
     pub create: bool,
     pub tag_mutability: TagMutability,
+    /// `image-tag-mutability-exclusions`: ECR's wildcard filters (1 to 5 with a
+    /// `*_WITH_EXCLUSION` setting, none otherwise).
+    pub tag_mutability_exclusions: Vec<String>,
     pub scan_on_push: bool,
     pub encryption: Encryption,
     pub tags: Vec<(String, String)>,

@@ -135,6 +135,7 @@ mod tests {
             "push",
             "create-repository",
             "image-tag-mutability",
+            "image-tag-mutability-exclusions",
             "scan-on-push",
             "encryption-type",
             "kms-key",

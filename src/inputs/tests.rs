@@ -27,7 +27,8 @@ fn sample(name: &str) -> &'static str {
         "platform-hosts" => "linux/arm64=tcp://arm-builder:2376",
         "pull" | "no-cache" => "true",
         "push" | "create-repository" | "scan-on-push" | "default-labels" => "false",
-        "image-tag-mutability" => "IMMUTABLE",
+        "image-tag-mutability" => "IMMUTABLE_WITH_EXCLUSION",
+        "image-tag-mutability-exclusions" => "latest, dev-*",
         "encryption-type" => "KMS",
         "kms-key" => "alias/ecr",
         "repository-tags" => "team=platform",
@@ -87,6 +88,12 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
         // platform-hosts names one of `platforms`: drop both together.
         if input.name == "platforms" {
             without.remove("platform-hosts");
+        }
+        // Exclusion filters go with a `*_WITH_EXCLUSION` setting, which needs them: drop
+        // both together, either way.
+        if input.name.starts_with("image-tag-mutability") {
+            without.remove("image-tag-mutability");
+            without.remove("image-tag-mutability-exclusions");
         }
         let parsed = Inputs::parse(&spec, &without, Path::new("/ws"))
             .unwrap_or_else(|e| panic!("without {}: {e}", input.name));
@@ -173,6 +180,9 @@ fn bad_values_name_their_input() {
         ("push", "maybe"),
         ("create-repository", "nope"),
         ("image-tag-mutability", "maybe"),
+        ("image-tag-mutability", "IMMUTABLE_WITH_EXCLUSION"),
+        ("image-tag-mutability-exclusions", "latest"),
+        ("image-tag-mutability-exclusions", "a,b,c,d,e,f"),
         ("scan-on-push", "on"),
         ("encryption-type", "DES"),
         ("kms-key", "alias/x"),
@@ -354,4 +364,104 @@ fn zstd_is_refused_with_the_daemons_pusher() {
         parse(&[("repository", "app")]).unwrap().compression,
         Compression::default()
     );
+}
+
+/// A case: inputs given, the start of the error, and the reason it gives.
+type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+
+/// The four tag mutability settings, in any case; exclusion filters go with the two
+/// `*_WITH_EXCLUSION` ones only, which need 1 to 5 of them, each as ECR allows.
+#[test]
+fn tag_mutability_takes_exclusion_filters_with_exclusion_settings_only() {
+    for (given, expected) in [
+        ("MUTABLE", TagMutability::Mutable),
+        ("immutable", TagMutability::Immutable),
+    ] {
+        let inputs = parse(&[("repository", "app"), ("image-tag-mutability", given)]).unwrap();
+        assert_eq!(inputs.repository_settings.tag_mutability, expected);
+        assert!(inputs
+            .repository_settings
+            .tag_mutability_exclusions
+            .is_empty());
+    }
+    for (given, expected) in [
+        (
+            "MUTABLE_WITH_EXCLUSION",
+            TagMutability::MutableWithExclusion,
+        ),
+        (
+            "immutable_with_exclusion",
+            TagMutability::ImmutableWithExclusion,
+        ),
+    ] {
+        let inputs = parse(&[
+            ("repository", "app"),
+            ("image-tag-mutability", given),
+            ("image-tag-mutability-exclusions", "latest\ndev-*, *-rc"),
+        ])
+        .unwrap();
+        assert_eq!(inputs.repository_settings.tag_mutability, expected);
+        assert_eq!(
+            inputs.repository_settings.tag_mutability_exclusions,
+            ["latest", "dev-*", "*-rc"]
+        );
+    }
+    let cases: &[Case] = &[
+        (
+            &[("image-tag-mutability", "IMMUTABLE_WITH_EXCLUSION")],
+            "invalid value `IMMUTABLE_WITH_EXCLUSION` for input `image-tag-mutability`",
+            "`image-tag-mutability-exclusions`",
+        ),
+        (
+            &[
+                ("image-tag-mutability", "MUTABLE_WITH_EXCLUSION"),
+                ("image-tag-mutability-exclusions", " , \n"),
+            ],
+            "for input `image-tag-mutability`",
+            "1 to 5 wildcard filters",
+        ),
+        (
+            &[("image-tag-mutability-exclusions", "latest")],
+            "invalid value `latest` for input `image-tag-mutability-exclusions`",
+            "(it is `MUTABLE`)",
+        ),
+        (
+            &[
+                ("image-tag-mutability", "IMMUTABLE"),
+                ("image-tag-mutability-exclusions", "latest"),
+            ],
+            "for input `image-tag-mutability-exclusions`",
+            "(it is `IMMUTABLE`)",
+        ),
+        (
+            &[
+                ("image-tag-mutability", "IMMUTABLE_WITH_EXCLUSION"),
+                ("image-tag-mutability-exclusions", "a,b,c,d,e,f"),
+            ],
+            "for input `image-tag-mutability-exclusions`",
+            "6 filters given; ECR allows 1 to 5",
+        ),
+        (
+            &[
+                ("image-tag-mutability", "IMMUTABLE_WITH_EXCLUSION"),
+                ("image-tag-mutability-exclusions", "latest,feature/*"),
+            ],
+            "for input `image-tag-mutability-exclusions`",
+            "filter `feature/*` has `/`",
+        ),
+        (
+            &[("image-tag-mutability", "SOMETIMES")],
+            "invalid value `SOMETIMES` for input `image-tag-mutability`",
+            "`MUTABLE`, `IMMUTABLE`, `MUTABLE_WITH_EXCLUSION` or `IMMUTABLE_WITH_EXCLUSION`",
+        ),
+    ];
+    for (pairs, start, reason) in cases {
+        let mut all = vec![("repository", "app")];
+        all.extend_from_slice(pairs);
+        let err = parse(&all).unwrap_err().to_string();
+        assert!(
+            err.contains(start) && err.contains(reason),
+            "{pairs:?}: {err}"
+        );
+    }
 }
