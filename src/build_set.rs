@@ -89,6 +89,8 @@ pub struct SetRun<'a> {
     pub spool_dir: PathBuf,
     /// ECR's `BLOB_MOUNTING` setting, read once per run.
     pub mounting: crate::registry::Mounting,
+    /// Requested tags that exist where they are immutable ([`crate::repository::check_present`]).
+    pub present: &'a [crate::repository::PresentTag],
 }
 
 impl std::fmt::Debug for SetRun<'_> {
@@ -273,7 +275,7 @@ impl BuildSet {
             let references: Vec<String> = report
                 .references
                 .iter()
-                .map(|reference| format!("{reference}-{}", member.platform.slug()))
+                .map(|reference| platform_reference(reference, &member.platform.slug()))
                 .collect();
             let mut settings = inputs.build.clone();
             settings.platform = Some(label.clone());
@@ -306,6 +308,7 @@ impl BuildSet {
                         member.platform, member.platform
                     ));
                 }
+                crate::annotate_build_warnings(run.runner, &run.dockerfile, &built.warnings);
                 eprintln!(
                     "[{label}] built {} in {:.1}s on {}",
                     built.image_id,
@@ -388,26 +391,15 @@ impl BuildSet {
         }
         report.blobs = Some(blobs);
         let children: Vec<Child> = children.into_iter().map(|(child, _)| child).collect();
-        let put = index::put(&reg, &inputs.tags, &children, |line| eprintln!("{line}")).await?;
+        let index = index::Index::of(&children);
+        let keep = crate::repository::check_present(run.present, &index.manifest.digest)?;
+        let put = index
+            .put(&reg, &without(&inputs.tags, &keep), |line| {
+                eprintln!("{line}");
+            })
+            .await?;
         drop(group);
-        let (detail, moved) = run
-            .ecr
-            .confirm_digest(
-                &inputs.repository,
-                inputs.registry_id.as_deref(),
-                &inputs.tags,
-                &put.digest,
-            )
-            .await
-            .context("the pushed index could not be confirmed with ECR")?;
-        if !moved.is_empty() {
-            run.runner.warning(&format!(
-                "tag(s) {} now point at another image: another run pushed them after this \
-                 one; this run's index is in ECR as {}",
-                moved.join(", "),
-                put.digest
-            ));
-        }
+        crate::confirm(run.ecr, inputs, run.runner, report, &put.digest).await?;
         tracing::info!(
             "pushed {} tag(s) at index {} ({}, {} platforms) in {:.1}s (direct)",
             inputs.tags.len(),
@@ -418,8 +410,6 @@ impl BuildSet {
         );
         report.outcome = Outcome::Pushed;
         report.push_engine = Some("direct");
-        report.digest = Some(put.digest);
-        report.pushed_size_bytes = detail.size_bytes;
         report.push_time = Some(started.elapsed());
         Ok(())
     }
@@ -461,4 +451,68 @@ pub fn skipped_rows(platforms: &[Platform], entries: &[(Platform, String)]) -> V
             engine: "already in ECR".into(),
         })
         .collect()
+}
+
+/// `tags` without those in `keep` (tags already at the image, which ECR would refuse to
+/// put again where they are immutable).
+pub(crate) fn without(tags: &[String], keep: &[String]) -> Vec<String> {
+    tags.iter().filter(|t| !keep.contains(t)).cloned().collect()
+}
+
+/// Docker's limit on a tag's length.
+const MAX_TAG_LENGTH: usize = 128;
+
+/// The local reference a platform's build is tagged with: `<reference>-<platform slug>`,
+/// its tag cut (with a hash of the whole tag, so two long tags still differ) where it
+/// would pass Docker's 128 characters.
+fn platform_reference(reference: &str, slug: &str) -> String {
+    use sha2::Digest as _;
+    let (name, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+    if tag.len() + 1 + slug.len() <= MAX_TAG_LENGTH {
+        return format!("{name}:{tag}-{slug}");
+    }
+    let hash = sha2::Sha256::digest(tag.as_bytes());
+    let hash = hash.iter().take(4).fold(String::new(), |mut text, b| {
+        use std::fmt::Write as _;
+        let _ = write!(text, "{b:02x}");
+        text
+    });
+    // tag prefix, '-', 8 hex, '-', slug
+    let keep = MAX_TAG_LENGTH.saturating_sub(slug.len() + hash.len() + 2);
+    let cut = tag
+        .char_indices()
+        .map(|(i, _)| i)
+        .take_while(|i| *i <= keep)
+        .last()
+        .unwrap_or(0);
+    format!("{name}:{}-{hash}-{slug}", &tag[..cut.min(keep)])
+}
+
+#[cfg(test)]
+mod local_tag_tests {
+    use super::*;
+
+    /// Regression: "per-platform local tags overflow Docker's 128 characters on long
+    /// branch tags". A short tag gets the slug appended; a long one is cut, keeps a hash
+    /// of the whole tag so two long tags differ, and stays within 128 characters.
+    #[test]
+    fn platform_tags_never_pass_128_characters() {
+        let repo = "1.dkr.ecr.r.amazonaws.com/team/app";
+        assert_eq!(
+            platform_reference(&format!("{repo}:v1"), "linux-arm64"),
+            format!("{repo}:v1-linux-arm64")
+        );
+        let long_a = format!("{repo}:{}", "a".repeat(128));
+        let long_b = format!("{repo}:{}b", "a".repeat(127));
+        let (a, b) = (
+            platform_reference(&long_a, "linux-arm-v7"),
+            platform_reference(&long_b, "linux-arm-v7"),
+        );
+        for reference in [&a, &b] {
+            let tag = reference.rsplit_once(':').unwrap().1;
+            assert!(tag.len() <= MAX_TAG_LENGTH, "{} > 128: {tag}", tag.len());
+            assert!(tag.ends_with("-linux-arm-v7"), "{tag}");
+        }
+        assert_ne!(a, b);
+    }
 }

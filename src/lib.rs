@@ -151,6 +151,9 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         probe_registry(&auth, inputs, env, &network).await?;
     }
 
+    // Requested tags that exist where they are immutable (`on-tag-exists: overwrite`):
+    // the push leaves those at this build's digest alone and refuses the others.
+    let mut present = Vec::new();
     // A build-only run leaves the repository alone.
     if inputs.push {
         let state = ecr
@@ -186,14 +189,23 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             }
         }
         report.repository_state = Some(state);
-        if let TagPlan::Skip { digest, image_id } = plan {
-            tracing::info!("every tag already exists at {digest}: nothing to build or push");
-            report.policies =
-                repository::apply_policies(&ecr, inputs, report.repository_state.as_ref()).await?;
-            report.outcome = Outcome::Skipped;
-            report.digest = Some(digest);
-            report.image_id = image_id.unwrap_or_default();
-            return Ok(report);
+        match plan {
+            TagPlan::Skip { digest, image_id } => {
+                tracing::info!("every tag already exists at {digest}: nothing to build or push");
+                report.policies =
+                    repository::apply_policies(&ecr, inputs, report.repository_state.as_ref())
+                        .await?;
+                report.outcome = Outcome::Skipped;
+                report.digest = Some(digest);
+                report.image_id = image_id.unwrap_or_default();
+                // The existing image passes the same gate as a new one: a re-run of a job
+                // whose gate failed must not ship the image it rejected.
+                if inputs.scan.wait {
+                    Box::pin(gate::wait_and_apply(&ecr, inputs, runner, &mut report)).await?;
+                }
+                return Ok(report);
+            }
+            TagPlan::Build { present: found } => present = found,
         }
     }
 
@@ -219,6 +231,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             network: &network,
             spool_dir: env.spool_dir.clone(),
             mounting: ecr.blob_mounting(registry_id).await,
+            present: &present,
         };
         let (done, policies) = tokio::join!(
             set.run(&set_run, &mut report),
@@ -256,6 +269,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     report.builder = Some(builder);
     report.cache = built.cache;
     report.platform = built.platform;
+    annotate_build_warnings(runner, &request.dockerfile, &built.warnings);
     tracing::info!(
         "built {} in {:.1}s",
         report.image_id,
@@ -276,6 +290,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
             retry: retry_policy(env),
             spool_dir: env.spool_dir.clone(),
             mounting: ecr.blob_mounting(registry_id).await,
+            present: &present,
         };
         Box::pin(push_and_confirm(
             &ecr,
@@ -382,23 +397,7 @@ async fn push_and_confirm(
         runner,
     )
     .await?;
-    let (detail, moved) = ecr
-        .confirm_digest(
-            &inputs.repository,
-            inputs.registry_id.as_deref(),
-            &inputs.tags,
-            &digest,
-        )
-        .await
-        .context("the pushed image could not be confirmed with ECR")?;
-    if !moved.is_empty() {
-        runner.warning(&format!(
-            "tag(s) {} now point at another image: another run pushed them after this one; \
-             this run's image is in ECR as {}",
-            moved.join(", "),
-            digest
-        ));
-    }
+    confirm(ecr, inputs, runner, report, &digest).await?;
     let push_time = started.elapsed();
     tracing::info!(
         "pushed {} tag(s) at {digest} in {:.1}s ({engine_used})",
@@ -408,10 +407,48 @@ async fn push_and_confirm(
     report.outcome = Outcome::Pushed;
     report.push_engine = Some(engine_used);
     report.blobs = blobs;
-    report.digest = Some(digest);
-    report.pushed_size_bytes = detail.size_bytes;
     report.push_time = Some(push_time);
     Ok(())
+}
+
+/// Has ECR confirm the pushed image (or index) `digest` under every tag, and records it
+/// in `report`. A tag ECR shows at another image by now (another run pushed it after
+/// this one) is left out of the outputs, with a warning: the outputs name only what ECR
+/// confirmed.
+pub(crate) async fn confirm(
+    ecr: &Ecr,
+    inputs: &Inputs,
+    runner: &Runner,
+    report: &mut Report,
+    digest: &str,
+) -> anyhow::Result<()> {
+    let (detail, moved) = ecr
+        .confirm_digest(
+            &inputs.repository,
+            inputs.registry_id.as_deref(),
+            &inputs.tags,
+            digest,
+        )
+        .await
+        .context("the pushed image could not be confirmed with ECR")?;
+    report.digest = Some(digest.to_string());
+    report.pushed_size_bytes = detail.size_bytes;
+    if let Some(warning) = report.leave_out_moved_tags(&moved) {
+        runner.warning(&warning);
+    }
+    Ok(())
+}
+
+/// BuildKit's warnings about the Dockerfile, as warning annotations on its lines, given
+/// once the build's output (where workflow commands are stopped) has ended.
+pub(crate) fn annotate_build_warnings(
+    runner: &Runner,
+    dockerfile: &std::path::Path,
+    warnings: &[engine::buildkit::BuildWarning],
+) {
+    for warning in warnings {
+        runner.warning_at(dockerfile, warning.line, &warning.message);
+    }
 }
 
 /// Decides `builder: auto`, and logs the choice and why.

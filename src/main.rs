@@ -3,7 +3,6 @@
 
 mod log;
 
-use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 use ecr_build_push::engine::build::BuildError;
@@ -16,14 +15,15 @@ use ecr_build_push::runner::Runner;
 fn main() -> ExitCode {
     let env = Environment::from_process();
     log::init(&env);
-    let runner = Runner {
-        in_actions: env.in_actions,
-        output_file: env.output_file.clone(),
-        summary_file: env.summary_file.clone(),
-    };
+    let workdir = std::env::current_dir().unwrap_or_default();
+    let runner = Runner::new(
+        env.in_actions,
+        env.output_file.clone(),
+        env.summary_file.clone(),
+        workdir.clone(),
+    );
     let spec = ActionSpec::embedded();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let workdir = std::env::current_dir().unwrap_or_default();
 
     let mut values = env.inputs.clone();
     match cli::parse_args(&spec, &args) {
@@ -37,16 +37,16 @@ fn main() -> ExitCode {
         }
         // Flags override INPUT_* variables of the same name.
         Ok(Command::Run(flags)) => values.extend(flags),
-        Err(err) => return fail(&runner, &anyhow::Error::new(err), &workdir),
+        Err(err) => return fail(&runner, &anyhow::Error::new(err)),
     }
     // The event payload is read here, once, for the tag templates and labels.
     let context = match Context::load(&env.github) {
         Ok(context) => context,
-        Err(err) => return fail(&runner, &err, &workdir),
+        Err(err) => return fail(&runner, &err),
     };
     let inputs = match Inputs::parse_in(&spec, &values, &workdir, &context) {
         Ok(inputs) => inputs,
-        Err(err) => return fail(&runner, &anyhow::Error::new(err), &workdir),
+        Err(err) => return fail(&runner, &anyhow::Error::new(err)),
     };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -58,7 +58,6 @@ fn main() -> ExitCode {
             return fail(
                 &runner,
                 &anyhow::Error::new(err).context("cannot start the async runtime"),
-                &workdir,
             )
         }
     };
@@ -71,13 +70,13 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(&runner, &err, &workdir),
+        Err(err) => fail(&runner, &err),
     }
 }
 
 /// Prints the one error annotation of a failed run: a bad input names the input, a
 /// Dockerfile problem points at the file and line, anything else gives its cause chain.
-fn fail(runner: &Runner, err: &anyhow::Error, workdir: &Path) -> ExitCode {
+fn fail(runner: &Runner, err: &anyhow::Error) -> ExitCode {
     let chain = format!("{err:#}");
     if let Some(input) = err.downcast_ref::<InputError>() {
         runner.error(&format!("Invalid input `{}`", input.input()), &chain);
@@ -85,19 +84,7 @@ fn fail(runner: &Runner, err: &anyhow::Error, workdir: &Path) -> ExitCode {
         dockerfile, line, ..
     }) = err.downcast_ref::<BuildError>()
     {
-        // Annotations name files relative to the workspace, as the repository does.
-        let relative: PathBuf = dockerfile
-            .strip_prefix(workdir)
-            .unwrap_or(dockerfile)
-            .components()
-            .filter(|c| !matches!(c, Component::CurDir))
-            .collect();
-        runner.error_at(
-            &relative.display().to_string(),
-            *line,
-            "Build failed",
-            &chain,
-        );
+        runner.error_at(dockerfile, *line, "Build failed", &chain);
     } else {
         runner.error("ecr-build-push failed", &chain);
     }

@@ -51,6 +51,8 @@ pub struct Report {
     pub platform: Option<crate::inputs::Platform>,
     /// A multi-platform build: one row per platform, in input order.
     pub platforms: Vec<PlatformRow>,
+    /// Tags ECR showed at another image after the push: not in the outputs.
+    pub moved_tags: Vec<String>,
 }
 
 /// One platform of a multi-platform build.
@@ -102,6 +104,7 @@ impl Report {
             platform: None,
             platforms: Vec::new(),
             scan: None,
+            moved_tags: Vec::new(),
         }
     }
 
@@ -125,6 +128,45 @@ impl Report {
         format!("{}/{}", self.registry, self.repository)
     }
 
+    /// Leaves `moved` (tags ECR shows at another image) out of the outputs; the warning
+    /// to give, if any tag moved.
+    pub fn leave_out_moved_tags(&mut self, moved: &[String]) -> Option<String> {
+        if moved.is_empty() {
+            return None;
+        }
+        self.moved_tags = moved.to_vec();
+        let digest = self.digest.clone().unwrap_or_default();
+        let first_moved = self.first_tag_moved();
+        Some(format!(
+            "tag(s) {} now point at another image: another run pushed them after this one. \
+             This run's image is in ECR as {digest}; `image-uri` and `image-uris` leave those \
+             tags out{}",
+            moved.join(", "),
+            if first_moved {
+                ", and `image-uri` names the image by digest"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    fn first_tag_moved(&self) -> bool {
+        self.references
+            .first()
+            .is_some_and(|r| !self.confirmed_references().contains(&r))
+    }
+
+    /// The references ECR confirmed: every tag's, less the moved ones.
+    fn confirmed_references(&self) -> Vec<&String> {
+        self.references
+            .iter()
+            .filter(|r| {
+                let tag = r.rsplit_once(':').map_or("", |(_, tag)| tag);
+                !self.moved_tags.iter().any(|m| m == tag)
+            })
+            .collect()
+    }
+
     /// Outputs in `action.yml` order.
     pub fn outputs(&self) -> Vec<(&'static str, String)> {
         let by_digest = self
@@ -134,18 +176,19 @@ impl Report {
             .unwrap_or_default();
         // A skipped run's tags are in ECR too, pointing at the image it outputs.
         let pushed: Vec<&String> = match self.outcome {
-            Outcome::Pushed | Outcome::Skipped | Outcome::ScanFailed => {
-                self.references.iter().collect()
-            }
+            Outcome::Pushed | Outcome::Skipped | Outcome::ScanFailed => self.confirmed_references(),
             Outcome::BuiltOnly => Vec::new(),
+        };
+        // The first tag's reference, unless ECR showed it at another image: then this
+        // run's image by digest.
+        let image_uri = match self.references.first() {
+            Some(_) if self.first_tag_moved() => by_digest.clone(),
+            first => first.cloned().unwrap_or_default(),
         };
         vec![
             ("registry", self.registry.clone()),
             ("repository-uri", self.repository_uri()),
-            (
-                "image-uri",
-                self.references.first().cloned().unwrap_or_default(),
-            ),
+            ("image-uri", image_uri),
             ("image-digest", self.digest.clone().unwrap_or_default()),
             ("image-uri-by-digest", by_digest),
             (
@@ -174,6 +217,9 @@ impl Report {
             Outcome::Pushed => "Pushed",
             Outcome::BuiltOnly => "Built (not pushed)",
             Outcome::Skipped => "Already in ECR, not rebuilt",
+            Outcome::ScanFailed if self.build_time.is_none() => {
+                "Already in ECR, not rebuilt, and the scan gate failed for"
+            }
             Outcome::ScanFailed => "Pushed, but the scan gate failed for",
         };
         let _ = writeln!(md, "### {verb} `{}`\n", self.repository);
@@ -353,6 +399,7 @@ mod tests {
             platform: None,
             platforms: Vec::new(),
             scan: None,
+            moved_tags: Vec::new(),
         }
     }
 
@@ -374,6 +421,46 @@ mod tests {
         let spec = crate::inputs::ActionSpec::embedded();
         let declared: Vec<_> = spec.outputs.iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names, declared);
+    }
+
+    /// Regression: "outputs name tags that moved". A tag ECR shows at another image is
+    /// left out of `image-uris`; when it is the first tag, `image-uri` names the image by
+    /// digest; the warning says both.
+    #[test]
+    fn moved_tags_are_left_out_of_the_outputs() {
+        let mut moved_second = report(true);
+        let warning = moved_second
+            .leave_out_moved_tags(&["latest".to_string()])
+            .unwrap();
+        assert!(
+            warning.contains("latest") && warning.contains("sha256:abc"),
+            "{warning}"
+        );
+        assert!(!warning.contains("by digest"), "{warning}");
+        let outputs = moved_second.outputs();
+        let get = |name: &str| outputs.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+        assert_eq!(get("image-uri"), "1.dkr.ecr.r.amazonaws.com/team/app:v1");
+        assert_eq!(
+            get("image-uris"),
+            r#"["1.dkr.ecr.r.amazonaws.com/team/app:v1"]"#
+        );
+
+        let mut moved_first = report(true);
+        let warning = moved_first
+            .leave_out_moved_tags(&["v1".to_string()])
+            .unwrap();
+        assert!(warning.contains("by digest"), "{warning}");
+        let outputs = moved_first.outputs();
+        let get = |name: &str| outputs.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+        assert_eq!(
+            get("image-uri"),
+            "1.dkr.ecr.r.amazonaws.com/team/app@sha256:abc"
+        );
+        assert_eq!(
+            get("image-uris"),
+            r#"["1.dkr.ecr.r.amazonaws.com/team/app:latest"]"#
+        );
+        assert!(report(true).leave_out_moved_tags(&[]).is_none());
     }
 
     /// A build-only run has no digest and pushed nothing.

@@ -15,6 +15,7 @@ use crate::engine::push::{self, PushError, PushTarget, RetryPolicy};
 use crate::engine::{Engine, ImageStore};
 use crate::inputs::{Inputs, PushEngine};
 use crate::network::Network;
+use crate::repository::{self, PresentTag};
 use crate::runner::Runner;
 
 /// The first API version whose push takes `platform`, so that the daemon pushes the
@@ -96,6 +97,23 @@ pub struct PushRun<'a> {
     pub spool_dir: std::path::PathBuf,
     /// ECR's `BLOB_MOUNTING` setting, read once per run.
     pub mounting: crate::registry::Mounting,
+    /// Requested tags that exist where they are immutable: left alone when they hold
+    /// this image already, refused otherwise ([`repository::check_present`]).
+    pub present: &'a [PresentTag],
+}
+
+impl PushRun<'_> {
+    /// The requested tags a pusher must put: all but the present ones.
+    fn tags_to_put(&self, tags: &[String]) -> Vec<String> {
+        let present: Vec<String> = self.present.iter().map(|p| p.tag.clone()).collect();
+        crate::build_set::without(tags, &present)
+    }
+
+    /// After a pusher that could not ask first (the daemon's) pushed `digest`: whether
+    /// the present tags agree with it.
+    fn check_present_after(&self, digest: &str) -> anyhow::Result<()> {
+        repository::check_present(self.present, digest).map(drop)
+    }
 }
 
 /// A pushed image: its manifest digest, and which pusher sent it (for the log and the
@@ -161,7 +179,17 @@ async fn daemon(
     tags: &[String],
     runner: &Runner,
 ) -> anyhow::Result<Pushed> {
-    let pushed = push::push(run.engine, target, tags, run.retry, runner).await?;
+    let tags = run.tags_to_put(tags);
+    if tags.is_empty() {
+        anyhow::bail!(
+            "every tag already exists where it is immutable, and the Docker daemon's pusher \
+             cannot tell before pushing whether this build is the same image: use \
+             `push-engine: auto` or `direct`, which check the digest before any tag moves, \
+             or `on-tag-exists: skip`"
+        );
+    }
+    let pushed = push::push(run.engine, target, &tags, run.retry, runner).await?;
+    run.check_present_after(&pushed.digest)?;
     Ok(Pushed {
         digest: pushed.digest,
         engine_used: "daemon",
@@ -182,7 +210,9 @@ async fn direct_push(
         mounting: run.mounting,
         ..DirectOptions::default()
     };
-    let pushed = direct::push(
+    let keep =
+        |digest: &str| repository::check_present(run.present, digest).map_err(|e| format!("{e:#}"));
+    let pushed = direct::push_keeping(
         run.engine,
         image_id,
         &inputs.repository,
@@ -190,6 +220,7 @@ async fn direct_push(
         &run.auth.login(),
         run.retry,
         &options,
+        keep,
         |line| eprintln!("{line}"),
     )
     .await?;
@@ -217,22 +248,29 @@ async fn daemon_blobs(
     target: PushTarget<'_>,
     runner: &Runner,
 ) -> anyhow::Result<Pushed> {
-    let (first, others) = inputs
-        .tags
-        .split_first()
-        .ok_or_else(|| anyhow::anyhow!("no tags to push"))?;
+    let tags = run.tags_to_put(&inputs.tags);
+    let Some((first, others)) = tags.split_first() else {
+        // Every tag holds an image already: only the direct push can tell, before
+        // moving any, whether it is this one.
+        let _group = runner.group(&format!("Push {} (direct)", target.repository_ref));
+        return Ok(direct_push(run, inputs, target.image_id).await?);
+    };
     let group = runner.group(&format!(
         "Push {} (the daemon's pusher sends the stored blobs, the direct push the other tags)",
         target.repository_ref
     ));
     match push::push_one(run.engine, target, first, run.retry).await {
         // One tag: the daemon's push was the whole of it.
-        Ok(pushed) if others.is_empty() => Ok(Pushed {
-            digest: pushed.digest,
-            engine_used: "daemon",
-            blobs: None,
-        }),
+        Ok(pushed) if others.is_empty() => {
+            run.check_present_after(&pushed.digest)?;
+            Ok(Pushed {
+                digest: pushed.digest,
+                engine_used: "daemon",
+                blobs: None,
+            })
+        }
         Ok(pushed) => {
+            run.check_present_after(&pushed.digest)?;
             let tagged = direct::tag_pushed(
                 &pushed.digest,
                 &inputs.repository,

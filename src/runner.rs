@@ -20,6 +20,56 @@ pub struct Runner {
     pub in_actions: bool,
     pub output_file: Option<PathBuf>,
     pub summary_file: Option<PathBuf>,
+    /// Warnings given while workflow commands are stopped ([`Runner::untrusted`]): the
+    /// runner would not turn them into annotations then, so they wait for the end of it.
+    stopped: std::sync::Arc<std::sync::Mutex<Stopped>>,
+    /// The workspace: annotations name files relative to it, as the repository does.
+    workspace: PathBuf,
+}
+
+impl Runner {
+    /// A runner (`in_actions`: GitHub's runner protocol, else plain lines) writing the
+    /// outputs and the job summary to these files, in `workspace`.
+    pub fn new(
+        in_actions: bool,
+        output_file: Option<PathBuf>,
+        summary_file: Option<PathBuf>,
+        workspace: PathBuf,
+    ) -> Self {
+        Self {
+            in_actions,
+            output_file,
+            summary_file,
+            stopped: std::sync::Arc::default(),
+            workspace,
+        }
+    }
+
+    /// `file` as an annotation names it: relative to the workspace, without `./`.
+    fn annotated(&self, file: &std::path::Path) -> String {
+        let relative: PathBuf = file
+            .strip_prefix(&self.workspace)
+            .unwrap_or(file)
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
+        relative.display().to_string()
+    }
+}
+
+/// How many untrusted sections are open, and the warnings that wait for them to end.
+#[derive(Debug, Default)]
+struct Stopped {
+    open: usize,
+    warnings: Vec<Warning>,
+}
+
+/// A warning annotation: its message, and the file and line it points at, if any.
+#[derive(Debug, Clone)]
+struct Warning {
+    file: Option<String>,
+    line: Option<u32>,
+    message: String,
 }
 
 impl Runner {
@@ -52,7 +102,17 @@ impl Runner {
             command("stop-commands", &[], &token);
             token
         });
-        Untrusted { token }
+        self.stopped_state().open += 1;
+        Untrusted {
+            token,
+            runner: self.clone(),
+        }
+    }
+
+    fn stopped_state(&self) -> std::sync::MutexGuard<'_, Stopped> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The one error annotation of a failed run.
@@ -65,7 +125,9 @@ impl Runner {
     }
 
     /// An error annotation pointing at a line of a file (a Dockerfile).
-    pub fn error_at(&self, file: &str, line: Option<u32>, title: &str, message: &str) {
+    pub fn error_at(&self, file: &std::path::Path, line: Option<u32>, title: &str, message: &str) {
+        let file = self.annotated(file);
+        let file = file.as_str();
         if self.in_actions {
             let line = line.map(|l| l.to_string());
             let mut props = vec![("file", file), ("title", title)];
@@ -81,12 +143,51 @@ impl Runner {
         }
     }
 
+    /// A warning annotation; while workflow commands are stopped, it is given when the
+    /// last untrusted section ends.
     pub fn warning(&self, message: &str) {
-        if self.in_actions {
-            command("warning", &[], message);
-        } else {
-            eprintln!("warning: {message}");
+        self.give(Warning {
+            file: None,
+            line: None,
+            message: message.to_string(),
+        });
+    }
+
+    /// A warning annotation pointing at a line of a file (a Dockerfile).
+    pub fn warning_at(&self, file: &std::path::Path, line: Option<u32>, message: &str) {
+        self.give(Warning {
+            file: Some(self.annotated(file)),
+            line,
+            message: message.to_string(),
+        });
+    }
+
+    fn give(&self, warning: Warning) {
+        if !self.in_actions {
+            match (&warning.file, warning.line) {
+                (Some(file), Some(line)) => {
+                    eprintln!("warning: {file}:{line}: {}", warning.message);
+                }
+                (Some(file), None) => eprintln!("warning: {file}: {}", warning.message),
+                _ => eprintln!("warning: {}", warning.message),
+            }
+            return;
         }
+        let mut stopped = self.stopped_state();
+        if stopped.open > 0 {
+            stopped.warnings.push(warning);
+            return;
+        }
+        drop(stopped);
+        let line = warning.line.map(|l| l.to_string());
+        let mut props = Vec::new();
+        if let Some(file) = &warning.file {
+            props.push(("file", file.as_str()));
+        }
+        if let Some(line) = &line {
+            props.push(("line", line.as_str()));
+        }
+        command("warning", &props, &warning.message);
     }
 
     /// Writes all outputs at once, in the runner's multiline-safe `name<<delimiter`
@@ -134,6 +235,7 @@ impl Drop for Group {
 #[must_use = "commands resume when this is dropped"]
 pub struct Untrusted {
     token: Option<String>,
+    runner: Runner,
 }
 
 impl Untrusted {
@@ -147,6 +249,18 @@ impl Drop for Untrusted {
     fn drop(&mut self) {
         if let Some(token) = &self.token {
             eprintln!("::{token}::");
+        }
+        let waiting = {
+            let mut stopped = self.runner.stopped_state();
+            stopped.open = stopped.open.saturating_sub(1);
+            if stopped.open == 0 {
+                std::mem::take(&mut stopped.warnings)
+            } else {
+                Vec::new()
+            }
+        };
+        for warning in waiting {
+            self.runner.give(warning);
         }
     }
 }
@@ -251,6 +365,37 @@ mod tests {
         assert_eq!(lines.next(), None);
     }
 
+    /// Regression: "warnings vanish". A warning given while workflow commands are stopped
+    /// (the build's output) waits for the last untrusted section to end, then is given.
+    #[test]
+    fn warnings_wait_for_workflow_commands_to_resume() {
+        let runner = Runner {
+            in_actions: true,
+            ..Runner::default()
+        };
+        let outer = runner.untrusted();
+        let inner = runner.untrusted();
+        runner.warning("during the build");
+        runner.warning_at(
+            std::path::Path::new("Dockerfile"),
+            Some(3),
+            "a lint warning",
+        );
+        assert_eq!(runner.stopped_state().warnings.len(), 2);
+        drop(inner);
+        assert_eq!(
+            runner.stopped_state().warnings.len(),
+            2,
+            "one section still open"
+        );
+        drop(outer);
+        assert!(
+            runner.stopped_state().warnings.is_empty(),
+            "given at the end"
+        );
+        assert_eq!(runner.stopped_state().open, 0);
+    }
+
     /// Outputs append to the file, keeping what earlier steps wrote.
     #[test]
     fn outputs_append_to_the_file() {
@@ -261,6 +406,7 @@ mod tests {
             in_actions: true,
             output_file: Some(path.clone()),
             summary_file: None,
+            ..Runner::default()
         };
         runner
             .write_outputs(&[("image-uri", "r/a:b".into())])

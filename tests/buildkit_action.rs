@@ -225,3 +225,60 @@ fn pushed_image_output(run: &support::RunResult, repo: &str) -> String {
     standin.docker_pull(by_digest);
     docker(&["run", "--rm", by_digest])
 }
+
+/// Regression: "warnings vanish". BuildKit's own warnings about the Dockerfile (its lint
+/// checks, BuildKit 0.14 and later: Docker 27+) were collected, then dropped, and a
+/// warning given while the build's output ran (workflow commands stopped) never became
+/// an annotation. Now each BuildKit warning is a `::warning file=…,line=…::` annotation,
+/// given after the build's output has ended. (Docker 26's BuildKit has no lint checks:
+/// there the step has none.)
+#[test]
+fn buildkit_warnings_become_annotations_after_the_build() {
+    let standin = standin();
+    let repo = unique("bk-warnings");
+    let ws = Workspace::new();
+    // `as` in lower case after an upper-case `FROM`: BuildKit's FromAsCasing check.
+    ws.write(
+        "Dockerfile",
+        "FROM local/busybox:latest as base\nCMD [\"true\"]\n",
+    );
+    let run = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("builder", "buildkit")
+        .run();
+    run.assert_success();
+    let major: u32 = support::docker(&["info", "--format", "{{.ServerVersion}}"])
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .expect("a version");
+    let annotations: Vec<usize> = run
+        .stderr
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("::warning file=Dockerfile,line=1::"))
+        .map(|(i, _)| i)
+        .collect();
+    if major < 27 {
+        assert!(annotations.is_empty(), "{}", run.stderr);
+        return;
+    }
+    assert_eq!(annotations.len(), 1, "{}", run.stderr);
+    // After the line that resumes workflow commands (`::<token>::`).
+    let resumed = run
+        .stderr
+        .lines()
+        .position(|l| l.len() == 36 && l.starts_with("::") && l.ends_with("::") && !l.contains(' '))
+        .expect("workflow commands resume");
+    assert!(annotations[0] > resumed, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .lines()
+            .nth(annotations[0])
+            .unwrap()
+            .contains("as"),
+        "{}",
+        run.stderr
+    );
+}

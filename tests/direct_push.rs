@@ -113,11 +113,12 @@ async fn push_reusing_as(
     (result, lines)
 }
 
-/// GETs `/v2/<repository>/<rest>` from the registry with the ECR login.
+/// GETs `/v2/<repository>/<rest>` from the registry with the ECR login, following a
+/// blob's redirect to S3 (where curl, as ECR requires, sends no credentials).
 fn registry_get(repository: &str, rest: &str, accept: &str) -> Vec<u8> {
     let s = standin();
     let out = Command::new("curl")
-        .args(["-sSf", "--cacert"])
+        .args(["-sSfL", "--cacert"])
         .arg(&s.ca_cert)
         .args(["-u", &format!("AWS:{}", s.password)])
         .args(["-H", &format!("Accept: {accept}")])

@@ -227,8 +227,6 @@ fn the_default_push_is_one_image_manifest_sent_once_without_fallback() {
 fn the_registry_password_is_masked_and_never_written() {
     use base64::Engine as _;
     let standin = standin();
-    let token =
-        base64::engine::general_purpose::STANDARD.encode(format!("AWS:{}", standin.password));
     let secret_key = &standin
         .env
         .iter()
@@ -246,7 +244,17 @@ fn the_registry_password_is_masked_and_never_written() {
             .env("ECR_BUILD_PUSH_LOG", log_filter)
             .run();
         run.assert_success();
-        for secret in [&standin.password, &token] {
+        // The password the stand-in issued to this run (a new one per token, as ECR's),
+        // and the token that carries it.
+        let password = run
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("::add-mask::"))
+            .filter(|v| v.starts_with(support::ISSUED_PASSWORD_PREFIX))
+            .expect("the registry password is masked before anything else")
+            .to_string();
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}"));
+        for secret in [&password, &token] {
             let mask = format!("::add-mask::{secret}\n");
             let first_mention = run
                 .stderr
@@ -517,6 +525,11 @@ fn an_immutable_tag_cannot_be_overwritten() {
         .run();
     assert!(!overwrite.success, "{}", overwrite.stderr);
     assert_eq!(overwrite.error_lines().len(), 1, "{}", overwrite.stderr);
+    assert!(
+        overwrite.error_lines()[0].contains("immutable"),
+        "{}",
+        overwrite.stderr
+    );
     assert!(overwrite.stderr.contains(BUILD_STARTED), "overwrite builds");
     assert_eq!(overwrite.output_file, "");
     assert_eq!(standin.registry_digest(&repo, "v1"), Some(digest));

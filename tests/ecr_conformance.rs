@@ -342,3 +342,130 @@ fn newer_scan_statuses_report_the_image_as_not_scanned() {
         assert!(run.summary.contains(status), "{status}: {}", run.summary);
     }
 }
+
+/// A reproducible re-run (`SOURCE_DATE_EPOCH`, the same build) on an `IMMUTABLE`
+/// repository: ECR refuses to put an existing tag again even at the same digest
+/// (400 `TAG_INVALID`), so with `on-tag-exists: overwrite` the push uploads nothing new,
+/// finds the tags already at its digest and puts no manifest; with `skip` it builds and
+/// pushes nothing. Both succeed with the first run's digest. Before, `overwrite` failed
+/// before building, and a forced put failed with `TAG_INVALID`.
+#[test]
+fn a_rerun_on_an_immutable_repository_puts_no_tag_again() {
+    let s = standin();
+    let repo = unique("ecr/immutable-rerun");
+    let ws = Workspace::new();
+    // No layer of its own: the image is the base's layers and a config whose times
+    // SOURCE_DATE_EPOCH fixes, so every run builds the same digest, cache or not.
+    ws.write(
+        "Dockerfile",
+        &format!("FROM local/busybox:latest\nLABEL marker={repo}\nCMD [\"true\"]\n"),
+    );
+    let run = |on_tag_exists: &str| {
+        s.action(ws.path())
+            .input("repository", &repo)
+            .input("tags", "v1,v1.0")
+            .input("image-tag-mutability", "IMMUTABLE")
+            .input("on-tag-exists", on_tag_exists)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .run()
+    };
+    let first = run("fail");
+    first.assert_success();
+    let digest = first.output("image-digest").to_string();
+    let puts = counter(&repo, "manifest_puts");
+
+    let overwrite = run("overwrite");
+    overwrite.assert_success();
+    assert_eq!(overwrite.output("image-digest"), digest);
+    assert_eq!(counter(&repo, "manifest_puts"), puts, "no tag put again");
+    assert!(
+        overwrite.stderr.contains("not put again"),
+        "{}",
+        overwrite.stderr
+    );
+
+    let skip = run("skip");
+    skip.assert_success();
+    assert_eq!(skip.output("image-digest"), digest);
+    assert!(
+        !skip.stderr.contains(support::BUILD_STARTED),
+        "{}",
+        skip.stderr
+    );
+    assert_eq!(counter(&repo, "manifest_puts"), puts);
+    assert_eq!(
+        s.registry_digest(&repo, "v1").as_deref(),
+        Some(digest.as_str())
+    );
+}
+
+/// Regression: "outputs name tags that moved". Two runs push different images to one
+/// tag, the second starting 3 s after the first (so the one daemon they share does not
+/// name both builds at once); ECR keeps the tag at whichever put came last. With both
+/// images hidden from ECR's API for 10 s after their push (eventual consistency), each
+/// run's confirmation sees the final state: the run whose image lost the tag leaves it
+/// out of `image-uris`, names its image by digest in `image-uri`, and warns; the other
+/// outputs the tag. Both succeed: each image is in ECR by digest.
+#[test]
+fn a_tag_another_run_moved_is_left_out_of_the_outputs() {
+    let s = standin();
+    let repo = unique("ecr/moved");
+    s.create_repository(&repo, "MUTABLE");
+    s.control(
+        "/visibility",
+        Some(&json!({"repository": repo, "seconds": 10})),
+    );
+    let runs: Vec<RunResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["one", "two"]
+            .into_iter()
+            .enumerate()
+            .map(|(n, name)| {
+                let repo = repo.clone();
+                scope.spawn(move || {
+                    std::thread::sleep(Duration::from_secs(3) * u32::try_from(n).unwrap());
+                    let ws = Workspace::new();
+                    ws.write(
+                        "Dockerfile",
+                        &format!("FROM local/busybox:latest\nRUN echo {name} > /marker\n"),
+                    );
+                    standin()
+                        .action(ws.path())
+                        .input("repository", &repo)
+                        .input("tags", "shared")
+                        .run()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for run in &runs {
+        run.assert_success();
+    }
+    let holder = s.registry_digest(&repo, "shared").expect("the tag exists");
+    let (winners, losers): (Vec<&RunResult>, Vec<&RunResult>) = runs
+        .iter()
+        .partition(|run| run.output("image-digest") == holder);
+    assert_eq!(
+        (winners.len(), losers.len()),
+        (1, 1),
+        "one image holds the tag"
+    );
+    let (winner, loser) = (winners[0], losers[0]);
+    assert_eq!(
+        winner.output("image-uri"),
+        format!("{}/{repo}:shared", s.registry)
+    );
+    assert_eq!(
+        loser.output("image-uri"),
+        loser.output("image-uri-by-digest")
+    );
+    assert_eq!(loser.output("image-uris"), "[]");
+    assert!(
+        loser
+            .stderr
+            .contains("::warning::tag(s) shared now point at another image"),
+        "{}",
+        loser.stderr
+    );
+    assert!(!winner.stderr.contains("now point at another image"));
+}

@@ -7,10 +7,9 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::Mutex;
 
-use support::{standin, unique, Standin, Workspace, BUILD_STARTED, REGION};
+use support::{standin, unique, Standin, Workspace, BUILD_STARTED};
 
 /// Tests that inject `CreateRepository` refusals and read templates run one at a time:
 /// a refusal of `DescribeRepositoryCreationTemplates` cannot be pinned to a repository.
@@ -24,28 +23,9 @@ fn workspace(content: &str) -> Workspace {
 }
 
 /// Calls the ECR API through the stand-in's front (`AWS_ENDPOINT_URL_ECR`), which
-/// answers the repository creation template operations itself (moto lacks them), and
-/// returns the JSON answer (an error's too, with its `__type`).
+/// answers the repository creation template operations itself (moto lacks them).
 fn api(standin: &Standin, operation: &str, body: &serde_json::Value) -> serde_json::Value {
-    let out = Command::new("curl")
-        .args(["-sS", "-X", "POST", &standin.var("AWS_ENDPOINT_URL_ECR")])
-        .arg("--cacert")
-        .arg(&standin.ca_cert)
-        .args(["-H", "Content-Type: application/x-amz-json-1.1"])
-        .args([
-            "-H",
-            &format!("X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.{operation}"),
-        ])
-        .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/{REGION}/ecr/aws4_request, SignedHeaders=host, Signature=x")])
-        .args(["--data-binary", &body.to_string()])
-        .output()
-        .expect("run curl");
-    assert!(
-        out.status.success(),
-        "curl {operation}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    standin.api("AKIAIOSFODNN7EXAMPLE", operation, body)
 }
 
 /// A `CREATE_ON_PUSH` template for `prefix`, removed again when dropped.

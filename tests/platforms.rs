@@ -201,11 +201,15 @@ fn assert_two_platform_index(run: &RunResult, repo: &str, tags: &[&str]) {
 fn two_platforms_under_qemu_make_one_index() {
     let standin = standin();
     let repo = unique("multi");
+    // An account view of its own with ECR's BLOB_MOUNTING on, so the base's layers mount.
+    let key = support::own_access_key();
+    standin.set_blob_mounting(&key, true);
     let run = standin
         .action(workspace().path())
         .input("repository", &repo)
         .input("tags", "v1, latest")
         .input("platforms", "linux/amd64,\nlinux/arm64/v8")
+        .env("AWS_ACCESS_KEY_ID", &key)
         .run();
     run.assert_success();
     let log = &run.stderr;

@@ -109,6 +109,42 @@ fn gate_fails_on_a_high_finding_and_keeps_the_image() {
     assert!(run.summary.contains("basic scanning"), "{}", run.summary);
 }
 
+/// Regression: "a re-run skips the scan gate". The gate fails a push and the image stays
+/// in ECR under its tag; a re-run with `on-tag-exists: skip` finds every tag at that
+/// image and builds nothing, but must fail the same way, writing no outputs, and the
+/// summary must say the gate applied to the existing image. Before, it succeeded and
+/// output the image the gate had rejected.
+#[test]
+fn a_rerun_with_skip_does_not_bypass_the_scan_gate() {
+    let repo = unique("scan/skip-rerun");
+    let first = scan_run(&repo, &[("scan-fail-on", "HIGH")]);
+    assert!(!first.success, "{}", first.stderr);
+    let rerun = scan_run(
+        &repo,
+        &[("scan-fail-on", "HIGH"), ("on-tag-exists", "skip")],
+    );
+    assert!(!rerun.success, "the gate still applies: {}", rerun.stderr);
+    assert!(
+        !rerun.stderr.contains(support::BUILD_STARTED),
+        "skip builds nothing"
+    );
+    let errors = rerun.error_lines();
+    assert_eq!(errors.len(), 1, "{}", rerun.stderr);
+    assert!(errors[0].contains("CVE-9999-9999"), "{}", errors[0]);
+    assert!(
+        rerun.output_file.is_empty(),
+        "no outputs: {}",
+        rerun.output_file
+    );
+    assert!(
+        rerun
+            .summary
+            .contains("Already in ECR, not rebuilt, and the scan gate failed for"),
+        "{}",
+        rerun.summary
+    );
+}
+
 /// Below the gate the step passes; `scan-findings` counts by severity.
 #[test]
 fn gate_passes_below_its_severity() {

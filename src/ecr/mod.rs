@@ -84,7 +84,6 @@ impl RegistryAuth {
             "renewed the registry token for {}: it expired soon",
             self.registry
         );
-        use base64::Engine as _;
         Ok(Self {
             token: Secret::new(base64::engine::general_purpose::STANDARD.encode(format!(
                 "{}:{}",

@@ -47,6 +47,8 @@ pub struct Built {
     pub cache: Option<CacheStats>,
     /// The image's platform, from its config (`None` when it names no known one).
     pub platform: Option<crate::inputs::Platform>,
+    /// BuildKit's warnings about the Dockerfile (its lint checks), with their line.
+    pub warnings: Vec<crate::engine::buildkit::BuildWarning>,
 }
 
 /// How many build steps BuildKit found in its cache.
@@ -122,15 +124,20 @@ pub async fn build(
     request: &BuildRequest<'_>,
     runner: &Runner,
 ) -> Result<Built, BuildError> {
-    let (image_id, cache) = match request.builder {
-        BuilderKind::Classic => (classic(engine, context, request, runner).await?, None),
+    let (image_id, cache, warnings) = match request.builder {
+        BuilderKind::Classic => (
+            classic(engine, context, request, runner).await?,
+            None,
+            Vec::new(),
+        ),
         BuilderKind::Buildkit => {
-            let (image_id, cache) = buildkit(engine, context, request, runner).await?;
-            (Some(image_id), Some(cache))
+            let (image_id, cache, warnings) = buildkit(engine, context, request, runner).await?;
+            (Some(image_id), Some(cache), warnings)
         }
     };
     let mut built = finish(engine, image_id, request).await?;
     built.cache = cache;
+    built.warnings = warnings;
     Ok(built)
 }
 
@@ -140,7 +147,14 @@ async fn buildkit(
     context: PreparedContext,
     request: &BuildRequest<'_>,
     runner: &Runner,
-) -> Result<(String, CacheStats), BuildError> {
+) -> Result<
+    (
+        String,
+        CacheStats,
+        Vec<crate::engine::buildkit::BuildWarning>,
+    ),
+    BuildError,
+> {
     let settings = request.settings;
     let dockerfile_text = std::fs::read_to_string(&request.dockerfile).ok();
     let dockerfile_name = context
@@ -207,6 +221,7 @@ async fn buildkit(
             cached_steps: outcome.cached_steps,
             steps: outcome.steps,
         },
+        outcome.warnings,
     ))
 }
 
@@ -377,6 +392,7 @@ async fn finish(
         size_bytes: inspect.size.unwrap_or_default(),
         cache: None,
         platform,
+        warnings: Vec::new(),
     })
 }
 

@@ -208,17 +208,9 @@ impl Registry {
         body: &BlobBody,
         size: u64,
     ) -> Result<String, Failure> {
-        let answer = self
-            .send_body(
-                Method::PATCH,
-                location,
-                &[("content-type", "application/octet-stream".into())],
-                body.request_body(size),
-                Some(size),
-                STREAM_TIMEOUT,
-            )
+        let (answer, next) = self
+            .patch(location, body.request_body(size), Some(size))
             .await?;
-        let next = self.next_location(&answer, location)?;
         if !rules::range_holds(answer.header("range"), size) {
             return Err(Failure {
                 status: Some(answer.status.as_u16()),
@@ -241,28 +233,37 @@ impl Registry {
         location: &str,
         chunks: tokio::sync::mpsc::Receiver<Bytes>,
     ) -> Result<String, Failure> {
+        let (_, next) = self
+            .patch(location, RequestBody::Streamed(chunks, None), None)
+            .await?;
+        Ok(next)
+    }
+
+    /// The session's one `PATCH`: its answer, taken ([`rules::PATCH_TAKEN`]), and where
+    /// the upload goes on (the same place if unsaid).
+    async fn patch(
+        &self,
+        location: &str,
+        body: RequestBody,
+        length: Option<u64>,
+    ) -> Result<(Answer, String), Failure> {
         let answer = self
             .send_body(
                 Method::PATCH,
                 location,
                 &[("content-type", "application/octet-stream".into())],
-                RequestBody::Streamed(chunks, None),
-                None,
+                body,
+                length,
                 STREAM_TIMEOUT,
             )
             .await?;
-        self.next_location(&answer, location)
-    }
-
-    /// A `PATCH`'s answer: taken ([`rules::PATCH_TAKEN`]), and where the upload goes on
-    /// (the same place if unsaid).
-    fn next_location(&self, answer: &Answer, location: &str) -> Result<String, Failure> {
         if !answer.is(&rules::PATCH_TAKEN) {
-            return Err(Failure::from_answer(answer));
+            return Err(Failure::from_answer(&answer));
         }
-        Ok(answer
+        let next = answer
             .header("location")
-            .map_or_else(|| location.to_string(), |l| self.absolute(l)))
+            .map_or_else(|| location.to_string(), |l| self.absolute(l));
+        Ok((answer, next))
     }
 
     /// Completes an upload with its digest.

@@ -103,6 +103,39 @@ pub fn standin() -> &'static Standin {
     })
 }
 
+/// One ECR API call (JSON protocol) to `url` with curl, trusting `ca` when given, the
+/// `SigV4` header in form only (neither moto nor the front checks signatures); the JSON
+/// answer, an error's included.
+fn ecr_api_call(
+    url: &str,
+    ca: Option<&Path>,
+    access_key: &str,
+    operation: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "-X", "POST", url]);
+    if let Some(ca) = ca {
+        command.arg("--cacert").arg(ca);
+    }
+    let out = command
+        .args(["-H", "Content-Type: application/x-amz-json-1.1"])
+        .args([
+            "-H",
+            &format!("X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.{operation}"),
+        ])
+        .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential={access_key}/20260101/{REGION}/ecr/aws4_request, SignedHeaders=host, Signature=x")])
+        .args(["--data-binary", &body.to_string()])
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl {operation} to {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
 fn base64_decode(text: &str) -> String {
     use base64::Engine as _;
     String::from_utf8(
@@ -166,23 +199,7 @@ impl Standin {
     /// Calls moto's ECR API directly (it does not check signatures) and returns the JSON
     /// answer; a 4xx answer is returned too, with its `__type`.
     pub fn moto(&self, operation: &str, body: &serde_json::Value) -> serde_json::Value {
-        let out = Command::new("curl")
-            .args(["-sS", "-X", "POST", &self.moto_url])
-            .args(["-H", "Content-Type: application/x-amz-json-1.1"])
-            .args([
-                "-H",
-                &format!("X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.{operation}"),
-            ])
-            .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/{REGION}/ecr/aws4_request, SignedHeaders=host, Signature=x")])
-            .args(["--data-binary", &body.to_string()])
-            .output()
-            .expect("run curl");
-        assert!(
-            out.status.success(),
-            "curl to moto failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+        ecr_api_call(&self.moto_url, None, "test", operation, body)
     }
 
     /// A value `scripts/standin env` exports.
@@ -241,7 +258,8 @@ impl Standin {
 
     /// Calls the ECR API through the front, as the action does, signed (in form only)
     /// with `access_key`: the front keeps account settings and token lifetimes per access
-    /// key, so a test with its own key has its own account view.
+    /// key, so a test with its own key has its own account view. The front answers what
+    /// moto lacks (account settings, creation templates) and passes the rest to moto.
     pub fn api(
         &self,
         access_key: &str,
@@ -249,25 +267,7 @@ impl Standin {
         body: &serde_json::Value,
     ) -> serde_json::Value {
         let endpoint = self.var("AWS_ENDPOINT_URL_ECR");
-        let out = Command::new("curl")
-            .args(["-sS", "--cacert"])
-            .arg(&self.ca_cert)
-            .args(["-X", "POST", &endpoint])
-            .args(["-H", "Content-Type: application/x-amz-json-1.1"])
-            .args([
-                "-H",
-                &format!("X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.{operation}"),
-            ])
-            .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential={access_key}/20260101/{REGION}/ecr/aws4_request, SignedHeaders=host, Signature=x")])
-            .args(["--data-binary", &body.to_string()])
-            .output()
-            .expect("run curl");
-        assert!(
-            out.status.success(),
-            "curl to the ECR API failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+        ecr_api_call(&endpoint, Some(&self.ca_cert), access_key, operation, body)
     }
 
     /// A registry password issued through the front to `access_key`.

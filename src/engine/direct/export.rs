@@ -211,10 +211,17 @@ impl<W: Write> Write for HashingWriter<W> {
 
 /// A spool file that is unlinked at once, so nothing is left behind whatever happens.
 pub fn spool_file(dir: &std::path::Path) -> io::Result<File> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // Not guessable (a fresh random key per name), never an existing file or link
+    // (`create_new`), readable by its owner only (0600) for the moment it has a name.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     let name = dir.join(format!(
-        ".ecr-build-push-layer-{}-{}",
+        ".ecr-build-push-layer-{}-{}-{random:016x}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
@@ -222,6 +229,7 @@ pub fn spool_file(dir: &std::path::Path) -> io::Result<File> {
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&name)?;
     std::fs::remove_file(&name)?;
     Ok(file)
@@ -424,6 +432,22 @@ pub fn resolve_relative(link: &str, target: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: "spool files get predictable names with default permissions". A spool
+    /// file is its owner's alone (0600) whatever the umask, and gone from the folder at
+    /// once; two files never share a name.
+    #[test]
+    fn spool_files_are_private_and_unnamed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let first = spool_file(dir.path()).unwrap();
+        let second = spool_file(dir.path()).unwrap();
+        for file in [&first, &second] {
+            let mode = file.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{mode:o}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 
     /// Regression: an upload that failed made the reader stop with "the push was
     /// abandoned", which hid the upload's own error. The reader's error wins only when it

@@ -134,29 +134,38 @@ pub struct IndexPushed {
     pub manifest: String,
 }
 
-/// Puts the index of `children` under every tag (the first alone, then the others
-/// concurrently), checking the registry's digest each time ([`manifest::put`]).
-pub async fn put(
-    reg: &Registry,
-    tags: &[String],
-    children: &[Child],
-    mut on_line: impl FnMut(&str),
-) -> Result<IndexPushed, DirectPushError> {
-    let (manifest, kind) = build(children);
-    let index = PushedManifest::new(kind.media_type(), Bytes::from(manifest.clone()));
-    if tags.is_empty() {
-        return Err(DirectPushError::Image {
-            image: index.digest,
-            registry: reg.host.clone(),
-            message: "no tags to put the index under".into(),
-        });
+/// The index of some children, built (so its digest is known) and not yet put.
+#[derive(Debug, Clone)]
+pub struct Index {
+    pub manifest: PushedManifest,
+    pub kind: IndexKind,
+}
+
+impl Index {
+    pub fn of(children: &[Child]) -> Self {
+        let (manifest, kind) = build(children);
+        Self {
+            manifest: PushedManifest::new(kind.media_type(), Bytes::from(manifest)),
+            kind,
+        }
     }
-    manifest::put(reg, tags, &index, &mut on_line).await?;
-    Ok(IndexPushed {
-        digest: index.digest,
-        kind,
-        manifest,
-    })
+
+    /// Puts the index under every tag (the first alone, then the others concurrently;
+    /// none when every tag holds it already), checking the registry's digest each time
+    /// ([`manifest::put`]).
+    pub async fn put(
+        self,
+        reg: &Registry,
+        tags: &[String],
+        mut on_line: impl FnMut(&str),
+    ) -> Result<IndexPushed, DirectPushError> {
+        manifest::put(reg, tags, &self.manifest, &mut on_line).await?;
+        Ok(IndexPushed {
+            manifest: self.manifest.text(),
+            digest: self.manifest.digest,
+            kind: self.kind,
+        })
+    }
 }
 
 #[cfg(test)]

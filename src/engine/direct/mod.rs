@@ -135,6 +135,10 @@ pub enum DirectPushError {
         registry: String,
         message: String,
     },
+    /// The push must not go on (a tag that cannot move names another image); no pusher
+    /// would do better.
+    #[error("{message}")]
+    Refused { registry: String, message: String },
     #[error(
         "{operation} {subject} at {registry}/{repository} failed{}: {message}{}",
         status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
@@ -289,6 +293,29 @@ pub async fn push(
     login: &Login,
     retry: RetryPolicy,
     options: &DirectOptions,
+    on_line: impl FnMut(&str),
+) -> Result<DirectPushed, DirectPushError> {
+    let keep_none = |_: &str| Ok(Vec::new());
+    push_keeping(
+        engine, image_id, repository, tags, login, retry, options, keep_none, on_line,
+    )
+    .await
+}
+
+/// [`push`], asking `keep` (given the manifest's digest, once every blob is uploaded and
+/// before any tag moves) which tags already hold the image and are left alone (ECR
+/// refuses to put an immutable tag again, even at the same digest), or why the push must
+/// stop: [`DirectPushError::Refused`].
+#[allow(clippy::too_many_arguments)]
+pub async fn push_keeping(
+    engine: &Engine,
+    image_id: &str,
+    repository: &str,
+    tags: &[String],
+    login: &Login,
+    retry: RetryPolicy,
+    options: &DirectOptions,
+    keep: impl FnOnce(&str) -> Result<Vec<String>, String>,
     mut on_line: impl FnMut(&str),
 ) -> Result<DirectPushed, DirectPushError> {
     let started = Instant::now();
@@ -306,7 +333,18 @@ pub async fn push(
         &options.network,
     )?);
     let image = upload_image(engine, image_id, &reg, options, &mut on_line).await?;
-    manifest::put(&reg, tags, &image.manifest, &mut on_line).await?;
+    let kept = keep(&image.manifest.digest).map_err(|message| DirectPushError::Refused {
+        registry: reg.host.clone(),
+        message,
+    })?;
+    for tag in &kept {
+        on_line(&format!(
+            "{tag}: already at {} (not put again)",
+            image.manifest.digest
+        ));
+    }
+    let tags: Vec<String> = tags.iter().filter(|t| !kept.contains(t)).cloned().collect();
+    manifest::put(&reg, &tags, &image.manifest, &mut on_line).await?;
     Ok(DirectPushed::new(image, started))
 }
 
