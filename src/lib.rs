@@ -162,30 +162,25 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         repository::warn_about_settings_not_applied(&state, inputs, runner);
         let mut plan = repository::plan_tags(&ecr, inputs, &state, engine.store).await?;
         if let (Some(set), TagPlan::Skip { digest, .. }) = (&set, &plan) {
-            match set.existing_index(&ecr, inputs, digest).await? {
-                Some(entries) => {
-                    report.platforms = build_set::skipped_rows(&inputs.platforms, &entries);
-                }
-                None if inputs.tags.iter().any(|t| state.tag_is_immutable(t)) => {
-                    let tag = inputs.tags.iter().find(|t| state.tag_is_immutable(t));
-                    let tag = tag.map(String::as_str).unwrap_or_default();
+            if let Some(entries) = set.existing_index(&ecr, inputs, digest).await? {
+                report.platforms = build_set::skipped_rows(&inputs.platforms, &entries);
+            } else {
+                if let Some(tag) = inputs.tags.iter().find(|t| state.tag_is_immutable(t)) {
                     anyhow::bail!(
                         "every tag already exists at {digest} in `{}`, which is not an index \
                          of exactly {}, and tag `{tag}` cannot move there ({}): push new tags",
                         inputs.repository,
                         inputs.build_platforms_text(),
                         state.mutability_of(tag)
-                    )
-                }
-                None => {
-                    tracing::info!(
-                        "every tag exists at {digest}, which is not an index of exactly \
-                         these platforms: building"
                     );
-                    plan = TagPlan::Build {
-                        present: Vec::new(),
-                    };
                 }
+                tracing::info!(
+                    "every tag exists at {digest}, which is not an index of exactly these \
+                     platforms: building"
+                );
+                plan = TagPlan::Build {
+                    present: Vec::new(),
+                };
             }
         }
         report.repository_state = Some(state);
