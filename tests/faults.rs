@@ -113,7 +113,7 @@ fn registry_throttling_is_retried() {
         return;
     }
     assert!(
-        run.stderr.contains("was throttled (attempt 1 of 8)"),
+        run.stderr.contains(" was throttled (attempt 1 of 8)"),
         "{}",
         run.stderr
     );

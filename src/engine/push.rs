@@ -43,6 +43,29 @@ impl RetryPolicy {
             .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
             .min(self.max_delay)
     }
+
+    /// [`RetryPolicy::delay`], 50 to 100 % of it at random, so that requests failing
+    /// together (throttled uploads) do not retry together.
+    pub fn jittered_delay(&self, attempt: u32) -> Duration {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        // Each `RandomState` is seeded afresh: enough randomness for spreading retries.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        #[allow(clippy::cast_precision_loss)]
+        let factor = 0.5 + (random % 1024) as f64 / 2048.0;
+        self.delay(attempt).mul_f64(factor)
+    }
+
+    /// How many attempts a request gets: more when the registry throttles it.
+    pub fn attempts_for(&self, throttled: bool) -> u32 {
+        if throttled {
+            self.attempts
+                .max(crate::registry::rules::THROTTLED_ATTEMPTS)
+        } else {
+            self.attempts
+        }
+    }
 }
 
 /// Tags pushed concurrently after the first.
@@ -185,11 +208,18 @@ async fn push_tag_with_retry(
             }
             Err(failure) => failure,
         };
-        if attempt < retry.attempts && failure.transient {
-            let delay = retry.delay(attempt);
+        // The daemon reports ECR's 429 as `toomanyrequests: Rate exceeded`.
+        let throttled = failure
+            .message
+            .to_ascii_lowercase()
+            .contains("toomanyrequests");
+        let budget = retry.attempts_for(throttled);
+        if attempt < budget && failure.transient {
+            let delay = retry.jittered_delay(attempt);
+            let why = if throttled { "was throttled" } else { "failed" };
             tracing::warn!(
-                "push of {reference} failed (attempt {attempt} of {}): {}; retrying in {delay:?}",
-                retry.attempts,
+                "push of {reference} {why} (attempt {attempt} of {budget}): {}; retrying in \
+                 {delay:.1?}",
                 failure.message
             );
             tokio::time::sleep(delay).await;

@@ -481,15 +481,11 @@ impl Registry {
                 }
                 return Err((failure, n));
             }
-            let budget = if failure.throttled() {
-                self.retry.attempts.max(rules::THROTTLED_ATTEMPTS)
-            } else {
-                self.retry.attempts
-            };
+            let budget = self.retry.attempts_for(failure.throttled());
             if !failure.transient || n >= budget {
                 return Err((failure, n));
             }
-            let delay = jittered(self.retry.delay(n));
+            let delay = self.retry.jittered_delay(n);
             let why = if failure.throttled() {
                 "was throttled"
             } else {
@@ -507,19 +503,6 @@ impl Registry {
     }
 }
 
-/// 50 to 100 % of `delay`, at random, so that uploads throttled together do not retry
-/// together.
-fn jittered(delay: Duration) -> Duration {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    // Each `RandomState` is seeded afresh: enough randomness for spreading retries.
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    #[allow(clippy::cast_precision_loss)]
-    let factor = 0.5 + (random % 1024) as f64 / 2048.0;
-    delay.mul_f64(factor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,8 +510,10 @@ mod tests {
     /// Retries wait between half and all of the policy's delay.
     #[test]
     fn retries_are_jittered_within_bounds() {
-        let delay = Duration::from_secs(2);
-        let waits: Vec<Duration> = (0..50).map(|_| jittered(delay)).collect();
+        let delay = RetryPolicy::DEFAULT.delay(1);
+        let waits: Vec<Duration> = (0..50)
+            .map(|_| RetryPolicy::DEFAULT.jittered_delay(1))
+            .collect();
         assert!(
             waits.iter().all(|w| *w >= delay / 2 && *w <= delay),
             "{waits:?}"

@@ -211,6 +211,8 @@ class Handler(ApiMixin, RegistryMixin, BaseHTTPRequestHandler):
         self._status = 0
         self._sent_headers = False
         self._injected = None
+        # An ECR rule this answer played (not a fault): marked `ecr:<rule>` in the log.
+        self._rule = None
         self._body = None
         host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
         if host == VPCE_API_HOST:
@@ -254,7 +256,8 @@ class Handler(ApiMixin, RegistryMixin, BaseHTTPRequestHandler):
             # Path only: query strings carry upload state tokens; never headers or bodies.
             log.info("%s %s %s %s %d %.1fms%s", self.client_address[0], host.split(".")[0],
                      self.command, urlsplit(self.path).path, self._status, ms,
-                     f" injected:{self._injected}" if self._injected else "")
+                     (f" injected:{self._injected}" if self._injected else "")
+                     + (f" ecr:{self._rule}" if self._rule else ""))
 
     # --- scripted scans ---------------------------------------------------------------
 

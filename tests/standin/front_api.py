@@ -205,7 +205,7 @@ class ApiMixin:
         if not isinstance(name, str) or not visibility.active(name):
             return self._moto_answer(body)
         hidden_digests, hidden_tags = visibility.hidden(name)
-        self._injected = "visibility"
+        self._rule = "visibility"
 
         def hides(image_id: dict) -> bool:
             return image_id.get("imageDigest") in hidden_digests or image_id.get("imageTag") in hidden_tags

@@ -113,7 +113,7 @@ class RegistryMixin:
                 return self._put_manifest(name, rest, repo, ecr)
             if method in ("GET", "HEAD") and self._manifest_hidden(name, rest):
                 self._drain_body()
-                self._injected = "visibility"
+                self._rule = "visibility"
                 return self._json_error(404, "MANIFEST_UNKNOWN", NOT_FOUND_IMAGE)
         elif kind == "blobs":
             session = UPLOAD_SESSION.match(rest)
@@ -146,7 +146,7 @@ class RegistryMixin:
             self._drain_body()
             if name:
                 self.server.state.stats.bump(name, "expired_token_refusals")
-            self._injected = "expired-token"
+            self._rule = "expired-token"
             self._json_error(403, "DENIED", EXPIRED_TOKEN)
             return None
         del self.headers["Authorization"]
@@ -176,7 +176,7 @@ class RegistryMixin:
                 repo = moto.create_from_template(name, template)
                 if repo is not None:
                     state.stats.set(name, "created_on_push", template["prefix"])
-                    self._injected = f"created-on-push:{template['prefix']}"
+                    self._rule = f"created-on-push:{template['prefix']}"
                     log.info("- - - - created %s on push from template %s", name, template["prefix"])
         return repo
 
@@ -193,7 +193,7 @@ class RegistryMixin:
             # As ECR: no mount, a plain new upload session (202).
             kept = [(k, v) for k, v in params if k not in ("mount", "from")]
             self.path = parts.path + ("?" + "&".join(f"{k}={v}" for k, v in kept) if kept else "")
-            self._injected = "mount-refused"
+            self._rule = "mount-refused"
             return self._forward(self.server.registry_addr)
         conn, resp = self._upstream(self.server.registry_addr, stream=True)
         try:
@@ -230,7 +230,7 @@ class RegistryMixin:
             # and its bytes go nowhere.
             self._drain_body()
             state.stats.bump(name, "dropped_patches")
-            self._injected = "patch-dropped"
+            self._rule = "patch-dropped"
             return self._answer_empty(201, first)
         conn, resp = self._upstream(self.server.registry_addr, stream=True)
         try:
@@ -245,7 +245,7 @@ class RegistryMixin:
                 state.uploads.first_answer(session, headers)
                 return self._relay(resp, answer, status=201)
             # "keep": stored, but Range stays where the first PATCH left it.
-            self._injected = "patch-stale-range"
+            self._rule = "patch-stale-range"
             return self._relay(resp, answer, status=201, replace={"Range": first.get("Range", "0-0")})
         finally:
             conn.close()
@@ -325,7 +325,7 @@ class RegistryMixin:
         if ecr:
             refusal = self._manifest_refusal(body)
             if refusal:
-                self._injected = "manifest-refused"
+                self._rule = "manifest-refused"
                 return self._json_error(*refusal)
         tag = None if ":" in reference else reference
         with self.server.repo_lock(name):
