@@ -41,7 +41,8 @@ pub struct Report {
     pub builder: Option<BuilderKind>,
     pub cache: Option<CacheStats>,
     /// Which pusher sent the image: `direct`, `daemon`, `daemon (fallback)`, `direct
-    /// (fallback)`, or `daemon (blobs), direct (tags)` ([`crate::route::Route`]).
+    /// (fallback)`, `daemon (blobs), direct (tags)` or `daemon (blobs and tag)`
+    /// ([`crate::route::Route`]).
     pub push_engine: Option<&'static str>,
     /// What the direct push's blobs cost (sent, already there, mounted), when it pushed.
     pub blobs: Option<crate::engine::direct::BlobStats>,

@@ -265,7 +265,7 @@ async fn daemon_blobs(
             run.check_present_after(&pushed.digest)?;
             Ok(Pushed {
                 digest: pushed.digest,
-                engine_used: "daemon",
+                engine_used: "daemon (blobs and tag)",
                 blobs: None,
             })
         }
