@@ -394,9 +394,13 @@ impl BuildSet {
         let index = index::Index::of(&children);
         let keep = crate::repository::check_present(run.present, &index.manifest.digest)?;
         let put = index
-            .put(&reg, &without(&inputs.tags, &keep), |line| {
-                eprintln!("{line}");
-            })
+            .put(
+                &reg,
+                &crate::repository::without(&inputs.tags, &keep),
+                |line| {
+                    eprintln!("{line}");
+                },
+            )
             .await?;
         drop(group);
         crate::confirm(run.ecr, inputs, run.runner, report, &put.digest).await?;
@@ -451,12 +455,6 @@ pub fn skipped_rows(platforms: &[Platform], entries: &[(Platform, String)]) -> V
             engine: "already in ECR".into(),
         })
         .collect()
-}
-
-/// `tags` without those in `keep` (tags already at the image, which ECR would refuse to
-/// put again where they are immutable).
-pub(crate) fn without(tags: &[String], keep: &[String]) -> Vec<String> {
-    tags.iter().filter(|t| !keep.contains(t)).cloned().collect()
 }
 
 /// Docker's limit on a tag's length.

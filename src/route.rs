@@ -106,7 +106,7 @@ impl PushRun<'_> {
     /// The requested tags a pusher must put: all but the present ones.
     fn tags_to_put(&self, tags: &[String]) -> Vec<String> {
         let present: Vec<String> = self.present.iter().map(|p| p.tag.clone()).collect();
-        crate::build_set::without(tags, &present)
+        repository::without(tags, &present)
     }
 
     /// After a pusher that could not ask first (the daemon's) pushed `digest`: whether

@@ -58,6 +58,12 @@ pub fn check_present(present: &[PresentTag], digest: &str) -> anyhow::Result<Vec
     Ok(present.iter().map(|p| p.tag.clone()).collect())
 }
 
+/// `tags` without those in `keep` (tags already at the image, which ECR would refuse to
+/// put again where they are immutable).
+pub fn without(tags: &[String], keep: &[String]) -> Vec<String> {
+    tags.iter().filter(|t| !keep.contains(t)).cloned().collect()
+}
+
 /// Decides, before anything is built, what to do about tags that already exist. ECR is
 /// asked only about the tags that matter: the immutable ones, or every tag for `skip`;
 /// a repository that ECR will create on push holds none. A skipped image's ID is what
