@@ -15,9 +15,9 @@
 use std::io::Write as _;
 use std::time::Instant;
 
-use ecr_build_push::engine::direct::export::HashingWriter;
-use ecr_build_push::engine::direct::gzip::Pool;
-use ecr_build_push::engine::direct::Compression;
+use ecr_build_push::publish::export::HashingWriter;
+use ecr_build_push::publish::gzip::Pool;
+use ecr_build_push::publish::Compression;
 
 /// The settings measured: gzip's levels 1 to 7 and 9, so that the default (6) is shown
 /// against the cheaper ones (BENCHMARKS.md §7), and zstd's fastest and default.

@@ -12,7 +12,7 @@
 //!
 //! The push is the direct one on both image stores (the classic store cannot hold a
 //! multi-platform image): each platform's image as its own manifest, by digest and
-//! untagged, then one index under every tag ([`crate::engine::direct::index`]).
+//! untagged, then one index under every tag ([`crate::publish::index`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,12 +21,12 @@ use anyhow::Context as _;
 
 use crate::ecr::{Ecr, RegistryAuth};
 use crate::engine::build::{BuildOutput, BuildRequest, BuilderKind};
-use crate::engine::direct::index::{self, Child};
 use crate::engine::platform::{self, Execution};
-use crate::engine::push::RetryPolicy;
 use crate::engine::{self as docker_engine, context, Engine};
 use crate::env::DockerEnv;
 use crate::inputs::{InputError, Inputs, Platform, PushEngine};
+use crate::publish::index::{self, Child};
+use crate::registry::RetryPolicy;
 use crate::report::{Outcome, PlatformRow, Report};
 use crate::runner::Runner;
 
@@ -345,7 +345,7 @@ impl BuildSet {
             run.network,
         )?);
         let pushes = self.members.iter().zip(built).map(|(member, built)| {
-            let options = docker_engine::direct::DirectOptions {
+            let options = crate::publish::DirectOptions {
                 reuse_from: run.reuse_from.clone(),
                 // The platforms compress side by side: share the cores.
                 threads: (cores / self.members.len()).max(1),
@@ -359,7 +359,7 @@ impl BuildSet {
                 let label = member.platform.to_string();
                 let mut on_line = |line: &str| eprintln!("[{label}] {line}");
                 // Each platform's image goes by digest, untagged: the index names it.
-                let image = docker_engine::direct::upload_image(
+                let image = crate::publish::upload_image(
                     &member.engine,
                     &built.image_id,
                     &reg,
@@ -368,7 +368,7 @@ impl BuildSet {
                 )
                 .await
                 .with_context(|| format!("pushing the {} image failed", member.platform))?;
-                docker_engine::direct::manifest::put(
+                crate::publish::manifest::put(
                     &reg,
                     std::slice::from_ref(&image.manifest.digest),
                     &image.manifest,
@@ -383,7 +383,7 @@ impl BuildSet {
             }
         });
         let children = futures_util::future::try_join_all(pushes).await?;
-        let mut blobs = docker_engine::direct::BlobStats::default();
+        let mut blobs = crate::publish::BlobStats::default();
         for (row, (child, stats)) in report.platforms.iter_mut().zip(&children) {
             row.digest = Some(child.digest.clone());
             row.compressed_bytes = Some(stats.compressed_bytes);

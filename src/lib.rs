@@ -52,10 +52,10 @@ pub mod gate;
 pub mod inputs;
 pub mod metadata;
 pub mod network;
+pub mod publish;
 pub mod registry;
 pub mod report;
 pub mod repository;
-pub mod route;
 pub mod runner;
 pub mod secrets;
 
@@ -66,13 +66,13 @@ use anyhow::Context as _;
 use crate::ecr::{Ecr, RegistryAuth};
 use crate::engine::build::{BuildRequest, BuilderKind};
 use crate::engine::context::{self, ContextError};
-use crate::engine::push::RetryPolicy;
 use crate::engine::Engine;
 use crate::env::Environment;
 use crate::inputs::{Builder, InputError, Inputs, PushEngine};
+use crate::publish::route::{PushRun, Route};
+use crate::registry::RetryPolicy;
 use crate::report::{Outcome, Report};
 use crate::repository::TagPlan;
-use crate::route::{PushRun, Route};
 use crate::runner::Runner;
 
 /// Renders an error with its whole cause chain on one line: `a: b: c`.
@@ -379,11 +379,11 @@ async fn push_and_confirm(
     let started = Instant::now();
     let repository_ref = report.repository_uri();
     let route = Route::choose(inputs, run.engine, run.network);
-    let route::Pushed {
+    let publish::route::Pushed {
         digest,
         engine_used,
         blobs,
-    } = route::push(
+    } = publish::route::push(
         route,
         run,
         inputs,

@@ -42,10 +42,10 @@ pub struct Report {
     pub cache: Option<CacheStats>,
     /// Which pusher sent the image: `direct`, `daemon`, `daemon (fallback)`, `direct
     /// (fallback)`, `daemon (blobs), direct (tags)` or `daemon (blobs and tag)`
-    /// ([`crate::route::Route`]).
+    /// ([`crate::publish::route::Route`]).
     pub push_engine: Option<&'static str>,
     /// What the direct push's blobs cost (sent, already there, mounted), when it pushed.
-    pub blobs: Option<crate::engine::direct::BlobStats>,
+    pub blobs: Option<crate::publish::BlobStats>,
     /// The scan gate's findings, with `scan: wait`.
     pub scan: Option<crate::gate::Gate>,
     /// A single-platform build's platform, from the image config.

@@ -10,12 +10,12 @@ use std::io::Read as _;
 use std::process::Command;
 
 use ecr_build_push::ecr::{RegistryAuth, Secret};
-use ecr_build_push::engine::direct::{
-    self, manifest, DirectOptions, DirectPushError, DirectPushed, PushedManifest,
-};
-use ecr_build_push::engine::push::RetryPolicy;
 use ecr_build_push::engine::{Engine, ImageStore};
 use ecr_build_push::env::DockerEnv;
+use ecr_build_push::publish::{
+    self, manifest, DirectOptions, DirectPushError, DirectPushed, PushedManifest,
+};
+use ecr_build_push::registry::RetryPolicy;
 use ecr_build_push::registry::{BlobBody, Registry, OCI_INDEX, OCI_MANIFEST};
 use sha2::Digest as _;
 use support::{docker, standin, unique};
@@ -96,7 +96,7 @@ async fn push_reusing_as(
         ..DirectOptions::default()
     };
     let mut lines = Vec::new();
-    let result = direct::push(
+    let result = publish::push(
         &engine().await,
         image_id,
         repository,

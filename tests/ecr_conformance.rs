@@ -251,7 +251,7 @@ fn the_confirmation_waits_out_eventual_consistency() {
 /// engine can hold such an image (overlay's depth limit is 128).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_manifest_with_more_layers_than_ecr_takes_is_refused_at_once() {
-    use ecr_build_push::engine::push::RetryPolicy;
+    use ecr_build_push::registry::RetryPolicy;
     use ecr_build_push::registry::{BlobBody, Registry, OCI_MANIFEST};
     let s = standin();
     let repo = unique("ecr/layers");
@@ -274,7 +274,7 @@ async fn a_manifest_with_more_layers_than_ecr_takes_is_refused_at_once() {
     .unwrap();
     let mut digests = Vec::new();
     for content in [&b"{}"[..], b"layer"] {
-        let digest = ecr_build_push::engine::direct::export::sha256_digest(content);
+        let digest = ecr_build_push::publish::export::sha256_digest(content);
         let location = reg.start_upload().await.unwrap();
         let body = BlobBody::Memory(bytes::Bytes::copy_from_slice(content));
         let location = reg

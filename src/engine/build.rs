@@ -14,10 +14,10 @@ use super::buildkit::{
     self, BuildkitBuild, BuildkitError, RegistryCredentials, SyncedDir, SyncedDirs, CONTEXT_DIR,
 };
 use super::context::PreparedContext;
-use super::direct::Compression;
 use super::{Engine, ImageStore, LineBuffer};
 use crate::ecr::RegistryAuth;
 use crate::inputs::BuildSettings;
+use crate::publish::Compression;
 use crate::runner::{Group, Runner, Untrusted};
 
 /// A failed build, with what the log reader needs: the daemon's message and, when it can

@@ -5,7 +5,6 @@
 pub mod build;
 pub mod buildkit;
 pub mod context;
-pub mod direct;
 pub mod dockerignore;
 pub mod platform;
 pub mod push;

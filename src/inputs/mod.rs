@@ -22,7 +22,7 @@ pub use settings::{
 };
 pub use spec::ActionSpec;
 
-use crate::engine::direct::Compression;
+use crate::publish::Compression;
 
 use crate::metadata::template::{Rendered, Template};
 use crate::metadata::{self, Context};

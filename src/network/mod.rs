@@ -4,7 +4,7 @@
 //!
 //! Both HTTP clients take their settings from one [`Network`]: the AWS SDK's (the ECR API,
 //! STS) in `ecr`, and the direct push's registry client (the registry and the S3 URLs
-//! it redirects blob reads to) in `engine::direct::registry`. The Docker daemon's own
+//! it redirects blob reads to) in `registry`. The Docker daemon's own
 //! connections (its pusher, BuildKit's pulls) follow the daemon's configuration, not
 //! this one.
 

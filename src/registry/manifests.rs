@@ -103,7 +103,7 @@ mod tests {
         Registry::connect(
             &login,
             "r",
-            crate::engine::push::RetryPolicy::DEFAULT,
+            crate::registry::RetryPolicy::DEFAULT,
             &crate::network::Network::default(),
         )
         .unwrap()

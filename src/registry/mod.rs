@@ -18,6 +18,7 @@ pub mod auth;
 mod blobs;
 mod connector;
 mod manifests;
+mod retry;
 pub mod rules;
 
 use std::fmt::Write as _;
@@ -36,8 +37,8 @@ use hyper_util::rt::TokioExecutor;
 pub use self::auth::{Credentials, Login, Renew};
 pub use self::blobs::{BlobBody, Mount};
 pub use self::manifests::{MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
+pub use self::retry::RetryPolicy;
 pub use self::rules::{status_is_transient, Mounting};
-use crate::engine::push::RetryPolicy;
 use crate::network::Network;
 use auth::Authorizer;
 use connector::{Connector, HickoryDns};

@@ -38,8 +38,8 @@ use http_body_util::BodyExt as _;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 
-use super::direct::Compression;
 use super::LineBuffer;
+use crate::publish::Compression;
 use zeroize::Zeroizing;
 
 pub use daemon::{DaemonAddress, TlsEndpoint};

@@ -42,6 +42,7 @@ pub mod gzip;
 pub mod index;
 pub mod manifest;
 pub mod reuse;
+pub mod route;
 mod stream;
 mod upload;
 
@@ -52,8 +53,8 @@ use std::time::Instant;
 
 pub use self::compression::Compression;
 pub use self::manifest::PushedManifest;
-use crate::engine::push::RetryPolicy;
 use crate::engine::{Engine, ImageStore};
+use crate::registry::RetryPolicy;
 use crate::registry::{rules, Failure, Login, Mounting, Registry, SetupError};
 
 /// A streamed layer holds back this much before it is sent, so a smaller blob is known

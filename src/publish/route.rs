@@ -10,11 +10,12 @@
 //! in 1.41 s, against 3.08 s for the export's stream alone).
 
 use crate::ecr::RegistryAuth;
-use crate::engine::direct::{self, Compression, DirectOptions};
-use crate::engine::push::{self, PushError, PushTarget, RetryPolicy};
+use crate::engine::push::{self, PushError, PushTarget};
 use crate::engine::{Engine, ImageStore};
 use crate::inputs::{Inputs, PushEngine};
 use crate::network::Network;
+use crate::publish::{self, Compression, DirectOptions};
+use crate::registry::RetryPolicy;
 use crate::repository::{self, PresentTag};
 use crate::runner::Runner;
 
@@ -123,7 +124,7 @@ pub struct Pushed {
     pub digest: String,
     pub engine_used: &'static str,
     /// What the direct push's blobs cost; `None` when the daemon's pusher sent them.
-    pub blobs: Option<direct::BlobStats>,
+    pub blobs: Option<publish::BlobStats>,
 }
 
 /// How long a token handed to the daemon's pusher must still be valid.
@@ -201,7 +202,7 @@ async fn direct_push(
     run: &PushRun<'_>,
     inputs: &Inputs,
     image_id: &str,
-) -> Result<Pushed, direct::DirectPushError> {
+) -> Result<Pushed, publish::DirectPushError> {
     let options = DirectOptions {
         reuse_from: run.reuse_from.clone(),
         network: run.network.clone(),
@@ -212,7 +213,7 @@ async fn direct_push(
     };
     let keep =
         |digest: &str| repository::check_present(run.present, digest).map_err(|e| format!("{e:#}"));
-    let pushed = direct::push_keeping(
+    let pushed = publish::push_keeping(
         run.engine,
         image_id,
         &inputs.repository,
@@ -271,7 +272,7 @@ async fn daemon_blobs(
         }
         Ok(pushed) => {
             run.check_present_after(&pushed.digest)?;
-            let tagged = direct::tag_pushed(
+            let tagged = publish::tag_pushed(
                 &pushed.digest,
                 &inputs.repository,
                 others,
