@@ -116,6 +116,11 @@ impl Runner {
     }
 
     /// The one error annotation of a failed run.
+    /// One line of the action's own progress (a layer pushed, a tag put), in the log.
+    pub fn line(&self, line: &str) {
+        eprintln!("{line}");
+    }
+
     pub fn error(&self, title: &str, message: &str) {
         if self.in_actions {
             command("error", &[("title", title)], message);

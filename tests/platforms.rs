@@ -315,6 +315,52 @@ fn one_platform_pushes_one_image_manifest() {
     );
 }
 
+/// Regression: "policies run at different times". With several platforms the policies
+/// were joined with the whole build-push-index, so a lifecycle policy ECR rejected
+/// failed the run only after every tag had moved to the new index. Now, for one platform
+/// as for two, a rejected policy fails the run before the first tag moves: nothing is
+/// under the tag, and there are no outputs.
+#[test]
+fn a_rejected_policy_fails_a_multi_platform_run_before_any_tag_moves() {
+    let standin = standin();
+    let policy = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":1},"action":{"type":"expire"}}]}"#;
+    for platforms in ["linux/amd64", "linux/amd64,linux/arm64"] {
+        let repo = unique("policyfirst");
+        standin.inject_fault(&serde_json::json!({
+            "route": "api",
+            "mode": "status",
+            "status": 400,
+            "error": "InvalidParameterException",
+            "message": "Invalid parameter at 'LifecyclePolicyText' failed to satisfy constraint",
+            "action": "PutLifecyclePolicy",
+            "repository": repo,
+        }));
+        let run = standin
+            .action(workspace().path())
+            .input("repository", &repo)
+            .input("platforms", platforms)
+            .input("lifecycle-policy", policy)
+            .run();
+        assert!(
+            !run.success,
+            "{platforms}: the run succeeded:\n{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("LifecyclePolicyText"),
+            "{platforms}: the error names ECR's refusal:\n{}",
+            run.stderr
+        );
+        assert_eq!(
+            standin.moto_digest(&repo, "latest"),
+            None,
+            "{platforms}: the tag moved before the policy was confirmed:\n{}",
+            run.stderr
+        );
+        assert!(run.outputs.is_empty(), "{platforms}: {:?}", run.outputs);
+    }
+}
+
 /// The deprecated `platform` still builds, with a warning.
 #[test]
 fn deprecated_platform_input_warns() {

@@ -1,6 +1,6 @@
 //! The Docker side, through the Engine API: connecting ([`Engine::connect`]), the build
 //! context ([`context`], [`dockerignore`]), the build ([`build`], [`buildkit`]) and the
-//! push: through the daemon ([`push`]) or straight to the registry ([`direct`]).
+//! push: through the daemon ([`push`]) (the direct push is [`crate::publish`]).
 
 pub mod build;
 pub mod buildkit;
@@ -72,7 +72,7 @@ pub struct Engine {
 }
 
 /// The daemon's image store, from `docker info`: it decides what the export API gives
-/// and so how the direct push sends an image ([`direct`]).
+/// and so how the direct push sends an image ([`crate::publish`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageStore {
     /// The graph-driver store (overlay2, …): layers are kept uncompressed, the image ID is

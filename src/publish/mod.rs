@@ -41,6 +41,7 @@ pub mod export;
 pub mod gzip;
 pub mod index;
 pub mod manifest;
+mod pipeline;
 pub mod reuse;
 pub mod route;
 mod stream;
@@ -53,6 +54,7 @@ use std::time::Instant;
 
 pub use self::compression::Compression;
 pub use self::manifest::PushedManifest;
+pub use self::pipeline::{publish, Published};
 use crate::engine::{Engine, ImageStore};
 use crate::registry::RetryPolicy;
 use crate::registry::{rules, Failure, Login, Mounting, Registry, SetupError};
@@ -413,27 +415,47 @@ pub async fn upload_image(
         rules::check_layer_count(diff_ids.len())
             .map_err(|why| DirectPushError::image(image_id, reg, why))?;
     }
-    // Boxed: each source's state machine is large, and the caller's future need not be.
-    match engine.store {
-        ImageStore::Classic => {
-            Box::pin(classic::upload(
-                &engine.docker,
-                image_id,
-                reg,
-                options,
-                on_line,
-            ))
-            .await
+    ImageSource::of(engine)
+        .upload(image_id, reg, options, on_line)
+        .await
+}
+
+/// Where a built image's blobs and manifest come from: the engine's image store decides
+/// what its export holds, and so what the push does with it.
+#[derive(Debug, Clone, Copy)]
+pub enum ImageSource<'a> {
+    /// [`classic`]: `docker save`, uncompressed layers and no manifest; the layers are
+    /// compressed here and the manifest is built here.
+    Classic(&'a bollard::Docker),
+    /// [`containerd`]: an OCI layout of the stored, compressed blobs and the stored
+    /// manifest, sent as they are.
+    Containerd(&'a bollard::Docker),
+}
+
+impl<'a> ImageSource<'a> {
+    pub fn of(engine: &'a Engine) -> Self {
+        match engine.store {
+            ImageStore::Classic => Self::Classic(&engine.docker),
+            ImageStore::Containerd => Self::Containerd(&engine.docker),
         }
-        ImageStore::Containerd => {
-            Box::pin(containerd::upload(
-                &engine.docker,
-                image_id,
-                reg,
-                options,
-                on_line,
-            ))
-            .await
+    }
+
+    /// Uploads every blob of `image_id` to `reg`'s repository; its manifest, not yet put.
+    pub async fn upload(
+        self,
+        image_id: &str,
+        reg: &Arc<Registry>,
+        options: &DirectOptions,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<UploadedImage, DirectPushError> {
+        // Boxed: each source's state machine is large, and the caller's future need not be.
+        match self {
+            Self::Classic(docker) => {
+                Box::pin(classic::upload(docker, image_id, reg, options, on_line)).await
+            }
+            Self::Containerd(docker) => {
+                Box::pin(containerd::upload(docker, image_id, reg, options, on_line)).await
+            }
         }
     }
 }

@@ -89,7 +89,6 @@ fn daemon_keeps_compression(store: ImageStore, compression: Compression) -> bool
 /// What the push needs beyond the inputs.
 #[derive(Debug)]
 pub struct PushRun<'a> {
-    pub engine: &'a Engine,
     pub auth: &'a RegistryAuth,
     /// Images in the registry whose layers ours may share (for the direct push).
     pub reuse_from: Vec<String>,
@@ -134,6 +133,7 @@ const DAEMON_PUSH_MARGIN: std::time::Duration = std::time::Duration::from_secs(3
 pub async fn push(
     route: Route,
     run: &PushRun<'_>,
+    engine: &Engine,
     inputs: &Inputs,
     image_id: &str,
     repository_ref: &str,
@@ -148,11 +148,11 @@ pub async fn push(
         auth: &auth,
     };
     match route {
-        Route::Daemon => daemon(run, target, &inputs.tags, runner).await,
+        Route::Daemon => daemon(run, engine, target, &inputs.tags, runner).await,
         Route::Direct { fallback } => {
             let pushed = {
                 let _group = runner.group(&format!("Push {repository_ref} (direct)"));
-                direct_push(run, inputs, image_id).await
+                direct_push(run, engine, inputs, image_id, runner).await
             };
             match pushed {
                 Ok(pushed) => Ok(pushed),
@@ -161,7 +161,7 @@ pub async fn push(
                         "the direct push cannot send this image ({err}); pushing through the \
                          Docker daemon instead"
                     ));
-                    let pushed = daemon(run, target, &inputs.tags, runner).await?;
+                    let pushed = daemon(run, engine, target, &inputs.tags, runner).await?;
                     Ok(Pushed {
                         engine_used: "daemon (fallback)",
                         ..pushed
@@ -170,12 +170,13 @@ pub async fn push(
                 Err(err) => Err(err.into()),
             }
         }
-        Route::DaemonBlobs => daemon_blobs(run, inputs, target, runner).await,
+        Route::DaemonBlobs => daemon_blobs(run, engine, inputs, target, runner).await,
     }
 }
 
 async fn daemon(
     run: &PushRun<'_>,
+    engine: &Engine,
     target: PushTarget<'_>,
     tags: &[String],
     runner: &Runner,
@@ -189,7 +190,7 @@ async fn daemon(
              or `on-tag-exists: skip`"
         );
     }
-    let pushed = push::push(run.engine, target, &tags, run.retry, runner).await?;
+    let pushed = push::push(engine, target, &tags, run.retry, runner).await?;
     run.check_present_after(&pushed.digest)?;
     Ok(Pushed {
         digest: pushed.digest,
@@ -200,8 +201,10 @@ async fn daemon(
 
 async fn direct_push(
     run: &PushRun<'_>,
+    engine: &Engine,
     inputs: &Inputs,
     image_id: &str,
+    runner: &Runner,
 ) -> Result<Pushed, publish::DirectPushError> {
     let options = DirectOptions {
         reuse_from: run.reuse_from.clone(),
@@ -214,7 +217,7 @@ async fn direct_push(
     let keep =
         |digest: &str| repository::check_present(run.present, digest).map_err(|e| format!("{e:#}"));
     let pushed = publish::push_keeping(
-        run.engine,
+        engine,
         image_id,
         &inputs.repository,
         &inputs.tags,
@@ -222,7 +225,7 @@ async fn direct_push(
         run.retry,
         &options,
         keep,
-        |line| eprintln!("{line}"),
+        |line| runner.line(line),
     )
     .await?;
     tracing::info!(
@@ -245,6 +248,7 @@ async fn direct_push(
 /// [`Route::DaemonBlobs`].
 async fn daemon_blobs(
     run: &PushRun<'_>,
+    engine: &Engine,
     inputs: &Inputs,
     target: PushTarget<'_>,
     runner: &Runner,
@@ -254,13 +258,13 @@ async fn daemon_blobs(
         // Every tag holds an image already: only the direct push can tell, before
         // moving any, whether it is this one.
         let _group = runner.group(&format!("Push {} (direct)", target.repository_ref));
-        return Ok(direct_push(run, inputs, target.image_id).await?);
+        return Ok(direct_push(run, engine, inputs, target.image_id, runner).await?);
     };
     let group = runner.group(&format!(
         "Push {} (the daemon's pusher sends the stored blobs, the direct push the other tags)",
         target.repository_ref
     ));
-    match push::push_one(run.engine, target, first, run.retry).await {
+    match push::push_one(engine, target, first, run.retry).await {
         // One tag: the daemon's push was the whole of it.
         Ok(pushed) if others.is_empty() => {
             run.check_present_after(&pushed.digest)?;
@@ -279,7 +283,7 @@ async fn daemon_blobs(
                 &run.auth.login(),
                 run.retry,
                 run.network,
-                |line| eprintln!("{line}"),
+                |line| runner.line(line),
             )
             .await?;
             tracing::info!(
@@ -302,7 +306,7 @@ async fn daemon_blobs(
                  directly instead"
             ));
             let _group = runner.group(&format!("Push {} (direct)", target.repository_ref));
-            let pushed = direct_push(run, inputs, target.image_id).await?;
+            let pushed = direct_push(run, engine, inputs, target.image_id, runner).await?;
             Ok(Pushed {
                 engine_used: "direct (fallback)",
                 ..pushed
