@@ -508,6 +508,35 @@ impl Registry {
 mod tests {
     use super::*;
 
+    /// Regression: "upload `Location`s on another host still get the registry's Basic
+    /// credentials". Only a URL on the registry's own host gets them: not an upload
+    /// `Location` or a blob redirect on another host (S3), nor a host that merely starts
+    /// with the registry's name.
+    #[test]
+    fn credentials_go_to_the_registry_host_only() {
+        let host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+        let login = Login {
+            host: host.to_string(),
+            credentials: Credentials {
+                username: "AWS".into(),
+                password: crate::credentials::Secret::new("password".into()),
+                expires_at: None,
+            },
+            renew: None,
+        };
+        let reg = Registry::connect(&login, "app", RetryPolicy::DEFAULT, &Network::default())
+            .expect("a client");
+        assert!(reg.own_host(&format!("https://{host}/v2/app/blobs/uploads/1")));
+        assert!(reg.own_host(&reg.absolute("/v2/app/blobs/uploads/2")));
+        for elsewhere in [
+            "https://prod-eu-west-1-starport-layer-bucket.s3.eu-west-1.amazonaws.com/x",
+            &format!("https://{host}.attacker.example/v2/app/blobs/uploads/3"),
+            "https://uploads.example/v2/app/blobs/uploads/4",
+        ] {
+            assert!(!reg.own_host(elsewhere), "{elsewhere}");
+        }
+    }
+
     /// Retries wait between half and all of the policy's delay.
     #[test]
     fn retries_are_jittered_within_bounds() {
