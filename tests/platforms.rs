@@ -459,3 +459,46 @@ fn platform_hosts_build_a_platform_on_its_own_engine() {
         "{local_tag} is on the main engine"
     );
 }
+
+/// Regression: the one-platform flow ignored `platform-hosts` (the single-platform path
+/// built on `DOCKER_HOST` whatever the input said). One platform is the one-member case
+/// of the same builds now: it builds on its own host, is tagged there under the plain
+/// tags, and is pushed from there as one image manifest.
+#[test]
+fn one_platform_builds_on_its_own_host() {
+    let second = second_engine();
+    wait_for_engine(second);
+    let standin = standin();
+    let repo = unique("onehost");
+    let run = standin
+        .action(workspace().path())
+        .input("repository", &repo)
+        .input("platforms", "linux/arm64")
+        .input("platform-hosts", &format!("linux/arm64={second}"))
+        .run();
+    run.assert_success();
+    assert!(
+        run.stderr
+            .contains(&format!("linux/arm64: builds on {second} (Docker ")),
+        "{}",
+        run.stderr
+    );
+    let (media_type, manifest) = registry_manifest(&repo, "latest");
+    assert_eq!(
+        media_type, "application/vnd.docker.distribution.manifest.v2+json",
+        "{manifest}"
+    );
+    let local_tag = format!("{}/{repo}:latest", standin.registry);
+    let on_second = Command::new("docker")
+        .args(["-H", second, "image", "inspect", "-f", "{{.Architecture}}"])
+        .arg(&local_tag)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&on_second.stdout).trim(), "arm64");
+    assert!(
+        !docker_output(&["image", "inspect", &local_tag])
+            .status
+            .success(),
+        "{local_tag} is on the main engine"
+    );
+}
