@@ -152,7 +152,10 @@ impl PlatformBuilds {
             })
         });
         let connected = futures_util::future::try_join_all(hosts).await?;
-        let wanted: Vec<Option<Platform>> = if inputs.platforms.is_empty() {
+        // A leg of a shared build builds its share (`build-platforms`) only.
+        let wanted: Vec<Option<Platform>> = if !inputs.build_platforms.is_empty() {
+            inputs.build_platforms.iter().cloned().map(Some).collect()
+        } else if inputs.platforms.is_empty() {
             vec![None]
         } else {
             inputs.platforms.iter().cloned().map(Some).collect()
@@ -361,31 +364,28 @@ impl PlatformBuilds {
             build_time,
         })
     }
+}
 
-    /// `on-tag-exists: skip` with several platforms: whether the existing image at
-    /// `digest` is an index of exactly these platforms; its entries when it is.
-    pub async fn existing_index(
-        &self,
-        ecr: &Ecr,
-        inputs: &Inputs,
-        digest: &str,
-    ) -> anyhow::Result<Option<Vec<(Platform, String)>>> {
-        let manifest = ecr
-            .image_manifest(&inputs.repository, inputs.registry_id.as_deref(), digest)
-            .await?;
-        let Some(entries) = manifest.as_deref().and_then(index::entries) else {
-            return Ok(None);
-        };
-        let mut found: Vec<&Platform> = entries.iter().map(|(p, _)| p).collect();
-        let mut wanted: Vec<&Platform> = self
-            .members
-            .iter()
-            .filter_map(|m| m.platform.as_ref())
-            .collect();
-        found.sort();
-        wanted.sort();
-        Ok((found == wanted).then_some(entries))
-    }
+/// `on-tag-exists: skip` with several platforms (in this run, or across the legs of a
+/// shared build): whether the existing image at `digest` is an index of exactly
+/// `platforms`; its entries when it is.
+pub async fn existing_index(
+    ecr: &Ecr,
+    inputs: &Inputs,
+    digest: &str,
+) -> anyhow::Result<Option<Vec<(Platform, String)>>> {
+    let manifest = ecr
+        .image_manifest(&inputs.repository, inputs.registry_id.as_deref(), digest)
+        .await?;
+    let Some(entries) = manifest.as_deref().and_then(index::entries) else {
+        return Ok(None);
+    };
+    let mut found: Vec<&Platform> = entries.iter().map(|(p, _)| p).collect();
+    // The whole image, also in a leg of a shared build that builds a share of it.
+    let mut wanted: Vec<&Platform> = inputs.platforms.iter().collect();
+    found.sort();
+    wanted.sort();
+    Ok((found == wanted).then_some(entries))
 }
 
 /// The rows of a skipped run: the existing index's entries, in input order.
@@ -401,6 +401,7 @@ pub fn skipped_rows(platforms: &[Platform], entries: &[(Platform, String)]) -> V
             compressed_bytes: None,
             build_time: None,
             engine: "already in ECR".into(),
+            here: true,
         })
         .collect()
 }

@@ -73,6 +73,17 @@ pub const GITHUB_EVENT_NAME: &str = "GITHUB_EVENT_NAME";
 pub const GITHUB_EVENT_PATH: &str = "GITHUB_EVENT_PATH";
 /// The workflow's run number, counting from 1.
 pub const GITHUB_RUN_NUMBER: &str = "GITHUB_RUN_NUMBER";
+/// The workflow run's ID, the same in every job and matrix leg of the run, and across
+/// its re-runs: with `GITHUB_JOB`, what identifies a distributed build's legs.
+pub const GITHUB_RUN_ID: &str = "GITHUB_RUN_ID";
+/// Which attempt of the run this is: 1, then 2 for "Re-run failed jobs", and so on.
+pub const GITHUB_RUN_ATTEMPT: &str = "GITHUB_RUN_ATTEMPT";
+/// The job's ID in the workflow (the same in every leg of a matrix).
+pub const GITHUB_JOB: &str = "GITHUB_JOB";
+/// The runner's name and architecture (`X64`, `ARM64`), for the summary of a
+/// distributed build.
+pub const RUNNER_NAME: &str = "RUNNER_NAME";
+pub const RUNNER_ARCH: &str = "RUNNER_ARCH";
 /// A pull request's head branch (pull request events only).
 pub const GITHUB_HEAD_REF: &str = "GITHUB_HEAD_REF";
 /// `https://github.com`, or the GitHub Enterprise server.
@@ -142,6 +153,11 @@ pub struct GitHubContext {
     pub event_name: Option<String>,
     pub event_path: Option<PathBuf>,
     pub run_number: Option<String>,
+    pub run_id: Option<String>,
+    pub run_attempt: Option<String>,
+    pub job: Option<String>,
+    pub runner_name: Option<String>,
+    pub runner_arch: Option<String>,
     pub head_ref: Option<String>,
     pub server_url: Option<String>,
     pub repository: Option<String>,
@@ -226,6 +242,11 @@ impl Environment {
                 GITHUB_EVENT_NAME => env.github.event_name = non_empty(),
                 GITHUB_EVENT_PATH => env.github.event_path = non_empty().map(PathBuf::from),
                 GITHUB_RUN_NUMBER => env.github.run_number = non_empty(),
+                GITHUB_RUN_ID => env.github.run_id = non_empty(),
+                GITHUB_RUN_ATTEMPT => env.github.run_attempt = non_empty(),
+                GITHUB_JOB => env.github.job = non_empty(),
+                RUNNER_NAME => env.github.runner_name = non_empty(),
+                RUNNER_ARCH => env.github.runner_arch = non_empty(),
                 GITHUB_HEAD_REF => env.github.head_ref = non_empty(),
                 GITHUB_SERVER_URL => env.github.server_url = non_empty(),
                 GITHUB_REPOSITORY => env.github.repository = non_empty(),

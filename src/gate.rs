@@ -26,19 +26,21 @@ pub async fn wait_and_apply(
     runner: &Runner,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let Some(digest) = report.digest.clone() else {
-        return Ok(());
-    };
     let started = Instant::now();
-    // ECR scans image manifests, not an index: with several platforms, each platform's.
+    // ECR scans image manifests, not an index: with several platforms, each platform's
+    // that this run built (a shared build's leg gates its own share).
     let digests: Vec<String> = if report.platforms.is_empty() {
-        vec![digest.clone()]
+        report.digest.iter().cloned().collect()
     } else {
         report
             .platforms
             .iter()
+            .filter(|row| row.here)
             .filter_map(|row| row.digest.clone())
             .collect()
+    };
+    let Some(digest) = report.digest.clone().or_else(|| digests.first().cloned()) else {
+        return Ok(());
     };
     let request = crate::ecr::scan::ScanRequest {
         repository: &inputs.repository,

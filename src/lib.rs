@@ -114,7 +114,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     // The existing image of a skipped run passes the same gate as a new one: a re-run of
     // a job whose gate failed must not ship the image it rejected.
     if inputs.scan.wait {
-        if report.digest.is_some() {
+        if inputs.push {
             Box::pin(gate::wait_and_apply(&plan.ecr, inputs, runner, &mut report)).await?;
         } else {
             runner.warning("`scan: wait` has nothing to wait for: `push` is false");
@@ -149,28 +149,28 @@ async fn build(
     let images = images?;
     report.policies = policies?;
     report.build_time = Some(started.elapsed());
-    match images.as_slice() {
-        [one] => {
-            report.image_id.clone_from(&one.built.image_id);
-            report.local_size_bytes = Some(one.built.size_bytes);
-            report.builder = Some(plan.builder);
-            report.cache = one.built.cache;
-            report.platform.clone_from(&one.built.platform);
-        }
-        many => {
-            report.builder = Some(engine::build::BuilderKind::Buildkit);
-            report.platforms = many
-                .iter()
-                .filter_map(|image| image.platform.clone().map(|platform| (platform, image)))
-                .map(|(platform, image)| PlatformRow {
-                    platform,
-                    digest: None,
-                    compressed_bytes: None,
-                    build_time: Some(image.build_time),
-                    engine: image.engine_label.clone(),
-                })
-                .collect();
-        }
+    report.builder = Some(plan.builder);
+    if let [one] = images.as_slice() {
+        report.image_id.clone_from(&one.built.image_id);
+        report.local_size_bytes = Some(one.built.size_bytes);
+        report.cache = one.built.cache;
+        report.platform.clone_from(&one.built.platform);
+    }
+    // A row per platform when they make an index, here or across the legs of a shared
+    // build.
+    if images.len() > 1 || plan.shared.is_some() {
+        report.platforms = images
+            .iter()
+            .filter_map(|image| image.platform.clone().map(|platform| (platform, image)))
+            .map(|(platform, image)| PlatformRow {
+                platform,
+                digest: None,
+                compressed_bytes: None,
+                build_time: Some(image.build_time),
+                engine: image.engine_label.clone(),
+                here: true,
+            })
+            .collect();
     }
     Ok(images)
 }
@@ -187,6 +187,8 @@ async fn publish(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let run = PushRun {
+        ecr: &plan.ecr,
+        shared: plan.shared.as_ref(),
         auth: &plan.auth,
         reuse_from: plan.reuse_from.clone(),
         network: &plan.network,
@@ -197,24 +199,58 @@ async fn publish(
     };
     let published =
         publish::publish(&run, inputs, images, &report.repository_uri(), runner).await?;
-    confirm(&plan.ecr, inputs, runner, report, &published.digest).await?;
+    if let Some(digest) = &published.digest {
+        confirm(&plan.ecr, inputs, runner, report, digest).await?;
+    }
     let push_time = started.elapsed();
     tracing::info!(
-        "pushed {} tag(s) at {} in {:.1}s ({})",
-        inputs.tags.len(),
-        published.digest,
+        "pushed in {:.1}s ({})",
         push_time.as_secs_f64(),
         published.engine_used
     );
-    for (row, (digest, compressed)) in report.platforms.iter_mut().zip(&published.children) {
-        row.digest = Some(digest.clone());
-        row.compressed_bytes = Some(*compressed);
-    }
-    report.outcome = Outcome::Pushed;
+    record_children(report, &published.children);
+    report.outcome = if published.digest.is_some() {
+        Outcome::Pushed
+    } else {
+        Outcome::SharePushed
+    };
+    report.leg = published.leg;
     report.push_engine = Some(published.engine_used);
     report.blobs = published.blobs;
     report.push_time = Some(push_time);
     Ok(())
+}
+
+/// Each platform's digest and size in its row; another leg's platform (a shared build's
+/// index) gets a row of its own, named by the runner that built it.
+fn record_children(report: &mut Report, children: &[publish::PublishedChild]) {
+    for child in children {
+        if let Some(row) = report
+            .platforms
+            .iter_mut()
+            .find(|row| row.platform == child.platform)
+        {
+            row.digest = Some(child.digest.clone());
+            row.compressed_bytes = child.compressed_bytes;
+        } else {
+            report.platforms.push(PlatformRow {
+                platform: child.platform.clone(),
+                digest: Some(child.digest.clone()),
+                compressed_bytes: child.compressed_bytes,
+                build_time: None,
+                engine: child
+                    .built_by
+                    .as_ref()
+                    .map_or_else(String::new, |runner| format!("another leg: {runner}")),
+                here: false,
+            });
+        }
+    }
+    // Index order, which is `platforms` order.
+    let order: Vec<_> = children.iter().map(|c| c.platform.clone()).collect();
+    report
+        .platforms
+        .sort_by_key(|row| order.iter().position(|p| *p == row.platform));
 }
 
 /// Has ECR confirm the pushed image (or index) `digest` under every tag, and records it

@@ -16,6 +16,7 @@ use crate::engine::{self, Engine};
 use crate::env::Environment;
 use crate::inputs::{Builder, InputError, Inputs, PushEngine};
 use crate::network;
+use crate::publish::legs::SharedBuild;
 use crate::registry::{self, Mounting, RetryPolicy};
 use crate::report::Report;
 use crate::repository::{self, TagPlan};
@@ -49,6 +50,8 @@ pub struct Plan {
     pub mounting: Mounting,
     /// Build (and, when pushing, the tags to leave alone), or skip.
     pub tags: TagPlan,
+    /// `build-platforms`: this run is one leg of a build shared by matrix legs.
+    pub shared: Option<SharedBuild>,
 }
 
 /// Decides and checks what the run will do, and starts its report.
@@ -57,6 +60,7 @@ pub async fn plan(
     env: &Environment,
     runner: &Runner,
 ) -> anyhow::Result<(Plan, Report)> {
+    let shared = SharedBuild::of(inputs, &env.github)?;
     let dockerfile = inputs.build.dockerfile_path();
     context::prepare(&inputs.build.context, &dockerfile).map_err(|e| context_input_error(&e))?;
     // Read already by `prepare`, which would have said why it cannot be.
@@ -112,7 +116,7 @@ pub async fn plan(
 
     // A build-only run leaves the repository alone.
     let tags = if inputs.push {
-        plan_tags(&ecr, inputs, &builds, engine.store, runner, &mut report).await?
+        plan_tags(&ecr, inputs, engine.store, runner, &mut report).await?
     } else {
         TagPlan::Build {
             present: Vec::new(),
@@ -145,6 +149,7 @@ pub async fn plan(
         spool_dir: env.spool_dir.clone(),
         mounting,
         tags,
+        shared,
     };
     Ok((plan, report))
 }
@@ -156,7 +161,6 @@ pub async fn plan(
 async fn plan_tags(
     ecr: &Ecr,
     inputs: &Inputs,
-    builds: &PlatformBuilds,
     store: engine::ImageStore,
     runner: &Runner,
     report: &mut Report,
@@ -170,8 +174,8 @@ async fn plan_tags(
         .await?;
     repository::warn_about_settings_not_applied(&state, inputs, runner);
     let mut tags = repository::plan_tags(ecr, inputs, &state, store).await?;
-    if let (true, TagPlan::Skip { digest, .. }) = (builds.is_multi(), &tags) {
-        if let Some(entries) = builds.existing_index(ecr, inputs, digest).await? {
+    if let (true, TagPlan::Skip { digest, .. }) = (inputs.platforms.len() > 1, &tags) {
+        if let Some(entries) = builds::existing_index(ecr, inputs, digest).await? {
             report.platforms = builds::skipped_rows(&inputs.platforms, &entries);
         } else {
             if let Some(tag) = inputs.tags.iter().find(|t| state.tag_is_immutable(t)) {

@@ -8,6 +8,15 @@ use crate::ecr::Repository;
 use crate::engine::build::{BuilderKind, CacheStats};
 use crate::inputs::Inputs;
 
+/// The outputs that name the image under the tags: a leg of a shared build that did not
+/// assemble the index leaves them out.
+const IMAGE_OUTPUTS: [&str; 4] = [
+    "image-uri",
+    "image-digest",
+    "image-uri-by-digest",
+    "image-uris",
+];
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -18,6 +27,9 @@ pub enum Outcome {
     Skipped,
     /// Pushed, and the scan gate failed: the image is in ECR, no outputs are written.
     ScanFailed,
+    /// A leg of a shared build pushed its share by digest and left the index to the
+    /// legs that build the platforms not recorded yet.
+    SharePushed,
 }
 
 /// The result of a run, from which outputs and the summary are rendered.
@@ -54,6 +66,8 @@ pub struct Report {
     pub platforms: Vec<PlatformRow>,
     /// Tags ECR showed at another image after the push: not in the outputs.
     pub moved_tags: Vec<String>,
+    /// A leg of a shared build (`build-platforms`): what became of the index.
+    pub leg: Option<crate::publish::pipeline::Leg>,
 }
 
 /// One platform of a multi-platform build.
@@ -64,8 +78,12 @@ pub struct PlatformRow {
     pub digest: Option<String>,
     pub compressed_bytes: Option<u64>,
     pub build_time: Option<Duration>,
-    /// Which engine built it: `DOCKER_HOST` value, version, and how it ran the platform.
+    /// Which engine built it: `DOCKER_HOST` value, version, and how it ran the platform;
+    /// or, for another leg's platform in a shared build, its runner.
     pub engine: String,
+    /// Built (or, for a skipped run, found) by this run: the scan gate covers it, and
+    /// `platform-digests` names it. Another leg's platform in the index is not.
+    pub here: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +124,7 @@ impl Report {
             platforms: Vec::new(),
             scan: None,
             moved_tags: Vec::new(),
+            leg: None,
         }
     }
 
@@ -117,7 +136,7 @@ impl Report {
                 map.insert(platform.to_string(), digest.clone().into());
             }
         }
-        for row in &self.platforms {
+        for row in self.platforms.iter().filter(|row| row.here) {
             if let Some(digest) = &row.digest {
                 map.insert(row.platform.to_string(), digest.clone().into());
             }
@@ -178,7 +197,7 @@ impl Report {
         // A skipped run's tags are in ECR too, pointing at the image it outputs.
         let pushed: Vec<&String> = match self.outcome {
             Outcome::Pushed | Outcome::Skipped | Outcome::ScanFailed => self.confirmed_references(),
-            Outcome::BuiltOnly => Vec::new(),
+            Outcome::BuiltOnly | Outcome::SharePushed => Vec::new(),
         };
         // The first tag's reference, unless ECR showed it at another image: then this
         // run's image by digest.
@@ -186,7 +205,7 @@ impl Report {
             Some(_) if self.first_tag_moved() => by_digest.clone(),
             first => first.cloned().unwrap_or_default(),
         };
-        vec![
+        let mut outputs = vec![
             ("registry", self.registry.clone()),
             ("repository-uri", self.repository_uri()),
             ("image-uri", image_uri),
@@ -208,7 +227,24 @@ impl Report {
                     .map(crate::gate::Gate::findings_json)
                     .unwrap_or_default(),
             ),
-        ]
+            ("index-assembled", self.index_assembled().to_string()),
+        ];
+        // A leg that left the index to the others names no image: in a matrix, the
+        // outputs of whichever leg ends last are the job's, and only the assembling leg
+        // knows the index.
+        if self.outcome == Outcome::SharePushed {
+            outputs.retain(|(name, _)| !IMAGE_OUTPUTS.contains(name));
+        }
+        outputs
+    }
+
+    /// Whether this run put an image index under the tags: a multi-platform run, or
+    /// the leg of a shared build that completed the set.
+    pub fn index_assembled(&self) -> bool {
+        match &self.leg {
+            Some(leg) => leg.assembled,
+            None => self.outcome == Outcome::Pushed && !self.platforms.is_empty(),
+        }
     }
 
     /// The job summary: what was pushed, where, and with which repository settings.
@@ -222,8 +258,12 @@ impl Report {
                 "Already in ECR, not rebuilt, and the scan gate failed for"
             }
             Outcome::ScanFailed => "Pushed, but the scan gate failed for",
+            Outcome::SharePushed => "Pushed this leg's share of",
         };
         let _ = writeln!(md, "### {verb} `{}`\n", self.repository);
+        if let Some(leg) = &self.leg {
+            md.push_str(&leg_markdown(leg, &self.platforms));
+        }
         md.push_str("| | |\n|---|---|\n");
         for reference in &self.references {
             let _ = writeln!(md, "| Image | `{reference}` |");
@@ -351,6 +391,37 @@ impl Report {
     }
 }
 
+/// What a leg of a shared build did, above the table.
+fn leg_markdown(leg: &crate::publish::pipeline::Leg, rows: &[PlatformRow]) -> String {
+    let here: Vec<String> = rows
+        .iter()
+        .filter(|r| r.here)
+        .map(|r| r.platform.to_string())
+        .collect();
+    let mut md = format!(
+        "One leg of a shared build (`ebp-leg-{}`): this leg built {}. ",
+        leg.build_id,
+        here.join(", ")
+    );
+    if leg.assembled {
+        let _ = write!(
+            md,
+            "Every platform was recorded, and this leg put the index under every tag \
+             ({} record(s) removed).\n\n",
+            leg.records_removed
+        );
+    } else {
+        let missing: Vec<String> = leg.missing.iter().map(ToString::to_string).collect();
+        let _ = write!(
+            md,
+            "Not recorded yet: {}; the leg that builds the last of them puts the index \
+             under the tags below.\n\n",
+            missing.join(", ")
+        );
+    }
+    md
+}
+
 fn human_bytes(bytes: i64) -> String {
     #[allow(clippy::cast_precision_loss)]
     let value = bytes as f64;
@@ -401,6 +472,7 @@ mod tests {
             platforms: Vec::new(),
             scan: None,
             moved_tags: Vec::new(),
+            leg: None,
         }
     }
 

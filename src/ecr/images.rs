@@ -101,6 +101,94 @@ impl Ecr {
             .map(ToString::to_string))
     }
 
+    /// The images under `tags` (those that exist), as ECR serves them: (tag, digest,
+    /// manifest). One `BatchGetImage` for all: a missing tag is a failure entry in its
+    /// answer, not an error.
+    pub async fn images_by_tag(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        tags: &[String],
+    ) -> anyhow::Result<Vec<(String, String, String)>> {
+        let ids = tags
+            .iter()
+            .map(|tag| ImageIdentifier::builder().image_tag(tag).build())
+            .collect();
+        let response = self
+            .client
+            .batch_get_image()
+            .repository_name(name)
+            .set_registry_id(registry_id.map(ToString::to_string))
+            .set_image_ids(Some(ids))
+            .set_accepted_media_types(Some(MANIFEST_TYPES.map(String::from).to_vec()))
+            .send()
+            .await
+            .map_err(api_error)
+            .with_context(|| format!("cannot read tags {} in `{name}`", tags.join(", ")))?;
+        Ok(response
+            .images()
+            .iter()
+            .filter_map(|image| {
+                let id = image.image_id()?;
+                Some((
+                    id.image_tag()?.to_string(),
+                    id.image_digest()?.to_string(),
+                    image.image_manifest()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
+    /// Deletes the images at `digests` with every tag they have (`BatchDeleteImage`).
+    /// One already gone is no failure; any other failure is returned, with its image.
+    pub async fn delete_images(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        digests: &[String],
+    ) -> anyhow::Result<()> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        let ids = digests
+            .iter()
+            .map(|digest| ImageIdentifier::builder().image_digest(digest).build())
+            .collect();
+        let response = self
+            .client
+            .batch_delete_image()
+            .repository_name(name)
+            .set_registry_id(registry_id.map(ToString::to_string))
+            .set_image_ids(Some(ids))
+            .send()
+            .await
+            .map_err(api_error)
+            .with_context(|| format!("cannot delete {} in `{name}`", digests.join(", ")))?;
+        let failed: Vec<String> = response
+            .failures()
+            .iter()
+            .filter(|f| {
+                f.failure_code()
+                    .map(aws_sdk_ecr::types::ImageFailureCode::as_str)
+                    != Some("ImageNotFound")
+            })
+            .map(|f| {
+                format!(
+                    "{}: {}",
+                    f.image_id()
+                        .and_then(|id| id.image_digest())
+                        .unwrap_or_default(),
+                    f.failure_reason().unwrap_or_default()
+                )
+            })
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("ECR did not delete {} in `{name}`", failed.join("; "))
+        }
+    }
+
     /// Confirms that ECR holds the pushed `digest` and returns what it reports. A tag that
     /// points elsewhere by now (another run pushed the same tag meanwhile) is reported in
     /// `moved_tags`, not as an error: this run's image is in ECR under its digest.

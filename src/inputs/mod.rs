@@ -91,6 +91,8 @@ pub struct Inputs {
     pub platforms: Vec<Platform>,
     /// Engines that build a platform natively (`platform-hosts`).
     pub platform_hosts: Vec<PlatformHost>,
+    /// This matrix leg's share of `platforms` (`build-platforms`); empty: all, here.
+    pub build_platforms: Vec<Platform>,
     /// Warnings about the inputs themselves (a deprecated name), for the log.
     pub warnings: Vec<String>,
 }
@@ -216,6 +218,8 @@ impl Inputs {
         let (platforms, warnings) = parse_platform_inputs(raw)?;
         let platform_hosts =
             platforms::parse_platform_hosts(&raw.get("platform-hosts"), &platforms)?;
+        let build_platforms =
+            platforms::parse_build_platforms(&raw.get("build-platforms"), &platforms, push)?;
 
         let context = raw.get("context");
         let dockerfile = raw.optional("dockerfile");
@@ -351,6 +355,7 @@ impl Inputs {
             aws_region,
             platforms,
             platform_hosts,
+            build_platforms,
             warnings,
             scan,
         })

@@ -190,6 +190,53 @@ pub fn parse_platforms(input: &str, text: &str) -> Result<Vec<Platform>, InputEr
     Ok(platforms)
 }
 
+/// Parses `build-platforms`: this matrix leg's share of `platforms` (empty: all of them,
+/// built here). A share splits a multi-platform image across runners, so it needs two
+/// or more `platforms`, each share platform among them, and a push (the legs meet in
+/// the repository).
+pub fn parse_build_platforms(
+    text: &str,
+    platforms: &[Platform],
+    push: bool,
+) -> Result<Vec<Platform>, InputError> {
+    const INPUT: &str = "build-platforms";
+    let share = parse_platforms(INPUT, text)?;
+    if share.is_empty() {
+        return Ok(share);
+    }
+    if platforms.len() < 2 {
+        return Err(InputError::invalid(
+            INPUT,
+            text.trim(),
+            "a share of the platforms needs two or more `platforms` (the whole image, \
+             the same in every leg); with one platform, leave `build-platforms` out",
+        ));
+    }
+    if let Some(stray) = share.iter().find(|p| !platforms.contains(p)) {
+        return Err(InputError::invalid(
+            INPUT,
+            text.trim(),
+            format!(
+                "{stray} is not one of `platforms` ({}); `platforms` lists the whole image, \
+                 the same in every leg, and `build-platforms` this leg's share of it",
+                platforms
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ));
+    }
+    if !push {
+        return Err(InputError::invalid(
+            INPUT,
+            text.trim(),
+            "the legs of a shared build meet in the repository, so `push` must be true",
+        ));
+    }
+    Ok(share)
+}
+
 /// One `platform-hosts` line: the platform built on the engine at `host`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlatformHost {
@@ -294,6 +341,49 @@ mod tests {
         let err = parse_platforms("platforms", "linux/arm64,linux/arm64/v8").unwrap_err();
         assert!(err.to_string().contains("listed twice"), "{err}");
         assert!(err.to_string().contains("input `platforms`"), "{err}");
+    }
+
+    /// `build-platforms` is a share of `platforms`: each of its platforms listed there,
+    /// two or more platforms in all, and a push; empty means all, built here.
+    #[test]
+    fn build_platforms_are_a_share_of_platforms() {
+        let platforms = parse_platforms("platforms", "linux/amd64,linux/arm64").unwrap();
+        let share = parse_build_platforms("linux/arm64/v8", &platforms, true).unwrap();
+        assert_eq!(share, vec![Platform::parse("linux/arm64").unwrap()]);
+        assert!(parse_build_platforms("", &platforms, true)
+            .unwrap()
+            .is_empty());
+        for (text, list, push, why) in [
+            (
+                "linux/s390x",
+                "linux/amd64,linux/arm64",
+                true,
+                "not one of `platforms`",
+            ),
+            (
+                "linux/amd64",
+                "linux/amd64",
+                true,
+                "two or more `platforms`",
+            ),
+            (
+                "linux/amd64",
+                "linux/amd64,linux/arm64",
+                false,
+                "`push` must be true",
+            ),
+            (
+                "linux/amd64,linux/amd64",
+                "linux/amd64,linux/arm64",
+                true,
+                "listed twice",
+            ),
+        ] {
+            let platforms = parse_platforms("platforms", list).unwrap();
+            let err = parse_build_platforms(text, &platforms, push).unwrap_err();
+            assert!(err.to_string().contains(why), "{text}: {err}");
+            assert!(err.to_string().contains("input `build-platforms`"), "{err}");
+        }
     }
 
     /// A host line names one of `platforms`, once, with a `DOCKER_HOST` value.

@@ -151,6 +151,7 @@ mod tests {
             "compression-level",
             "secrets",
             "cache-from",
+            "build-platforms",
         ] {
             assert!(inputs.contains(&name), "action.yml lacks input {name}");
         }
@@ -166,7 +167,8 @@ mod tests {
                 "image-uris",
                 "image-id",
                 "platform-digests",
-                "scan-findings"
+                "scan-findings",
+                "index-assembled"
             ]
         );
         assert!(spec.input("repository").unwrap().required);

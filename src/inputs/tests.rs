@@ -59,10 +59,12 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
     let spec = ActionSpec::embedded();
     // `platform` is the deprecated alias of `platforms`, and giving both is an error: it
     // has a test of its own (`deprecated_platform_is_an_alias_of_platforms`).
+    // `build-platforms` needs `push: true`, which the samples turn off: it is read here
+    // (unset) and has its test (`build_platforms_make_a_leg_of_a_shared_build`).
     let all: BTreeMap<String, String> = spec
         .inputs
         .iter()
-        .filter(|i| i.name != "platform")
+        .filter(|i| i.name != "platform" && i.name != "build-platforms")
         .map(|i| (i.name.clone(), sample(&i.name).to_string()))
         .collect();
     let (parsed, mut read) =
@@ -76,7 +78,7 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
 
     // Dropping one input at a time (back to its default) must change the result.
     for input in &spec.inputs {
-        if input.required || input.name == "platform" {
+        if input.required || input.name == "platform" || input.name == "build-platforms" {
             continue;
         }
         let mut without = all.clone();
@@ -89,6 +91,7 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
         if input.name == "platforms" {
             without.remove("platform-hosts");
         }
+
         // Exclusion filters go with a `*_WITH_EXCLUSION` setting, which needs them: drop
         // both together, either way.
         if input.name.starts_with("image-tag-mutability") {
@@ -464,4 +467,20 @@ fn tag_mutability_takes_exclusion_filters_with_exclusion_settings_only() {
             "{pairs:?}: {err}"
         );
     }
+}
+
+/// `build-platforms` makes the run one leg of a shared build: its share is parsed and
+/// normalised; without it the run builds every platform.
+#[test]
+fn build_platforms_make_a_leg_of_a_shared_build() {
+    let base = [
+        ("repository", "app"),
+        ("platforms", "linux/amd64,linux/arm64"),
+    ];
+    assert!(parse(&base).unwrap().build_platforms.is_empty());
+    let mut with_share = base.to_vec();
+    with_share.push(("build-platforms", "linux/arm64/v8"));
+    let leg = parse(&with_share).unwrap();
+    assert_eq!(leg.build_platforms.len(), 1);
+    assert_eq!(leg.build_platforms[0].to_string(), "linux/arm64");
 }

@@ -1,7 +1,8 @@
 //! The publish phase: the built images go to the registry as one image manifest under
 //! every tag (one platform), or as one image manifest per platform, by digest and
-//! untagged, and one index under every tag (several). One platform's pusher is the
-//! [`Route`] chosen for its engine; several platforms are always pushed directly (the
+//! untagged, and one index under every tag (several; or, for a leg of a shared build,
+//! once every leg has recorded its platforms: [`super::legs`]). One platform's pusher is
+//! the [`Route`] chosen for its engine; several platforms are always pushed directly (the
 //! daemon's pusher cannot push by digest, and the classic store cannot hold an index).
 
 use std::sync::Arc;
@@ -9,11 +10,12 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use super::index::{self, Child};
+use super::index::{Child, Index};
+use super::legs::{LegOutcome, Records, SharedBuild};
 use super::route::{self, PushRun, Route};
-use super::{upload_image, BlobStats, DirectOptions};
+use super::{upload_image, BlobStats, DirectOptions, DirectPushError};
 use crate::builds::PlatformImage;
-use crate::inputs::Inputs;
+use crate::inputs::{Inputs, Platform};
 use crate::registry::Registry;
 use crate::repository;
 use crate::runner::Runner;
@@ -21,19 +23,45 @@ use crate::runner::Runner;
 /// What the publish phase pushed: the digest under every tag, and what it cost.
 #[derive(Debug, Clone)]
 pub struct Published {
-    /// The image manifest's digest (one platform) or the index's (several).
-    pub digest: String,
+    /// The image manifest's digest (one platform) or the index's (several); `None` for
+    /// a leg of a shared build that left the index to the others.
+    pub digest: Option<String>,
     /// Which pusher sent it, for the log and the job summary.
     pub engine_used: &'static str,
     /// What the direct push's blobs cost; `None` when the daemon's pusher sent them.
     pub blobs: Option<BlobStats>,
-    /// Several platforms: each one's image manifest digest and compressed size, in the
-    /// order of the images.
-    pub children: Vec<(String, u64)>,
+    /// Several platforms: each platform's image manifest, in index order.
+    pub children: Vec<PublishedChild>,
+    /// A leg of a shared build: what became of the index.
+    pub leg: Option<Leg>,
+}
+
+/// One platform's image manifest, pushed by digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedChild {
+    pub platform: Platform,
+    pub digest: String,
+    /// Its layers' and config's compressed size, when this run pushed them.
+    pub compressed_bytes: Option<u64>,
+    /// For a shared build: the runner of the leg that built it, when not this one.
+    pub built_by: Option<String>,
+}
+
+/// A leg's part in a shared build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    /// This leg put the index under every tag.
+    pub assembled: bool,
+    /// Platforms no leg had recorded yet, left to the legs that build them.
+    pub missing: Vec<Platform>,
+    /// The build's ID, as in its record tags.
+    pub build_id: String,
+    /// Records removed once the index was put.
+    pub records_removed: usize,
 }
 
 /// Pushes `images` under every tag of `inputs`: the one image along its engine's route,
-/// or several as an index.
+/// or several as an index, or a leg's share of a shared build.
 pub async fn publish(
     run: &PushRun<'_>,
     inputs: &Inputs,
@@ -41,8 +69,9 @@ pub async fn publish(
     repository_ref: &str,
     runner: &Runner,
 ) -> anyhow::Result<Published> {
-    match images {
-        [one] => {
+    match (images, run.shared) {
+        (_, Some(build)) => Box::pin(leg(run, inputs, images, build, runner)).await,
+        ([one], None) => {
             let route = Route::choose(inputs, &one.engine, run.network);
             let pushed = route::push(
                 route,
@@ -55,13 +84,14 @@ pub async fn publish(
             )
             .await?;
             Ok(Published {
-                digest: pushed.digest,
+                digest: Some(pushed.digest),
                 engine_used: pushed.engine_used,
                 blobs: pushed.blobs,
                 children: Vec::new(),
+                leg: None,
             })
         }
-        many => Box::pin(index_of(run, inputs, many, repository_ref, runner)).await,
+        (many, None) => Box::pin(index_of(run, inputs, many, repository_ref, runner)).await,
     }
 }
 
@@ -79,13 +109,163 @@ async fn index_of(
         "Push {repository_ref} ({} platforms, direct)",
         images.len()
     ));
-    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let reg = Arc::new(Registry::connect(
+    let reg = connect(run, inputs)?;
+    let (children, blobs) = push_by_digest(&reg, run, inputs, images, runner).await?;
+    let index = Index::of(&children.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>());
+    let put = put_index(&reg, run, inputs, &index, runner).await?;
+    tracing::info!(
+        "pushed {} tag(s) at index {put} ({}, {} platforms) in {:.1}s (direct)",
+        inputs.tags.len(),
+        index.kind.media_type(),
+        children.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Published {
+        digest: Some(put),
+        engine_used: "direct",
+        blobs: Some(blobs),
+        children: children
+            .into_iter()
+            .map(|(child, compressed)| PublishedChild {
+                platform: child.platform,
+                digest: child.digest,
+                compressed_bytes: Some(compressed),
+                built_by: None,
+            })
+            .collect(),
+        leg: None,
+    })
+}
+
+/// A leg of a shared build: its share by digest, its records, and the index when the
+/// records show every platform.
+async fn leg(
+    run: &PushRun<'_>,
+    inputs: &Inputs,
+    images: &[PlatformImage],
+    build: &SharedBuild,
+    runner: &Runner,
+) -> anyhow::Result<Published> {
+    let started = Instant::now();
+    let group = runner.group(&format!(
+        "Push {} of {} (this leg's share, direct)",
+        describe(&build.share),
+        describe(&build.platforms)
+    ));
+    let reg = connect(run, inputs)?;
+    let (own, blobs) = push_by_digest(&reg, run, inputs, images, runner).await?;
+    let store = Records {
+        reg: &reg,
+        ecr: run.ecr,
+        repository: &inputs.repository,
+        registry_id: inputs.registry_id.as_deref(),
+        build,
+    };
+    let children: Vec<Child> = own.iter().map(|(c, _)| c.clone()).collect();
+    let outcome = store
+        .record_and_gather(&children, &mut |line| runner.line(line))
+        .await?;
+    let compressed = |digest: &str| {
+        own.iter()
+            .find(|(c, _)| c.digest == digest)
+            .map(|(_, bytes)| *bytes)
+    };
+    let mut leg = Leg {
+        assembled: false,
+        missing: Vec::new(),
+        build_id: build.id.clone(),
+        records_removed: 0,
+    };
+    let (digest, children) = match outcome {
+        LegOutcome::Waiting { missing } => {
+            leg.missing = missing;
+            let children = own
+                .iter()
+                .map(|(child, bytes)| PublishedChild {
+                    platform: child.platform.clone(),
+                    digest: child.digest.clone(),
+                    compressed_bytes: Some(*bytes),
+                    built_by: None,
+                })
+                .collect();
+            (None, children)
+        }
+        LegOutcome::Assembled { index, records } => {
+            let put = put_index(&reg, run, inputs, &index, runner).await?;
+            leg.assembled = true;
+            match store.remove_all().await {
+                Ok(removed) => leg.records_removed = removed,
+                Err(err) => runner.warning(&format!(
+                    "the index is in place, but the legs' records (tags `ebp-leg-{}-*`) \
+                     could not be removed: {err:#}; delete them by hand",
+                    build.id
+                )),
+            }
+            let children = records
+                .into_iter()
+                .map(|record| PublishedChild {
+                    compressed_bytes: compressed(&record.child.digest),
+                    built_by: (!build.share.contains(&record.child.platform))
+                        .then_some(record.runner),
+                    platform: record.child.platform,
+                    digest: record.child.digest,
+                })
+                .collect();
+            (Some(put), children)
+        }
+    };
+    drop(group);
+    match &digest {
+        Some(digest) => tracing::info!(
+            "this leg completed the set: index {digest} of {} under {} tag(s) in {:.1}s",
+            describe(&build.platforms),
+            inputs.tags.len(),
+            started.elapsed().as_secs_f64()
+        ),
+        None => tracing::info!(
+            "pushed {} by digest; {} not recorded yet: leaving the index to the legs that \
+             build {}",
+            describe(&build.share),
+            describe(&leg.missing),
+            if leg.missing.len() == 1 { "it" } else { "them" }
+        ),
+    }
+    Ok(Published {
+        digest,
+        engine_used: "direct",
+        blobs: Some(blobs),
+        children,
+        leg: Some(leg),
+    })
+}
+
+fn describe(platforms: &[Platform]) -> String {
+    platforms
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn connect(run: &PushRun<'_>, inputs: &Inputs) -> anyhow::Result<Arc<Registry>> {
+    Ok(Arc::new(Registry::connect(
         &run.auth.login(),
         &inputs.repository,
         run.retry,
         run.network,
-    )?);
+    )?))
+}
+
+/// Each image's blobs and manifest, by digest and untagged (the index names them), side
+/// by side; with each one's compressed size, and what the blobs cost in all.
+async fn push_by_digest(
+    reg: &Arc<Registry>,
+    run: &PushRun<'_>,
+    inputs: &Inputs,
+    images: &[PlatformImage],
+    runner: &Runner,
+) -> anyhow::Result<(Vec<(Child, u64)>, BlobStats)> {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let options = DirectOptions {
         reuse_from: run.reuse_from.clone(),
         // The platforms compress side by side: share the cores.
@@ -96,14 +276,13 @@ async fn index_of(
         mounting: run.mounting,
     };
     let pushes = images.iter().map(|image| {
-        let (reg, options) = (Arc::clone(&reg), &options);
+        let (reg, options) = (Arc::clone(reg), &options);
         async move {
             let platform = image
                 .platform
                 .clone()
                 .context("an index entry needs its platform")?;
             let mut on_line = |line: &str| runner.line(&format!("[{platform}] {line}"));
-            // Each platform's image goes by digest, untagged: the index names it.
             let uploaded = upload_image(
                 &image.engine,
                 &image.built.image_id,
@@ -124,35 +303,58 @@ async fn index_of(
             Ok::<_, anyhow::Error>((Child::of(platform, &uploaded.manifest), uploaded.stats))
         }
     });
-    let images_pushed = futures_util::future::try_join_all(pushes).await?;
+    let pushed = futures_util::future::try_join_all(pushes).await?;
     let mut blobs = BlobStats::default();
-    for (_, stats) in &images_pushed {
+    for (_, stats) in &pushed {
         blobs += *stats;
     }
-    let children_rows = images_pushed
-        .iter()
-        .map(|(child, stats)| (child.digest.clone(), stats.compressed_bytes))
-        .collect();
-    let children: Vec<Child> = images_pushed.into_iter().map(|(child, _)| child).collect();
-    let index = index::Index::of(&children);
-    let keep = repository::check_present(run.present, &index.manifest.digest)?;
-    let put = index
-        .put(&reg, &repository::without(&inputs.tags, &keep), |line| {
-            runner.line(line);
-        })
-        .await?;
-    tracing::info!(
-        "pushed {} tag(s) at index {} ({}, {} platforms) in {:.1}s (direct)",
-        inputs.tags.len(),
-        put.digest,
-        put.kind.media_type(),
-        children.len(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(Published {
-        digest: put.digest,
-        engine_used: "direct",
-        blobs: Some(blobs),
-        children: children_rows,
-    })
+    Ok((
+        pushed
+            .into_iter()
+            .map(|(child, stats)| (child, stats.compressed_bytes))
+            .collect(),
+        blobs,
+    ))
+}
+
+/// Puts `index` under every tag but those that already hold it where they are
+/// immutable. A tag the registry refuses (`TAG_INVALID`: immutable) that holds this
+/// very index by now is success: another leg of a shared build put the same bytes.
+async fn put_index(
+    reg: &Registry,
+    run: &PushRun<'_>,
+    inputs: &Inputs,
+    index: &Index,
+    runner: &Runner,
+) -> anyhow::Result<String> {
+    let digest = index.manifest.digest.clone();
+    let keep = repository::check_present(run.present, &digest)?;
+    let tags = repository::without(&inputs.tags, &keep);
+    match index
+        .clone()
+        .put(reg, &tags, |line| runner.line(line))
+        .await
+    {
+        Ok(put) => Ok(put.digest),
+        Err(err) if is_tag_invalid(&err) && all_at(reg, &tags, &digest).await => {
+            tracing::info!("every tag holds index {digest} already (put by another leg)");
+            Ok(digest)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn is_tag_invalid(err: &DirectPushError) -> bool {
+    matches!(err, DirectPushError::Registry { code: Some(code), .. } if code == "TAG_INVALID")
+}
+
+/// Whether every one of `tags` serves the manifest `digest` now.
+async fn all_at(reg: &Registry, tags: &[String], digest: &str) -> bool {
+    for tag in tags {
+        match reg.get_manifest(&reg.repository, tag).await {
+            Ok((_, body)) if super::export::sha256_digest(&body) == digest => {}
+            _ => return false,
+        }
+    }
+    true
 }

@@ -100,6 +100,10 @@ pub struct PushRun<'a> {
     /// Requested tags that exist where they are immutable: left alone when they hold
     /// this image already, refused otherwise ([`repository::check_present`]).
     pub present: &'a [PresentTag],
+    /// The ECR API, for a shared build's records.
+    pub ecr: &'a crate::ecr::Ecr,
+    /// `build-platforms`: this run is one leg of a build shared by matrix legs.
+    pub shared: Option<&'a super::legs::SharedBuild>,
 }
 
 impl PushRun<'_> {
