@@ -260,7 +260,7 @@ async fn daemon_blobs(
         "Push {} (the daemon's pusher sends the stored blobs, the direct push the other tags)",
         target.repository_ref
     ));
-    match push::push_one(run.engine, target, first, run.retry).await {
+    match push::push_one(run.engine, target, first, run.retry, runner).await {
         // One tag: the daemon's push was the whole of it.
         Ok(pushed) if others.is_empty() => {
             run.check_present_after(&pushed.digest)?;
