@@ -6,9 +6,7 @@
 //! streams, and keeping stdout for data means `ecr-build-push ... > outputs.env` works
 //! by hand.
 
-use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
-use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -98,7 +96,7 @@ impl Runner {
     /// the token is echoed back.
     pub fn untrusted(&self) -> Untrusted {
         let token = self.in_actions.then(|| {
-            let token = random_token();
+            let token = crate::random::token();
             command("stop-commands", &[], &token);
             token
         });
@@ -116,11 +114,6 @@ impl Runner {
     }
 
     /// The one error annotation of a failed run.
-    /// One line of the action's own progress (a layer pushed, a tag put), in the log.
-    pub fn line(&self, line: &str) {
-        eprintln!("{line}");
-    }
-
     pub fn error(&self, title: &str, message: &str) {
         if self.in_actions {
             command("error", &[("title", title)], message);
@@ -220,6 +213,26 @@ impl Runner {
     }
 }
 
+/// The engine layer's progress goes to the log: lines to stderr (as every log line),
+/// sections as the runner's groups, build output with workflow commands stopped.
+impl crate::progress::Progress for Runner {
+    fn line(&self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    fn group(&self, title: &str) -> crate::progress::Guard {
+        crate::progress::Guard::new(Runner::group(self, title))
+    }
+
+    fn untrusted(&self) -> crate::progress::Guard {
+        crate::progress::Guard::new(Runner::untrusted(self))
+    }
+
+    fn warning(&self, message: &str) {
+        Runner::warning(self, message);
+    }
+}
+
 /// Closes its log group when dropped, so an early return cannot leave a group open.
 #[derive(Debug)]
 #[must_use = "the group ends when this is dropped"]
@@ -241,13 +254,6 @@ impl Drop for Group {
 pub struct Untrusted {
     token: Option<String>,
     runner: Runner,
-}
-
-impl Untrusted {
-    /// Prints one line of untrusted output.
-    pub fn line(&self, line: &str) {
-        eprintln!("{line}");
-    }
 }
 
 impl Drop for Untrusted {
@@ -301,7 +307,7 @@ pub fn format_outputs(outputs: &[(&str, String)]) -> String {
     let mut text = String::new();
     for (name, value) in outputs {
         let delimiter = loop {
-            let candidate = format!("ghadelimiter_{}", random_token());
+            let candidate = format!("ghadelimiter_{}", crate::random::token());
             if !value.contains(&candidate) && !name.contains(&candidate) {
                 break candidate;
             }
@@ -309,18 +315,6 @@ pub fn format_outputs(outputs: &[(&str, String)]) -> String {
         let _ = write!(text, "{name}<<{delimiter}\n{value}\n{delimiter}\n");
     }
     text
-}
-
-/// 128 random bits as hex. `RandomState` is seeded from the OS per instance, which is
-/// all the unpredictability a delimiter or stop-commands token needs.
-fn random_token() -> String {
-    let mut token = String::new();
-    for _ in 0..2 {
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u8(0);
-        let _ = write!(token, "{:016x}", hasher.finish());
-    }
-    token
 }
 
 fn append(path: &std::path::Path, text: &str) -> std::io::Result<()> {
@@ -422,12 +416,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\nr/a:b\n"));
-    }
-
-    /// Tokens are random: two in a row differ.
-    #[test]
-    fn tokens_are_random() {
-        assert_ne!(random_token(), random_token());
-        assert_eq!(random_token().len(), 32);
     }
 }

@@ -146,10 +146,7 @@ fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
 
 /// A random value that cannot occur by chance in an image or a log.
 fn random_value(what: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write(what.as_bytes());
-    format!("{what}-{:016x}-value", hasher.finish())
+    format!("{what}-{}-value", ecr_build_push::random::token())
 }
 
 #[test]

@@ -17,8 +17,9 @@ use super::context::PreparedContext;
 use super::{Engine, ImageStore, LineBuffer};
 use crate::ecr::RegistryAuth;
 use crate::inputs::BuildSettings;
+use crate::platform::Platform;
+use crate::progress::{Guard, Progress};
 use crate::publish::Compression;
-use crate::runner::{Group, Runner, Untrusted};
 
 /// A failed build, with what the log reader needs: the daemon's message and, when it can
 /// be told, the Dockerfile line.
@@ -46,7 +47,7 @@ pub struct Built {
     /// BuildKit's step counts (`None` for the classic builder, which does not say).
     pub cache: Option<CacheStats>,
     /// The image's platform, from its config (`None` when it names no known one).
-    pub platform: Option<crate::inputs::Platform>,
+    pub platform: Option<Platform>,
     /// BuildKit's warnings about the Dockerfile (its lint checks), with their line.
     pub warnings: Vec<crate::engine::buildkit::BuildWarning>,
 }
@@ -98,40 +99,40 @@ pub enum BuildOutput<'a> {
 impl BuildOutput<'_> {
     /// Opens the group and stops commands, as this output needs. Dropped in field
     /// order: commands resume before the group ends, so `::endgroup::` is obeyed.
-    fn open(self, runner: &Runner, title: &str) -> (Option<Untrusted>, Option<Group>) {
+    fn open(self, progress: &dyn Progress, title: &str) -> (Option<Guard>, Option<Guard>) {
         match self {
             Self::Group => {
-                let group = runner.group(title);
-                (Some(runner.untrusted()), Some(group))
+                let group = progress.group(title);
+                (Some(progress.untrusted()), Some(group))
             }
             Self::Prefixed(_) => (None, None),
         }
     }
 
-    fn line(self, line: &str) {
+    fn line(self, progress: &dyn Progress, line: &str) {
         match self {
-            Self::Group => eprintln!("{line}"),
-            Self::Prefixed(label) => eprintln!("[{label}] {line}"),
+            Self::Group => progress.line(line),
+            Self::Prefixed(label) => progress.line(&format!("[{label}] {line}")),
         }
     }
 }
 
-/// Builds the image, streaming the daemon's output into the log, then tags it with every
+/// Builds the image, streaming the daemon's output to `progress`, then tags it with every
 /// reference.
 pub async fn build(
     engine: &Engine,
     context: PreparedContext,
     request: &BuildRequest<'_>,
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> Result<Built, BuildError> {
     let (image_id, cache, warnings) = match request.builder {
         BuilderKind::Classic => (
-            classic(engine, context, request, runner).await?,
+            classic(engine, context, request, progress).await?,
             None,
             Vec::new(),
         ),
         BuilderKind::Buildkit => {
-            let (image_id, cache, warnings) = buildkit(engine, context, request, runner).await?;
+            let (image_id, cache, warnings) = buildkit(engine, context, request, progress).await?;
             (Some(image_id), Some(cache), warnings)
         }
     };
@@ -146,7 +147,7 @@ async fn buildkit(
     engine: &Engine,
     context: PreparedContext,
     request: &BuildRequest<'_>,
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> Result<
     (
         String,
@@ -193,8 +194,11 @@ async fn buildkit(
     );
     let result = {
         let output = request.output;
-        let _open = output.open(runner, "Build (BuildKit)");
-        buildkit::build(&engine.daemon, &options, dirs, |line| output.line(line)).await
+        let _open = output.open(progress, "Build (BuildKit)");
+        buildkit::build(&engine.daemon, &options, dirs, |line| {
+            output.line(progress, line);
+        })
+        .await
     };
     let outcome = result.map_err(|err| match err {
         BuildkitError::Failed { message, line, .. } => BuildError::Dockerfile {
@@ -230,7 +234,7 @@ async fn classic(
     engine: &Engine,
     context: PreparedContext,
     request: &BuildRequest<'_>,
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> Result<Option<String>, BuildError> {
     let settings = request.settings;
     let dockerfile_text = std::fs::read_to_string(&request.dockerfile).unwrap_or_default();
@@ -276,7 +280,7 @@ async fn classic(
     let mut failure = None;
     {
         let output = request.output;
-        let _open = output.open(runner, "Build");
+        let _open = output.open(progress, "Build");
         let mut lines = LineBuffer::default();
         while let Some(item) = stream.next().await {
             match item {
@@ -287,7 +291,7 @@ async fn classic(
                             if let Some(step) = parse_step(&line) {
                                 last_step = Some(step);
                             }
-                            output.line(&line);
+                            output.line(progress, &line);
                         }
                     }
                     if let Some(status) = info.status.as_deref() {
@@ -302,7 +306,7 @@ async fn classic(
                                 .as_deref()
                                 .map(|id| format!("{id}: "))
                                 .unwrap_or_default();
-                            output.line(&format!("{id}{status}"));
+                            output.line(progress, &format!("{id}{status}"));
                         }
                     }
                     if let Some(id) = info.aux.as_ref().and_then(|aux| aux.id.clone()) {
@@ -316,7 +320,7 @@ async fn classic(
             }
         }
         if let Some(rest) = lines.finish() {
-            output.line(&String::from_utf8_lossy(&rest));
+            output.line(progress, &String::from_utf8_lossy(&rest));
         }
     }
     // Drop the stream first: it owns the request body, which the walker is feeding.
@@ -376,17 +380,11 @@ async fn finish(
                 ))
             })?;
     }
-    let platform = crate::inputs::Platform::parse(&format!(
-        "{}/{}{}",
-        inspect.os.unwrap_or_default(),
-        inspect.architecture.unwrap_or_default(),
-        inspect
-            .variant
-            .filter(|v| !v.is_empty())
-            .map(|v| format!("/{v}"))
-            .unwrap_or_default()
-    ))
-    .ok();
+    let platform = Platform::from_parts(
+        inspect.os.as_deref().unwrap_or_default(),
+        inspect.architecture.as_deref().unwrap_or_default(),
+        inspect.variant.as_deref(),
+    );
     Ok(Built {
         image_id,
         size_bytes: inspect.size.unwrap_or_default(),
@@ -411,7 +409,7 @@ fn classify(
         bollard::errors::Error::DockerResponseServerError { message, .. } => (message, false),
         other => return BuildError::Engine(crate::error_chain(&other)),
     };
-    let line = parse_line_number(&message).or_else(|| {
+    let line = super::dockerfile_line(&message).or_else(|| {
         from_step
             .then_some(last_step)
             .flatten()
@@ -435,17 +433,6 @@ fn parse_step(line: &str) -> Option<usize> {
     let rest = line.strip_prefix("Step ")?;
     let (number, _) = rest.split_once('/')?;
     number.parse().ok()
-}
-
-/// Finds `line 12` (as in `dockerfile parse error on line 12: ...`).
-fn parse_line_number(message: &str) -> Option<u32> {
-    let lower = message.to_ascii_lowercase();
-    let start = lower.find("line ")? + "line ".len();
-    let digits: String = lower[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
 }
 
 /// The 1-based line on which each instruction of a Dockerfile starts, in order, so the
@@ -479,15 +466,38 @@ mod tests {
         assert_eq!(instruction_lines(text), [2, 4, 8]);
     }
 
-    /// Step numbers and `line N` are read from the daemon's messages.
+    /// A build's own output opens a group and stops workflow commands inside it, and
+    /// ends them in the other order, so `::endgroup::` is obeyed; builds side by side
+    /// open nothing (their caller holds both) and prefix each line with their label.
+    /// Every line goes to the sink given.
     #[test]
-    fn step_and_line_numbers_are_parsed() {
+    fn build_output_goes_through_the_sink() {
+        let sink = crate::progress::Recorder::default();
+        {
+            let _open = BuildOutput::Group.open(&sink, "Build");
+            BuildOutput::Group.line(&sink, "#1 [internal] load build definition");
+        }
+        {
+            let _open = BuildOutput::Prefixed("linux/arm64").open(&sink, "Build");
+            BuildOutput::Prefixed("linux/arm64").line(&sink, "Step 1/2 : FROM a");
+        }
+        assert_eq!(
+            sink.events(),
+            [
+                "group Build",
+                "untrusted",
+                "#1 [internal] load build definition",
+                "end untrusted",
+                "end group",
+                "[linux/arm64] Step 1/2 : FROM a",
+            ]
+        );
+    }
+
+    /// Step numbers are read from the classic builder's output.
+    #[test]
+    fn step_numbers_are_parsed() {
         assert_eq!(parse_step("Step 3/7 : RUN make"), Some(3));
         assert_eq!(parse_step("Removing intermediate container"), None);
-        assert_eq!(
-            parse_line_number("dockerfile parse error on line 12: unknown instruction: FOO"),
-            Some(12)
-        );
-        assert_eq!(parse_line_number("no number here"), None);
     }
 }

@@ -203,6 +203,22 @@ pub(crate) fn api_at_least(version: &str, major: u32, minor: u32) -> bool {
     }
 }
 
+/// The Dockerfile line a daemon's error message names: BuildKit's `Dockerfile:12` (its
+/// source excerpt), else `line 12` (`dockerfile parse error on line 12: …`, from both
+/// builders). Lines count from 1, so `0` names none.
+pub(crate) fn dockerfile_line(message: &str) -> Option<u32> {
+    let lower = message.to_ascii_lowercase();
+    let number_after = |marker: &str| {
+        let start = lower.find(marker)? + marker.len();
+        let digits: String = lower[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok().filter(|n| *n > 0)
+    };
+    number_after("dockerfile:").or_else(|| number_after("line "))
+}
+
 /// Turns a failed first request into advice: permission, a dead daemon, or the raw cause.
 fn explain_connect_error(host: &str, err: &bollard::errors::Error) -> anyhow::Error {
     let io_kind = std::iter::successors(Some(err as &dyn std::error::Error), |e| e.source())
@@ -225,7 +241,7 @@ fn explain_connect_error(host: &str, err: &bollard::errors::Error) -> anyhow::Er
 
 #[cfg(test)]
 mod tests {
-    use super::{ImageStore, LineBuffer};
+    use super::{api_at_least, dockerfile_line, ImageStore, LineBuffer};
 
     /// `docker info`'s driver status names the containerd store by its driver type; an
     /// overlay2 status (or none) is the classic store.
@@ -251,6 +267,39 @@ mod tests {
             ImageStore::Classic
         );
         assert_eq!(ImageStore::from_driver_status(&[]), ImageStore::Classic);
+    }
+
+    /// The line is read from both builders' messages, BuildKit's `Dockerfile:N` excerpt
+    /// first; no number, or line 0, is none.
+    #[test]
+    fn dockerfile_lines_are_found_in_messages() {
+        assert_eq!(
+            dockerfile_line("dockerfile parse error on line 4: unknown instruction: FOO"),
+            Some(4)
+        );
+        assert_eq!(
+            dockerfile_line("Dockerfile parse error line 12: unknown instruction: FOO"),
+            Some(12)
+        );
+        assert_eq!(
+            dockerfile_line("process failed\nDockerfile:7\n----\n   7 | RUN false (line 2)"),
+            Some(7)
+        );
+        assert_eq!(
+            dockerfile_line("failed to read dockerfile: no such file"),
+            None
+        );
+        assert_eq!(dockerfile_line("on line 0"), None);
+        assert_eq!(dockerfile_line("no such thing"), None);
+    }
+
+    /// API versions compare by major, then minor, as numbers (`1.100` is after `1.45`).
+    #[test]
+    fn api_versions_compare_as_numbers() {
+        assert!(api_at_least("1.45", 1, 39));
+        assert!(api_at_least("1.100", 1, 45));
+        assert!(!api_at_least("1.38", 1, 39));
+        assert!(!api_at_least("garbage", 1, 0));
     }
 
     /// Chunks are re-cut into whole lines: a line split across chunks is joined, `\r\n`

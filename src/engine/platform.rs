@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::inputs::Platform;
+use crate::platform::Platform;
 
 /// Where the kernel lists its binfmt handlers (`binfmt_misc`).
 pub const BINFMT_MISC_DIR: &str = "/proc/sys/fs/binfmt_misc";
@@ -93,7 +93,7 @@ fn qemu_name(architecture: &str) -> &str {
 /// The engine's own platform from `docker info`; `None` when it does not say.
 pub async fn engine_platform(docker: &bollard::Docker) -> Option<Platform> {
     let info = docker.info().await.ok()?;
-    Platform::of_engine(&info.os_type?, &info.architecture?)
+    Platform::from_parts(&info.os_type?, &info.architecture?, None)
 }
 
 #[cfg(test)]
@@ -112,7 +112,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let unmounted = Execution::of(
             &platform("linux/arm64"),
-            Platform::of_engine("linux", "x86_64").as_ref(),
+            Platform::from_parts("linux", "x86_64", None).as_ref(),
             "unix:///var/run/docker.sock",
             dir.path(),
         );

@@ -8,11 +8,8 @@ use futures_util::{stream, StreamExt as _, TryStreamExt as _};
 
 use super::{Engine, ImageStore};
 use crate::ecr::RegistryAuth;
-use crate::registry::RetryPolicy;
-use crate::runner::Runner;
-
-/// Tags pushed concurrently after the first.
-const TAG_CONCURRENCY: usize = 4;
+use crate::progress::Progress;
+use crate::registry::{rules, RetryPolicy};
 
 #[derive(Debug, thiserror::Error)]
 #[error("pushing {reference} to {registry} failed: {message}")]
@@ -53,15 +50,15 @@ impl Failure {
     }
 }
 
-/// Pushes every tag, returning the one digest they all share.
+/// Pushes every tag in a group of `progress`, returning the one digest they all share.
 pub async fn push(
     engine: &Engine,
     target: PushTarget<'_>,
     tags: &[String],
     retry: RetryPolicy,
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> Result<Pushed, PushError> {
-    let _group = runner.group(&format!("Push {}", target.repository_ref));
+    let _group = progress.group(&format!("Push {}", target.repository_ref));
     let Some((first, rest)) = tags.split_first() else {
         return Err(PushError {
             reference: target.repository_ref.to_string(),
@@ -72,10 +69,11 @@ pub async fn push(
     };
     let platform = push_platform(engine, target.image_id).await;
     let platform = platform.as_deref();
-    let digest = push_tag_with_retry(engine, target, first, platform, retry, false).await?;
+    let digest =
+        push_tag_with_retry(engine, target, first, platform, retry, false, progress).await?;
     let others: Vec<String> = stream::iter(rest)
-        .map(|tag| push_tag_with_retry(engine, target, tag, platform, retry, false))
-        .buffer_unordered(TAG_CONCURRENCY)
+        .map(|tag| push_tag_with_retry(engine, target, tag, platform, retry, false, progress))
+        .buffer_unordered(rules::TAG_CONCURRENCY)
         .try_collect()
         .await?;
     for (tag, other) in rest.iter().zip(&others) {
@@ -94,15 +92,18 @@ pub async fn push(
 /// Pushes the image under `tag` alone: its blobs and its image manifest (on the
 /// containerd store, its platform's), retried as [`push`] retries each tag, except when
 /// the daemon cannot reach the registry ([`is_unreachable`]): the caller has the direct
-/// push to turn to, whose own way there the action has just proved.
+/// push to turn to, whose own way there the action has just proved. The daemon's lines go
+/// to `progress`, in whatever group the caller has open.
 pub async fn push_one(
     engine: &Engine,
     target: PushTarget<'_>,
     tag: &str,
     retry: RetryPolicy,
+    progress: &dyn Progress,
 ) -> Result<Pushed, PushError> {
     let platform = push_platform(engine, target.image_id).await;
-    let digest = push_tag_with_retry(engine, target, tag, platform.as_deref(), retry, true).await?;
+    let platform = platform.as_deref();
+    let digest = push_tag_with_retry(engine, target, tag, platform, retry, true, progress).await?;
     Ok(Pushed { digest })
 }
 
@@ -138,11 +139,12 @@ async fn push_tag_with_retry(
     platform: Option<&str>,
     retry: RetryPolicy,
     another_way: bool,
+    progress: &dyn Progress,
 ) -> Result<String, PushError> {
     let reference = format!("{}:{tag}", target.repository_ref);
     let mut attempt = 1;
     loop {
-        let failure = match push_tag(engine, target, tag, platform).await {
+        let failure = match push_tag(engine, target, tag, platform, progress).await {
             Ok(digest) => return Ok(digest),
             // With another way to the registry, the daemon's own way failing is final.
             Err(mut failure) if another_way && is_unreachable(&failure.message) => {
@@ -192,6 +194,7 @@ async fn push_tag(
     target: PushTarget<'_>,
     tag: &str,
     platform: Option<&str>,
+    progress: &dyn Progress,
 ) -> Result<String, Failure> {
     engine
         .docker
@@ -214,12 +217,12 @@ async fn push_tag(
         tag: Some(tag.to_string()),
         platform: platform.map(ToString::to_string),
     };
-    let mut progress =
+    let mut answers =
         engine
             .docker
             .push_image(target.repository_ref, Some(options), Some(credentials));
     let mut digest = None;
-    while let Some(item) = progress.next().await {
+    while let Some(item) = answers.next().await {
         let info = item.map_err(|e| Failure::from_daemon(crate::error_chain(&e)))?;
         let Some(status) = info.status.as_deref() else {
             continue;
@@ -235,9 +238,9 @@ async fn push_tag(
         {
             // The daemon's last line names the tag itself.
             if status.starts_with(&format!("{tag}: ")) {
-                eprintln!("{status}");
+                progress.line(status);
             } else {
-                eprintln!("{tag}: {status}");
+                progress.line(&format!("{tag}: {status}"));
             }
         }
     }
@@ -384,6 +387,109 @@ mod tests {
         assert!(!is_transient(
             "denied: Your authorization token has expired"
         ));
+    }
+
+    /// A daemon on a unix socket that answers a push as dockerd does: the tag, the push's
+    /// status stream (a progress bar among the milestones; the digest in the last line),
+    /// and the image's `RepoDigests` naming what was pushed.
+    fn fake_daemon(socket: &std::path::Path, repository: &str, digest: &str) {
+        use hyper::{body::Incoming, Request, Response};
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        let (repository, digest) = (repository.to_string(), digest.to_string());
+        let answer = move |request: &Request<Incoming>| {
+            let path = request.uri().path();
+            let query = request.uri().query().unwrap_or_default();
+            let tag = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("tag="))
+                .unwrap_or("");
+            if path.ends_with("/push") {
+                [
+                    serde_json::json!({"status": format!("The push refers to repository [{repository}]")}),
+                    serde_json::json!({"status": "Preparing", "progressDetail": {}, "id": "5f70bf18a086"}),
+                    serde_json::json!({"status": "Pushing", "id": "5f70bf18a086",
+                                       "progressDetail": {"current": 512, "total": 1024}}),
+                    serde_json::json!({"status": "Pushed", "progressDetail": {}, "id": "5f70bf18a086"}),
+                    serde_json::json!({"status": format!("{tag}: digest: {digest} size: 528")}),
+                    serde_json::json!({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest, "Size": 528}}),
+                ]
+                .map(|line| format!("{line}\r\n"))
+                .concat()
+            } else if path.ends_with("/json") {
+                serde_json::json!({"Id": "sha256:image", "RepoDigests": [format!("{repository}@{digest}")]})
+                    .to_string()
+            } else {
+                String::new()
+            }
+        };
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let body = bytes::Bytes::from(answer(&request));
+                    let response = Response::builder()
+                        .header("Content-Type", "application/json")
+                        .body(http_body_util::Full::new(body));
+                    async move { response }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+    }
+
+    /// The daemon's push goes to the sink it is given, not to stderr: one group around
+    /// every tag, each milestone named by its tag (the final line, which names it
+    /// already, as it is), byte-level progress left out.
+    #[tokio::test]
+    async fn the_push_reports_through_its_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let (repository, digest) = ("r.example/app", format!("sha256:{}", "b".repeat(64)));
+        fake_daemon(&socket, repository, &digest);
+        let host = format!("unix://{}", socket.display());
+        let engine = Engine {
+            docker: bollard::Docker::connect_with_unix(&host, 10, bollard::API_DEFAULT_VERSION)
+                .unwrap(),
+            daemon: super::super::buildkit::DaemonAddress::parse(&host).unwrap(),
+            host,
+            tls: false,
+            version: "26.1.0".into(),
+            api_version: "1.45".into(),
+            store: ImageStore::Classic,
+        };
+        let auth = RegistryAuth {
+            registry: "r.example".into(),
+            username: "AWS".into(),
+            password: crate::credentials::Secret::new("pw".into()),
+            token: crate::credentials::Secret::new("dG9rZW4=".into()),
+            expires_at: None,
+            renew: None,
+        };
+        let target = PushTarget {
+            repository_ref: repository,
+            image_id: "sha256:image",
+            auth: &auth,
+        };
+        let sink = crate::progress::Recorder::default();
+        let tags = ["v1".to_string(), "v2".to_string()];
+        let pushed = push(&engine, target, &tags, RetryPolicy::DEFAULT, &sink)
+            .await
+            .unwrap();
+        assert_eq!(pushed.digest, digest);
+        let mut expected = vec![format!("group Push {repository}")];
+        for tag in &tags {
+            expected.extend([
+                format!("{tag}: The push refers to repository [{repository}]"),
+                format!("{tag}: Preparing"),
+                format!("{tag}: Pushed"),
+                format!("{tag}: digest: {digest} size: 528"),
+            ]);
+        }
+        expected.push("end group".into());
+        assert_eq!(sink.events(), expected);
     }
 
     /// The daemon's own way to the registry failing, as Docker words it, is told apart

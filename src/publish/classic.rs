@@ -36,13 +36,13 @@ pub(super) async fn upload(
     // Known layers first: when the repository has every layer and the config (a rerun),
     // nothing needs exporting at all.
     let (diff_ids, platform) = if options.reuse_from.is_empty() {
-        (Vec::new(), super::reuse::Platform::default())
+        (Vec::new(), None)
     } else {
         super::local_image(docker, image_id)
             .await
             .unwrap_or_default()
     };
-    let reused = super::reusable_layers(reg, &diff_ids, &platform, options).await;
+    let reused = super::reusable_layers(reg, &diff_ids, platform.as_ref(), options).await;
     uploads.record_reused(&diff_ids, &reused, on_line);
     let compression = options.compression;
     if let Some(image) = rerun(

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::descriptor::Descriptor;
+use super::descriptor::{self, Descriptor};
 use super::export::{self, sha256_digest, Content, Feeder, HashingWriter};
 use super::manifest::PushedManifest;
-use super::reuse::Platform;
 use super::stream::{LayerEvent, PartSink};
 use super::upload::{Blob, Uploads};
 use super::{mb, short, BlobStats, DirectOptions, DirectPushError, UploadedImage};
+use crate::platform::Platform;
 use crate::registry::{rules, Registry, MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
 
 /// Layer media types that are not compressed.
@@ -37,8 +37,6 @@ const UNCOMPRESSED_LAYERS: [&str; 2] = [
     "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.docker.image.rootfs.diff.tar",
 ];
-/// The annotation BuildKit puts on an index entry that is an attestation manifest.
-const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 
 /// Uploads the blobs of `image_id` (a manifest or index digest) as stored and returns its
 /// platform's image manifest, not yet put.
@@ -58,7 +56,7 @@ pub(super) async fn upload(
     let local = super::local_image(docker, image_id).await;
     let mut uploads = Uploads::new(reg);
     let (diff_ids, platform) = local.unwrap_or_default();
-    let reused = super::reusable_layers(reg, &diff_ids, &platform, options).await;
+    let reused = super::reusable_layers(reg, &diff_ids, platform.as_ref(), options).await;
     uploads.record_reused(&diff_ids, &reused, on_line);
     let pass: HashSet<String> = reused.values().map(|(b, _)| b.digest.clone()).collect();
 
@@ -82,7 +80,7 @@ pub(super) async fn upload(
         .await?;
     drop(feeder);
 
-    let manifest = image_manifest(&rest, image_id, &platform).map_err(image_error)?;
+    let manifest = image_manifest(&rest, image_id, platform.as_ref()).map_err(image_error)?;
     let parsed: Manifest = serde_json::from_slice(&manifest.bytes)
         .map_err(|e| image_error(format!("the manifest {} is invalid: {e}", manifest.digest)))?;
     let descriptors: Vec<&Descriptor> = parsed.layers.iter().chain([&parsed.config]).collect();
@@ -111,7 +109,7 @@ pub(super) async fn upload(
         on_line(&format!(
             "{}: the image manifest of {} in image index {}",
             short(&manifest.digest),
-            platform.describe(),
+            descriptor::describe(platform.as_ref()),
             short(image_id)
         ));
     }
@@ -258,7 +256,7 @@ fn log_uncompressed(layers: &[Descriptor], on_line: &mut dyn FnMut(&str)) {
 fn image_manifest(
     rest: &Layout,
     image_id: &str,
-    platform: &Platform,
+    platform: Option<&Platform>,
 ) -> Result<PushedManifest, String> {
     let index = rest
         .files
@@ -289,12 +287,12 @@ fn image_manifest(
         }
         let index: Index = serde_json::from_slice(&bytes)
             .map_err(|e| format!("the image index {} is invalid: {e}", entry.digest))?;
-        entry = pick_platform(&index.manifests, platform)
+        entry = descriptor::pick_image(&index.manifests, platform)
             .ok_or_else(|| {
                 format!(
                     "the image index {} has no image manifest for {} in the export",
                     entry.digest,
-                    platform.describe()
+                    descriptor::describe(platform)
                 )
             })?
             .clone();
@@ -302,21 +300,6 @@ fn image_manifest(
     Err(format!(
         "{image_id}: an index inside an index inside an index"
     ))
-}
-
-/// The image manifest for `platform` among an index's entries whose blobs were exported:
-/// attestations (`unknown/unknown`, or a reference type) are never chosen; with no
-/// platform known, the only image manifest.
-fn pick_platform<'d>(entries: &'d [Descriptor], platform: &Platform) -> Option<&'d Descriptor> {
-    let images: Vec<&Descriptor> = entries
-        .iter()
-        .filter(|d| !d.annotations.contains_key(REFERENCE_TYPE))
-        .filter(|d| d.platform.as_ref().is_none_or(|p| p.os != "unknown"))
-        .collect();
-    if platform.os.is_empty() {
-        return (images.len() == 1).then(|| images[0]);
-    }
-    images.into_iter().find(|d| platform.matches(d))
 }
 
 fn blob_path(digest: &str) -> String {
@@ -503,7 +486,7 @@ mod tests {
         );
         assert!(rx.blocking_recv().is_none(), "only the one layer is sent");
         assert_eq!(rest.passed, pass);
-        let found = image_manifest(&rest, &manifest_digest, &Platform::default()).unwrap();
+        let found = image_manifest(&rest, &manifest_digest, None).unwrap();
         assert_eq!(found.bytes, manifest);
         assert_eq!(found.media_type, OCI_MANIFEST);
         assert_eq!(found.digest, manifest_digest);
@@ -518,41 +501,5 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = read_layout(&tar[..], dir.path(), &HashSet::new(), &tx).unwrap_err();
         assert!(err.to_string().contains(&name), "{err}");
-    }
-
-    /// In a BuildKit index the attestation manifest (`unknown/unknown`, with a reference
-    /// type) is never the image; the platform's manifest is, by os, architecture, variant.
-    #[test]
-    fn attestation_manifests_are_never_the_image() {
-        let entries: Vec<Descriptor> = serde_json::from_str(
-            r#"[
-              {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "a",
-               "platform": {"os": "linux", "architecture": "amd64"}},
-              {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "b",
-               "platform": {"os": "unknown", "architecture": "unknown"},
-               "annotations": {"vnd.docker.reference.type": "attestation-manifest",
-                               "vnd.docker.reference.digest": "a"}},
-              {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "c",
-               "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}
-            ]"#,
-        )
-        .unwrap();
-        let platform = |os: &str, architecture: &str, variant: Option<&str>| Platform {
-            os: os.into(),
-            architecture: architecture.into(),
-            variant: variant.map(Into::into),
-        };
-        let pick = |p: Platform| pick_platform(&entries, &p).map(|d| d.digest.clone());
-        assert_eq!(pick(platform("linux", "amd64", None)), Some("a".into()));
-        assert_eq!(
-            pick(platform("linux", "arm64", Some("v8"))),
-            Some("c".into())
-        );
-        assert_eq!(pick(platform("unknown", "unknown", None)), None);
-        assert_eq!(pick(platform("", "", None)), None, "two images, none known");
-        assert_eq!(
-            pick_platform(&entries[..2], &platform("", "", None)).map(|d| d.digest.clone()),
-            Some("a".into())
-        );
     }
 }

@@ -211,19 +211,16 @@ impl<W: Write> Write for HashingWriter<W> {
 
 /// A spool file that is unlinked at once, so nothing is left behind whatever happens.
 pub fn spool_file(dir: &std::path::Path) -> io::Result<File> {
-    use std::hash::{BuildHasher as _, Hasher as _};
     use std::os::unix::fs::OpenOptionsExt as _;
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // Not guessable (a fresh random key per name), never an existing file or link
-    // (`create_new`), readable by its owner only (0600) for the moment it has a name.
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
+    // Not guessable (random), never an existing file or link (`create_new`), readable by
+    // its owner only (0600) for the moment it has a name.
     let name = dir.join(format!(
-        ".ecr-build-push-layer-{}-{}-{random:016x}",
+        ".ecr-build-push-layer-{}-{}-{:016x}",
         std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        crate::random::u64()
     ));
     let file = std::fs::OpenOptions::new()
         .read(true)

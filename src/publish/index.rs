@@ -6,9 +6,10 @@
 
 use bytes::Bytes;
 
+use super::descriptor::Descriptor;
 use super::manifest::{self, PushedManifest};
 use super::DirectPushError;
-use crate::inputs::Platform;
+use crate::platform::Platform;
 use crate::registry::{self, Registry};
 
 /// One platform's image, pushed by digest.
@@ -92,36 +93,20 @@ pub fn build(children: &[Child]) -> (String, IndexKind) {
     (text, kind)
 }
 
-/// The platforms and digests an index lists, attestation manifests left out; `None` when
-/// `manifest` is not an index.
+/// The platforms and digests an index lists, attestation manifests (and entries of no
+/// known platform) left out; `None` when `manifest` is not an index.
 pub fn entries(manifest: &str) -> Option<Vec<(Platform, String)>> {
-    let value: serde_json::Value = serde_json::from_str(manifest).ok()?;
-    let listed = value.get("manifests")?.as_array()?;
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        manifests: Vec<Descriptor>,
+    }
+    let listed: Listed = serde_json::from_str(manifest).ok()?;
     Some(
         listed
-            .iter()
-            .filter(|m| {
-                // BuildKit marks attestations with an unknown/unknown platform.
-                m["annotations"]["vnd.docker.reference.type"].as_str()
-                    != Some("attestation-manifest")
-            })
-            .filter_map(|m| {
-                let p = &m["platform"];
-                let text = format!(
-                    "{}/{}{}",
-                    p["os"].as_str()?,
-                    p["architecture"].as_str()?,
-                    p["variant"]
-                        .as_str()
-                        .filter(|v| !v.is_empty())
-                        .map(|v| format!("/{v}"))
-                        .unwrap_or_default()
-                );
-                Some((
-                    Platform::parse(&text).ok()?,
-                    m["digest"].as_str()?.to_string(),
-                ))
-            })
+            .manifests
+            .into_iter()
+            .filter(|d| !d.is_attestation())
+            .filter_map(|d| Some((d.platform()?, d.digest)))
             .collect(),
     )
 }
@@ -202,15 +187,21 @@ mod tests {
         assert!(entries(r#"{"schemaVersion":2,"config":{}}"#).is_none());
     }
 
-    /// Attestation manifests (BuildKit's `unknown/unknown` entries) are not platforms.
+    /// Attestation manifests are not platforms, whichever mark they carry (BuildKit's
+    /// `unknown/unknown` platform, its reference-type annotation, or both); a spelled-out
+    /// default variant reads back normalised.
     #[test]
     fn attestations_are_not_entries() {
         let index = r#"{"manifests":[
-          {"digest":"sha256:1","platform":{"os":"linux","architecture":"amd64"}},
+          {"digest":"sha256:1","platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
           {"digest":"sha256:2","platform":{"os":"unknown","architecture":"unknown"},
-           "annotations":{"vnd.docker.reference.type":"attestation-manifest"}}]}"#;
+           "annotations":{"vnd.docker.reference.type":"attestation-manifest"}},
+          {"digest":"sha256:3","platform":{"os":"linux","architecture":"amd64"},
+           "annotations":{"vnd.docker.reference.type":"attestation-manifest"}},
+          {"digest":"sha256:4","platform":{"os":"unknown","architecture":"unknown"}}]}"#;
         let read = entries(index).unwrap();
-        assert_eq!(read.len(), 1);
+        assert_eq!(read.len(), 1, "{read:?}");
+        assert_eq!(read[0].0.to_string(), "linux/arm64");
         assert_eq!(read[0].1, "sha256:1");
     }
 }

@@ -10,10 +10,7 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use super::compression::{LayerCodec, ManifestFormat};
 use super::export::sha256_digest;
 use super::DirectPushError;
-use crate::registry::{self, Registry};
-
-/// References put at once after the first.
-const TAG_CONCURRENCY: usize = 4;
+use crate::registry::{self, rules, Registry};
 
 /// A manifest (or index) as it is put: its bytes, their digest, size and media type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +97,7 @@ pub async fn put(
             put_one(reg, reference, manifest).await?;
             Ok::<_, DirectPushError>(reference)
         })
-        .buffer_unordered(TAG_CONCURRENCY)
+        .buffer_unordered(rules::TAG_CONCURRENCY)
         .try_collect()
         .await?;
     for reference in done {

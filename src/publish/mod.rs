@@ -466,7 +466,7 @@ impl<'a> ImageSource<'a> {
 async fn local_image(
     docker: &bollard::Docker,
     image_id: &str,
-) -> Option<(Vec<String>, reuse::Platform)> {
+) -> Option<(Vec<String>, Option<crate::platform::Platform>)> {
     let image = match docker.inspect_image(image_id).await {
         Ok(image) => image,
         Err(err) => {
@@ -475,11 +475,11 @@ async fn local_image(
         }
     };
     let diff_ids = image.root_fs.and_then(|fs| fs.layers).unwrap_or_default();
-    let platform = reuse::Platform {
-        os: image.os.unwrap_or_default(),
-        architecture: image.architecture.unwrap_or_default(),
-        variant: image.variant.filter(|v| !v.is_empty()),
-    };
+    let platform = crate::platform::Platform::from_parts(
+        image.os.as_deref().unwrap_or_default(),
+        image.architecture.as_deref().unwrap_or_default(),
+        image.variant.as_deref(),
+    );
     Some((diff_ids, platform))
 }
 
@@ -488,7 +488,7 @@ async fn local_image(
 async fn reusable_layers(
     reg: &Registry,
     diff_ids: &[String],
-    platform: &reuse::Platform,
+    platform: Option<&crate::platform::Platform>,
     options: &DirectOptions,
 ) -> HashMap<String, (reuse::KnownBlob, reuse::Reused)> {
     if options.reuse_from.is_empty() || diff_ids.is_empty() {

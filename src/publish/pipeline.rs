@@ -16,9 +16,9 @@ use super::route::{self, PushRun, Route};
 use super::{upload_image, BlobStats, DirectOptions, DirectPushError};
 use crate::builds::PlatformImage;
 use crate::inputs::{Inputs, Platform};
+use crate::progress::Progress;
 use crate::registry::Registry;
 use crate::repository;
-use crate::runner::Runner;
 
 /// What the publish phase pushed: the digest under every tag, and what it cost.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ pub struct PublishedChild {
     pub digest: String,
     /// Its layers' and config's compressed size, when this run pushed them.
     pub compressed_bytes: Option<u64>,
-    /// For a shared build: the runner of the leg that built it, when not this one.
+    /// For a shared build: the progress of the leg that built it, when not this one.
     pub built_by: Option<String>,
 }
 
@@ -67,10 +67,10 @@ pub async fn publish(
     inputs: &Inputs,
     images: &[PlatformImage],
     repository_ref: &str,
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> anyhow::Result<Published> {
     match (images, run.shared) {
-        (_, Some(build)) => Box::pin(leg(run, inputs, images, build, runner)).await,
+        (_, Some(build)) => Box::pin(leg(run, inputs, images, build, progress)).await,
         ([one], None) => {
             let route = Route::choose(inputs, &one.engine, run.network);
             let pushed = route::push(
@@ -80,7 +80,7 @@ pub async fn publish(
                 inputs,
                 &one.built.image_id,
                 repository_ref,
-                runner,
+                progress,
             )
             .await?;
             Ok(Published {
@@ -91,7 +91,7 @@ pub async fn publish(
                 leg: None,
             })
         }
-        (many, None) => Box::pin(index_of(run, inputs, many, repository_ref, runner)).await,
+        (many, None) => Box::pin(index_of(run, inputs, many, repository_ref, progress)).await,
     }
 }
 
@@ -102,17 +102,17 @@ async fn index_of(
     inputs: &Inputs,
     images: &[PlatformImage],
     repository_ref: &str,
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> anyhow::Result<Published> {
     let started = Instant::now();
-    let _group = runner.group(&format!(
+    let _group = progress.group(&format!(
         "Push {repository_ref} ({} platforms, direct)",
         images.len()
     ));
     let reg = connect(run, inputs)?;
-    let (children, blobs) = push_by_digest(&reg, run, inputs, images, runner).await?;
+    let (children, blobs) = push_by_digest(&reg, run, inputs, images, progress).await?;
     let index = Index::of(&children.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>());
-    let put = put_index(&reg, run, inputs, &index, runner).await?;
+    let put = put_index(&reg, run, inputs, &index, progress).await?;
     tracing::info!(
         "pushed {} tag(s) at index {put} ({}, {} platforms) in {:.1}s (direct)",
         inputs.tags.len(),
@@ -144,16 +144,16 @@ async fn leg(
     inputs: &Inputs,
     images: &[PlatformImage],
     build: &SharedBuild,
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> anyhow::Result<Published> {
     let started = Instant::now();
-    let group = runner.group(&format!(
+    let group = progress.group(&format!(
         "Push {} of {} (this leg's share, direct)",
         describe(&build.share),
         describe(&build.platforms)
     ));
     let reg = connect(run, inputs)?;
-    let (own, blobs) = push_by_digest(&reg, run, inputs, images, runner).await?;
+    let (own, blobs) = push_by_digest(&reg, run, inputs, images, progress).await?;
     let store = Records {
         reg: &reg,
         ecr: run.ecr,
@@ -163,7 +163,7 @@ async fn leg(
     };
     let children: Vec<Child> = own.iter().map(|(c, _)| c.clone()).collect();
     let outcome = store
-        .record_and_gather(&children, &mut |line| runner.line(line))
+        .record_and_gather(&children, &mut |line| progress.line(line))
         .await?;
     let compressed = |digest: &str| {
         own.iter()
@@ -191,11 +191,11 @@ async fn leg(
             (None, children)
         }
         LegOutcome::Assembled { index, records } => {
-            let put = put_index(&reg, run, inputs, &index, runner).await?;
+            let put = put_index(&reg, run, inputs, &index, progress).await?;
             leg.assembled = true;
             match store.remove_all().await {
                 Ok(removed) => leg.records_removed = removed,
-                Err(err) => runner.warning(&format!(
+                Err(err) => progress.warning(&format!(
                     "the index is in place, but the legs' records (tags `ebp-leg-{}-*`) \
                      could not be removed: {err:#}; delete them by hand",
                     build.id
@@ -215,20 +215,21 @@ async fn leg(
         }
     };
     drop(group);
-    match &digest {
-        Some(digest) => tracing::info!(
+    if let Some(digest) = &digest {
+        tracing::info!(
             "this leg completed the set: index {digest} of {} under {} tag(s) in {:.1}s",
             describe(&build.platforms),
             inputs.tags.len(),
             started.elapsed().as_secs_f64()
-        ),
-        None => tracing::info!(
+        );
+    } else {
+        tracing::info!(
             "pushed {} by digest; {} not recorded yet: leaving the index to the legs that \
              build {}",
             describe(&build.share),
             describe(&leg.missing),
             if leg.missing.len() == 1 { "it" } else { "them" }
-        ),
+        );
     }
     Ok(Published {
         digest,
@@ -263,7 +264,7 @@ async fn push_by_digest(
     run: &PushRun<'_>,
     inputs: &Inputs,
     images: &[PlatformImage],
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> anyhow::Result<(Vec<(Child, u64)>, BlobStats)> {
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let options = DirectOptions {
@@ -282,7 +283,7 @@ async fn push_by_digest(
                 .platform
                 .clone()
                 .context("an index entry needs its platform")?;
-            let mut on_line = |line: &str| runner.line(&format!("[{platform}] {line}"));
+            let mut on_line = |line: &str| progress.line(&format!("[{platform}] {line}"));
             let uploaded = upload_image(
                 &image.engine,
                 &image.built.image_id,
@@ -303,13 +304,13 @@ async fn push_by_digest(
             Ok::<_, anyhow::Error>((Child::of(platform, &uploaded.manifest), uploaded.stats))
         }
     });
-    let pushed = futures_util::future::try_join_all(pushes).await?;
+    let images_pushed = futures_util::future::try_join_all(pushes).await?;
     let mut blobs = BlobStats::default();
-    for (_, stats) in &pushed {
+    for (_, stats) in &images_pushed {
         blobs += *stats;
     }
     Ok((
-        pushed
+        images_pushed
             .into_iter()
             .map(|(child, stats)| (child, stats.compressed_bytes))
             .collect(),
@@ -325,14 +326,14 @@ async fn put_index(
     run: &PushRun<'_>,
     inputs: &Inputs,
     index: &Index,
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> anyhow::Result<String> {
     let digest = index.manifest.digest.clone();
     let keep = repository::check_present(run.present, &digest)?;
     let tags = repository::without(&inputs.tags, &keep);
     match index
         .clone()
-        .put(reg, &tags, |line| runner.line(line))
+        .put(reg, &tags, |line| progress.line(line))
         .await
     {
         Ok(put) => Ok(put.digest),

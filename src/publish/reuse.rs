@@ -18,9 +18,10 @@ use futures_util::stream::{self, StreamExt as _};
 use serde::Deserialize;
 
 use super::compression::{Compression, LayerCodec};
-use super::descriptor::Descriptor;
+use super::descriptor::{self, Descriptor};
 use super::export::sha256_digest;
 use super::manifest::LayerBlob;
+use crate::platform::Platform;
 use crate::registry::{Mount, Mounting, Registry, MANIFEST_LIST_V2, OCI_INDEX};
 
 /// Source images read at most (each costs two or three requests).
@@ -61,14 +62,6 @@ pub enum Reused {
     Mounted,
 }
 
-/// The platform an index entry must match: the built image's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
 /// `host/repo:tag` or `host/repo@sha256:…` as (repository, reference), if `image` is in
 /// the registry at `host`; a missing tag means `latest`.
 pub fn split_reference(host: &str, image: &str) -> Option<(String, String)> {
@@ -84,12 +77,13 @@ pub fn split_reference(host: &str, image: &str) -> Option<(String, String)> {
         .then(|| (repository.to_string(), reference.to_string()))
 }
 
-/// Every layer of the `sources` images (in the registry `reg` serves) by `diff_id`. The
-/// first source that lists a layer wins, so put the most likely one first.
+/// Every layer of the `sources` images (in the registry `reg` serves) by `diff_id`; from
+/// an index, its image for `platform` (the built image's). The first source that lists a
+/// layer wins, so put the most likely one first.
 pub async fn known_layers(
     reg: &Registry,
     sources: &[String],
-    platform: &Platform,
+    platform: Option<&Platform>,
     compression: Compression,
 ) -> HashMap<String, KnownBlob> {
     let mut seen = HashSet::new();
@@ -212,7 +206,7 @@ async fn read_source(
     reg: &Registry,
     repository: &str,
     reference: &str,
-    platform: &Platform,
+    platform: Option<&Platform>,
     compression: Compression,
 ) -> Result<Vec<(String, KnownBlob)>, String> {
     let fetch = |reference: String| async move {
@@ -229,8 +223,8 @@ async fn read_source(
     };
     let (mut media_type, mut manifest) = fetch(reference.to_string()).await?;
     if media_type == MANIFEST_LIST_V2 || media_type == OCI_INDEX {
-        let entry = pick_platform(&manifest.manifests, platform)
-            .ok_or_else(|| format!("no manifest for {}", platform.describe()))?;
+        let entry = descriptor::pick_image(&manifest.manifests, platform)
+            .ok_or_else(|| format!("no manifest for {}", descriptor::describe(platform)))?;
         (media_type, manifest) = fetch(entry.digest.clone()).await?;
         if media_type == MANIFEST_LIST_V2 || media_type == OCI_INDEX {
             return Err("an index inside an index".into());
@@ -272,11 +266,6 @@ async fn read_source(
         .collect())
 }
 
-/// The index entry for `platform`.
-fn pick_platform<'m>(entries: &'m [Descriptor], platform: &Platform) -> Option<&'m Descriptor> {
-    entries.iter().find(|entry| platform.matches(entry))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,28 +290,5 @@ mod tests {
         assert_eq!(split("docker.io/library/alpine:3"), None);
         assert_eq!(split(&format!("{host}x/base:1")), None);
         assert_eq!(split(&format!("{host}/")), None);
-    }
-
-    /// An index entry is chosen by os and architecture, and by variant when both have one.
-    #[test]
-    fn index_entries_match_the_platform() {
-        let entries: Vec<Descriptor> = serde_json::from_str(
-            r#"[
-              {"digest": "a", "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}},
-              {"digest": "b", "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
-              {"digest": "c", "platform": {"os": "linux", "architecture": "amd64"}},
-              {"digest": "d"}
-            ]"#,
-        )
-        .unwrap();
-        let platform = |architecture: &str, variant: Option<&str>| Platform {
-            os: "linux".into(),
-            architecture: architecture.into(),
-            variant: variant.map(Into::into),
-        };
-        let pick = |p: Platform| pick_platform(&entries, &p).map(|d| d.digest.clone());
-        assert_eq!(pick(platform("arm", Some("v7"))), Some("b".into()));
-        assert_eq!(pick(platform("amd64", Some("v3"))), Some("c".into()));
-        assert_eq!(pick(platform("arm64", None)), None);
     }
 }

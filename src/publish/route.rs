@@ -14,10 +14,10 @@ use crate::engine::push::{self, PushError, PushTarget};
 use crate::engine::{Engine, ImageStore};
 use crate::inputs::{Inputs, PushEngine};
 use crate::network::Network;
+use crate::progress::Progress;
 use crate::publish::{self, Compression, DirectOptions};
 use crate::registry::RetryPolicy;
 use crate::repository::{self, PresentTag};
-use crate::runner::Runner;
 
 /// The first API version whose push takes `platform`, so that the daemon pushes the
 /// platform's image manifest of a containerd-store image, as the direct push would,
@@ -141,7 +141,7 @@ pub async fn push(
     inputs: &Inputs,
     image_id: &str,
     repository_ref: &str,
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> anyhow::Result<Pushed> {
     // The daemon's pusher cannot renew a token mid-push as the registry client does: it
     // gets one that lasts the push (a build can outlast the 12 hours of the first).
@@ -152,20 +152,20 @@ pub async fn push(
         auth: &auth,
     };
     match route {
-        Route::Daemon => daemon(run, engine, target, &inputs.tags, runner).await,
+        Route::Daemon => daemon(run, engine, target, &inputs.tags, progress).await,
         Route::Direct { fallback } => {
             let pushed = {
-                let _group = runner.group(&format!("Push {repository_ref} (direct)"));
-                direct_push(run, engine, inputs, image_id, runner).await
+                let _group = progress.group(&format!("Push {repository_ref} (direct)"));
+                direct_push(run, engine, inputs, image_id, progress).await
             };
             match pushed {
                 Ok(pushed) => Ok(pushed),
                 Err(err) if fallback && err.daemon_may_succeed() => {
-                    runner.warning(&format!(
+                    progress.warning(&format!(
                         "the direct push cannot send this image ({err}); pushing through the \
                          Docker daemon instead"
                     ));
-                    let pushed = daemon(run, engine, target, &inputs.tags, runner).await?;
+                    let pushed = daemon(run, engine, target, &inputs.tags, progress).await?;
                     Ok(Pushed {
                         engine_used: "daemon (fallback)",
                         ..pushed
@@ -174,7 +174,7 @@ pub async fn push(
                 Err(err) => Err(err.into()),
             }
         }
-        Route::DaemonBlobs => daemon_blobs(run, engine, inputs, target, runner).await,
+        Route::DaemonBlobs => daemon_blobs(run, engine, inputs, target, progress).await,
     }
 }
 
@@ -183,7 +183,7 @@ async fn daemon(
     engine: &Engine,
     target: PushTarget<'_>,
     tags: &[String],
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> anyhow::Result<Pushed> {
     let tags = run.tags_to_put(tags);
     if tags.is_empty() {
@@ -194,7 +194,7 @@ async fn daemon(
              or `on-tag-exists: skip`"
         );
     }
-    let pushed = push::push(engine, target, &tags, run.retry, runner).await?;
+    let pushed = push::push(engine, target, &tags, run.retry, progress).await?;
     run.check_present_after(&pushed.digest)?;
     Ok(Pushed {
         digest: pushed.digest,
@@ -208,7 +208,7 @@ async fn direct_push(
     engine: &Engine,
     inputs: &Inputs,
     image_id: &str,
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> Result<Pushed, publish::DirectPushError> {
     let options = DirectOptions {
         reuse_from: run.reuse_from.clone(),
@@ -229,7 +229,7 @@ async fn direct_push(
         run.retry,
         &options,
         keep,
-        |line| runner.line(line),
+        |line| progress.line(line),
     )
     .await?;
     tracing::info!(
@@ -255,20 +255,20 @@ async fn daemon_blobs(
     engine: &Engine,
     inputs: &Inputs,
     target: PushTarget<'_>,
-    runner: &Runner,
+    progress: &dyn Progress,
 ) -> anyhow::Result<Pushed> {
     let tags = run.tags_to_put(&inputs.tags);
     let Some((first, others)) = tags.split_first() else {
         // Every tag holds an image already: only the direct push can tell, before
         // moving any, whether it is this one.
-        let _group = runner.group(&format!("Push {} (direct)", target.repository_ref));
-        return Ok(direct_push(run, engine, inputs, target.image_id, runner).await?);
+        let _group = progress.group(&format!("Push {} (direct)", target.repository_ref));
+        return Ok(direct_push(run, engine, inputs, target.image_id, progress).await?);
     };
-    let group = runner.group(&format!(
+    let group = progress.group(&format!(
         "Push {} (the daemon's pusher sends the stored blobs, the direct push the other tags)",
         target.repository_ref
     ));
-    match push::push_one(engine, target, first, run.retry).await {
+    match push::push_one(engine, target, first, run.retry, progress).await {
         // One tag: the daemon's push was the whole of it.
         Ok(pushed) if others.is_empty() => {
             run.check_present_after(&pushed.digest)?;
@@ -287,7 +287,7 @@ async fn daemon_blobs(
                 &run.auth.login(),
                 run.retry,
                 run.network,
-                |line| runner.line(line),
+                |line| progress.line(line),
             )
             .await?;
             tracing::info!(
@@ -305,12 +305,12 @@ async fn daemon_blobs(
         }
         Err(err) if falls_back(&err) => {
             drop(group);
-            runner.warning(&format!(
+            progress.warning(&format!(
                 "the Docker daemon's pusher cannot send this image ({err}); pushing it \
                  directly instead"
             ));
-            let _group = runner.group(&format!("Push {} (direct)", target.repository_ref));
-            let pushed = direct_push(run, engine, inputs, target.image_id, runner).await?;
+            let _group = progress.group(&format!("Push {} (direct)", target.repository_ref));
+            let pushed = direct_push(run, engine, inputs, target.image_id, progress).await?;
             Ok(Pushed {
                 engine_used: "direct (fallback)",
                 ..pushed

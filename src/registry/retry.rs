@@ -38,13 +38,8 @@ impl RetryPolicy {
     /// [`RetryPolicy::delay`], 50 to 100 % of it at random, so that requests failing
     /// together (throttled uploads) do not retry together.
     pub fn jittered_delay(&self, attempt: u32) -> Duration {
-        use std::hash::{BuildHasher as _, Hasher as _};
-        // Each `RandomState` is seeded afresh: enough randomness for spreading retries.
-        let random = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
         #[allow(clippy::cast_precision_loss)]
-        let factor = 0.5 + (random % 1024) as f64 / 2048.0;
+        let factor = 0.5 + (crate::random::u64() % 1024) as f64 / 2048.0;
         self.delay(attempt).mul_f64(factor)
     }
 

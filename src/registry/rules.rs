@@ -56,6 +56,14 @@ pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// fault, and it passes. Each wait is jittered, so parallel uploads do not retry in step.
 pub const THROTTLED_ATTEMPTS: u32 = 8;
 
+/// Tags put at once after the first, by either pusher (the daemon's, one push per tag;
+/// the direct one, one manifest `PUT` per tag): each is one `PutImage`, whose rate ECR
+/// limits per account and Region (ECR User Guide, "Amazon ECR service quotas": the push
+/// calls other than `BatchCheckLayerAvailability` default to 10 a second). Four keeps a
+/// push of many tags well under that, with room for other pushes in the account; a tag
+/// is a small request, so more at once would save little time.
+pub const TAG_CONCURRENCY: usize = 4;
+
 /// How long the eventually consistent side of ECR (`DescribeImages`, a manifest `GET`
 /// right after a push) is waited for before a missing image counts as missing. ECR
 /// documents no bound; docker/github-builder#30 waits 5 s for ECR hosts.

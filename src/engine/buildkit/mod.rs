@@ -303,7 +303,7 @@ pub async fn build(
         let line = failed
             .as_ref()
             .and_then(|f| f.line)
-            .or_else(|| line_in_message(&message));
+            .or_else(|| super::dockerfile_line(&message));
         return Err(BuildkitError::Failed {
             message,
             step: failed.map(|f| f.name),
@@ -392,7 +392,7 @@ fn handle_message(
 
 /// An HTTP error before the build started: a bad option or an unparsable Dockerfile.
 fn classify_http_error(status: StatusCode, message: String) -> BuildkitError {
-    let line = line_in_message(&message);
+    let line = super::dockerfile_line(&message);
     if status.is_client_error()
         || line.is_some()
         || message.to_ascii_lowercase().contains("dockerfile")
@@ -407,20 +407,6 @@ fn classify_http_error(status: StatusCode, message: String) -> BuildkitError {
             "the daemon refused the build ({status}): {message}"
         ))
     }
-}
-
-/// `Dockerfile:12` or `line 12` in a message.
-fn line_in_message(message: &str) -> Option<u32> {
-    let lower = message.to_ascii_lowercase();
-    let number_after = |marker: &str| {
-        let start = lower.find(marker)? + marker.len();
-        let digits: String = lower[start..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().ok().filter(|n| *n > 0)
-    };
-    number_after("dockerfile:").or_else(|| number_after("line "))
 }
 
 /// `/build?version=2&remote=client-session&session=...` with every option.
@@ -617,17 +603,5 @@ mod tests {
             !debug.contains("tok-123") && !debug.contains("pw-456"),
             "{debug}"
         );
-    }
-
-    #[test]
-    fn lines_are_found_in_messages() {
-        assert_eq!(
-            line_in_message("dockerfile parse error on line 4: unknown instruction: FOO"),
-            Some(4)
-        );
-        assert_eq!(line_in_message("Dockerfile:7\n----"), Some(7));
-        assert_eq!(line_in_message("no such thing"), None);
-        assert!(crate::engine::api_at_least("1.45", 1, 39));
-        assert!(!crate::engine::api_at_least("1.38", 1, 39));
     }
 }

@@ -228,21 +228,6 @@ impl Drop for Session {
     }
 }
 
-/// A random identifier: 128 bits from the OS-seeded hasher keys, as hex. Session ids and
-/// shared keys need to be unique, not secret.
-pub(crate) fn random_id() -> String {
-    use std::collections::hash_map::RandomState;
-    use std::fmt::Write as _;
-    use std::hash::{BuildHasher, Hasher};
-    let mut id = String::with_capacity(32);
-    for _ in 0..2 {
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(0x6275_696c_646b_6974);
-        let _ = write!(id, "{:016x}", hasher.finish());
-    }
-    id
-}
-
 /// Opens the session: `POST /session` upgraded to `h2c`, then serves gRPC on it in a task.
 pub(crate) async fn start(
     address: &DaemonAddress,
@@ -252,7 +237,7 @@ pub(crate) async fn start(
     secrets: SecretStore,
     files: FileSyncService,
 ) -> Result<Session, BuildkitError> {
-    let id = random_id();
+    let id = crate::random::token();
     let mut sender = daemon::connect(address)
         .await
         .map_err(|e| BuildkitError::Daemon(format!("cannot connect to the daemon: {e}")))?;
@@ -366,13 +351,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(other.get_ref(), &CredentialsResponse::default());
-    }
-
-    #[test]
-    fn ids_are_random_hex() {
-        let (a, b) = (random_id(), random_id());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 32);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
     }
 }
