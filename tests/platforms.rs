@@ -11,7 +11,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use support::{docker_output, standin, unique, RunResult, Workspace};
+use support::{docker_output, run_platform, standin, unique, RunResult, Workspace};
 
 const MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -96,35 +96,6 @@ fn index_entries(index: &serde_json::Value) -> BTreeMap<String, String> {
 
 fn platform_digests(run: &RunResult) -> BTreeMap<String, String> {
     serde_json::from_str(run.output("platform-digests")).expect("platform-digests is JSON")
-}
-
-/// `docker run --platform` of the pushed index (pulled for that platform first, with
-/// the registry's login, and removed again): what the image prints.
-fn run_platform(reference: &str, platform: &str) -> String {
-    let standin = standin();
-    let config = tempfile::tempdir().unwrap();
-    let login = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "printf %s \"$PASSWORD\" | docker --config {} login -u AWS --password-stdin {} >/dev/null 2>&1 \
-             && docker --config {} pull -q --platform {platform} {reference} >/dev/null",
-            config.path().display(),
-            standin.registry,
-            config.path().display(),
-        ))
-        .env("PASSWORD", &standin.password)
-        .status()
-        .expect("docker login and pull");
-    assert!(login.success(), "pull {reference} for {platform}");
-    let out = docker_output(&["run", "--rm", "--platform", platform, reference]);
-    assert!(
-        out.status.success(),
-        "run {reference} on {platform}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The classic store holds one image per reference: free it for the next platform.
-    docker_output(&["rmi", reference]);
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// What must hold for a pushed two-platform run: the index under every tag holds

@@ -24,7 +24,7 @@ use super::manifest::PushedManifest;
 use crate::ecr::Ecr;
 use crate::env::GitHubContext;
 use crate::inputs::{InputError, Inputs, Platform};
-use crate::registry::{rules, BlobBody, Registry, OCI_MANIFEST};
+use crate::registry::{BlobBody, Registry, OCI_MANIFEST};
 
 /// What a record is, for anyone listing the repository.
 pub const RECORD_ARTIFACT_TYPE: &str = "application/vnd.ecr-build-push.leg.v1+json";
@@ -35,9 +35,11 @@ const EMPTY_JSON: &[u8] = b"{}";
 /// The prefix of the record's annotations.
 const ANNOTATION: &str = "io.github.ecr-build-push.leg";
 /// How long a leg that finds the set incomplete reads the records again: ECR's API can
-/// miss an image for seconds after its push (docker/github-builder#30), and the leg that
-/// finished just before this one must be seen.
-pub const RECORD_WAIT: Duration = rules::VISIBILITY_WAIT;
+/// miss an image for seconds after its push (docker/github-builder#30 waits 5 s for ECR
+/// hosts), and the record of a leg that finished just before this one must be seen. Twice
+/// that: long enough for the lag, short enough that a leg which finishes first does not
+/// keep its runner waiting for the others (the last leg assembles).
+pub const RECORD_WAIT: Duration = Duration::from_secs(10);
 
 /// A build shared by matrix legs: which one, and this leg's part in it.
 #[derive(Debug, Clone, PartialEq, Eq)]

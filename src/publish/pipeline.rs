@@ -320,7 +320,8 @@ async fn push_by_digest(
 
 /// Puts `index` under every tag but those that already hold it where they are
 /// immutable. A tag the registry refuses (`TAG_INVALID`: immutable) that holds this
-/// very index by now is success: another leg of a shared build put the same bytes.
+/// very index by now is success: another leg of a shared build put the same bytes, and
+/// may still be putting the other tags, so each is then put, or found, on its own.
 async fn put_index(
     reg: &Registry,
     run: &PushRun<'_>,
@@ -336,26 +337,36 @@ async fn put_index(
         .put(reg, &tags, |line| progress.line(line))
         .await
     {
-        Ok(put) => Ok(put.digest),
-        Err(err) if is_tag_invalid(&err) && all_at(reg, &tags, &digest).await => {
-            tracing::info!("every tag holds index {digest} already (put by another leg)");
-            Ok(digest)
-        }
-        Err(err) => Err(err.into()),
+        Ok(put) => return Ok(put.digest),
+        Err(err) if is_tag_invalid(&err) => {}
+        Err(err) => return Err(err.into()),
     }
+    for tag in &tags {
+        if holds(reg, tag, &digest).await {
+            continue;
+        }
+        match index
+            .clone()
+            .put(reg, std::slice::from_ref(tag), |line| progress.line(line))
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if is_tag_invalid(&err) && holds(reg, tag, &digest).await => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    tracing::info!("every tag holds index {digest} (another leg put some of them)");
+    Ok(digest)
 }
 
 fn is_tag_invalid(err: &DirectPushError) -> bool {
     matches!(err, DirectPushError::Registry { code: Some(code), .. } if code == "TAG_INVALID")
 }
 
-/// Whether every one of `tags` serves the manifest `digest` now.
-async fn all_at(reg: &Registry, tags: &[String], digest: &str) -> bool {
-    for tag in tags {
-        match reg.get_manifest(&reg.repository, tag).await {
-            Ok((_, body)) if super::export::sha256_digest(&body) == digest => {}
-            _ => return false,
-        }
-    }
-    true
+/// Whether `tag` serves the manifest `digest` now.
+async fn holds(reg: &Registry, tag: &str, digest: &str) -> bool {
+    matches!(
+        reg.get_manifest(&reg.repository, tag).await,
+        Ok((_, body)) if super::export::sha256_digest(&body) == digest
+    )
 }

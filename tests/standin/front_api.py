@@ -8,6 +8,9 @@
   ListImageReferrers              from the manifests moto holds (their `subject`); moto lacks it
   DescribeImages, BatchGetImage,  forwarded to moto, then manifests still inside a
   ListImages                      /visibility window are taken out of the answer
+  BatchDeleteImage                an image an index of the repository lists is refused
+                                  (ImageReferencedByManifestList), the rest forwarded to
+                                  moto and deleted from the registry too, so both agree
 
 Shapes follow botocore's service model (ecr 2015-09-21). Errors are the JSON protocol's
 {"__type", "message"} with x-amzn-ErrorType.
@@ -40,6 +43,7 @@ class ApiMixin:
         "DescribeImages": "_api_visible_images",
         "BatchGetImage": "_api_visible_images",
         "ListImages": "_api_visible_images",
+        "BatchDeleteImage": "_api_batch_delete_image",
     }
 
     def _api_intercept(self) -> bool:
@@ -248,6 +252,53 @@ class ApiMixin:
         else:
             payload["images"] = [i for i in payload.get("images") or [] if not hides(i.get("imageId") or {})]
             payload["failures"] = (payload.get("failures") or []) + [self._not_found(i) for i in missing]
+        self._api_ok(payload)
+
+    def _api_batch_delete_image(self, request: dict, body: bytes) -> None:
+        """ECR's BatchDeleteImage: an image that an index in the repository lists is not
+        deleted (failure `ImageReferencedByManifestList`, a code of the API model's
+        ImageFailureCode); the others are deleted in moto and in the registry."""
+        import http.client
+
+        name = request.get("repositoryName")
+        asked = [i for i in request.get("imageIds") or [] if isinstance(i, dict)]
+        listed = set()
+        if isinstance(name, str):
+            for image in self.server.moto.manifests(name) if self.server.moto.repository(name) else []:
+                try:
+                    manifest = json.loads(image.get("imageManifest") or "{}")
+                except ValueError:
+                    continue
+                for entry in manifest.get("manifests") or []:
+                    if isinstance(entry, dict):
+                        listed.add(entry.get("digest"))
+        referenced = [i for i in asked if i.get("imageDigest") in listed]
+        rest = [i for i in asked if i not in referenced]
+        failures = [{"imageId": i, "failureCode": "ImageReferencedByManifestList",
+                     "failureReason": "Requested image is referenced by an image index"}
+                    for i in referenced]
+        if referenced:
+            self._rule = "referenced-by-index"
+        if not rest:
+            return self._api_ok({"imageIds": [], "failures": failures})
+        conn, resp = self._upstream(self.server.moto_addr, body=json_dumps(dict(request, imageIds=rest)))
+        try:
+            answer = resp.read()
+            if resp.status != 200:
+                return self._relay(resp, answer)
+        finally:
+            conn.close()
+        payload = json.loads(answer)
+        from front_registry import REGISTRY_AUTH
+        for digest in {i.get("imageDigest") for i in payload.get("imageIds") or []} - {None}:
+            registry = http.client.HTTPConnection(*self.server.registry_addr, timeout=30)
+            try:
+                registry.request("DELETE", f"/v2/{name}/manifests/{digest}",
+                                 headers={"Authorization": REGISTRY_AUTH})
+                registry.getresponse().read()
+            finally:
+                registry.close()
+        payload["failures"] = (payload.get("failures") or []) + failures
         self._api_ok(payload)
 
     @staticmethod

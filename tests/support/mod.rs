@@ -816,3 +816,32 @@ pub fn parse_output_file(text: &str) -> BTreeMap<String, String> {
     }
     outputs
 }
+
+/// `docker run --platform` of the pushed index (pulled for that platform first, with
+/// the registry's login, and removed again): what the image prints.
+pub fn run_platform(reference: &str, platform: &str) -> String {
+    let standin = standin();
+    let config = tempfile::tempdir().unwrap();
+    let login = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf %s \"$PASSWORD\" | docker --config {} login -u AWS --password-stdin {} >/dev/null 2>&1 \
+             && docker --config {} pull -q --platform {platform} {reference} >/dev/null",
+            config.path().display(),
+            standin.registry,
+            config.path().display(),
+        ))
+        .env("PASSWORD", &standin.password)
+        .status()
+        .expect("docker login and pull");
+    assert!(login.success(), "pull {reference} for {platform}");
+    let out = docker_output(&["run", "--rm", "--platform", platform, reference]);
+    assert!(
+        out.status.success(),
+        "run {reference} on {platform}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The classic store holds one image per reference: free it for the next platform.
+    docker_output(&["rmi", reference]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
