@@ -319,3 +319,43 @@ fn a_platform_built_twice_in_one_attempt_fails_naming_both() {
     assert!(error.contains(&theirs["linux/amd64"]), "{error}");
     assert!(error.contains("runner-x64 (X64)"), "{error}");
 }
+
+/// Each leg's scan gate covers its own share: the leg that assembles the index gates
+/// its own platform manifest, not the other leg's (ECR cannot scan an index), so its
+/// findings are one image's (the stand-in's scan reports one HIGH finding per image).
+#[test]
+fn each_leg_gates_its_own_platform() {
+    let repo = unique("legs/scan");
+    let run_id = unique("run");
+    let ws = workspace();
+    let first = leg(&ws, &repo, &run_id, 1, "linux/amd64", "");
+    first.assert_success();
+    let second = standin()
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("tags", "v1\nlatest")
+        .input("platforms", PLATFORMS)
+        .input("build-platforms", "linux/arm64")
+        .input("scan", "wait")
+        .input("scan-fail-on", "CRITICAL")
+        .env("GITHUB_RUN_ID", &run_id)
+        .env("GITHUB_JOB", "image")
+        .env("GITHUB_RUN_ATTEMPT", "1")
+        .run();
+    second.assert_success();
+    assert_eq!(
+        second.output("index-assembled"),
+        "true",
+        "{}",
+        second.stderr
+    );
+    let findings: serde_json::Value = serde_json::from_str(second.output("scan-findings")).unwrap();
+    assert_eq!(findings["HIGH"], 1, "{findings}");
+    let share: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(second.output("platform-digests")).unwrap();
+    assert!(
+        second.summary.contains(&share["linux/arm64"]),
+        "{}",
+        second.summary
+    );
+}
