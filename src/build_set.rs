@@ -344,6 +344,7 @@ impl BuildSet {
             run.retry,
             run.network,
         )?);
+        let proofs = crate::publish::verify::Proofs::default();
         let pushes = self.members.iter().zip(built).map(|(member, built)| {
             let options = crate::publish::DirectOptions {
                 reuse_from: run.reuse_from.clone(),
@@ -353,6 +354,7 @@ impl BuildSet {
                 spool_dir: run.spool_dir.clone(),
                 network: run.network.clone(),
                 mounting: run.mounting,
+                proofs: proofs.clone(),
             };
             let reg = std::sync::Arc::clone(&reg);
             async move {

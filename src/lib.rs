@@ -69,6 +69,7 @@ use crate::engine::context::{self, ContextError};
 use crate::engine::Engine;
 use crate::env::Environment;
 use crate::inputs::{Builder, InputError, Inputs, PushEngine};
+use crate::publish::reuse;
 use crate::publish::route::{PushRun, Route};
 use crate::registry::RetryPolicy;
 use crate::report::{Outcome, Report};
@@ -210,9 +211,8 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         BuilderKind::Classic => Vec::new(),
     };
     if let Some(set) = &set {
-        let mut reuse_from = vec![report.references[0].clone()];
-        reuse_from.extend(cache_from.iter().cloned());
-        reuse_from.extend(base_images);
+        let no_cache = inputs.build.no_cache;
+        let reuse_from = reuse::sources(&report.references[0], &cache_from, &base_images, no_cache);
         let set_run = build_set::SetRun {
             inputs,
             ecr: &ecr,
@@ -272,11 +272,8 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     );
 
     if inputs.push {
-        // Images whose layers ours may share, most likely first: the repository's image
-        // under the first tag (the previous push), the cache sources, the base images.
-        let mut reuse_from = vec![report.references[0].clone()];
-        reuse_from.extend(cache_from);
-        reuse_from.extend(base_images);
+        let no_cache = inputs.build.no_cache;
+        let reuse_from = reuse::sources(&report.references[0], &cache_from, &base_images, no_cache);
         let push_run = PushRun {
             engine: &engine,
             auth: &auth,
