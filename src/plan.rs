@@ -41,7 +41,8 @@ pub struct Plan {
     /// Images BuildKit takes cache from.
     pub cache_from: Vec<String>,
     /// Images whose layers ours may share, most likely first: the repository's image
-    /// under the first tag (the previous push), the cache sources, the base images.
+    /// under the first tag (the previous push), the cache sources, the base images; none
+    /// with `no-cache` ([`crate::publish::reuse::sources`]).
     pub reuse_from: Vec<String>,
     pub retry: RetryPolicy,
     /// Where the direct push spools compressed layers (`TMPDIR`).
@@ -126,9 +127,12 @@ pub async fn plan(
         BuilderKind::Buildkit => cache_sources(&ecr, inputs, &report).await,
         BuilderKind::Classic => Vec::new(),
     };
-    let mut reuse_from = vec![report.references[0].clone()];
-    reuse_from.extend(cache_from.iter().cloned());
-    reuse_from.extend(base_images);
+    let reuse_from = crate::publish::reuse::sources(
+        &report.references[0],
+        &cache_from,
+        &base_images,
+        inputs.build.no_cache,
+    );
     let mounting = if inputs.push {
         ecr.blob_mounting(registry_id).await
     } else {

@@ -42,7 +42,9 @@ pub(super) async fn upload(
             .await
             .unwrap_or_default()
     };
-    let reused = super::reusable_layers(reg, &diff_ids, platform.as_ref(), options).await;
+    // Its layers are uncompressed here: a known blob is read to prove it is one of them.
+    let proof = super::reuse::Proof::Read(&options.proofs);
+    let reused = super::reusable_layers(reg, &diff_ids, platform.as_ref(), options, proof).await;
     uploads.record_reused(&diff_ids, &reused, on_line);
     let compression = options.compression;
     if let Some(image) = rerun(

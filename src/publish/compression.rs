@@ -135,7 +135,7 @@ fn zstd_level(level: u32) -> i32 {
 }
 
 /// How a layer blob is compressed, from its media type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LayerCodec {
     Gzip,
     Zstd,
@@ -147,6 +147,13 @@ impl LayerCodec {
             DOCKER_GZIP_LAYER | OCI_GZIP_LAYER => Some(Self::Gzip),
             OCI_ZSTD_LAYER => Some(Self::Zstd),
             _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
         }
     }
 }

@@ -56,8 +56,8 @@ pub(super) async fn upload(
     let local = super::local_image(docker, image_id).await;
     let mut uploads = Uploads::new(reg);
     let (diff_ids, platform) = local.unwrap_or_default();
-    let reused = super::reusable_layers(reg, &diff_ids, platform.as_ref(), options).await;
-    uploads.record_reused(&diff_ids, &reused, on_line);
+    let proof = super::reuse::Proof::Digest;
+    let reused = super::reusable_layers(reg, &diff_ids, platform.as_ref(), options, proof).await;
     let pass: HashSet<String> = reused.values().map(|(b, _)| b.digest.clone()).collect();
 
     let (feeder, bytes) = Feeder::start(docker, image_id, started);
@@ -79,6 +79,7 @@ pub(super) async fn upload(
         )
         .await?;
     drop(feeder);
+    record_used(&mut uploads, &diff_ids, reused, &rest.passed, on_line);
 
     let manifest = image_manifest(&rest, image_id, platform.as_ref()).map_err(image_error)?;
     let parsed: Manifest = serde_json::from_slice(&manifest.bytes)
@@ -228,6 +229,32 @@ fn stored_image(media_type: &str, bytes: Bytes, digest: &str) -> Option<Uploaded
         stats: BlobStats::of(&blobs, &done, layers.len()),
         manifest: PushedManifest::new(media_type, bytes),
     })
+}
+
+/// Records the known blobs that the export held under the same digest, so passed over:
+/// those are the engine's own blobs. Another image's blob for one of our `diff_ids` is
+/// other bytes (another compression, or not that layer at all), which the engine's
+/// manifest does not name: it stands in for nothing, and the log says so.
+fn record_used(
+    uploads: &mut Uploads,
+    diff_ids: &[String],
+    reused: HashMap<String, (super::reuse::KnownBlob, super::reuse::Reused)>,
+    passed: &HashSet<String>,
+    on_line: &mut dyn FnMut(&str),
+) {
+    let (used, unused): (HashMap<_, _>, HashMap<_, _>) = reused
+        .into_iter()
+        .partition(|(_, (blob, _))| passed.contains(&blob.digest));
+    for (diff_id, (blob, _)) in &unused {
+        on_line(&format!(
+            "{}: listed by {} for layer {}, but the engine stores that layer as another \
+             blob: not used",
+            short(&blob.digest),
+            blob.image,
+            short(diff_id)
+        ));
+    }
+    uploads.record_reused(diff_ids, &used, on_line);
 }
 
 /// Names the layers stored uncompressed, once: they are pushed as they are.

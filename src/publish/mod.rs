@@ -47,6 +47,7 @@ pub mod reuse;
 pub mod route;
 mod stream;
 mod upload;
+pub mod verify;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -84,6 +85,9 @@ pub struct DirectOptions {
     pub network: crate::network::Network,
     /// ECR's `BLOB_MOUNTING` setting: no mount is tried when it is off.
     pub mounting: Mounting,
+    /// The blobs read to prove them layers ([`verify`]), shared by the run's pushes so
+    /// each is read once.
+    pub proofs: verify::Proofs,
 }
 
 impl Default for DirectOptions {
@@ -95,6 +99,7 @@ impl Default for DirectOptions {
             spool_dir: PathBuf::from(crate::env::DEFAULT_SPOOL_DIR),
             network: crate::network::Network::default(),
             mounting: Mounting::default(),
+            proofs: verify::Proofs::default(),
         }
     }
 }
@@ -484,18 +489,20 @@ async fn local_image(
 }
 
 /// The layers among `diff_ids` that the registry has, or could mount, from the
-/// `options.reuse_from` images, by `diff_id`. Reuse is only an optimisation.
+/// `options.reuse_from` images, by `diff_id`, each shown to be its layer by `proof`.
+/// Reuse is only an optimisation.
 async fn reusable_layers(
     reg: &Registry,
     diff_ids: &[String],
     platform: Option<&crate::platform::Platform>,
     options: &DirectOptions,
+    proof: reuse::Proof<'_>,
 ) -> HashMap<String, (reuse::KnownBlob, reuse::Reused)> {
     if options.reuse_from.is_empty() || diff_ids.is_empty() {
         return HashMap::new();
     }
     let known = reuse::known_layers(reg, &options.reuse_from, platform, options.compression).await;
-    reuse::resolve(reg, diff_ids, &known, options.mounting).await
+    reuse::resolve(reg, diff_ids, &known, options.mounting, proof).await
 }
 
 fn short(digest: &str) -> &str {

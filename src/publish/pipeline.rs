@@ -275,6 +275,8 @@ async fn push_by_digest(
         spool_dir: run.spool_dir.clone(),
         network: run.network.clone(),
         mounting: run.mounting,
+        // One proof per blob for all the platforms, which often share layers.
+        proofs: super::verify::Proofs::default(),
     };
     let pushes = images.iter().map(|image| {
         let (reg, options) = (Arc::clone(reg), &options);

@@ -8,9 +8,15 @@
 //! that layer). The daemon's pusher does the same with the digests it remembers from
 //! earlier pulls and pushes, which a fresh CI runner does not have.
 //!
-//! This is an optimisation: a source that cannot be read, a `HEAD` or a mount that fails,
-//! only means the layer is compressed and uploaded as usual. gzip layers are reused by
-//! every push, zstd layers by a zstd push (whose manifest is OCI anyway).
+//! The pairing of a `diff_id` with a blob is another image's say, which no registry
+//! checks, so a blob stands in for a local layer only once it is proven to be it
+//! ([`Proof`]): on the classic store, by reading it ([`super::verify`]); on the containerd
+//! store, by its digest, as the engine's own manifest names its layers' blobs. `no-cache`
+//! reuses nothing ([`sources`]).
+//!
+//! This is an optimisation: a source that cannot be read, a `HEAD`, a proof or a mount
+//! that fails, only means the layer is compressed and uploaded as usual. gzip layers are
+//! reused by every push, zstd layers by a zstd push (whose manifest is OCI anyway).
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,6 +27,7 @@ use super::compression::{Compression, LayerCodec};
 use super::descriptor::{self, Descriptor};
 use super::export::sha256_digest;
 use super::manifest::LayerBlob;
+use super::verify::Proofs;
 use crate::platform::Platform;
 use crate::registry::{Mount, Mounting, Registry, MANIFEST_LIST_V2, OCI_INDEX};
 
@@ -40,6 +47,8 @@ pub struct KnownBlob {
     pub codec: LayerCodec,
     /// The repository whose image lists it.
     pub repository: String,
+    /// That image, `host/repository:tag` or `@digest` (for the log).
+    pub image: String,
 }
 
 impl KnownBlob {
@@ -60,6 +69,53 @@ pub enum Reused {
     Present,
     /// Mounted from the source repository.
     Mounted,
+}
+
+/// How a known blob is shown to be the local layer it would stand in for.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'p> {
+    /// Read once and hashed ([`super::verify`]): the classic store's layers are
+    /// uncompressed, so only the blob's decompressed bytes say which layer it holds.
+    Read(&'p Proofs),
+    /// By digest: the containerd store's manifest, pushed as it is, names each layer's
+    /// compressed blob, and the export passes over a blob only when its bytes hash to a
+    /// known digest. A known blob of another digest is never in our manifest.
+    Digest,
+}
+
+impl Proof<'_> {
+    /// Whether `blob`, read from `repository` if need be, is the layer `diff_id`.
+    async fn holds(
+        self,
+        reg: &Registry,
+        repository: &str,
+        blob: &KnownBlob,
+        diff_id: &str,
+    ) -> bool {
+        match self {
+            Self::Digest => true,
+            Self::Read(proofs) => proofs.proves(reg, repository, blob, diff_id).await,
+        }
+    }
+}
+
+/// The images whose layers a push may reuse, most likely first: the repository's image
+/// under the first tag (the previous push), the cache sources, the base images. None with
+/// `no-cache`, which asks for nothing from earlier builds.
+pub fn sources(
+    previous: &str,
+    cache_from: &[String],
+    base_images: &[String],
+    no_cache: bool,
+) -> Vec<String> {
+    if no_cache {
+        return Vec::new();
+    }
+    std::iter::once(previous)
+        .chain(cache_from.iter().map(String::as_str))
+        .chain(base_images.iter().map(String::as_str))
+        .map(str::to_string)
+        .collect()
 }
 
 /// `host/repo:tag` or `host/repo@sha256:…` as (repository, reference), if `image` is in
@@ -119,18 +175,20 @@ pub async fn known_layers(
     known
 }
 
-/// Each of `diff_ids` that `known` lists and that our repository has or could mount,
-/// with its blob. Checks run concurrently; a failed check leaves the layer out.
+/// Each of `diff_ids` that `known` lists, that our repository has or could mount, and
+/// whose blob is shown to be that layer by `proof`, with its blob. Checks run
+/// concurrently; a failed check leaves the layer out.
 pub async fn resolve(
     reg: &Registry,
     diff_ids: &[String],
     known: &HashMap<String, KnownBlob, impl std::hash::BuildHasher>,
     mounting: Mounting,
+    proof: Proof<'_>,
 ) -> HashMap<String, (KnownBlob, Reused)> {
     let unique: HashSet<&String> = diff_ids.iter().collect();
     stream::iter(unique.into_iter().filter_map(|d| Some((d, known.get(d)?))))
         .map(|(diff_id, blob)| async move {
-            let how = place(reg, blob, mounting).await;
+            let how = place(reg, diff_id, blob, mounting, proof).await;
             how.map(|how| (diff_id.clone(), (blob.clone(), how)))
         })
         .buffer_unordered(CONCURRENCY)
@@ -139,24 +197,41 @@ pub async fn resolve(
         .await
 }
 
-/// Where `blob` comes from: our repository, or a mount from the repository whose
-/// manifest lists it (the condition ECR sets for a mount, with `BLOB_MOUNTING` on: see
-/// [`Mounting`]). A mount ECR declines opens an upload session, which the registry client
-/// keeps for the next upload.
-async fn place(reg: &Registry, blob: &KnownBlob, mounting: Mounting) -> Option<Reused> {
+/// Where `blob`, once proven to be the layer `diff_id`, comes from: our repository, or a
+/// mount from the repository whose manifest lists it (the condition ECR sets for a mount,
+/// with `BLOB_MOUNTING` on: see [`Mounting`]). The proof reads the blob where it is, and
+/// only when it could be used (nothing is read for a blob that could not be mounted
+/// anyway, nothing is mounted that is not proven). A mount ECR declines opens an upload
+/// session, which the registry client keeps for the next upload.
+async fn place(
+    reg: &Registry,
+    diff_id: &str,
+    blob: &KnownBlob,
+    mounting: Mounting,
+    proof: Proof<'_>,
+) -> Option<Reused> {
     let digest = &blob.digest;
     let check = reg
         .with_retry(&format!("checking blob {digest}"), || reg.has_blob(digest))
         .await;
     match check {
-        Ok(true) => return Some(Reused::Present),
+        Ok(true) => {
+            let ours = &reg.repository;
+            return proof
+                .holds(reg, ours, blob, diff_id)
+                .await
+                .then_some(Reused::Present);
+        }
         Ok(false) => {}
         Err((failure, _)) => {
             tracing::debug!("checking {digest} failed: {}", failure.describe());
             return None;
         }
     }
-    if blob.repository == reg.repository || !mounting.may_mount() {
+    if blob.repository == reg.repository
+        || !mounting.may_mount()
+        || !proof.holds(reg, &blob.repository, blob, diff_id).await
+    {
         return None;
     }
     let mounted = reg
@@ -260,10 +335,17 @@ async fn read_source(
                 digest: layer.digest,
                 size: layer.size,
                 repository: repository.to_string(),
+                image: image_reference(&reg.host, repository, reference),
             };
             Some((diff_id, blob))
         })
         .collect())
+}
+
+/// `host/repository:tag`, or `host/repository@sha256:…`, as an image is named.
+fn image_reference(host: &str, repository: &str, reference: &str) -> String {
+    let separator = if reference.contains(':') { '@' } else { ':' };
+    format!("{host}/{repository}{separator}{reference}")
 }
 
 #[cfg(test)]
@@ -290,5 +372,18 @@ mod tests {
         assert_eq!(split("docker.io/library/alpine:3"), None);
         assert_eq!(split(&format!("{host}x/base:1")), None);
         assert_eq!(split(&format!("{host}/")), None);
+    }
+
+    /// The previous image first, then the cache sources, then the base images; none at
+    /// all with `no-cache`.
+    #[test]
+    fn no_cache_reuses_nothing() {
+        let cache = vec!["r/c:1".to_string()];
+        let bases = vec!["r/b:1".to_string()];
+        assert_eq!(
+            sources("r/app:v1", &cache, &bases, false),
+            ["r/app:v1", "r/c:1", "r/b:1"]
+        );
+        assert!(sources("r/app:v1", &cache, &bases, true).is_empty());
     }
 }

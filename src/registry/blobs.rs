@@ -12,12 +12,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 
-use super::{rules, Answer, Failure, Registry, RequestBody, STREAM_TIMEOUT};
+use http_body_util::BodyExt as _;
+
+use super::{
+    rules, Answer, Failure, Opened, Registry, RequestBody, REQUEST_TIMEOUT, STREAM_TIMEOUT,
+};
 
 /// Bytes read from disk per piece of a spooled blob's body.
 const FILE_PIECE: usize = 1 << 20;
 /// Pieces read ahead of the connection.
 const FILE_QUEUE: usize = 4;
+/// How long a streamed blob `GET` may go without a byte before it counts as stalled.
+const BLOB_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where a blob's bytes are: in memory, or in a (spool) file from its start.
 #[derive(Debug, Clone)]
@@ -160,43 +166,95 @@ impl Registry {
             })
     }
 
-    /// A (small) blob of `repository`, at most `limit` bytes. A redirect to another host
-    /// (ECR's presigned S3 URLs, which refuse a second credential: open-policy-agent/opa#6728)
-    /// is followed without the registry's credentials.
+    /// A (small) blob of `repository`, at most `limit` bytes, read whole.
     pub async fn get_blob(
         &self,
         repository: &str,
         digest: &str,
         limit: u64,
     ) -> Result<Bytes, Failure> {
+        let body = self.open_blob(repository, digest).await?;
+        let limited =
+            http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+        match tokio::time::timeout(REQUEST_TIMEOUT, limited.collect()).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::local(
+                format!("blob {digest} is more than the {limit} bytes expected"),
+            )),
+            Ok(Err(e)) => Err(Failure::transport(crate::error_chain(e.as_ref()))),
+            Err(_) => Err(Failure::transport(format!(
+                "blob {digest} was not read within {}s",
+                REQUEST_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Streams a blob of `repository` to `chunks` as it comes, and returns how many bytes
+    /// came: one attempt. It stops early, with the count so far, once more than `limit`
+    /// bytes came or the receiver hung up (nothing more is wanted). A pause of a
+    /// minute (`BLOB_IDLE`) between two pieces fails it, as a broken connection does.
+    pub async fn stream_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        limit: u64,
+        chunks: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    ) -> Result<u64, Failure> {
+        let mut body = self.open_blob(repository, digest).await?;
+        let mut read = 0u64;
+        loop {
+            let frame = match tokio::time::timeout(BLOB_IDLE, body.frame()).await {
+                Err(_) => {
+                    return Err(Failure::transport(format!(
+                        "blob {digest} stalled: nothing came for {}s after {read} bytes",
+                        BLOB_IDLE.as_secs()
+                    )))
+                }
+                Ok(None) => return Ok(read),
+                Ok(Some(frame)) => frame.map_err(|e| Failure::transport(crate::error_chain(&e)))?,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            read += data.len() as u64;
+            if read > limit || chunks.send(Ok(data)).await.is_err() {
+                return Ok(read);
+            }
+        }
+    }
+
+    /// `GET` on a blob, its body unread. A redirect to another host (ECR's presigned S3
+    /// URLs, which refuse a second credential: open-policy-agent/opa#6728) is followed
+    /// without the registry's credentials.
+    async fn open_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<hyper::body::Incoming, Failure> {
         let url = self.url_in(repository, &format!("blobs/{digest}"));
-        let mut answer = self.send(Method::GET, &url, &[], Bytes::new()).await?;
-        if answer.status.is_redirection() {
-            let target = answer
-                .header("location")
-                .map(|l| self.absolute(l))
-                .ok_or_else(|| Failure::from_answer(&answer))?;
-            answer = self.send(Method::GET, &target, &[], Bytes::new()).await?;
-            if answer.status != StatusCode::OK {
+        let answer = match self.open(&url).await? {
+            Opened::Body(body) => return Ok(body),
+            Opened::Answer(answer) => answer,
+        };
+        if !answer.status.is_redirection() {
+            return Err(Failure::from_answer(&answer));
+        }
+        let target = answer
+            .header("location")
+            .map(|l| self.absolute(l))
+            .ok_or_else(|| Failure::from_answer(&answer))?;
+        match self.open(&target).await? {
+            Opened::Body(body) => Ok(body),
+            Opened::Answer(answer) => {
                 // Not the body: S3 may echo the presigned URL's signature in it.
                 let status = answer.status.as_u16();
-                return Err(Failure {
+                Err(Failure {
                     status: Some(status),
                     transient: rules::status_is_transient(status, None),
                     ..Failure::local(format!("the blob's redirect target answered HTTP {status}"))
-                });
+                })
             }
         }
-        if answer.status != StatusCode::OK {
-            return Err(Failure::from_answer(&answer));
-        }
-        if answer.body.len() as u64 > limit {
-            return Err(Failure::local(format!(
-                "blob {digest} is {} bytes, more than the {limit} expected",
-                answer.body.len()
-            )));
-        }
-        Ok(answer.body)
     }
 
     /// Sends the first `size` bytes of `body` as the one `PATCH` of the session at
@@ -208,9 +266,7 @@ impl Registry {
         body: &BlobBody,
         size: u64,
     ) -> Result<String, Failure> {
-        let (answer, next) = self
-            .patch(location, body.request_body(size), Some(size))
-            .await?;
+        let (answer, next) = self.patch(location, body.request_body(size)).await?;
         if !rules::range_holds(answer.header("range"), size) {
             return Err(Failure {
                 status: Some(answer.status.as_u16()),
@@ -234,26 +290,20 @@ impl Registry {
         chunks: tokio::sync::mpsc::Receiver<Bytes>,
     ) -> Result<String, Failure> {
         let (_, next) = self
-            .patch(location, RequestBody::Streamed(chunks, None), None)
+            .patch(location, RequestBody::Streamed(chunks, None))
             .await?;
         Ok(next)
     }
 
     /// The session's one `PATCH`: its answer, taken ([`rules::PATCH_TAKEN`]), and where
     /// the upload goes on (the same place if unsaid).
-    async fn patch(
-        &self,
-        location: &str,
-        body: RequestBody,
-        length: Option<u64>,
-    ) -> Result<(Answer, String), Failure> {
+    async fn patch(&self, location: &str, body: RequestBody) -> Result<(Answer, String), Failure> {
         let answer = self
             .send_body(
                 Method::PATCH,
                 location,
                 &[("content-type", "application/octet-stream".into())],
                 body,
-                length,
                 STREAM_TIMEOUT,
             )
             .await?;

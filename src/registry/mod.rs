@@ -164,6 +164,37 @@ impl Answer {
     }
 }
 
+/// An answer whose body may be a large blob ([`Registry::open`]).
+enum Opened {
+    /// 200: the body, unread.
+    Body(hyper::body::Incoming),
+    /// Any other status, read whole.
+    Answer(Answer),
+}
+
+/// The whole answer of `response`.
+async fn read_answer(
+    response: hyper::Response<hyper::body::Incoming>,
+    generation: Option<(u64, bool)>,
+) -> Result<Answer, Failure> {
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| Failure::transport(crate::error_chain(&e)))?
+        .to_bytes();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        generation,
+    })
+}
+
+fn no_answer_within(timeout: Duration) -> Failure {
+    Failure::transport(format!("no answer within {}s", timeout.as_secs()))
+}
+
 /// One failed attempt: why, the status if the registry answered, and whether another
 /// attempt could succeed.
 #[derive(Debug)]
@@ -366,30 +397,58 @@ impl Registry {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Answer, Failure> {
-        let length = body.len() as u64;
-        self.send_body(
-            method,
-            url,
-            headers,
-            RequestBody::Whole(Full::new(body)),
-            Some(length),
-            REQUEST_TIMEOUT,
-        )
-        .await
+        let body = RequestBody::Whole(Full::new(body));
+        self.send_body(method, url, headers, body, REQUEST_TIMEOUT)
+            .await
     }
 
-    /// One request whose body is `body` (`length` long when known; else it goes chunked).
+    /// One request whose body is `body`, its length sent when known (else it goes
+    /// chunked).
     async fn send_body(
         &self,
         method: Method,
         url: &str,
         headers: &[(&str, String)],
         body: RequestBody,
-        length: Option<u64>,
         timeout: Duration,
     ) -> Result<Answer, Failure> {
+        let exchange = async {
+            let (response, generation) = self.exchange(method, url, headers, body).await?;
+            read_answer(response, generation).await
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(no_answer_within(timeout)))
+    }
+
+    /// `GET url` (with no body), whose answer's body is left unread when the status is
+    /// 200: a blob's bytes, which the caller reads as they come. Any other answer is read
+    /// whole. The answer's head must come within [`REQUEST_TIMEOUT`].
+    async fn open(&self, url: &str) -> Result<Opened, Failure> {
+        let opening = async {
+            let nothing = RequestBody::Whole(Full::new(Bytes::new()));
+            let (response, generation) = self.exchange(Method::GET, url, &[], nothing).await?;
+            if response.status() == StatusCode::OK {
+                return Ok(Opened::Body(response.into_body()));
+            }
+            Ok(Opened::Answer(read_answer(response, generation).await?))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, opening)
+            .await
+            .unwrap_or_else(|_| Err(no_answer_within(REQUEST_TIMEOUT)))
+    }
+
+    /// Sends one request and waits for the answer's head: the response, and the
+    /// generation of the credentials it carried with whether their expiry had passed.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: RequestBody,
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, Option<(u64, bool)>), Failure> {
         let mut request = Request::builder().method(method).uri(url);
-        if let Some(length) = length {
+        if let Some(length) = hyper::body::Body::size_hint(&body).exact() {
             request = request.header(CONTENT_LENGTH, length);
         }
         let mut credentials = None;
@@ -404,33 +463,15 @@ impl Registry {
         let request = request
             .body(body)
             .map_err(|e| Failure::local(format!("invalid request: {e}")))?;
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| Failure::unanswered(&e, self, url))?;
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| Failure::transport(crate::error_chain(&e)))?
-                .to_bytes();
-            Ok(Answer {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-                generation: credentials.map(|c| (c.generation, c.past_expiry())),
-            })
-        };
-        tokio::time::timeout(timeout, exchange)
+        let response = self
+            .client
+            .request(request)
             .await
-            .unwrap_or_else(|_| {
-                Err(Failure::transport(format!(
-                    "no answer within {}s",
-                    timeout.as_secs()
-                )))
-            })
+            .map_err(|e| Failure::unanswered(&e, self, url))?;
+        Ok((
+            response,
+            credentials.map(|c| (c.generation, c.past_expiry())),
+        ))
     }
 
     /// Gets new credentials after `failure` (ECR's expired token), once for every request
