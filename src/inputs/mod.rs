@@ -215,7 +215,7 @@ impl Inputs {
         labels.extend(raw.map("labels")?);
         let push = raw.boolean("push")?;
         let scan = scan::parse(raw)?;
-        let (platforms, warnings) = parse_platform_inputs(raw)?;
+        let (platforms, warnings) = platforms::parse_platform_inputs(raw)?;
         let platform_hosts =
             platforms::parse_platform_hosts(&raw.get("platform-hosts"), &platforms)?;
         let build_platforms =
@@ -400,25 +400,6 @@ fn parse_compression(raw: &Raw<'_>, push_engine: PushEngine) -> Result<Compressi
         ));
     }
     Ok(compression)
-}
-
-/// `platforms`, or the deprecated `platform` with a warning; not both.
-fn parse_platform_inputs(raw: &Raw<'_>) -> Result<(Vec<Platform>, Vec<String>), InputError> {
-    match (raw.optional("platforms"), raw.optional("platform")) {
-        (Some(_), Some(old)) => Err(InputError::invalid(
-            "platform",
-            &old,
-            "`platform` is the deprecated name of `platforms`; give only `platforms`",
-        )),
-        (None, Some(old)) => Ok((
-            platforms::parse_platforms("platform", &old)?,
-            vec!["input `platform` is deprecated: use `platforms` (same format, a list)".into()],
-        )),
-        (list, None) => Ok((
-            platforms::parse_platforms("platforms", &list.unwrap_or_default())?,
-            Vec::new(),
-        )),
-    }
 }
 
 /// The `tags` entries with their templates filled from `context`. An entry whose

@@ -31,6 +31,27 @@ pub fn parse_platforms(input: &str, text: &str) -> Result<Vec<Platform>, InputEr
     Ok(platforms)
 }
 
+/// `platforms`, or the deprecated `platform` with a warning; not both.
+pub(super) fn parse_platform_inputs(
+    raw: &super::Raw<'_>,
+) -> Result<(Vec<Platform>, Vec<String>), InputError> {
+    match (raw.optional("platforms"), raw.optional("platform")) {
+        (Some(_), Some(old)) => Err(InputError::invalid(
+            "platform",
+            &old,
+            "`platform` is the deprecated name of `platforms`; give only `platforms`",
+        )),
+        (None, Some(old)) => Ok((
+            parse_platforms("platform", &old)?,
+            vec!["input `platform` is deprecated: use `platforms` (same format, a list)".into()],
+        )),
+        (list, None) => Ok((
+            parse_platforms("platforms", &list.unwrap_or_default())?,
+            Vec::new(),
+        )),
+    }
+}
+
 /// Parses `build-platforms`: this matrix leg's share of `platforms` (empty: all of them,
 /// built here). A share splits a multi-platform image across runners, so it needs two
 /// or more `platforms`, each share platform among them, and a push (the legs meet in
