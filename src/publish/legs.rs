@@ -211,9 +211,14 @@ struct Found {
 /// What the records show once this leg's are written.
 #[derive(Debug, Clone)]
 pub enum LegOutcome {
-    /// Every platform is recorded: the index, put under every tag, and each platform's
-    /// record (in `platforms` order).
-    Assembled { index: Index, records: Vec<Record> },
+    /// Every platform is recorded: the index, put under every tag, each platform's
+    /// record (in `platforms` order), and the digests of the records this leg wrote
+    /// (which ECR's API may not list yet, so they are removed by what this leg knows).
+    Assembled {
+        index: Index,
+        records: Vec<Record>,
+        written: Vec<String>,
+    },
     /// Platforms no leg has recorded yet, left to the legs that build them.
     Waiting { missing: Vec<Platform> },
 }
@@ -239,13 +244,16 @@ impl Records<'_> {
         let mut found = self.read().await?;
         self.ensure_empty_blob().await?;
         let mut own = Vec::new();
+        let mut written = Vec::new();
         for child in children {
             let record = Record {
                 child: child.clone(),
                 attempt: self.build.attempt,
                 runner: self.build.runner.clone(),
             };
-            self.write(&record, &found).await?;
+            if self.write(&record, &found).await? {
+                written.push(record.manifest(self.build).digest);
+            }
             on_line(&format!(
                 "{}: recorded {} for the index ({})",
                 child.platform,
@@ -263,6 +271,7 @@ impl Records<'_> {
                 return Ok(LegOutcome::Assembled {
                     index: Index::of(&children),
                     records,
+                    written,
                 });
             }
             if started.elapsed() >= RECORD_WAIT {
@@ -294,13 +303,14 @@ impl Records<'_> {
     /// Puts `record` under its tag. A record of the same platform from this attempt
     /// with another image is a duplicated matrix entry: an error naming both. One from
     /// an earlier attempt ("Re-run failed jobs") is replaced: deleted first, as its tag
-    /// cannot move in an `IMMUTABLE` repository.
-    async fn write(&self, record: &Record, found: &[Found]) -> anyhow::Result<()> {
+    /// cannot move in an `IMMUTABLE` repository. Whether it was written (not when the
+    /// same image is recorded already).
+    async fn write(&self, record: &Record, found: &[Found]) -> anyhow::Result<bool> {
         let platform = &record.child.platform;
         let tag = self.build.record_tag(platform);
         if let Some(old) = found.iter().find(|f| &f.record.child.platform == platform) {
             if old.record.child.digest == record.child.digest {
-                return Ok(());
+                return Ok(false);
             }
             if old.record.attempt == record.attempt {
                 anyhow::bail!(
@@ -338,7 +348,7 @@ impl Records<'_> {
                     failure.describe()
                 )
             })?;
-        Ok(())
+        Ok(true)
     }
 
     /// The empty JSON blob every record names, uploaded once.
@@ -367,11 +377,16 @@ impl Records<'_> {
             })
     }
 
-    /// Deletes every record of the build, once its index is put. A failure leaves
-    /// records behind, which is worth a warning, not a failed run.
-    pub async fn remove_all(&self) -> anyhow::Result<usize> {
-        let found = self.read().await?;
-        let digests: Vec<String> = found.into_iter().map(|f| f.digest).collect();
+    /// Deletes every record of the build once its index is put: those the API lists,
+    /// and `written` (this leg's, which it may not list yet). A failure leaves records
+    /// behind, which is worth a warning, not a failed run.
+    pub async fn remove_all(&self, written: &[String]) -> anyhow::Result<usize> {
+        let mut digests: Vec<String> = self.read().await?.into_iter().map(|f| f.digest).collect();
+        for digest in written {
+            if !digests.contains(digest) {
+                digests.push(digest.clone());
+            }
+        }
         self.ecr
             .delete_images(self.repository, self.registry_id, &digests)
             .await?;

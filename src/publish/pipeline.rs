@@ -190,10 +190,14 @@ async fn leg(
                 .collect();
             (None, children)
         }
-        LegOutcome::Assembled { index, records } => {
+        LegOutcome::Assembled {
+            index,
+            records,
+            written,
+        } => {
             let put = put_index(&reg, run, inputs, &index, progress).await?;
             leg.assembled = true;
-            match store.remove_all().await {
+            match store.remove_all(&written).await {
                 Ok(removed) => leg.records_removed = removed,
                 Err(err) => progress.warning(&format!(
                     "the index is in place, but the legs' records (tags `ebp-leg-{}-*`) \
