@@ -12,10 +12,12 @@
 //! builds.rs    phase 2: 1..N platform builds, each on its engine, side by side
 //! publish/     phase 3: image sources -> compressed blobs -> manifests -> index
 //!   pipeline.rs    one image along its route, or N by digest and an index
+//!   legs.rs        a build shared by matrix legs (`build-platforms`): records, index
 //!   route.rs       which pusher sends one image (daemon, direct, containerd's both)
 //!   classic.rs, containerd.rs, export.rs   the image sources, per image store
 //!   compression.rs, gzip.rs, deflate.rs, stream.rs, upload.rs   blobs, as they stream
 //!   reuse.rs       layers the registry has already, from images that share them
+//!   verify.rs      a reused blob proven to be the layer (read, decompressed, hashed)
 //!   manifest.rs, index.rs, descriptor.rs   what is put under the tags
 //! registry/    an OCI distribution client with ECR's rules in one place (rules.rs):
 //!              auth and token renewal, blobs, manifests, retries
@@ -25,9 +27,12 @@
 //! repository.rs   policies, settings an existing repository keeps, tags that exist
 //! gate.rs      phase 5: the scan gate on ECR's findings
 //! report.rs    phase 6: the outputs and job summary of a finished run
-//! env.rs, inputs/, metadata/, network/, runner.rs, secrets.rs, credentials.rs
+//! progress.rs  the sink the engine and the publish phase report through
+//! env.rs, inputs/, metadata/, network/, runner.rs, secrets.rs, credentials.rs,
+//! platform.rs, random.rs
 //!              environment, inputs, tag templates, proxy and trust, the runner
-//!              protocol, build secrets, the shared Secret type
+//!              protocol, build secrets, the shared Secret type, os/arch/variant,
+//!              random tokens
 //! ```
 //!
 //! # Order of work
