@@ -298,8 +298,13 @@ impl PlatformBuilds {
         let inputs = run.inputs;
         let label = member.name();
         let multi = self.is_multi();
+        // A platform of an index (here, or across the legs of a shared build, which may
+        // share an engine) is tagged locally with its platform in the tag, so that the
+        // builds do not take each other's tags (on the containerd store, an image that
+        // loses its last tag is gone).
+        let part_of_an_index = inputs.platforms.len() > 1;
         let references: Vec<String> = match &member.platform {
-            Some(platform) if multi => run
+            Some(platform) if part_of_an_index => run
                 .references
                 .iter()
                 .map(|reference| platform_reference(reference, &platform.slug()))
