@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 
-use super::{rules, Answer, Failure, Registry, RequestBody, STREAM_TIMEOUT};
+use super::{rules, Answer, Failure, Registry, RequestBody, ANSWER_LIMIT};
 
 /// Bytes read from disk per piece of a spooled blob's body.
 const FILE_PIECE: usize = 1 << 20;
@@ -50,7 +50,7 @@ impl BlobBody {
         match self {
             BlobBody::Memory(bytes) => {
                 let end = usize::try_from(size).map_or(bytes.len(), |s| s.min(bytes.len()));
-                RequestBody::Whole(http_body_util::Full::new(bytes.slice(..end)))
+                RequestBody::whole(bytes.slice(..end))
             }
             BlobBody::File(_) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(FILE_QUEUE);
@@ -69,7 +69,7 @@ impl BlobBody {
                         offset += len as u64;
                     }
                 });
-                RequestBody::Streamed(rx, Some(size))
+                RequestBody::streamed(rx, Some(size))
             }
         }
     }
@@ -160,9 +160,10 @@ impl Registry {
             })
     }
 
-    /// A (small) blob of `repository`, at most `limit` bytes. A redirect to another host
-    /// (ECR's presigned S3 URLs, which refuse a second credential: open-policy-agent/opa#6728)
-    /// is followed without the registry's credentials.
+    /// A (small) blob of `repository`, at most `limit` bytes (the size its descriptor
+    /// gives): a body that goes on past that is not read further, and fails. A redirect
+    /// to another host (ECR's presigned S3 URLs, which refuse a second credential:
+    /// open-policy-agent/opa#6728) is followed without the registry's credentials.
     pub async fn get_blob(
         &self,
         repository: &str,
@@ -170,13 +171,18 @@ impl Registry {
         limit: u64,
     ) -> Result<Bytes, Failure> {
         let url = self.url_in(repository, &format!("blobs/{digest}"));
-        let mut answer = self.send(Method::GET, &url, &[], Bytes::new()).await?;
+        let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut answer = self
+            .send_limited(Method::GET, &url, &[], Bytes::new(), cap)
+            .await?;
         if answer.status.is_redirection() {
             let target = answer
                 .header("location")
                 .map(|l| self.absolute(l))
                 .ok_or_else(|| Failure::from_answer(&answer))?;
-            answer = self.send(Method::GET, &target, &[], Bytes::new()).await?;
+            answer = self
+                .send_limited(Method::GET, &target, &[], Bytes::new(), cap)
+                .await?;
             if answer.status != StatusCode::OK {
                 // Not the body: S3 may echo the presigned URL's signature in it.
                 let status = answer.status.as_u16();
@@ -190,10 +196,10 @@ impl Registry {
         if answer.status != StatusCode::OK {
             return Err(Failure::from_answer(&answer));
         }
-        if answer.body.len() as u64 > limit {
+        if answer.truncated {
             return Err(Failure::local(format!(
-                "blob {digest} is {} bytes, more than the {limit} expected",
-                answer.body.len()
+                "blob {digest} is larger than the {limit} bytes expected; it was not read \
+                 past them"
             )));
         }
         Ok(answer.body)
@@ -234,7 +240,7 @@ impl Registry {
         chunks: tokio::sync::mpsc::Receiver<Bytes>,
     ) -> Result<String, Failure> {
         let (_, next) = self
-            .patch(location, RequestBody::Streamed(chunks, None), None)
+            .patch(location, RequestBody::streamed(chunks, None), None)
             .await?;
         Ok(next)
     }
@@ -254,7 +260,8 @@ impl Registry {
                 &[("content-type", "application/octet-stream".into())],
                 body,
                 length,
-                STREAM_TIMEOUT,
+                ANSWER_LIMIT,
+                None,
             )
             .await?;
         if !answer.is(&rules::PATCH_TAKEN) {
