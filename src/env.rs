@@ -11,6 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::network::stall::StallTimeout;
+
 /// Prefix of the variables the runner sets for each input (`INPUT_BUILD-ARGS` for
 /// `build-args`: upper-cased, hyphens kept).
 pub const INPUT_PREFIX: &str = "INPUT_";
@@ -100,6 +102,17 @@ pub const TMPDIR: &str = "TMPDIR";
 pub const DEFAULT_SPOOL_DIR: &str = "/tmp";
 /// Test switch: when `1`, retry delays are zero, so tests of the retry paths run fast.
 pub const NO_RETRY_DELAY: &str = "ECR_BUILD_PUSH_NO_RETRY_DELAY";
+/// How long a connection may move nothing before the action gives up on it; default 5
+/// minutes ([`StallTimeout::DEFAULT`]). Seconds (`300`) or a duration as `scan-timeout`
+/// takes it (`30s`, `5m`, `1m30s`), at most a day. It bounds what has no useful total
+/// limit: a layer's upload that the registry (or a proxy) stopped reading, a blob or
+/// manifest read that stopped coming, the Docker daemon's push progress and image export
+/// (from its first byte on the classic store, which writes the whole export to disk
+/// first), and a BuildKit build whose daemon neither reports progress nor checks its
+/// session (every 5 s), never less than 15 s there. The classic builder's output is not
+/// watched: a quiet `RUN` step sends nothing. Calls to the daemon that only ask or set
+/// something (`docker info`, inspect, tag) are bounded by 30 s, or by this when shorter.
+pub const STALL_TIMEOUT: &str = "ECR_BUILD_PUSH_STALL_TIMEOUT";
 
 /// The environment as the action sees it, captured once.
 #[derive(Debug, Clone, Default)]
@@ -124,6 +137,18 @@ pub struct Environment {
     pub github: GitHubContext,
     /// Every other variable, for `secrets: id=NAME,env=VAR` only.
     pub secret_vars: SecretVars,
+    /// Variables set to what the action cannot use ([`Environment::check`]); each then
+    /// reads as unset.
+    pub invalid: Vec<InvalidVariable>,
+}
+
+/// A variable the action reads, set to a value it cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value `{value}` for {name}: {reason}")]
+pub struct InvalidVariable {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
 }
 
 /// The rest of the environment, which build secrets may name. `Debug` shows no values.
@@ -171,6 +196,8 @@ pub struct DockerEnv {
     pub host: Option<String>,
     pub tls_verify: bool,
     pub cert_path: Option<PathBuf>,
+    /// [`STALL_TIMEOUT`], for the engine's long transfers and its control calls' bound.
+    pub stall_timeout: StallTimeout,
 }
 
 /// Proxy and trust settings as set (`src/network` validates them). `Debug` shows which
@@ -182,6 +209,10 @@ pub struct NetworkEnv {
     pub no_proxy: Option<String>,
     pub ssl_cert_file: Option<PathBuf>,
     pub aws_ca_bundle: Option<PathBuf>,
+    /// [`STALL_TIMEOUT`], for the registry client (the same value as
+    /// [`DockerEnv::stall_timeout`]: each client takes it from the settings it is built
+    /// from).
+    pub stall_timeout: StallTimeout,
 }
 
 impl std::fmt::Debug for NetworkEnv {
@@ -192,6 +223,7 @@ impl std::fmt::Debug for NetworkEnv {
             .field("no_proxy", &self.no_proxy)
             .field("ssl_cert_file", &self.ssl_cert_file)
             .field("aws_ca_bundle", &self.aws_ca_bundle)
+            .field("stall_timeout", &self.stall_timeout)
             .finish()
     }
 }
@@ -204,6 +236,7 @@ impl Environment {
         let mut home = None;
         let mut spool_dir = None;
         let mut global_endpoint = None;
+        let mut stall_timeout = StallTimeout::DEFAULT;
         // (upper case, lower case) of each proxy variable; lower case wins.
         let (mut https, mut http, mut no) = ((None, None), (None, None), (None, None));
         for (name, value) in vars {
@@ -220,6 +253,15 @@ impl Environment {
                 RUNNER_DEBUG => env.runner_debug = value == "1",
                 LOG_FILTER => env.log_filter = non_empty(),
                 NO_RETRY_DELAY => env.no_retry_delay = value == "1",
+                STALL_TIMEOUT => match parse_stall_timeout(&value) {
+                    _ if value.is_empty() => {}
+                    Ok(limit) => stall_timeout = limit,
+                    Err(reason) => env.invalid.push(InvalidVariable {
+                        name: STALL_TIMEOUT,
+                        value,
+                        reason,
+                    }),
+                },
                 TMPDIR => spool_dir = non_empty().map(PathBuf::from),
                 DOCKER_HOST => env.docker.host = non_empty(),
                 DOCKER_TLS_VERIFY => env.docker.tls_verify = !value.is_empty(),
@@ -257,6 +299,8 @@ impl Environment {
             }
         }
         env.spool_dir = spool_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR));
+        env.docker.stall_timeout = stall_timeout;
+        env.network.stall_timeout = stall_timeout;
         env.network.https_proxy = https.1.or(https.0);
         env.network.http_proxy = http.1.or(http.0);
         env.network.no_proxy = no.1.or(no.0);
@@ -269,6 +313,12 @@ impl Environment {
         env
     }
 
+    /// The first variable set to a value the action cannot use, if any: `main` fails on
+    /// it before anything else.
+    pub fn check(&self) -> Result<(), InvalidVariable> {
+        self.invalid.first().cloned().map_or(Ok(()), Err)
+    }
+
     /// Reads the process environment. Only `main` calls this.
     pub fn from_process() -> Self {
         Self::capture(std::env::vars_os().map(|(k, v)| {
@@ -278,6 +328,21 @@ impl Environment {
             )
         }))
     }
+}
+
+/// [`STALL_TIMEOUT`]'s value: a number of seconds, or a duration as `scan-timeout` takes
+/// it ([`crate::inputs::validate::duration`]).
+pub fn parse_stall_timeout(value: &str) -> Result<StallTimeout, String> {
+    let value = value.trim();
+    let seconds = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    let duration = if seconds {
+        crate::inputs::validate::duration(&format!("{value}s"))
+    } else {
+        crate::inputs::validate::duration(value)
+    };
+    duration
+        .map(StallTimeout::new)
+        .map_err(|reason| format!("{reason}, or a number of seconds such as `300`"))
 }
 
 #[cfg(test)]
@@ -323,5 +388,40 @@ mod tests {
         assert_eq!(env.network.no_proxy.as_deref(), Some(".amazonaws.com"));
         assert_eq!(env.network.ssl_cert_file, Some(PathBuf::from("/corp.pem")));
         assert!(env.secret_vars.get("HTTPS_PROXY").is_none());
+    }
+
+    /// The stall timeout takes seconds or a duration, reaches both clients, and a value
+    /// it cannot use is kept to fail on (named, with the value and what is expected),
+    /// leaving the default in place.
+    #[test]
+    fn the_stall_timeout_takes_seconds_or_a_duration() {
+        let limit = |text: &str| parse_stall_timeout(text).map(|t| t.get().as_secs());
+        assert_eq!(limit("300"), Ok(300));
+        assert_eq!(limit(" 30s "), Ok(30));
+        assert_eq!(limit("5m"), Ok(300));
+        assert_eq!(limit("1m30s"), Ok(90));
+        for bad in ["0", "0s", "x", "5 min", "-1", "25h", "1.5m"] {
+            assert!(limit(bad).is_err(), "{bad}");
+        }
+
+        let env = Environment::capture([(STALL_TIMEOUT.to_string(), "2s".to_string())]);
+        assert_eq!(env.docker.stall_timeout.get().as_secs(), 2);
+        assert_eq!(env.network.stall_timeout, env.docker.stall_timeout);
+        assert!(env.check().is_ok());
+        assert_eq!(
+            Environment::capture([]).docker.stall_timeout,
+            StallTimeout::DEFAULT
+        );
+
+        let env = Environment::capture([(STALL_TIMEOUT.to_string(), "x".to_string())]);
+        let err = env.check().unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "invalid value `x` for ECR_BUILD_PUSH_STALL_TIMEOUT: expected a duration"
+            ) && err.ends_with("or a number of seconds such as `300`"),
+            "{err}"
+        );
+        assert_eq!(env.network.stall_timeout, StallTimeout::DEFAULT);
+        assert!(env.secret_vars.get(STALL_TIMEOUT).is_none());
     }
 }

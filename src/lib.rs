@@ -20,7 +20,8 @@
 //!   verify.rs      a reused blob proven to be the layer (read, decompressed, hashed)
 //!   manifest.rs, index.rs, descriptor.rs   what is put under the tags
 //! registry/    an OCI distribution client with ECR's rules in one place (rules.rs):
-//!              auth and token renewal, blobs, manifests, retries
+//!              auth and token renewal, blobs, manifests, retries; connections a
+//!              stalled request ends (connector.rs), bodies sent in pieces (body.rs)
 //! ecr/         the AWS APIs: token, repositories, templates, policies, images, scans
 //! engine/      Docker only: connect, context, build (classic, BuildKit session), the
 //!              daemon's pusher
@@ -28,9 +29,11 @@
 //! gate.rs      phase 5: the scan gate on ECR's findings
 //! report.rs    phase 6: the outputs and job summary of a finished run
 //! progress.rs  the sink the engine and the publish phase report through
-//! env.rs, inputs/, metadata/, network/, runner.rs, secrets.rs, credentials.rs,
+//! network/     proxy and trust for both HTTP clients; stall.rs: the no-progress
+//!              watchdog (ECR_BUILD_PUSH_STALL_TIMEOUT) and capped body reads
+//! env.rs, inputs/, metadata/, runner.rs, secrets.rs, credentials.rs,
 //! platform.rs, random.rs
-//!              environment, inputs, tag templates, proxy and trust, the runner
+//!              environment, inputs, tag templates, the runner
 //!              protocol, build secrets, the shared Secret type, os/arch/variant,
 //!              random tokens
 //! ```

@@ -22,6 +22,10 @@ fn main() -> ExitCode {
         env.summary_file.clone(),
         workdir.clone(),
     );
+    // A variable set to what cannot be used fails now, not where it would be used.
+    if let Err(err) = env.check() {
+        return fail(&runner, &anyhow::Error::new(err));
+    }
     let spec = ActionSpec::embedded();
     let args: Vec<String> = std::env::args().skip(1).collect();
 

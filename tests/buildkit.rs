@@ -121,7 +121,8 @@ fn build(dir: &Path, tag: &str, options: &Options<'_>) -> Run {
         };
         let mut lines = Vec::new();
         let started = Instant::now();
-        let result = buildkit::build(&docker_host(), &request, dirs, |line| {
+        let stall = ecr_build_push::network::stall::StallTimeout::DEFAULT;
+        let result = buildkit::build(&docker_host(), &request, dirs, stall, |line| {
             lines.push(line.to_string());
         })
         .await;

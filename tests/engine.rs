@@ -50,7 +50,8 @@ fn a_socket_without_permission_fails_first_with_advice() {
 }
 
 /// A build step that runs longer than bollard's default request timeout (120 s) still
-/// completes: the engine timeout is 6 hours.
+/// completes: a build is bounded by its progress (BuildKit: the session's health
+/// checks), never by a request timeout.
 #[test]
 fn a_build_longer_than_two_minutes_is_not_cut_off() {
     let standin = standin();

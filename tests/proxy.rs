@@ -53,16 +53,7 @@ fn behind_proxy(proxy: &Proxy) -> Namespace {
 
 /// Fails before any build, with exactly one `::error::`, which contains every `needle`.
 fn assert_one_error(run: &RunResult, needles: &[&str]) {
-    assert!(!run.success, "the run succeeded:\n{}", run.stderr);
-    let errors = run.error_lines();
-    assert_eq!(errors.len(), 1, "{}", run.stderr);
-    for needle in needles {
-        assert!(
-            errors[0].contains(needle),
-            "`{needle}` missing in {}",
-            errors[0]
-        );
-    }
+    run.assert_one_error(needles);
     assert!(
         !run.stderr.contains(BUILD_STARTED),
         "a build began:\n{}",

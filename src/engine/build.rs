@@ -195,9 +195,15 @@ async fn buildkit(
     let result = {
         let output = request.output;
         let _open = output.open(progress, "Build (BuildKit)");
-        buildkit::build(&engine.daemon, &options, dirs, |line| {
-            output.line(progress, line);
-        })
+        buildkit::build(
+            &engine.daemon,
+            &options,
+            dirs,
+            engine.stall_timeout,
+            |line| {
+                output.line(progress, line);
+            },
+        )
         .await
     };
     let outcome = result.map_err(|err| match err {
@@ -269,11 +275,26 @@ async fn classic(
         "build context {}: sent as a tar request body (the classic builder has no session)",
         context.context_dir().display()
     );
+    // Watched until the first output: the daemon takes the context, then starts (an
+    // answer that never starts is a hung daemon). Not after it: the classic builder sends
+    // nothing while a `RUN` step is quiet (a `RUN sleep 20` left its stream silent for
+    // 20 s against dockerd 26), so no silence there means a stall.
+    let watchdog = engine.stall_timeout.watchdog();
     let (body, walker) = context.stream();
-    let mut stream =
-        engine
-            .docker
-            .build_image(options, credentials, Some(bollard::body_try_stream(body)));
+    let body = bollard::body_try_stream(watchdog.outgoing(body));
+    let docker = super::long_call(&engine.docker);
+    // Fused: when the first poll already ended it, the chain below polls it once more.
+    let mut stream = docker.build_image(options, credentials, Some(body)).fuse();
+    let first = watchdog.guard(stream.next()).await.map_err(|stalled| {
+        BuildError::Engine(format!(
+            "the Docker daemon at {} took no more of the build context and started no build \
+             for {}: it seems hung; check it (`docker info`, its log), or raise {}",
+            engine.host,
+            crate::network::stall::human(stalled.limit),
+            crate::env::STALL_TIMEOUT
+        ))
+    })?;
+    let mut items = futures_util::stream::iter(first).chain(stream);
 
     let mut image_id = None;
     let mut last_step: Option<usize> = None;
@@ -282,7 +303,7 @@ async fn classic(
         let output = request.output;
         let _open = output.open(progress, "Build");
         let mut lines = LineBuffer::default();
-        while let Some(item) = stream.next().await {
+        while let Some(item) = items.next().await {
             match item {
                 Ok(info) => {
                     if let Some(text) = info.stream.as_deref() {
@@ -324,7 +345,7 @@ async fn classic(
         }
     }
     // Drop the stream first: it owns the request body, which the walker is feeding.
-    drop(stream);
+    drop(items);
     let walk_result = walker.await;
 
     if let Some(err) = failure {

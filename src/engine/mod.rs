@@ -15,11 +15,39 @@ use anyhow::Context as _;
 use bollard::{Docker, API_DEFAULT_VERSION};
 
 use crate::env::DockerEnv;
+use crate::network::stall::{self, StallTimeout};
 
-/// bollard's default request timeout is 2 minutes, which would cut off a large context
-/// upload or a long build (the response starts only once the daemon has the whole
-/// context). Six hours is GitHub's job limit; the job's own timeout is the real bound.
-pub const ENGINE_REQUEST_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
+/// How long a call that only asks or sets something may take: `docker info` and
+/// `version` at connect, `_ping`, image inspect and tag, the BuildKit session's upgrade. A
+/// daemon answers them in milliseconds; one that has not answered in this long is hung
+/// or drowning, and the run stops naming it rather than waiting for the job's timeout.
+/// The stall timeout shortens it when it is shorter ([`control_timeout`]). (bollard's
+/// limit covers a request until its answer's headers; these answers are one small JSON
+/// body written with them.)
+pub const CONTROL_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The bound of the two calls whose wait for the answer's first byte no watchdog can
+/// tell from a hang: the classic builder's (its first output comes once the whole context
+/// is in, and a quiet `RUN` step sends nothing) and the classic store's export (the
+/// daemon writes the whole image to disk before its first byte: moby
+/// `image/tarexport/save.go`). Six hours is GitHub's job limit; the job's `timeout-minutes`
+/// is the real bound. The classic builder's context upload, and the export once its first
+/// byte came, are watched ([`stall`]); streams watched from the start (the daemon's push)
+/// use it too, their watchdog being the bound.
+pub const UNWATCHED_CALL_LIMIT: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// The bound of one control call, given the stall timeout: [`CONTROL_CALL_TIMEOUT`], or
+/// the stall timeout when shorter (an answer that takes longer than a transfer may stay
+/// still is stalled too).
+pub fn control_timeout(stall: StallTimeout) -> Duration {
+    CONTROL_CALL_TIMEOUT.min(stall.get())
+}
+
+/// The same client, without the control calls' bound on an answer's start: for the
+/// calls of [`UNWATCHED_CALL_LIMIT`], and for streams a watchdog bounds from the start.
+pub fn long_call(docker: &Docker) -> Docker {
+    docker.clone().with_timeout(UNWATCHED_CALL_LIMIT)
+}
 
 const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 
@@ -69,6 +97,9 @@ pub struct Engine {
     pub api_version: String,
     /// Where the daemon keeps images, which decides what its export holds.
     pub store: ImageStore,
+    /// How long its transfers may move nothing (`ECR_BUILD_PUSH_STALL_TIMEOUT`); `docker`
+    /// bounds each control call by [`control_timeout`] of it.
+    pub stall_timeout: StallTimeout,
 }
 
 /// The daemon's image store, from `docker info`: it decides what the export API gives
@@ -118,11 +149,13 @@ impl Engine {
     }
 
     /// Connects to the daemon named by `DOCKER_HOST` (default: the local socket) and
-    /// agrees an API version, so a daemon that is missing, not running or not accessible
-    /// fails here, before anything else, with what to do about it.
+    /// agrees an API version, so a daemon that is missing, not running, not accessible or
+    /// not answering fails here, before anything else, with what to do about it.
     pub async fn connect(env: &DockerEnv) -> anyhow::Result<Self> {
         let host = env.host.as_deref().unwrap_or(DEFAULT_SOCKET);
-        let timeout = ENGINE_REQUEST_TIMEOUT.as_secs();
+        let limit = control_timeout(env.stall_timeout);
+        // bollard counts whole seconds; the stall timeout is at least one.
+        let timeout = limit.as_secs().max(1);
         let tls = env.tls_verify || host.starts_with("https://");
         let mut cert_dir = None;
         let docker = if let Some(path) = host.strip_prefix("unix://") {
@@ -172,7 +205,7 @@ impl Engine {
         let docker = docker
             .negotiate_version()
             .await
-            .map_err(|e| explain_connect_error(host, &e))?;
+            .map_err(|e| explain_connect_error(host, &e, limit))?;
         // `docker info` is large; only its driver status is kept, so it is boxed.
         let store = Box::pin(async {
             let info = docker.info().await?;
@@ -181,7 +214,7 @@ impl Engine {
             ))
         });
         let (version, store) = tokio::try_join!(docker.version(), store)
-            .map_err(|e: bollard::errors::Error| explain_connect_error(host, &e))?;
+            .map_err(|e: bollard::errors::Error| explain_connect_error(host, &e, limit))?;
         Ok(Self {
             host: host.to_string(),
             daemon,
@@ -190,6 +223,7 @@ impl Engine {
             version: version.version.unwrap_or_default(),
             store,
             docker,
+            stall_timeout: env.stall_timeout,
         })
     }
 }
@@ -219,8 +253,22 @@ pub(crate) fn dockerfile_line(message: &str) -> Option<u32> {
     number_after("dockerfile:").or_else(|| number_after("line "))
 }
 
-/// Turns a failed first request into advice: permission, a dead daemon, or the raw cause.
-fn explain_connect_error(host: &str, err: &bollard::errors::Error) -> anyhow::Error {
+/// Turns a failed first request into advice: permission, a dead daemon, one that does
+/// not answer within `limit`, or the raw cause.
+fn explain_connect_error(
+    host: &str,
+    err: &bollard::errors::Error,
+    limit: Duration,
+) -> anyhow::Error {
+    if matches!(err, bollard::errors::Error::RequestTimeoutError) {
+        return anyhow::anyhow!(
+            "the Docker daemon at {host} (DOCKER_HOST) did not answer within {}: \
+             something accepts connections there but does not answer (a hung or overloaded \
+             daemon, or no Docker daemon); check it with `docker -H {host} info`, restart it, \
+             or point DOCKER_HOST at a working daemon",
+            stall::human(limit)
+        );
+    }
     let io_kind = std::iter::successors(Some(err as &dyn std::error::Error), |e| e.source())
         .find_map(|e| e.downcast_ref::<std::io::Error>().map(std::io::Error::kind));
     let chain = crate::error_chain(err);

@@ -8,6 +8,7 @@ use futures_util::{stream, StreamExt as _, TryStreamExt as _};
 
 use super::{Engine, ImageStore};
 use crate::ecr::RegistryAuth;
+use crate::network::stall::{self, Turn};
 use crate::progress::Progress;
 use crate::registry::{rules, RetryPolicy};
 
@@ -217,13 +218,23 @@ async fn push_tag(
         tag: Some(tag.to_string()),
         platform: platform.map(ToString::to_string),
     };
-    let mut answers =
-        engine
-            .docker
-            .push_image(target.repository_ref, Some(options), Some(credentials));
+    // A push that reports nothing new for the stall timeout is stuck: in the daemon, or
+    // on its way to the registry. Watched from the request on (its answer starts at once).
+    let watchdog = engine.stall_timeout.watchdog();
+    let docker = super::long_call(&engine.docker);
+    let mut answers = docker.push_image(target.repository_ref, Some(options), Some(credentials));
+    let mut reports = RecentReports::default();
     let mut digest = None;
-    while let Some(item) = answers.next().await {
+    loop {
+        let next = watchdog
+            .guard(answers.next())
+            .await
+            .map_err(|stalled| push_stalled(engine, stalled))?;
+        let Some(item) = next else { break };
         let info = item.map_err(|e| Failure::from_daemon(crate::error_chain(&e)))?;
+        if reports.is_new(&info) {
+            watchdog.moved(Turn::Peer);
+        }
         let Some(status) = info.status.as_deref() else {
             continue;
         };
@@ -267,6 +278,52 @@ async fn push_tag(
             ),
             transient: true,
         })
+    }
+}
+
+/// The daemon's push reported nothing new for the stall timeout. Final: pushing again
+/// through the same daemon would wait as long again.
+fn push_stalled(engine: &Engine, stalled: stall::Stalled) -> Failure {
+    Failure {
+        message: format!(
+            "the Docker daemon at {} reported no progress for {}: it, or its connection to \
+             the registry, stopped moving; check the daemon (`docker info`, its log) and its \
+             network to the registry, or raise {}",
+            engine.host,
+            stall::human(stalled.limit),
+            crate::env::STALL_TIMEOUT
+        ),
+        transient: false,
+    }
+}
+
+/// What the daemon's push reported lately, to tell progress from repetition: the
+/// containerd store's pusher reports every ongoing layer every 100 ms whether its bytes
+/// moved or not (moby `daemon/containerd/progress.go`, `showProgress`), so only a report
+/// unlike the recent ones (another status, another byte count) is progress.
+#[derive(Debug, Default)]
+struct RecentReports(std::collections::VecDeque<(Option<String>, Option<i64>, Option<i64>)>);
+
+impl RecentReports {
+    /// More than the layers a daemon pushes at once (`max-concurrent-uploads`, 5), so a
+    /// stalled push's repeated reports are all still here when they come round again.
+    const KEPT: usize = 64;
+
+    fn is_new(&mut self, info: &bollard::models::PushImageInfo) -> bool {
+        let detail = info.progress_detail.as_ref();
+        let report = (
+            info.status.clone(),
+            detail.and_then(|d| d.current),
+            detail.and_then(|d| d.total),
+        );
+        if self.0.contains(&report) {
+            return false;
+        }
+        if self.0.len() == Self::KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back(report);
+        true
     }
 }
 
@@ -459,6 +516,7 @@ mod tests {
             version: "26.1.0".into(),
             api_version: "1.45".into(),
             store: ImageStore::Classic,
+            stall_timeout: crate::network::stall::StallTimeout::DEFAULT,
         };
         let auth = RegistryAuth {
             registry: "r.example".into(),
@@ -512,5 +570,31 @@ mod tests {
         ] {
             assert!(!is_unreachable(answer), "{answer}");
         }
+    }
+
+    /// The containerd store's pusher repeats every ongoing layer's report each 100 ms: a
+    /// repetition is not progress, a new byte count or status is.
+    #[test]
+    fn repeated_push_reports_are_not_progress() {
+        let report = |status: &str, current: Option<i64>| bollard::models::PushImageInfo {
+            status: Some(status.into()),
+            progress_detail: current.map(|c| bollard::models::ProgressDetail {
+                current: Some(c),
+                total: Some(100),
+            }),
+            ..Default::default()
+        };
+        let mut reports = RecentReports::default();
+        assert!(reports.is_new(&report("Pushing", Some(10))));
+        assert!(reports.is_new(&report("Pushing", Some(40))));
+        assert!(reports.is_new(&report("Waiting", None)));
+        // A stalled push: the same two layers at the same counts, over and over.
+        for _ in 0..100 {
+            assert!(!reports.is_new(&report("Pushing", Some(10))));
+            assert!(!reports.is_new(&report("Pushing", Some(40))));
+            assert!(!reports.is_new(&report("Waiting", None)));
+        }
+        assert!(reports.is_new(&report("Pushing", Some(41))));
+        assert!(reports.is_new(&report("Pushed", None)));
     }
 }

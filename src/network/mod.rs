@@ -2,6 +2,9 @@
 //! ([`proxy`]), trusting which CA certificates ([`trust`]), and for the registry, to which
 //! address ([`Network::registry_endpoint`], a VPC endpoint without private DNS).
 //!
+//! How long a connection may move nothing before the action gives up on it is set here
+//! too ([`stall`]): the registry client and the Docker engine's long transfers share it.
+//!
 //! Both HTTP clients take their settings from one [`Network`]: the AWS SDK's (the ECR API,
 //! STS) in `ecr`, and the direct push's registry client (the registry and the S3 URLs
 //! it redirects blob reads to) in `registry`. The Docker daemon's own
@@ -9,6 +12,7 @@
 //! this one.
 
 pub mod proxy;
+pub mod stall;
 pub mod trust;
 
 pub use proxy::{Proxies, ProxyUrl};
@@ -24,6 +28,9 @@ pub struct Network {
     /// Host (and port) the registry's connections are made to instead of the registry host
     /// name, which TLS still verifies (the `registry-endpoint` input).
     pub registry_endpoint: Option<String>,
+    /// How long the registry client waits on a connection that moves nothing
+    /// (`ECR_BUILD_PUSH_STALL_TIMEOUT`).
+    pub stall_timeout: stall::StallTimeout,
 }
 
 impl Network {
@@ -34,6 +41,7 @@ impl Network {
             proxies: Proxies::from_env(env)?,
             trust: Trust::from_env(env)?,
             registry_endpoint,
+            stall_timeout: env.stall_timeout,
         })
     }
 

@@ -62,7 +62,13 @@ pub(super) async fn upload(
     }
     let pass: std::collections::HashSet<String> = reused.keys().cloned().collect();
 
-    let (feeder, bytes) = Feeder::start(docker, image_id, started);
+    let (feeder, bytes) = Feeder::start(
+        docker,
+        image_id,
+        started,
+        options.network.stall_timeout,
+        export::ExportStart::AfterSilence,
+    );
     let pool = Arc::new(gzip::Pool::new(options.threads));
     let (event_tx, events) = tokio::sync::mpsc::channel::<ExportEvent>(4);
     let reader = {

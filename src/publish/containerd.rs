@@ -60,7 +60,13 @@ pub(super) async fn upload(
     let reused = super::reusable_layers(reg, &diff_ids, platform.as_ref(), options, proof).await;
     let pass: HashSet<String> = reused.values().map(|(b, _)| b.digest.clone()).collect();
 
-    let (feeder, bytes) = Feeder::start(docker, image_id, started);
+    let (feeder, bytes) = Feeder::start(
+        docker,
+        image_id,
+        started,
+        options.network.stall_timeout,
+        export::ExportStart::AtOnce,
+    );
     let (blob_tx, blob_rx) = tokio::sync::mpsc::channel::<Stored>(4);
     let reader = {
         let dir = options.spool_dir.clone();

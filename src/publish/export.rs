@@ -19,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 use super::compression::Compression;
 use super::gzip::Pool;
 use super::stream::{LayerEvent, PartSink};
+use crate::network::stall::{human, StallTimeout, Stalled};
 
 /// JSON files up to this size are kept in memory.
 pub const JSON_LIMIT: u64 = 16 << 20;
@@ -115,7 +116,9 @@ impl Read for ChannelReader {
 /// The export stream of one image, fed from the daemon to a blocking [`ChannelReader`]
 /// through a small channel; the feeding stops when this is dropped, however the push ends.
 /// The daemon may write its whole export to disk before the first byte: that wait is
-/// kept, to be logged.
+/// kept, to be logged. From then on (or from the start, where the daemon streams at once),
+/// a daemon that sends nothing for the stall timeout while the reader waits ends the
+/// export with an error saying so; time the reader spends on its side does not count.
 #[derive(Debug)]
 pub struct Feeder {
     task: tokio::task::JoinHandle<()>,
@@ -123,28 +126,49 @@ pub struct Feeder {
 }
 
 impl Feeder {
-    /// Starts the export of `image` (`GET /images/{image}/get`).
+    /// Starts the export of `image` (`GET /images/{image}/get`), watched for stalls as
+    /// `start` says.
     pub fn start(
         docker: &bollard::Docker,
         image: &str,
         started: std::time::Instant,
+        stall: StallTimeout,
+        start: ExportStart,
     ) -> (Self, ChannelReader) {
         use futures_util::StreamExt as _;
         let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
         let first_byte = Arc::new(std::sync::OnceLock::<f64>::new());
-        let docker = docker.clone();
+        let docker = crate::engine::long_call(docker);
         let image = image.to_string();
         let first = Arc::clone(&first_byte);
         let task = tokio::spawn(async move {
-            let mut stream = docker.export_image(&image);
+            let watchdog = stall.watchdog();
+            let mut stream = watchdog.incoming(docker.export_image(&image));
             // The daemon's frames are small (kilobytes): gathered into pieces of
             // FEED_PIECE, the reading thread wakes a few hundred times per 100 MB, not
             // tens of thousands.
             let mut piece = bytes::BytesMut::new();
-            while let Some(item) = stream.next().await {
+            let mut watched = start == ExportStart::AtOnce;
+            let mut received = 0u64;
+            loop {
+                let next = if watched {
+                    watchdog.guard(stream.next()).await
+                } else {
+                    Ok(stream.next().await)
+                };
+                watched = true;
+                let item = match next {
+                    Ok(Some(item)) => item,
+                    Ok(None) => break,
+                    Err(stalled) => {
+                        let _ = bytes_tx.send(Err(export_stalled(received, stalled))).await;
+                        return;
+                    }
+                };
                 first.get_or_init(|| started.elapsed().as_secs_f64());
                 let item = match item {
                     Ok(bytes) => {
+                        received += bytes.len() as u64;
                         piece.extend_from_slice(&bytes);
                         if piece.len() < FEED_PIECE {
                             continue;
@@ -175,6 +199,32 @@ impl Drop for Feeder {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// When a daemon's export starts, which decides when its stall timeout starts counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportStart {
+    /// After a silence as long as the image is large: the classic store writes the whole
+    /// export to disk before its first byte (moby `image/tarexport/save.go`). Counted from
+    /// the first byte on.
+    AfterSilence,
+    /// At once: the containerd store streams from its content store
+    /// (`daemon/containerd/image_exporter.go`). Counted from the request on.
+    AtOnce,
+}
+
+/// The daemon stopped sending the export, `received` bytes in.
+fn export_stalled(received: u64, stalled: Stalled) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "the Docker daemon sent nothing more of the export for {} ({} in): it \
+             seems hung; check it (`docker info`, its log), or raise {}",
+            human(stalled.limit),
+            super::mb(received),
+            crate::env::STALL_TIMEOUT
+        ),
+    )
 }
 
 /// Hashes what passes through.

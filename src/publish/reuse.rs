@@ -311,7 +311,7 @@ async fn read_source(
     }
     let bytes = reg
         .with_retry(&format!("reading config {}", config.digest), || {
-            reg.get_blob(repository, &config.digest, CONFIG_LIMIT)
+            reg.get_blob(repository, &config.digest, config.size)
         })
         .await
         .map_err(|(failure, _)| failure.describe())?;

@@ -5,6 +5,7 @@
 //! and answers it 201 ([`rules::PATCH_TAKEN`]). The `Range` of the answer must cover every
 //! byte sent; when it does not, the bytes were dropped and the session counts as lost.
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
@@ -14,16 +15,13 @@ use hyper::{Method, StatusCode};
 
 use http_body_util::BodyExt as _;
 
-use super::{
-    rules, Answer, Failure, Opened, Registry, RequestBody, REQUEST_TIMEOUT, STREAM_TIMEOUT,
-};
+use super::{rules, Answer, Failure, Opened, Registry, RequestBody, ANSWER_LIMIT, REQUEST_TIMEOUT};
+use crate::network::stall;
 
 /// Bytes read from disk per piece of a spooled blob's body.
 const FILE_PIECE: usize = 1 << 20;
 /// Pieces read ahead of the connection.
 const FILE_QUEUE: usize = 4;
-/// How long a streamed blob `GET` may go without a byte before it counts as stalled.
-const BLOB_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where a blob's bytes are: in memory, or in a (spool) file from its start.
 #[derive(Debug, Clone)]
@@ -56,7 +54,7 @@ impl BlobBody {
         match self {
             BlobBody::Memory(bytes) => {
                 let end = usize::try_from(size).map_or(bytes.len(), |s| s.min(bytes.len()));
-                RequestBody::Whole(http_body_util::Full::new(bytes.slice(..end)))
+                RequestBody::whole(bytes.slice(..end))
             }
             BlobBody::File(_) => {
                 let (tx, rx) = tokio::sync::mpsc::channel(FILE_QUEUE);
@@ -75,7 +73,7 @@ impl BlobBody {
                         offset += len as u64;
                     }
                 });
-                RequestBody::Streamed(rx, Some(size))
+                RequestBody::streamed(rx, Some(size))
             }
         }
     }
@@ -166,7 +164,8 @@ impl Registry {
             })
     }
 
-    /// A (small) blob of `repository`, at most `limit` bytes, read whole.
+    /// A (small) blob of `repository`, at most `limit` bytes (the size its descriptor
+    /// gives): a body that goes on past that is not read further, and fails.
     pub async fn get_blob(
         &self,
         repository: &str,
@@ -174,25 +173,38 @@ impl Registry {
         limit: u64,
     ) -> Result<Bytes, Failure> {
         let body = self.open_blob(repository, digest).await?;
-        let limited =
-            http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-        match tokio::time::timeout(REQUEST_TIMEOUT, limited.collect()).await {
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::local(
-                format!("blob {digest} is more than the {limit} bytes expected"),
-            )),
-            Ok(Err(e)) => Err(Failure::transport(crate::error_chain(e.as_ref()))),
+        let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+        let watchdog = self.stall.watchdog();
+        let read = watchdog.guard(stall::read_at_most(watchdog.incoming_body(body), cap));
+        match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+            Ok(Ok(Ok((_, true)))) => Err(Failure::local(format!(
+                "blob {digest} is larger than the {limit} bytes expected; it was not read \
+                 past them"
+            ))),
+            Ok(Ok(Ok((bytes, false)))) => Ok(bytes),
+            Ok(Ok(Err(e))) => Err(Failure::transport(crate::error_chain(&e))),
+            Ok(Err(stalled)) => Err(self.blob_stalled(digest, stalled)),
             Err(_) => Err(Failure::transport(format!(
-                "blob {digest} was not read within {}s",
-                REQUEST_TIMEOUT.as_secs()
+                "blob {digest} was not read within {}",
+                stall::human(REQUEST_TIMEOUT)
             ))),
         }
     }
 
+    /// Reading blob `digest` stalled: transient (a new connection may go through).
+    fn blob_stalled(&self, digest: &str, stalled: stall::Stalled) -> Failure {
+        Failure::transport(format!(
+            "reading blob {digest} from {} stalled: {stalled}; raise {} if the link is only \
+             that slow",
+            self.host,
+            crate::env::STALL_TIMEOUT
+        ))
+    }
+
     /// Streams a blob of `repository` to `chunks` as it comes, and returns how many bytes
     /// came: one attempt. It stops early, with the count so far, once more than `limit`
-    /// bytes came or the receiver hung up (nothing more is wanted). A pause of a
-    /// minute (`BLOB_IDLE`) between two pieces fails it, as a broken connection does.
+    /// bytes came or the receiver hung up (nothing more is wanted). A pause as long as the
+    /// stall timeout between two pieces fails it, as a broken connection does.
     pub async fn stream_blob(
         &self,
         repository: &str,
@@ -203,12 +215,13 @@ impl Registry {
         let mut body = self.open_blob(repository, digest).await?;
         let mut read = 0u64;
         loop {
-            let frame = match tokio::time::timeout(BLOB_IDLE, body.frame()).await {
+            let idle = self.stall.get();
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
                 Err(_) => {
-                    return Err(Failure::transport(format!(
-                        "blob {digest} stalled: nothing came for {}s after {read} bytes",
-                        BLOB_IDLE.as_secs()
-                    )))
+                    let stalled = stall::Stalled { limit: idle };
+                    let mut failure = self.blob_stalled(digest, stalled);
+                    let _ = write!(failure.message, " ({read} bytes in)");
+                    return Err(failure);
                 }
                 Ok(None) => return Ok(read),
                 Ok(Some(frame)) => frame.map_err(|e| Failure::transport(crate::error_chain(&e)))?,
@@ -290,7 +303,7 @@ impl Registry {
         chunks: tokio::sync::mpsc::Receiver<Bytes>,
     ) -> Result<String, Failure> {
         let (_, next) = self
-            .patch(location, RequestBody::Streamed(chunks, None))
+            .patch(location, RequestBody::streamed(chunks, None))
             .await?;
         Ok(next)
     }
@@ -304,7 +317,8 @@ impl Registry {
                 location,
                 &[("content-type", "application/octet-stream".into())],
                 body,
-                STREAM_TIMEOUT,
+                ANSWER_LIMIT,
+                None,
             )
             .await?;
         if !answer.is(&rules::PATCH_TAKEN) {

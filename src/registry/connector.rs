@@ -8,17 +8,23 @@
 //!
 //! Failures carry one finished sentence ([`ConnectError`]) naming the proxy (password
 //! masked) and the host it was asked for.
+//!
+//! Every connection can be ended from outside ([`Abort`]): hyper's connection task waits
+//! on a stalled socket forever, holding the request's body (whose producer then waits for
+//! it to be taken), even once the request was given up; a stalled request ends its
+//! connection so both let go.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use hyper::Uri;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
@@ -134,7 +140,7 @@ fn tunnel_error(
 }
 
 impl Service<Uri> for Connector {
-    type Response = TokioIo<tokio::net::TcpStream>;
+    type Response = Abortable<TokioIo<tokio::net::TcpStream>>;
     type Error = ConnectError;
     type Future =
         Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
@@ -157,7 +163,7 @@ impl Service<Uri> for Connector {
             }
             Box::pin(async move {
                 tracing::debug!("connecting to {target} through the proxy {proxy}");
-                tunnel.call(dial).await.map_err(|e| {
+                tunnel.call(dial).await.map(Abortable::new).map_err(|e| {
                     let shown = format!("{target}{}", via_endpoint.unwrap_or_default());
                     tunnel_error(&e, &proxy, &shown)
                 })
@@ -165,16 +171,161 @@ impl Service<Uri> for Connector {
         } else {
             let mut http = self.http.clone();
             Box::pin(async move {
-                http.call(dial).await.map_err(|e| ConnectError {
-                    message: format!(
-                        "cannot connect to {target}{}: {}",
-                        via_endpoint.unwrap_or_default(),
-                        crate::error_chain(&e)
-                    ),
-                    transient: true,
-                })
+                http.call(dial)
+                    .await
+                    .map(Abortable::new)
+                    .map_err(|e| ConnectError {
+                        message: format!(
+                            "cannot connect to {target}{}: {}",
+                            via_endpoint.unwrap_or_default(),
+                            crate::error_chain(&e)
+                        ),
+                        transient: true,
+                    })
             })
         }
+    }
+}
+
+/// Ends a connection from outside: found in its `Connected` extras (hyper-util's
+/// `capture_connection`), it makes every later read or write of the connection fail, and
+/// wakes the task waiting on it.
+#[derive(Debug, Clone, Default)]
+pub struct Abort(Arc<AbortState>);
+
+#[derive(Debug, Default)]
+struct AbortState {
+    aborted: AtomicBool,
+    /// The tasks last waiting to read and to write.
+    waiting: Mutex<[Option<Waker>; 2]>,
+}
+
+const READING: usize = 0;
+const WRITING: usize = 1;
+
+impl Abort {
+    pub fn abort(&self) {
+        self.0.aborted.store(true, Ordering::SeqCst);
+        let waiting = std::mem::take(
+            &mut *self
+                .0
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for waker in waiting.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+
+    /// `poll`, unless aborted; a poll left pending is woken by an abort too.
+    fn guard<T>(
+        &self,
+        side: usize,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if self.0.aborted.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(std::io::Error::other(
+                "the connection was ended: it stalled",
+            )));
+        }
+        let polled = poll(cx);
+        if polled.is_pending() {
+            let mut waiting = self
+                .0
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !waiting[side]
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                waiting[side] = Some(cx.waker().clone());
+            }
+            drop(waiting);
+            // An abort between the check above and now would have found no waker.
+            if self.0.aborted.load(Ordering::SeqCst) {
+                cx.waker().wake_by_ref();
+            }
+        }
+        polled
+    }
+}
+
+/// A connection with its [`Abort`].
+#[derive(Debug)]
+pub struct Abortable<T> {
+    inner: T,
+    abort: Abort,
+}
+
+impl<T> Abortable<T> {
+    fn new(inner: T) -> Self {
+        Self {
+            inner,
+            abort: Abort::default(),
+        }
+    }
+}
+
+impl<T: Connection> Connection for Abortable<T> {
+    fn connected(&self) -> Connected {
+        self.inner.connected().extra(self.abort.clone())
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Abortable<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let inner = &mut this.inner;
+        this.abort
+            .guard(READING, cx, |cx| Pin::new(inner).poll_read(cx, buf))
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Abortable<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let inner = &mut this.inner;
+        this.abort
+            .guard(WRITING, cx, |cx| Pin::new(inner).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let inner = &mut this.inner;
+        this.abort.guard(WRITING, cx, |cx| {
+            Pin::new(inner).poll_write_vectored(cx, bufs)
+        })
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let inner = &mut this.inner;
+        this.abort
+            .guard(WRITING, cx, |cx| Pin::new(inner).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Shutting down an aborted connection is what is wanted: not guarded.
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

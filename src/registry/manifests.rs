@@ -25,15 +25,22 @@ impl Registry {
         let url = self.url_in(repository, &format!("manifests/{reference}"));
         let accept = [MANIFEST_V2, OCI_MANIFEST, MANIFEST_LIST_V2, OCI_INDEX].join(", ");
         let answer = self
-            .send(Method::GET, &url, &[("accept", accept)], Bytes::new())
+            .send_limited(
+                Method::GET,
+                &url,
+                &[("accept", accept)],
+                Bytes::new(),
+                rules::MAX_MANIFEST_BYTES,
+            )
             .await?;
         if answer.status != hyper::StatusCode::OK {
             return Err(Failure::from_answer(&answer));
         }
-        if answer.body.len() > rules::MAX_MANIFEST_BYTES {
+        if answer.truncated {
             return Err(Failure::local(format!(
-                "the manifest {reference} is {} bytes, more than a registry serves",
-                answer.body.len()
+                "the manifest {reference} is larger than the {} bytes (4 MiB) a registry \
+                 serves; it was not read past them",
+                rules::MAX_MANIFEST_BYTES
             )));
         }
         let media_type = answer

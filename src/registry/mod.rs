@@ -6,16 +6,23 @@
 //!   session, then `PUT ?digest=`), and blob `GET`s (ECR redirects those to S3, which is
 //!   followed without the registry's credentials).
 //! - [`manifests`]: manifest `GET`s and `PUT`s.
-//! - [`connector`]: the connections (proxy, `registry-endpoint`, hickory for names).
+//! - [`connector`]: the connections (proxy, `registry-endpoint`, hickory for names), each
+//!   of which a stalled request ends.
+//! - [`body`]: request bodies, sent in pieces.
 //!
 //! Here: the client itself, one request ([`Registry::send`]), and the retry loop
 //! ([`Registry::with_retry`]): transient failures are retried with jittered backoff,
-//! throttling gets a larger budget, an expired token is renewed once. TLS is rustls with
-//! ring trusting the action's roots ([`crate::network::Trust`]). Nothing here prints: retries
-//! are logged through `tracing`.
+//! throttling gets a larger budget, an expired token is renewed once. Every request fails
+//! once its connection moves nothing for the stall timeout ([`crate::network::stall`]);
+//! all but a blob's `PATCH` are also bounded in total. No answer's body is read past what
+//! is expected of it: [`ANSWER_LIMIT`], or the caller's limit
+//! ([`Registry::send_limited`]). TLS is rustls with ring trusting the action's roots
+//! ([`crate::network::Trust`]). Nothing here prints: retries are logged through
+//! `tracing`.
 
 pub mod auth;
 mod blobs;
+mod body;
 mod connector;
 mod manifests;
 mod retry;
@@ -27,7 +34,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
 use hyper::header::{HeaderMap, AUTHORIZATION, CONTENT_LENGTH};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -36,62 +42,26 @@ use hyper_util::rt::TokioExecutor;
 
 pub use self::auth::{Credentials, Login, Renew};
 pub use self::blobs::{BlobBody, Mount};
+pub use self::body::RequestBody;
 pub use self::manifests::{MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
 pub use self::retry::RetryPolicy;
 pub use self::rules::{status_is_transient, Mounting};
+use crate::network::stall::{self, StallTimeout, WatchedBody};
 use crate::network::Network;
 use auth::Authorizer;
 use connector::{Connector, HickoryDns};
 
-/// How long one request may take.
+/// How long one request with a small body may take in all (every request but a blob's
+/// `PATCH`, which lasts as long as the layer's compression and upload: a 50 GB layer at
+/// 20 MB/s is 42 minutes, so it is bounded by the stall timeout alone).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a streamed layer's `PATCH` may take: it lasts as long as the layer's
-/// compression (a 50 GB layer at 20 MB/s is 42 minutes).
-const STREAM_TIMEOUT: Duration = Duration::from_secs(3 * 3600);
+/// The most of an answer's body read when the caller expects none or a small one (error
+/// bodies, the answers to `POST`, `PUT`, `PATCH` and `GET /v2/`): the registry's error
+/// JSON is well under it; more is left unread.
+pub const ANSWER_LIMIT: usize = 64 << 10;
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, RequestBody>;
-
-/// A request's body: whole, or streamed from a channel as it is produced (a layer's
-/// upload while it is compressed, sent chunked, as `docker push` sends a layer; or a
-/// spooled blob read from disk, with its length known).
-#[derive(Debug)]
-pub enum RequestBody {
-    Whole(Full<Bytes>),
-    Streamed(tokio::sync::mpsc::Receiver<Bytes>, Option<u64>),
-}
-
-impl hyper::body::Body for RequestBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            Self::Whole(body) => std::pin::Pin::new(body).poll_frame(cx),
-            Self::Streamed(chunks, _) => chunks
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|bytes| Ok(hyper::body::Frame::data(bytes)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Whole(body) => body.is_end_stream(),
-            Self::Streamed(..) => false,
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            Self::Whole(body) => body.size_hint(),
-            Self::Streamed(_, Some(length)) => hyper::body::SizeHint::with_exact(*length),
-            Self::Streamed(_, None) => hyper::body::SizeHint::default(),
-        }
-    }
-}
+type HttpsClient = Client<hyper_rustls::HttpsConnector<Connector>, WatchedBody<RequestBody>>;
 
 /// The client could not be set up (DNS configuration, TLS roots, credentials).
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +83,7 @@ pub struct Registry {
     auth: Arc<Authorizer>,
     pub retry: RetryPolicy,
     network: Arc<Network>,
+    stall: StallTimeout,
     /// Upload sessions opened and not used: a mount ECR answered with 202 opened one,
     /// which the next upload takes instead of opening another (as docker's pusher does).
     spare_sessions: Arc<Mutex<Vec<String>>>,
@@ -128,12 +99,15 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-/// A registry answer, body read in full (registry answers other than blobs are small).
+/// A registry answer, its body read up to the request's limit.
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body went on past the limit (or said it would): `body` holds what fit, and
+    /// the rest was never read. An answer whose body is needed whole is then refused.
+    pub truncated: bool,
     /// The generation of the credentials the request carried (see [`auth`]), and
     /// whether their expiry had passed when the answer came.
     generation: Option<(u64, bool)>,
@@ -172,27 +146,102 @@ enum Opened {
     Answer(Answer),
 }
 
-/// The whole answer of `response`.
+/// The whole answer of `response`, its body read up to `limit` bytes when it is a
+/// success, else up to [`ANSWER_LIMIT`] (for the registry's error; a redirect's body is
+/// not wanted).
 async fn read_answer(
     response: hyper::Response<hyper::body::Incoming>,
     generation: Option<(u64, bool)>,
+    watchdog: &stall::Watchdog,
+    limit: usize,
 ) -> Result<Answer, Failure> {
     let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
+    let limit = if parts.status.is_success() {
+        limit
+    } else {
+        ANSWER_LIMIT
+    };
+    let (body, truncated) = stall::read_at_most(watchdog.incoming_body(body), limit)
         .await
-        .map_err(|e| Failure::transport(crate::error_chain(&e)))?
-        .to_bytes();
+        .map_err(|e| Failure::transport(crate::error_chain(&e)))?;
     Ok(Answer {
         status: parts.status,
         headers: parts.headers,
         body,
+        truncated,
         generation,
     })
 }
 
-fn no_answer_within(timeout: Duration) -> Failure {
-    Failure::transport(format!("no answer within {}s", timeout.as_secs()))
+/// One request, prepared ([`Registry::exchange`]) and not yet sent.
+struct Exchange<'a> {
+    registry: &'a Registry,
+    method: Method,
+    url: &'a str,
+    request: Result<Request<WatchedBody<RequestBody>>, Failure>,
+    generation: Option<(u64, bool)>,
+    watchdog: &'a stall::Watchdog,
+}
+
+/// Why a request was given up.
+#[derive(Debug)]
+enum Cut {
+    Stalled(stall::Stalled),
+    /// Its total time ran out.
+    Total(Duration),
+}
+
+impl Exchange<'_> {
+    /// Sends the request and hands its answer to `read`, all within `total` (when set)
+    /// and the stall timeout. A request given up ends its connection
+    /// ([`connector::Abort`]): hyper's connection task would otherwise keep waiting on
+    /// the stalled socket, holding the body's producer.
+    async fn run<T, F, Fut>(self, total: Option<Duration>, read: F) -> Result<T, Failure>
+    where
+        F: FnOnce(hyper::Response<hyper::body::Incoming>, Option<(u64, bool)>) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mut request = self.request?;
+        let connection = hyper_util::client::legacy::connect::capture_connection(&mut request);
+        let answered = std::sync::atomic::AtomicBool::new(false);
+        let (registry, url, generation) = (self.registry, self.url, self.generation);
+        let work = async {
+            let response = registry
+                .client
+                .request(request)
+                .await
+                .map_err(|e| Failure::unanswered(&e, registry, url))?;
+            answered.store(true, std::sync::atomic::Ordering::Relaxed);
+            read(response, generation).await
+        };
+        let guarded = async { self.watchdog.guard(work).await.map_err(Cut::Stalled) };
+        let outcome = match total {
+            Some(total) => tokio::time::timeout(total, guarded)
+                .await
+                .unwrap_or(Err(Cut::Total(total))),
+            None => guarded.await,
+        };
+        let cut = match outcome {
+            Ok(done) => return done,
+            Err(cut) => cut,
+        };
+        if let Some(connected) = connection.connection_metadata().as_ref() {
+            let mut extras = hyper::http::Extensions::new();
+            connected.get_extras(&mut extras);
+            if let Some(abort) = extras.get::<connector::Abort>() {
+                abort.abort();
+            }
+        }
+        Err(match cut {
+            Cut::Stalled(stalled) => {
+                let answered = answered.load(std::sync::atomic::Ordering::Relaxed);
+                Failure::stalled(&self.method, answered, stalled)
+            }
+            Cut::Total(total) => {
+                Failure::transport(format!("no answer within {}", stall::human(total)))
+            }
+        })
+    }
 }
 
 /// One failed attempt: why, the status if the registry answered, and whether another
@@ -263,6 +312,25 @@ impl Failure {
         }
     }
 
+    /// The connection of a `method` request moved nothing for the stall timeout: before
+    /// the answer began (`answered` false: the rest of the body was not taken, or no
+    /// answer came), or in the middle of the answer's body. Transient: a new connection may
+    /// well go through (a proxy or NAT that silently dropped this one).
+    fn stalled(method: &Method, answered: bool, stalled: stall::Stalled) -> Self {
+        let what = if answered {
+            "the answer's body stopped coming"
+        } else {
+            "the registry took no more of the request and sent no answer"
+        };
+        Self::transport(format!(
+            "{method} stalled: {what} for {}; the registry, or a proxy or firewall on the way, \
+             stopped moving the connection: check that path, or raise {} if it is only that \
+             slow",
+            stall::human(stalled.limit),
+            crate::env::STALL_TIMEOUT
+        ))
+    }
+
     /// Whether ECR said the token expired.
     pub fn token_expired(&self) -> bool {
         self.expired_generation.is_some()
@@ -328,6 +396,7 @@ impl Registry {
         .map_err(|e| setup(format!("cannot set up TLS: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        let stall = network.stall_timeout;
         let network = Arc::new(network.clone());
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -346,6 +415,7 @@ impl Registry {
             auth: Arc::new(auth),
             retry,
             network,
+            stall,
             spare_sessions: Arc::default(),
         })
     }
@@ -389,7 +459,8 @@ impl Registry {
     }
 
     /// One request, one attempt, with the registry's credentials when `url` is on its
-    /// host (an upload `Location` or a redirect elsewhere gets none).
+    /// host (an upload `Location` or a redirect elsewhere gets none). At most
+    /// [`ANSWER_LIMIT`] bytes of the answer's body are read.
     pub async fn send(
         &self,
         method: Method,
@@ -397,57 +468,80 @@ impl Registry {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<Answer, Failure> {
-        let body = RequestBody::Whole(Full::new(body));
-        self.send_body(method, url, headers, body, REQUEST_TIMEOUT)
+        self.send_limited(method, url, headers, body, ANSWER_LIMIT)
             .await
     }
 
-    /// One request whose body is `body`, its length sent when known (else it goes
-    /// chunked).
+    /// [`Registry::send`] for an answer whose body is wanted, up to `limit` bytes (a
+    /// manifest, a config): past that the body is not read, and `truncated` says so. An
+    /// answer other than a success is read up to [`ANSWER_LIMIT`], for its error.
+    pub async fn send_limited(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        limit: usize,
+    ) -> Result<Answer, Failure> {
+        let body = RequestBody::whole(body);
+        self.send_body(method, url, headers, body, limit, Some(REQUEST_TIMEOUT))
+            .await
+    }
+
+    /// One request whose body is `body` (its length sent when known; else it goes
+    /// chunked), with at most `limit` bytes of a successful answer's body read (of any
+    /// other, [`ANSWER_LIMIT`]), given up after `total` if set. It fails once the
+    /// connection moves nothing for the stall timeout while the registry has the turn (to
+    /// take the body's bytes, to answer, to send the answer's bytes).
     async fn send_body(
         &self,
         method: Method,
         url: &str,
         headers: &[(&str, String)],
         body: RequestBody,
-        timeout: Duration,
+        limit: usize,
+        total: Option<Duration>,
     ) -> Result<Answer, Failure> {
-        let exchange = async {
-            let (response, generation) = self.exchange(method, url, headers, body).await?;
-            read_answer(response, generation).await
-        };
-        tokio::time::timeout(timeout, exchange)
+        let watchdog = self.stall.watchdog();
+        let exchange = self.exchange(method, url, headers, body, &watchdog);
+        exchange
+            .run(total, |response, generation| {
+                read_answer(response, generation, &watchdog, limit)
+            })
             .await
-            .unwrap_or_else(|_| Err(no_answer_within(timeout)))
     }
 
     /// `GET url` (with no body), whose answer's body is left unread when the status is
     /// 200: a blob's bytes, which the caller reads as they come. Any other answer is read
-    /// whole. The answer's head must come within [`REQUEST_TIMEOUT`].
+    /// up to [`ANSWER_LIMIT`]. The answer's head must come within [`REQUEST_TIMEOUT`], and
+    /// the connection may not stall before it.
     async fn open(&self, url: &str) -> Result<Opened, Failure> {
-        let opening = async {
-            let nothing = RequestBody::Whole(Full::new(Bytes::new()));
-            let (response, generation) = self.exchange(Method::GET, url, &[], nothing).await?;
-            if response.status() == StatusCode::OK {
-                return Ok(Opened::Body(response.into_body()));
-            }
-            Ok(Opened::Answer(read_answer(response, generation).await?))
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, opening)
+        let watchdog = &self.stall.watchdog();
+        let nothing = RequestBody::whole(Bytes::new());
+        let exchange = self.exchange(Method::GET, url, &[], nothing, watchdog);
+        exchange
+            .run(Some(REQUEST_TIMEOUT), |response, generation| async move {
+                if response.status() == StatusCode::OK {
+                    return Ok(Opened::Body(response.into_body()));
+                }
+                let answer = read_answer(response, generation, watchdog, ANSWER_LIMIT).await?;
+                Ok(Opened::Answer(answer))
+            })
             .await
-            .unwrap_or_else(|_| Err(no_answer_within(REQUEST_TIMEOUT)))
     }
 
-    /// Sends one request and waits for the answer's head: the response, and the
-    /// generation of the credentials it carried with whether their expiry had passed.
-    async fn exchange(
-        &self,
+    /// Prepares one request: the registry's credentials when `url` is on its host, the
+    /// body watched by `watchdog`, and its connection captured so that a request given up
+    /// ends it ([`Exchange::run`]).
+    fn exchange<'a>(
+        &'a self,
         method: Method,
-        url: &str,
+        url: &'a str,
         headers: &[(&str, String)],
         body: RequestBody,
-    ) -> Result<(hyper::Response<hyper::body::Incoming>, Option<(u64, bool)>), Failure> {
-        let mut request = Request::builder().method(method).uri(url);
+        watchdog: &'a stall::Watchdog,
+    ) -> Exchange<'a> {
+        let mut request = Request::builder().method(method.clone()).uri(url);
         if let Some(length) = hyper::body::Body::size_hint(&body).exact() {
             request = request.header(CONTENT_LENGTH, length);
         }
@@ -461,17 +555,16 @@ impl Registry {
             request = request.header(*name, value);
         }
         let request = request
-            .body(body)
-            .map_err(|e| Failure::local(format!("invalid request: {e}")))?;
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| Failure::unanswered(&e, self, url))?;
-        Ok((
-            response,
-            credentials.map(|c| (c.generation, c.past_expiry())),
-        ))
+            .body(watchdog.outgoing_body(body))
+            .map_err(|e| Failure::local(format!("invalid request: {e}")));
+        Exchange {
+            registry: self,
+            method,
+            url,
+            request,
+            generation: credentials.map(|c| (c.generation, c.past_expiry())),
+            watchdog,
+        }
     }
 
     /// Gets new credentials after `failure` (ECR's expired token), once for every request

@@ -606,6 +606,22 @@ impl RunResult {
             .unwrap_or_else(|| panic!("no output `{name}`; log:\n{}", self.stderr))
     }
 
+    /// Panics unless the run failed with exactly one `::error::` line, holding every
+    /// needle; returns that line.
+    pub fn assert_one_error(&self, needles: &[&str]) -> &str {
+        assert!(!self.success, "the run succeeded:\n{}", self.stderr);
+        let errors = self.error_lines();
+        assert_eq!(errors.len(), 1, "{}", self.stderr);
+        for needle in needles {
+            assert!(
+                errors[0].contains(needle),
+                "`{needle}` missing in {}",
+                errors[0]
+            );
+        }
+        errors[0]
+    }
+
     /// Panics with the log unless the run succeeded.
     pub fn assert_success(&self) -> &Self {
         assert!(self.success, "the action failed:\n{}", self.stderr);

@@ -57,6 +57,16 @@ impl PartialEq for TlsEndpoint {
 
 impl Eq for TlsEndpoint {}
 
+impl fmt::Display for DaemonAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unix(path) => write!(f, "unix://{}", path.display()),
+            Self::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Self::Tls(endpoint) => write!(f, "tcp://{} (TLS)", endpoint.addr),
+        }
+    }
+}
+
 impl DaemonAddress {
     /// Parses `unix:///path`, `/path`, `tcp://host:port` or `http://host:port` (no TLS).
     pub fn parse(host: &str) -> Result<Self, String> {
@@ -232,6 +242,24 @@ pub(crate) async fn connect(address: &DaemonAddress) -> io::Result<SendRequest<B
     Ok(sender)
 }
 
+/// [`connect`], given up after `limit` (a daemon that accepts and never answers).
+pub(crate) async fn connect_within(
+    address: &DaemonAddress,
+    limit: std::time::Duration,
+) -> io::Result<SendRequest<Body>> {
+    tokio::time::timeout(limit, connect(address))
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no connection within {}",
+                    crate::network::stall::human(limit)
+                ),
+            ))
+        })
+}
+
 /// An empty request body.
 pub(crate) fn empty() -> Body {
     use http_body_util::BodyExt as _;
@@ -240,12 +268,14 @@ pub(crate) fn empty() -> Body {
         .boxed_unsync()
 }
 
-/// Reads a whole (small) response body as text, for error messages.
+/// The most of a daemon's error body read: its `{"message":"..."}` is far shorter.
+const ERROR_BODY_LIMIT: usize = 64 << 10;
+
+/// Reads a (small) response body as text, for error messages: at most
+/// [`ERROR_BODY_LIMIT`] bytes of it.
 pub(crate) async fn body_text(body: hyper::body::Incoming) -> String {
-    use http_body_util::BodyExt as _;
-    match body.collect().await {
-        Ok(collected) => {
-            let bytes = collected.to_bytes();
+    match crate::network::stall::read_at_most(body, ERROR_BODY_LIMIT).await {
+        Ok((bytes, _)) => {
             // The daemon's errors are `{"message":"..."}`.
             serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()

@@ -13,8 +13,8 @@
 //! 2. `POST /build?version=2&remote=client-session&session=<id>` with an empty body, as
 //!    the Docker CLI sent it before buildx: BuildKit fetches the context over the session
 //!    (only the files it does not have, with `.dockerignore` applied by its Dockerfile
-//!    frontend), so the daemon never stores a tar of it. The JSON answer carries
-//!    BuildKit's progress as base64 protobuf ([`progress`]), rendered as
+//!    frontend), so the daemon never stores a tar of it. The JSON answer ([`answer`])
+//!    carries BuildKit's progress as base64 protobuf ([`progress`]), rendered as
 //!    `--progress=plain` lines, and the image ID.
 //!
 //! Both go over the daemon's unix socket, plain TCP, or TLS with the client certificate
@@ -23,6 +23,7 @@
 //! No secret value or registry password is logged, put in an error or shown by `Debug`;
 //! rendered lines have them replaced by `***` should a build step print one.
 
+mod answer;
 mod daemon;
 mod dockerfile;
 mod filesync;
@@ -34,11 +35,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use http_body_util::BodyExt as _;
 use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request};
 
-use super::LineBuffer;
+use crate::network::stall::{StallTimeout, Watchdog};
 use crate::publish::Compression;
 use zeroize::Zeroizing;
 
@@ -157,6 +157,15 @@ pub enum BuildkitError {
     Daemon(String),
 }
 
+/// How long the `/_ping` that decides `builder: auto` may take; a daemon that does not
+/// answer it is taken as one without BuildKit (connecting has proved it answers).
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// BuildKit checks the session's health every 5 s (moby/buildkit `session/grpc.go`,
+/// `defaultHealthCheckConfig`); a build's stall limit is never under three of those, so a
+/// short `ECR_BUILD_PUSH_STALL_TIMEOUT` cannot fire between two checks of a live daemon.
+pub const BUILD_STALL_FLOOR: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Whether the daemon at `address` builds with BuildKit: its `/_ping` says
 /// `Builder-Version: 2`, or, when it does not say, its API is 1.39 or newer. Any failure
 /// answers `false`.
@@ -179,7 +188,7 @@ pub async fn supports_buildkit(address: &DaemonAddress) -> bool {
         };
         Some((header("Builder-Version"), header("Api-Version")))
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(10), ping).await {
+    match tokio::time::timeout(PING_TIMEOUT, ping).await {
         Ok(Some((Some(builder), _))) => builder.trim() == "2",
         Ok(Some((None, Some(api)))) => super::api_at_least(&api, 1, 39),
         _ => false,
@@ -188,10 +197,16 @@ pub async fn supports_buildkit(address: &DaemonAddress) -> bool {
 
 /// Builds with BuildKit on the daemon at `address`, lending it `dirs` over the session,
 /// and calls `on_line` with each rendered progress line.
+///
+/// BuildKit's progress stream is silent while a step is (a `RUN sleep 25` left it silent
+/// for 24 s on dockerd 26), so silence alone proves nothing; but a live daemon also checks
+/// the session's health every 5 s. The build fails once neither happened for the stall
+/// timeout (at least [`BUILD_STALL_FLOOR`]): the daemon is hung or gone.
 pub async fn build(
     address: &DaemonAddress,
     request: &BuildkitBuild<'_>,
     dirs: SyncedDirs,
+    stall: StallTimeout,
     mut on_line: impl FnMut(&str),
 ) -> Result<BuildkitOutcome, BuildkitError> {
     let login = request.registry_auth.map(|auth| session::RegistryLogin {
@@ -208,6 +223,8 @@ pub async fn build(
         ],
         Arc::clone(&ledger),
     );
+    let control = super::control_timeout(stall);
+    let watchdog = Watchdog::new(stall.get().max(BUILD_STALL_FLOOR));
     let session = session::start(
         address,
         "ecr-build-push",
@@ -215,6 +232,8 @@ pub async fn build(
         login,
         session::SecretStore::new(request.secrets),
         files,
+        control,
+        watchdog.clone(),
     )
     .await?;
 
@@ -241,83 +260,32 @@ pub async fn build(
         .body(daemon::empty())
         .map_err(|e| BuildkitError::Daemon(format!("cannot make the build request: {e}")))?;
 
-    let mut sender = daemon::connect(address)
-        .await
-        .map_err(|e| BuildkitError::Daemon(format!("cannot connect to the daemon: {e}")))?;
-    let take_context_error = || ledger.take_failure().map(|e| e.to_string());
-    let response = sender
-        .send_request(http_request)
-        .await
-        .map_err(|err| BuildkitError::Daemon(format!("the build request failed: {err}")))?;
-    if response.status() != StatusCode::OK {
-        let status = response.status();
-        let message = daemon::body_text(response.into_body()).await;
-        if let Some(context) = take_context_error() {
-            return Err(BuildkitError::Context(context));
-        }
-        return Err(classify_http_error(status, message));
-    }
-
-    let mut body = response.into_body();
-    let mut lines = LineBuffer::default();
-    let mut image_id: Option<String> = None;
-    let mut stream_error: Option<String> = None;
-    let mut read_error: Option<String> = None;
-    let mut emit = |line: &str| on_line(line);
-    let mut handle = |line: &[u8]| {
-        handle_message(
-            line,
+    let streamed = watchdog
+        .guard(answer::run_build(
+            address,
+            http_request,
+            control,
+            &watchdog,
             &mut renderer,
-            &mut image_id,
-            &mut stream_error,
-            &mut emit,
-        );
-    };
-    loop {
-        let frame = match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => frame,
-            Some(Err(err)) => {
-                read_error = Some(err.to_string());
-                break;
-            }
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        for line in lines.push(&data) {
-            handle(&line);
-        }
-    }
-    if let Some(line) = lines.finish() {
-        handle(&line);
-    }
+            &mut on_line,
+        ))
+        .await
+        .unwrap_or_else(|stalled| {
+            Err(BuildkitError::Daemon(format!(
+                "the Docker daemon at {address} sent no build progress and did not check the \
+                 build's session for {}: it seems hung; check it (`docker info`, its log), or \
+                 raise {}",
+                crate::network::stall::human(stalled.limit),
+                crate::env::STALL_TIMEOUT
+            )))
+        });
     drop(session);
 
     // A file that could not be read is the real cause of the failure it made.
-    if let Some(context) = take_context_error() {
-        return Err(BuildkitError::Context(context));
+    if let Some(context) = ledger.take_failure() {
+        return Err(BuildkitError::Context(context.to_string()));
     }
-    if let Some(message) = stream_error {
-        let failed = renderer.failed().cloned();
-        let line = failed
-            .as_ref()
-            .and_then(|f| f.line)
-            .or_else(|| super::dockerfile_line(&message));
-        return Err(BuildkitError::Failed {
-            message,
-            step: failed.map(|f| f.name),
-            line,
-        });
-    }
-    if let Some(err) = read_error {
-        return Err(BuildkitError::Daemon(format!(
-            "the build's progress stream broke off: {err}"
-        )));
-    }
-    let image_id = image_id.ok_or_else(|| {
-        BuildkitError::Daemon("the daemon finished the build without an image ID".into())
-    })?;
+    let image_id = streamed?.image_id(&renderer)?;
     Ok(BuildkitOutcome {
         image_id,
         steps: renderer.steps(),
@@ -344,69 +312,6 @@ fn shared_key(context_root: &std::path::Path) -> String {
             let _ = write!(out, "{b:02x}");
             out
         })
-}
-
-/// One JSON line of the build's answer.
-fn handle_message(
-    line: &[u8],
-    renderer: &mut ProgressRenderer,
-    image_id: &mut Option<String>,
-    stream_error: &mut Option<String>,
-    emit: &mut dyn FnMut(&str),
-) {
-    let line = line.trim_ascii();
-    if line.is_empty() {
-        return;
-    }
-    let Ok(message) = serde_json::from_slice::<progress::JsonMessage>(line) else {
-        tracing::debug!("unreadable message in the build stream");
-        return;
-    };
-    if let Some(error) = message
-        .error_detail
-        .and_then(|d| d.message)
-        .or(message.error)
-    {
-        stream_error.get_or_insert(error);
-        return;
-    }
-    match (message.id.as_deref(), message.aux) {
-        (Some("moby.buildkit.trace"), Some(serde_json::Value::String(payload))) => {
-            renderer.push_trace(&payload, emit);
-        }
-        (Some("moby.image.id"), Some(aux)) => {
-            if let Some(id) = aux.get("ID").and_then(|v| v.as_str()) {
-                *image_id = Some(id.to_string());
-            }
-        }
-        _ => {
-            // Rare plain messages (e.g. from the classic code paths of the daemon).
-            for text in [message.stream, message.status].into_iter().flatten() {
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    emit(line);
-                }
-            }
-        }
-    }
-}
-
-/// An HTTP error before the build started: a bad option or an unparsable Dockerfile.
-fn classify_http_error(status: StatusCode, message: String) -> BuildkitError {
-    let line = super::dockerfile_line(&message);
-    if status.is_client_error()
-        || line.is_some()
-        || message.to_ascii_lowercase().contains("dockerfile")
-    {
-        BuildkitError::Failed {
-            message,
-            step: None,
-            line,
-        }
-    } else {
-        BuildkitError::Daemon(format!(
-            "the daemon refused the build ({status}): {message}"
-        ))
-    }
 }
 
 /// `/build?version=2&remote=client-session&session=...` with every option.

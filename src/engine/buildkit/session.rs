@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bollard_buildkit_proto::health::health_check_response::ServingStatus;
 use bollard_buildkit_proto::health::health_server::{Health, HealthServer};
@@ -34,6 +35,7 @@ use zeroize::Zeroizing;
 use super::daemon::{self, DaemonAddress};
 use super::filesync::FileSyncService;
 use super::BuildkitError;
+use crate::network::stall::{Turn, Watchdog};
 
 /// The gRPC methods the session serves, announced to the daemon one header each. BuildKit
 /// only calls a method that the session announced (it compares them lower-cased).
@@ -175,9 +177,13 @@ impl Secrets for SecretStore {
     }
 }
 
-/// BuildKit checks the session's health every few seconds and drops it when a check fails.
+/// BuildKit checks the session's health every 5 s and drops it when a check fails; each
+/// check tells the build's watchdog the daemon is alive (its progress stream is silent
+/// while a step is).
 #[derive(Debug)]
-struct HealthService;
+struct HealthService {
+    alive: Watchdog,
+}
 
 #[tonic::async_trait]
 impl Health for HealthService {
@@ -189,6 +195,7 @@ impl Health for HealthService {
         &self,
         request: tonic::Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
+        self.alive.moved(Turn::Peer);
         // The empty name is the server as a whole, which is what BuildKit asks about.
         if request.get_ref().service.is_empty() {
             Ok(Response::new(HealthCheckResponse {
@@ -228,7 +235,9 @@ impl Drop for Session {
     }
 }
 
-/// Opens the session: `POST /session` upgraded to `h2c`, then serves gRPC on it in a task.
+/// Opens the session: `POST /session` upgraded to `h2c` (within `control`), then serves
+/// gRPC on it in a task; the daemon's health checks are reported to `alive`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn start(
     address: &DaemonAddress,
     name: &str,
@@ -236,9 +245,11 @@ pub(crate) async fn start(
     login: Option<RegistryLogin>,
     secrets: SecretStore,
     files: FileSyncService,
+    control: Duration,
+    alive: Watchdog,
 ) -> Result<Session, BuildkitError> {
     let id = crate::random::token();
-    let mut sender = daemon::connect(address)
+    let mut sender = daemon::connect_within(address, control)
         .await
         .map_err(|e| BuildkitError::Daemon(format!("cannot connect to the daemon: {e}")))?;
     let mut builder = Request::builder()
@@ -256,9 +267,14 @@ pub(crate) async fn start(
     let request = builder
         .body(daemon::empty())
         .map_err(|e| BuildkitError::Daemon(format!("cannot make the session request: {e}")))?;
-    let response = sender
-        .send_request(request)
+    let response = tokio::time::timeout(control, sender.send_request(request))
         .await
+        .map_err(|_| {
+            BuildkitError::Daemon(format!(
+                "the daemon did not answer the session request within {}",
+                crate::network::stall::human(control)
+            ))
+        })?
         .map_err(|e| BuildkitError::Daemon(format!("the session request failed: {e}")))?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = response.status();
@@ -271,7 +287,7 @@ pub(crate) async fn start(
         .await
         .map_err(|e| BuildkitError::Daemon(format!("the session upgrade failed: {e}")))?;
 
-    let routes = tonic::service::Routes::new(HealthServer::new(HealthService))
+    let routes = tonic::service::Routes::new(HealthServer::new(HealthService { alive }))
         .add_service(AuthServer::new(AuthService { login }))
         .add_service(SecretsServer::from_arc(Arc::new(secrets)))
         .add_service(FileSyncServer::new(files))
