@@ -92,6 +92,13 @@ pub const GITHUB_HEAD_REF: &str = "GITHUB_HEAD_REF";
 pub const GITHUB_SERVER_URL: &str = "GITHUB_SERVER_URL";
 /// `owner/name` of the repository the workflow runs in.
 pub const GITHUB_REPOSITORY: &str = "GITHUB_REPOSITORY";
+/// The workflow file and the ref it ran from, `owner/name/.github/workflows/x.yml@refs/heads/main`:
+/// the provenance's builder.
+pub const GITHUB_WORKFLOW_REF: &str = "GITHUB_WORKFLOW_REF";
+/// The commit of that workflow file.
+pub const GITHUB_WORKFLOW_SHA: &str = "GITHUB_WORKFLOW_SHA";
+/// `github-hosted` or `self-hosted`, for the provenance.
+pub const RUNNER_ENVIRONMENT: &str = "RUNNER_ENVIRONMENT";
 /// Seconds since the epoch for `org.opencontainers.image.created`, for reproducible
 /// builds (<https://reproducible-builds.org/specs/source-date-epoch/>).
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
@@ -186,6 +193,9 @@ pub struct GitHubContext {
     pub head_ref: Option<String>,
     pub server_url: Option<String>,
     pub repository: Option<String>,
+    pub workflow_ref: Option<String>,
+    pub workflow_sha: Option<String>,
+    pub runner_environment: Option<String>,
     /// `SOURCE_DATE_EPOCH`, unparsed.
     pub source_date_epoch: Option<String>,
 }
@@ -291,6 +301,9 @@ impl Environment {
                 RUNNER_ARCH => env.github.runner_arch = non_empty(),
                 GITHUB_HEAD_REF => env.github.head_ref = non_empty(),
                 GITHUB_SERVER_URL => env.github.server_url = non_empty(),
+                GITHUB_WORKFLOW_REF => env.github.workflow_ref = non_empty(),
+                GITHUB_WORKFLOW_SHA => env.github.workflow_sha = non_empty(),
+                RUNNER_ENVIRONMENT => env.github.runner_environment = non_empty(),
                 GITHUB_REPOSITORY => env.github.repository = non_empty(),
                 SOURCE_DATE_EPOCH => env.github.source_date_epoch = non_empty(),
                 _ => {

@@ -67,6 +67,7 @@ pub mod report;
 pub mod repository;
 pub mod runner;
 pub mod secrets;
+pub mod supply;
 
 use std::time::Instant;
 
@@ -118,7 +119,16 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
         TagPlan::Build { present } => {
             let images = build(&plan, inputs, runner, &mut report).await?;
             if inputs.push {
-                publish(&plan, present, inputs, &images, runner, &mut report).await?;
+                publish(
+                    &plan,
+                    present,
+                    inputs,
+                    &env.github,
+                    &images,
+                    runner,
+                    &mut report,
+                )
+                .await?;
             }
         }
     }
@@ -192,6 +202,7 @@ async fn publish(
     plan: &Plan,
     present: &[repository::PresentTag],
     inputs: &Inputs,
+    github: &env::GitHubContext,
     images: &[PlatformImage],
     runner: &Runner,
     report: &mut Report,
@@ -210,8 +221,22 @@ async fn publish(
     };
     let published =
         publish::publish(&run, inputs, images, &report.repository_uri(), runner).await?;
+    if inputs.supply.attaches() {
+        report.attachments =
+            attach(plan, inputs, github, images, &published, runner, report).await?;
+    }
     if let Some(digest) = &published.digest {
         confirm(&plan.ecr, inputs, runner, report, digest).await?;
+    }
+    let unlisted = publish::attach::confirm(
+        &plan.ecr,
+        &inputs.repository,
+        inputs.registry_id.as_deref(),
+        &report.attachments,
+    )
+    .await?;
+    for warning in unlisted {
+        runner.warning(&warning);
     }
     let push_time = started.elapsed();
     tracing::info!(
@@ -230,6 +255,64 @@ async fn publish(
     report.blobs = published.blobs;
     report.push_time = Some(push_time);
     Ok(())
+}
+
+/// Provenance (and signatures) attached to each image manifest this run pushed, as
+/// referrers; a provenance the registry refused is a warning.
+async fn attach(
+    plan: &Plan,
+    inputs: &Inputs,
+    github: &env::GitHubContext,
+    images: &[PlatformImage],
+    published: &publish::pipeline::Published,
+    runner: &Runner,
+    report: &Report,
+) -> anyhow::Result<publish::attach::Attachments> {
+    let reg = registry::Registry::connect(
+        &plan.auth.login(),
+        &inputs.repository,
+        plan.retry,
+        &plan.network,
+    )?;
+    let engine_version = images
+        .first()
+        .map(|image| image.engine.version.clone())
+        .unwrap_or_default();
+    let facts = supply::provenance::BuildFacts {
+        github,
+        mode: inputs.supply.provenance,
+        dockerfile: runner.annotated(&plan.dockerfile),
+        context: runner.annotated(&inputs.build.context),
+        target: inputs.build.target.as_deref(),
+        platforms: inputs.platforms.iter().map(ToString::to_string).collect(),
+        build_args: &inputs.build.build_args,
+        tags: &inputs.tags,
+        builder: match plan.builder {
+            engine::build::BuilderKind::Buildkit => "buildkit",
+            engine::build::BuilderKind::Classic => "classic",
+        },
+        engine_version,
+        started: report.started_at,
+        finished: metadata::now(),
+    };
+    let run = publish::attach::AttachRun {
+        reg: &reg,
+        ecr: &plan.ecr,
+        inputs,
+        facts,
+        repository_ref: report.repository_uri(),
+    };
+    let targets = publish::attach::targets(published, images);
+    let attachments = publish::attach::attach_all(&run, targets, images).await?;
+    for refused in &attachments.refused {
+        runner.warning(&format!(
+            "the registry refused the {} of {}; the image stays pushed without it: {}",
+            refused.kind.label(),
+            refused.subject,
+            refused.reason
+        ));
+    }
+    Ok(attachments)
 }
 
 /// Each platform's digest and size in its row; another leg's platform (a shared build's

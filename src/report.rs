@@ -7,6 +7,8 @@ use std::time::Duration;
 use crate::ecr::Repository;
 use crate::engine::build::{BuilderKind, CacheStats};
 use crate::inputs::Inputs;
+use crate::supply::AttachmentKind;
+use supply::PROVENANCE;
 
 /// The outputs that name the image under the tags: a leg of a shared build that did not
 /// assemble the index leaves them out.
@@ -68,6 +70,13 @@ pub struct Report {
     pub moved_tags: Vec<String>,
     /// A leg of a shared build (`build-platforms`): what became of the index.
     pub leg: Option<crate::publish::pipeline::Leg>,
+    /// The provenance and signatures attached to the pushed manifests, and the ones the
+    /// registry refused.
+    pub attachments: crate::publish::attach::Attachments,
+    /// `sign: kms`: the key, as given, for the summary's verify commands.
+    pub signing_key: Option<String>,
+    /// When the run started (seconds since the epoch), for the provenance.
+    pub started_at: i64,
 }
 
 /// One platform of a multi-platform build.
@@ -125,6 +134,9 @@ impl Report {
             scan: None,
             moved_tags: Vec::new(),
             leg: None,
+            attachments: crate::publish::attach::Attachments::default(),
+            signing_key: None,
+            started_at: crate::metadata::now(),
         }
     }
 
@@ -228,6 +240,11 @@ impl Report {
                     .unwrap_or_default(),
             ),
             ("index-assembled", self.index_assembled().to_string()),
+            ("provenance-digest", self.attached_digests(&PROVENANCE)),
+            (
+                "signature-digest",
+                self.attached_digests(&[AttachmentKind::Signature]),
+            ),
         ];
         // A leg that left the index to the others names no image: in a matrix, the
         // outputs of whichever leg ends last are the job's, and only the assembling leg
@@ -360,6 +377,7 @@ impl Report {
         if !self.platforms.is_empty() {
             md.push_str(&self.platforms_markdown());
         }
+        md.push_str(&self.supply_markdown());
         md
     }
 
@@ -436,5 +454,6 @@ fn human_bytes(bytes: i64) -> String {
     }
 }
 
+mod supply;
 #[cfg(test)]
 mod tests;

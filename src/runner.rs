@@ -44,7 +44,8 @@ impl Runner {
     }
 
     /// `file` as an annotation names it: relative to the workspace, without `./`.
-    fn annotated(&self, file: &std::path::Path) -> String {
+    /// `file` relative to the workspace (as annotations and the provenance name it).
+    pub fn annotated(&self, file: &std::path::Path) -> String {
         let relative: PathBuf = file
             .strip_prefix(&self.workspace)
             .unwrap_or(file)

@@ -137,7 +137,8 @@ fn assert_two_platform_index(run: &RunResult, repo: &str, tags: &[&str]) {
         "{described}"
     );
 
-    // No untagged extras: the index and one manifest per platform, nothing else.
+    // No untagged extras: the index, one manifest per platform and its provenance (a
+    // referrer), nothing else.
     let listed = standin.moto("ListImages", &serde_json::json!({"repositoryName": repo}));
     let mut digests: Vec<String> = listed["imageIds"]
         .as_array()
@@ -149,6 +150,10 @@ fn assert_two_platform_index(run: &RunResult, repo: &str, tags: &[&str]) {
     digests.dedup();
     let mut expected: Vec<String> = entries.values().cloned().collect();
     expected.push(digest.clone());
+    let provenance: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(run.output("provenance-digest")).expect("one per platform");
+    assert_eq!(provenance.len(), entries.len(), "{provenance:?}");
+    expected.extend(provenance.into_values());
     expected.sort();
     assert_eq!(digests, expected, "{listed}");
 

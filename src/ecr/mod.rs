@@ -11,6 +11,7 @@
 
 mod http;
 mod images;
+mod referrers;
 pub mod repository;
 pub mod scan;
 pub mod templates;

@@ -50,6 +50,8 @@ pub struct Built {
     pub platform: Option<Platform>,
     /// BuildKit's warnings about the Dockerfile (its lint checks), with their line.
     pub warnings: Vec<crate::engine::buildkit::BuildWarning>,
+    /// The base images, by digest where known, for the provenance.
+    pub bases: Vec<super::bases::ResolvedBase>,
 }
 
 /// How many build steps BuildKit found in its cache.
@@ -125,20 +127,34 @@ pub async fn build(
     request: &BuildRequest<'_>,
     progress: &dyn Progress,
 ) -> Result<Built, BuildError> {
-    let (image_id, cache, warnings) = match request.builder {
-        BuilderKind::Classic => (
-            classic(engine, context, request, progress).await?,
-            None,
-            Vec::new(),
-        ),
+    let (image_id, cache, warnings, bases) = match request.builder {
+        BuilderKind::Classic => {
+            let image_id = classic(engine, context, request, progress).await?;
+            let text = std::fs::read_to_string(&request.dockerfile).unwrap_or_default();
+            let bases = crate::engine::buildkit::pulled_images(&text)
+                .into_iter()
+                .map(|image| (image, None))
+                .collect();
+            (image_id, None, Vec::new(), bases)
+        }
         BuilderKind::Buildkit => {
-            let (image_id, cache, warnings) = buildkit(engine, context, request, progress).await?;
-            (Some(image_id), Some(cache), warnings)
+            let outcome = buildkit(engine, context, request, progress).await?;
+            let cache = CacheStats {
+                cached_steps: outcome.cached_steps,
+                steps: outcome.steps,
+            };
+            (
+                Some(outcome.image_id),
+                Some(cache),
+                outcome.warnings,
+                outcome.bases,
+            )
         }
     };
     let mut built = finish(engine, image_id, request).await?;
     built.cache = cache;
     built.warnings = warnings;
+    built.bases = super::bases::resolve(engine, bases).await;
     Ok(built)
 }
 
@@ -148,14 +164,7 @@ async fn buildkit(
     context: PreparedContext,
     request: &BuildRequest<'_>,
     progress: &dyn Progress,
-) -> Result<
-    (
-        String,
-        CacheStats,
-        Vec<crate::engine::buildkit::BuildWarning>,
-    ),
-    BuildError,
-> {
+) -> Result<crate::engine::buildkit::BuildkitOutcome, BuildError> {
     let settings = request.settings;
     let dockerfile_text = std::fs::read_to_string(&request.dockerfile).ok();
     let dockerfile_name = context
@@ -225,14 +234,7 @@ async fn buildkit(
         sent.bytes,
         sent.entries
     );
-    Ok((
-        outcome.image_id,
-        CacheStats {
-            cached_steps: outcome.cached_steps,
-            steps: outcome.steps,
-        },
-        outcome.warnings,
-    ))
+    Ok(outcome)
 }
 
 /// The classic builder (API `version=1`); returns the image ID it reported.
@@ -412,6 +414,7 @@ async fn finish(
         cache: None,
         platform,
         warnings: Vec::new(),
+        bases: Vec::new(),
     })
 }
 

@@ -2,6 +2,7 @@
 //! context ([`context`], [`dockerignore`]), the build ([`build`], [`buildkit`]) and the
 //! push: through the daemon ([`push`]) (the direct push is [`crate::publish`]).
 
+pub mod bases;
 pub mod build;
 pub mod buildkit;
 pub mod context;

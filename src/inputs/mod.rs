@@ -9,6 +9,7 @@ pub mod platforms;
 pub mod scan;
 pub mod settings;
 pub mod spec;
+pub mod supply;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ pub use settings::{
     SecretSource, SecretSpec, TagMutability,
 };
 pub use spec::ActionSpec;
+pub use supply::{ProvenanceMode, Signing, SupplySettings};
 
 use crate::publish::Compression;
 
@@ -86,6 +88,8 @@ pub struct Inputs {
     pub registry_endpoint: Option<String>,
     pub aws_region: Option<String>,
     pub scan: ScanSettings,
+    /// Provenance and signatures attached to the pushed manifests.
+    pub supply: SupplySettings,
     /// `platforms` (or the deprecated `platform`), normalised: two or more make a
     /// multi-platform build set.
     pub platforms: Vec<Platform>,
@@ -215,6 +219,7 @@ impl Inputs {
         labels.extend(raw.map("labels")?);
         let push = raw.boolean("push")?;
         let scan = scan::parse(raw)?;
+        let supply = supply::parse(raw)?;
         let (platforms, warnings) = platforms::parse_platform_inputs(raw)?;
         let platform_hosts =
             platforms::parse_platform_hosts(&raw.get("platform-hosts"), &platforms)?;
@@ -358,6 +363,7 @@ impl Inputs {
             build_platforms,
             warnings,
             scan,
+            supply,
         })
     }
 }

@@ -152,6 +152,10 @@ mod tests {
             "secrets",
             "cache-from",
             "build-platforms",
+            "provenance",
+            "sign",
+            "signing-key",
+            "signing-timeout",
         ] {
             assert!(inputs.contains(&name), "action.yml lacks input {name}");
         }
@@ -168,7 +172,9 @@ mod tests {
                 "image-id",
                 "platform-digests",
                 "scan-findings",
-                "index-assembled"
+                "index-assembled",
+                "provenance-digest",
+                "signature-digest"
             ]
         );
         assert!(spec.input("repository").unwrap().required);

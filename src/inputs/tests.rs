@@ -48,6 +48,10 @@ fn sample(name: &str) -> &'static str {
         "scan-fail-on" => "HIGH",
         "scan-ignore" => "CVE-2024-0001",
         "scan-timeout" => "90s",
+        "provenance" => "max",
+        "sign" => "kms",
+        "signing-key" => "awskms:///alias/release",
+        "signing-timeout" => "2m",
         other => panic!("no sample value for input `{other}`: add one to this test"),
     }
 }
@@ -86,6 +90,11 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
         // kms-key is only valid with KMS, which is not the default: drop both together.
         if input.name == "encryption-type" {
             without.remove("kms-key");
+        }
+        // signing-key goes with `sign: kms`, which needs it: drop both together.
+        if input.name == "sign" || input.name == "signing-key" {
+            without.remove("sign");
+            without.remove("signing-key");
         }
         // platform-hosts names one of `platforms`: drop both together.
         if input.name == "platforms" {
@@ -483,4 +492,46 @@ fn build_platforms_make_a_leg_of_a_shared_build() {
     let leg = parse(&with_share).unwrap();
     assert_eq!(leg.build_platforms.len(), 1);
     assert_eq!(leg.build_platforms[0].to_string(), "linux/arm64");
+}
+
+/// Provenance is on by default; `sign` and `signing-key` come together, each refused
+/// without the other, naming the input and what to do.
+#[test]
+fn supply_chain_inputs_default_to_provenance_and_refuse_a_half_signing_setup() {
+    let defaults = parse(&[("repository", "app")]).unwrap();
+    assert_eq!(defaults.supply.provenance, ProvenanceMode::Min);
+    assert_eq!(defaults.supply.signing, Signing::None);
+    assert_eq!(defaults.supply.signing_timeout.as_secs(), 300);
+    let off = parse(&[("repository", "app"), ("provenance", "false")]).unwrap();
+    assert!(!off.supply.attaches());
+
+    for (pairs, needle) in [
+        (
+            vec![("sign", "kms")],
+            "invalid value `kms` for input `sign`: `sign: kms` needs `signing-key`",
+        ),
+        (
+            vec![("signing-key", "awskms:///alias/k")],
+            "for input `signing-key`: it is used only with `sign: kms`",
+        ),
+        (
+            vec![("sign", "ecr"), ("signing-key", "awskms:///alias/k")],
+            "for input `signing-key`: ECR's managed signing",
+        ),
+        (
+            vec![("sign", "cosign")],
+            "invalid value `cosign` for input `sign`: expected `kms`",
+        ),
+        (
+            vec![("provenance", "full")],
+            "invalid value `full` for input `provenance`",
+        ),
+    ] {
+        let mut all = vec![("repository", "app")];
+        all.extend(pairs);
+        let err = parse(&all).unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+    let ecr = parse(&[("repository", "app"), ("sign", "ECR")]).unwrap();
+    assert_eq!(ecr.supply.signing, Signing::Ecr);
 }

@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read as _, Write as _};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -30,7 +30,7 @@ use super::stream::{LayerEvent, PartSink};
 use super::upload::{Blob, Uploads};
 use super::{mb, short, BlobStats, DirectOptions, DirectPushError, UploadedImage};
 use crate::platform::Platform;
-use crate::registry::{rules, Registry, MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
+use crate::registry::{Registry, MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
 
 /// Layer media types that are not compressed.
 const UNCOMPRESSED_LAYERS: [&str; 2] = [
@@ -153,46 +153,21 @@ pub(super) async fn rerun(
 
 /// The image manifest `digest` that the daemon's pusher reported pushing, read back. ECR
 /// is eventually consistent (docker/github-builder#30), so a manifest not found yet is
-/// asked for again, with backoff, for up to [`rules::VISIBILITY_WAIT`]; any other failure
+/// asked for again, with backoff, for a while ([`Registry::get_pushed_manifest`]); any other failure
 /// is named as it is.
 pub(super) async fn pushed_by_the_daemon(
     reg: &Registry,
     digest: &str,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<UploadedImage, DirectPushError> {
-    let started = Instant::now();
-    let mut wait = Duration::from_millis(500);
-    let (media_type, bytes) = loop {
-        match reg
-            .with_retry("reading the pushed image manifest", || {
-                reg.get_manifest(&reg.repository, digest)
-            })
-            .await
-        {
-            Ok(found) => break found,
-            Err((failure, _))
-                if failure.status == Some(404) && started.elapsed() < rules::VISIBILITY_WAIT =>
-            {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            Err(failure) => {
-                return Err(DirectPushError::registry(
-                    reg,
-                    "reading back",
-                    format!("manifest {digest}, which the daemon reported pushing,"),
-                    failure,
-                ))
-            }
-        }
-    };
-    if started.elapsed() > Duration::from_secs(1) {
-        tracing::info!(
-            "the registry served {} {:.1} s after the daemon pushed it",
-            short(digest),
-            started.elapsed().as_secs_f64()
-        );
-    }
+    let (media_type, bytes) = reg.get_pushed_manifest(digest).await.map_err(|failure| {
+        DirectPushError::registry(
+            reg,
+            "reading back",
+            format!("manifest {digest}, which the daemon reported pushing,"),
+            failure,
+        )
+    })?;
     let image = stored_image(&media_type, bytes, digest).ok_or_else(|| {
         DirectPushError::image(
             digest,

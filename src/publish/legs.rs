@@ -24,14 +24,11 @@ use super::manifest::PushedManifest;
 use crate::ecr::Ecr;
 use crate::env::GitHubContext;
 use crate::inputs::{InputError, Inputs, Platform};
-use crate::registry::{BlobBody, Registry, OCI_MANIFEST};
+use crate::registry::{Registry, OCI_MANIFEST};
+use crate::supply::{EMPTY_JSON, EMPTY_MEDIA_TYPE};
 
 /// What a record is, for anyone listing the repository.
 pub const RECORD_ARTIFACT_TYPE: &str = "application/vnd.ecr-build-push.leg.v1+json";
-/// The empty JSON object: the config and the one layer of an artifact with no content
-/// of its own (image-spec 1.1, "Guidance for an empty descriptor").
-const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
-const EMPTY_JSON: &[u8] = b"{}";
 /// The prefix of the record's annotations.
 const ANNOTATION: &str = "io.github.ecr-build-push.leg";
 /// How long a leg that finds the set incomplete reads the records again: ECR's API can
@@ -354,18 +351,8 @@ impl Records<'_> {
     /// The empty JSON blob every record names, uploaded once.
     async fn ensure_empty_blob(&self) -> anyhow::Result<()> {
         let digest = super::export::sha256_digest(EMPTY_JSON);
-        let upload = || async {
-            if self.reg.has_blob(&digest).await? {
-                return Ok(());
-            }
-            let location = self.reg.start_upload().await?;
-            let body = BlobBody::Memory(bytes::Bytes::from_static(EMPTY_JSON));
-            let next = self
-                .reg
-                .patch_whole(&location, &body, EMPTY_JSON.len() as u64)
-                .await?;
-            self.reg.complete(&next, &digest).await
-        };
+        let bytes = bytes::Bytes::from_static(EMPTY_JSON);
+        let upload = || self.reg.ensure_blob(&digest, &bytes);
         self.reg
             .with_retry("uploading the records' empty blob", upload)
             .await

@@ -32,6 +32,7 @@
 // it is built once per failed push, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod attach;
 mod classic;
 pub mod compression;
 mod containerd;

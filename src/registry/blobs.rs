@@ -164,6 +164,20 @@ impl Registry {
             })
     }
 
+    /// Uploads a small blob held in memory unless the repository has it already: one
+    /// attempt (a `HEAD`, then a session, its `PATCH` and the `PUT`), for `with_retry`.
+    pub async fn ensure_blob(&self, digest: &str, bytes: &Bytes) -> Result<(), Failure> {
+        if self.has_blob(digest).await? {
+            return Ok(());
+        }
+        let location = self.start_upload().await?;
+        let body = BlobBody::Memory(bytes.clone());
+        let next = self
+            .patch_whole(&location, &body, bytes.len() as u64)
+            .await?;
+        self.complete(&next, digest).await
+    }
+
     /// A (small) blob of `repository`, at most `limit` bytes (the size its descriptor
     /// gives): a body that goes on past that is not read further, and fails.
     pub async fn get_blob(

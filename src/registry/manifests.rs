@@ -54,6 +54,44 @@ impl Registry {
         Ok((media_type, answer.body))
     }
 
+    /// A manifest this run (or the daemon) just pushed, by digest: ECR is eventually
+    /// consistent (docker/github-builder#30), so a 404 is asked again, with backoff, for
+    /// up to [`rules::VISIBILITY_WAIT`]; the log says how long it took when it took more
+    /// than a second. Other failures are retried as [`Registry::with_retry`] does.
+    pub async fn get_pushed_manifest(
+        &self,
+        digest: &str,
+    ) -> Result<(String, Bytes), (Failure, u32)> {
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(500);
+        let found = loop {
+            match self
+                .with_retry(&format!("reading the pushed manifest {digest}"), || {
+                    self.get_manifest(&self.repository, digest)
+                })
+                .await
+            {
+                Ok(found) => break found,
+                Err((failure, _))
+                    if failure.status == Some(404)
+                        && started.elapsed() < rules::VISIBILITY_WAIT =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(failure) => return Err(failure),
+            }
+        };
+        if started.elapsed() > std::time::Duration::from_secs(1) {
+            tracing::info!(
+                "the registry served {digest} {:.1} s after its push (ECR is eventually \
+                 consistent)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(found)
+    }
+
     /// Puts a manifest (or index) of `media_type` under `reference` (a tag or its
     /// digest). The digest is the caller's to know: ECR's answer may not carry one.
     /// Returns the registry's `Docker-Content-Digest` when it sent one.

@@ -179,7 +179,9 @@ struct Exchange<'a> {
     method: Method,
     url: &'a str,
     request: Result<Request<WatchedBody<RequestBody>>, Failure>,
-    generation: Option<(u64, bool)>,
+    /// The credentials the request carries: whether their expiry had passed is judged
+    /// when the answer comes (a `HEAD` answer has no body to say the token expired).
+    credentials: Option<auth::Current>,
     watchdog: &'a stall::Watchdog,
 }
 
@@ -204,7 +206,7 @@ impl Exchange<'_> {
         let mut request = self.request?;
         let connection = hyper_util::client::legacy::connect::capture_connection(&mut request);
         let answered = std::sync::atomic::AtomicBool::new(false);
-        let (registry, url, generation) = (self.registry, self.url, self.generation);
+        let (registry, url, credentials) = (self.registry, self.url, self.credentials);
         let work = async {
             let response = registry
                 .client
@@ -212,6 +214,7 @@ impl Exchange<'_> {
                 .await
                 .map_err(|e| Failure::unanswered(&e, registry, url))?;
             answered.store(true, std::sync::atomic::Ordering::Relaxed);
+            let generation = credentials.map(|c| (c.generation, c.past_expiry()));
             read(response, generation).await
         };
         let guarded = async { self.watchdog.guard(work).await.map_err(Cut::Stalled) };
@@ -562,7 +565,7 @@ impl Registry {
             method,
             url,
             request,
-            generation: credentials.map(|c| (c.generation, c.past_expiry())),
+            credentials,
             watchdog,
         }
     }

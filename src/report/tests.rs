@@ -33,6 +33,9 @@ fn report(pushed: bool) -> Report {
         scan: None,
         moved_tags: Vec::new(),
         leg: None,
+        attachments: crate::publish::attach::Attachments::default(),
+        signing_key: None,
+        started_at: 0,
     }
 }
 

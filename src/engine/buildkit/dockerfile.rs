@@ -200,6 +200,39 @@ pub fn base_images(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The images the `FROM` lines pull ([`base_images`] without earlier stages' names and
+/// `scratch`), each once, in order.
+pub fn pulled_images(text: &str) -> Vec<String> {
+    let mut stages: Vec<String> = Vec::new();
+    let mut images: Vec<String> = Vec::new();
+    for ins in parse_instructions(text)
+        .into_iter()
+        .filter(|ins| ins.keyword == "FROM")
+    {
+        let words: Vec<&str> = ins
+            .args
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        if let [image, rest @ ..] = words.as_slice() {
+            let lower = image.to_ascii_lowercase();
+            if !image.contains('$')
+                && lower != "scratch"
+                && !stages.contains(&lower)
+                && !images.iter().any(|i| i == image)
+            {
+                images.push((*image).to_string());
+            }
+            if let [as_word, name, ..] = rest {
+                if as_word.eq_ignore_ascii_case("as") {
+                    stages.push(name.to_ascii_lowercase());
+                }
+            }
+        }
+    }
+    images
+}
+
 /// Splits a Dockerfile into instructions, honouring the `escape` directive, continuation
 /// lines, comments and heredoc bodies.
 pub(crate) fn parse_instructions(text: &str) -> Vec<Instruction> {
@@ -389,6 +422,13 @@ RUN exit 3
 
     /// `FROM` lines with flags, stage names, continuations and comments give their image;
     /// images named by variables and heredoc lines are left out.
+    #[test]
+    fn pulled_images_leave_out_stages_and_scratch() {
+        let dockerfile = "FROM golang:1.22 AS build\nFROM build AS test\nFROM scratch\n\
+                          FROM alpine:3.20\nFROM golang:1.22\n";
+        assert_eq!(pulled_images(dockerfile), ["golang:1.22", "alpine:3.20"]);
+    }
+
     #[test]
     fn from_lines_name_their_images() {
         let dockerfile = "# syntax=docker/dockerfile:1\n\

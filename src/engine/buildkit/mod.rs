@@ -43,7 +43,7 @@ use crate::publish::Compression;
 use zeroize::Zeroizing;
 
 pub use daemon::{DaemonAddress, TlsEndpoint};
-pub use dockerfile::{base_images, DockerfileMap};
+pub use dockerfile::{base_images, pulled_images, DockerfileMap};
 pub use filesync::{SentStats, SyncedDir, CONTEXT_DIR, DOCKERFILE_DIR};
 pub use progress::{BuildWarning, FailedStep, ProgressRenderer};
 
@@ -133,6 +133,8 @@ pub struct BuildkitOutcome {
     /// Of those, the ones BuildKit took from its cache.
     pub cached_steps: usize,
     pub warnings: Vec<BuildWarning>,
+    /// The `FROM` steps' images, with the digest BuildKit resolved when it says.
+    pub bases: Vec<(String, Option<String>)>,
     /// What went over the session, by directory name ([`CONTEXT_DIR`], [`DOCKERFILE_DIR`]).
     pub sent: BTreeMap<String, SentStats>,
 }
@@ -291,6 +293,7 @@ pub async fn build(
         steps: renderer.steps(),
         cached_steps: renderer.cached_steps(),
         warnings: renderer.warnings().to_vec(),
+        bases: renderer.bases(),
         sent: ledger.sent(),
     })
 }

@@ -125,6 +125,30 @@ impl ProgressRenderer {
         &self.warnings
     }
 
+    /// The base images of the `FROM` steps, as BuildKit names them
+    /// (`[1/3] FROM docker.io/library/alpine:3.20@sha256:…`): the reference, and the
+    /// digest it resolved to when the name carries one (an image pulled from a registry;
+    /// one from the daemon's own store has none). Sorted, each once.
+    pub fn bases(&self) -> Vec<(String, Option<String>)> {
+        let mut bases: Vec<(String, Option<String>)> = self
+            .vertices
+            .values()
+            .filter_map(|state| {
+                let (_, step) = state.name.split_once("] FROM ")?;
+                let reference = step.split_whitespace().next()?;
+                Some(match reference.split_once('@') {
+                    Some((name, digest)) if digest.starts_with("sha256:") => {
+                        (name.to_string(), Some(digest.to_string()))
+                    }
+                    _ => (reference.to_string(), None),
+                })
+            })
+            .collect();
+        bases.sort();
+        bases.dedup();
+        bases
+    }
+
     /// Decodes one base64 `moby.buildkit.trace` payload and renders it.
     pub fn push_trace(&mut self, base64_payload: &str, out: &mut dyn FnMut(&str)) {
         let decoded = base64::engine::general_purpose::STANDARD
