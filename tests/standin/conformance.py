@@ -159,6 +159,272 @@ def stats(repo: str) -> dict:
     return payload
 
 
+# --- OCI 1.1 referrers, managed signing, KMS ------------------------------------------
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+EMPTY = ("application/vnd.oci.empty.v1+json", "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a")
+NOTARY = "application/vnd.cncf.notary.signature"
+PROFILE = "arn:aws:signer:us-east-1:123456789012:/signing-profiles/standin_smoke"
+
+
+def artifact(repo: str, password: str, subject: dict | None, artifact_type: str, layers: list[tuple[str, bytes]],
+             annotations: dict | None = None) -> bytes:
+    """An OCI 1.1 artifact manifest: empty config, the given layers, subject."""
+    check(push_blob(repo, password, b"{}") == EMPTY[1], "the empty config blob's digest")
+    manifest = {"schemaVersion": 2, "mediaType": OCI, "artifactType": artifact_type,
+                "config": {"mediaType": EMPTY[0], "digest": EMPTY[1], "size": 2},
+                "layers": [{"mediaType": t, "digest": push_blob(repo, password, data), "size": len(data)}
+                           for t, data in layers]}
+    if subject:
+        manifest["subject"] = subject
+    if annotations:
+        manifest["annotations"] = annotations
+    return json.dumps(manifest).encode()
+
+
+def descriptor(body: bytes, media_type: str) -> dict:
+    return {"mediaType": media_type, "digest": sha(body), "size": len(body)}
+
+
+def referrers_api(repo: str, password: str, digest: str, query: str = "") -> Response:
+    return request("GET", f"/v2/{repo}/referrers/{digest}{query}", password)
+
+
+def referrers_checks(api, create, password: str, repo: str, manifest: bytes) -> None:
+    subject = descriptor(manifest, V2)
+    statement = json.dumps({"_type": "https://in-toto.io/Statement/v1", "subject": [],
+                            "predicateType": "https://slsa.dev/provenance/v1", "predicate": {}}).encode()
+    provenance = artifact(repo, password, subject, "application/vnd.in-toto+json",
+                          [("application/vnd.in-toto+json", statement),
+                           ("application/vnd.dsse.envelope.v1+json", b'{"payloadType":"x","payload":"","signatures":[]}'),
+                           ("application/vnd.dev.cosign.simplesigning.v1+json", b'{"critical":{}}')],
+                          {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"})
+    put = put_manifest(repo, sha(provenance), password, provenance, OCI)
+    check(put.status == 201 and put.headers.get("oci-subject") == sha(manifest), "artifact PUT: 201 + OCI-Subject", put)
+    got = request("GET", f"/v2/{repo}/manifests/{sha(provenance)}", password, headers={"Accept": OCI})
+    check(got.status == 200 and got.body == provenance, "the artifact reads back byte for byte", got)
+    sbom = image_manifest(repo, password, b"sbom " + RUN.encode(), OCI, extra={"subject": subject})
+    check(put_manifest(repo, sha(sbom), password, sbom, OCI).status == 201, "a referrer without artifactType")
+    ok("an OCI 1.1 artifact (empty config, in-toto / DSSE / simplesigning layers, subject) is accepted, "
+       "with OCI-Subject; it reads back unchanged")
+
+    listed = referrers_api(repo, password, sha(manifest))
+    check(listed.status == 200 and listed.headers.get("content-type") == OCI_INDEX, "referrers API", listed)
+    index = listed.json()
+    want = sorted([dict(descriptor(provenance, OCI), artifactType="application/vnd.in-toto+json",
+                        annotations={"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}),
+                   dict(descriptor(sbom, OCI), artifactType="application/vnd.oci.image.config.v1+json")],
+                  key=lambda d: d["digest"])
+    check(index == {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": want}, "the referrers index", index)
+    check("oci-filters-applied" not in listed.headers, "no filter, no OCI-Filters-Applied", listed.headers)
+    filtered = referrers_api(repo, password, sha(manifest), "?artifactType=application%2Fvnd.in-toto%2Bjson")
+    check(filtered.headers.get("oci-filters-applied") == "artifactType"
+          and [d["digest"] for d in filtered.json()["manifests"]] == [sha(provenance)], "artifactType filter", filtered)
+    none = referrers_api(repo, password, sha(b"no referrers " + RUN.encode()))
+    check(none.status == 200 and none.json()["manifests"] == [], "a digest without referrers: empty index", none)
+    check(referrers_api(repo, password, "sha256:nothex").status == 400, "an invalid digest: 400")
+    check(referrers_api(f"{repo}-missing", password, sha(manifest)).code() == "NAME_UNKNOWN", "missing repository")
+    ok("GET /v2/<name>/referrers/<digest>: OCI index of (mediaType, digest, size, artifactType, annotations); "
+       "?artifactType= filter with OCI-Filters-Applied; empty index (200) when none")
+
+    refs = api.list_image_referrers(repositoryName=repo, subjectId={"imageDigest": sha(manifest)})["referrers"]
+    check([{k: v for k, v in r.items() if k != "artifactStatus"} for r in refs] == want
+          and all(r["artifactStatus"] == "ACTIVE" for r in refs), "ListImageReferrers agrees", refs)
+    typed = api.list_image_referrers(repositoryName=repo, subjectId={"imageDigest": sha(manifest)},
+                                     filter={"artifactTypes": ["application/vnd.in-toto+json"]})["referrers"]
+    check([r["digest"] for r in typed] == [sha(provenance)], "ListImageReferrers artifactTypes filter", typed)
+    details = {d["imageDigest"]: d for d in api.describe_images(repositoryName=repo)["imageDetails"]}
+    art = details[sha(provenance)]
+    check(art.get("subjectManifestDigest") == sha(manifest) and art.get("artifactMediaType") == "application/vnd.in-toto+json",
+          "DescribeImages of a referrer", art)
+    img = details[sha(manifest)]
+    check("subjectManifestDigest" not in img and img.get("artifactMediaType") == "application/vnd.docker.container.image.v1+json"
+          and img.get("imageStatus") == "ACTIVE", "DescribeImages of an image", img)
+    ok("ListImageReferrers lists the same descriptors; DescribeImages has subjectManifestDigest, "
+       "artifactMediaType (artifactType, else the config's type) and imageStatus")
+
+
+def refused_referrer_checks(create, password: str) -> None:
+    repo = create("refused")
+    image = image_manifest(repo, password, b"refused " + RUN.encode(), OCI)
+    check(put_manifest(repo, "v1", password, image, OCI).status == 201, "the image")
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        dict(descriptor(image, OCI), platform={"architecture": "amd64", "os": "linux"})]}).encode()
+    check(put_manifest(repo, "multi", password, index, OCI_INDEX).status == 201, "the index")
+    on_index = artifact(repo, password, descriptor(index, OCI_INDEX), "application/spdx+json",
+                        [("application/spdx+json", b'{"spdxVersion":"SPDX-2.3"}')])
+    refused = put_manifest(repo, sha(on_index), password, on_index, OCI)
+    check(refused.status == 405 and refused.code() == "UNSUPPORTED", "a referrer of an index: 405 UNSUPPORTED", refused)
+    lying = json.loads(on_index)
+    lying["subject"]["mediaType"] = OCI
+    lying = json.dumps(lying).encode()
+    check(put_manifest(repo, sha(lying), password, lying, OCI).status == 405, "subject names a stored index")
+    on_image = artifact(repo, password, descriptor(image, OCI), "application/spdx+json",
+                        [("application/spdx+json", b'{"spdxVersion":"SPDX-2.3"}')])
+    check(put_manifest(repo, sha(on_image), password, on_image, OCI).status == 201, "a referrer of an image manifest")
+    ok("a referrer whose subject is an image index -> 405 UNSUPPORTED (aws/containers-roadmap#2783)")
+
+    check(control("POST", "/referrers", {"repository": repo, "refuse": "yes"})[0] == 400, "POST /referrers validates")
+    check(control("POST", "/referrers", {"repository": repo, "refuse": True}) ==
+          (201, {"repository": repo, "refuse": True}), "POST /referrers")
+    again = artifact(repo, password, descriptor(image, OCI), "application/vnd.in-toto+json",
+                     [("application/vnd.in-toto+json", b'{"_type":"https://in-toto.io/Statement/v1"}')])
+    refused = put_manifest(repo, sha(again), password, again, OCI)
+    check(refused.status == 405 and refused.json() == {"errors": [{"code": "UNSUPPORTED", "message":
+          "Invalid parameter at 'ImageManifest' failed to satisfy constraint: 'Invalid JSON syntax'"}]},
+          "refuse switch: a referrer of an image -> 405", refused)
+    plain = image_manifest(repo, password, b"plain " + RUN.encode(), OCI)
+    check(put_manifest(repo, "v2", password, plain, OCI).status == 201, "refuse switch: manifests without subject pass")
+    check(stats(repo)["referrer_refusals"] == 3, "referrer_refusals", stats(repo))
+    check(control("GET", f"/referrers?repository={repo}")[1]["refuse"] is True, "GET /referrers")
+    control("POST", "/referrers", {"repository": repo, "refuse": False})
+    check(put_manifest(repo, sha(again), password, again, OCI).status == 201, "refuse off: accepted again")
+    ok("POST /referrers refuse: every manifest PUT with a subject -> 405 UNSUPPORTED (others pass)")
+
+
+def api_error(call) -> tuple[str, str]:
+    try:
+        call()
+    except ClientError as exc:
+        return exc.response["Error"]["Code"], exc.response["Error"].get("Message", "")
+    raise Failed("the call succeeded")
+
+
+def signing_statuses(api, repo: str, digest: str) -> list[dict]:
+    return api.describe_image_signing_status(repositoryName=repo, imageId={"imageDigest": digest})["signingStatuses"]
+
+
+def signing_checks(api, create, password: str, key: str) -> None:
+    code, _ = api_error(lambda: api.get_signing_configuration())
+    check(code == "SigningConfigurationNotFoundException", "GetSigningConfiguration before any", code)
+    check(api_error(lambda: api.delete_signing_configuration())[0] == "SigningConfigurationNotFoundException",
+          "DeleteSigningConfiguration before any")
+    bad = [{"rules": [{"signingProfileArn": PROFILE}] * 11},
+           {"rules": [{"signingProfileArn": "arn:aws:signer:us-east-1:123456789012:signing-profiles/x"}]},
+           {"rules": [{"signingProfileArn": PROFILE, "repositoryFilters": [{"filter": "Bad/*", "filterType": "WILDCARD_MATCH"}]}]},
+           {"rules": [{"signingProfileArn": PROFILE, "repositoryFilters": [{"filter": "a*", "filterType": "PREFIX_MATCH"}]}]}]
+    for config in bad:
+        try:
+            api.put_signing_configuration(signingConfiguration=config)
+            raise Failed(f"PutSigningConfiguration accepted {config}")
+        except ClientError as exc:
+            check(exc.response["Error"]["Code"] == "InvalidParameterException", "refused config", exc)
+        except Exception as exc:  # noqa: BLE001 - botocore's own checks (pattern) count too
+            if isinstance(exc, Failed):
+                raise
+    other = f"{PROFILE}_other"
+    config = {"rules": [{"signingProfileArn": PROFILE, "repositoryFilters": [
+        {"filter": f"{create.ns}/signed*", "filterType": "WILDCARD_MATCH"}]},
+        {"signingProfileArn": other, "repositoryFilters": [{"filter": f"{create.ns}/signed-twice", "filterType": "WILDCARD_MATCH"}]}]}
+    check(api.put_signing_configuration(signingConfiguration=config)["signingConfiguration"] == config, "Put answer")
+    got = api.get_signing_configuration()
+    check(got["signingConfiguration"] == config and got["registryId"] == "123456789012", "GetSigningConfiguration", got)
+    check(api_error(lambda: ecr(f"AKIASIGNOTHER{RUN}").get_signing_configuration())[0] ==
+          "SigningConfigurationNotFoundException", "the configuration is the access key's own")
+    ok("Put/Get/DeleteSigningConfiguration: model constraints (10 rules, ARN and filter patterns, "
+       "WILDCARD_MATCH); SigningConfigurationNotFoundException when none")
+
+    plain = create("unsigned")
+    image = image_manifest(plain, password, b"unsigned " + RUN.encode())
+    check(put_manifest(plain, "v1", password, image).status == 201, "push to an uncovered repository")
+    check(signing_statuses(api, plain, sha(image)) == [], "no rule, no status")
+    code, _ = api_error(lambda: signing_statuses(api, plain, sha(b"missing")))
+    check(code == "ImageNotFoundException", "unknown image", code)
+
+    signed = create("signed")
+    check(control("POST", "/signing", {"repository": signed, "status": "COMPLETE", "seconds": 1})[0] == 201, "POST /signing")
+    image = image_manifest(signed, password, b"signed " + RUN.encode())
+    check(put_manifest(signed, "v1", password, image).status == 201, "push to a covered repository")
+    first = signing_statuses(api, signed, sha(image))
+    check(first == [{"signingProfileArn": PROFILE, "status": "IN_PROGRESS"}], "IN_PROGRESS at first", first)
+    check(api.describe_image_signing_status(repositoryName=signed, imageId={"imageTag": "v1"})["imageId"] ==
+          {"imageDigest": sha(image), "imageTag": "v1"}, "by tag")
+    deadline = time.time() + 10
+    while signing_statuses(api, signed, sha(image))[0]["status"] != "COMPLETE":
+        check(time.time() < deadline, "COMPLETE within 10 s")
+        time.sleep(0.3)
+    refs = api.list_image_referrers(repositoryName=signed, subjectId={"imageDigest": sha(image)})["referrers"]
+    check(len(refs) == 1 and refs[0]["artifactType"] == NOTARY, "the signature is a referrer", refs)
+    index = referrers_api(signed, password, sha(image)).json()["manifests"]
+    check([d["digest"] for d in index] == [refs[0]["digest"]], "the referrers API shows it", index)
+    sig = json.loads(request("GET", f"/v2/{signed}/manifests/{refs[0]['digest']}", password, headers={"Accept": OCI}).body)
+    check(sig["subject"]["digest"] == sha(image) and sig["layers"][0]["mediaType"] == "application/jose+json"
+          and "io.cncf.notary.x509chain.thumbprint#S256" in sig["annotations"], "a Notary Project signature", sig)
+    ok("a push to a covered repository: IN_PROGRESS, then COMPLETE, with a Notary Project signature referrer "
+       "(ListImageReferrers, referrers API); an uncovered repository: signingStatuses []")
+
+    twice = create("signed-twice")
+    control("POST", "/signing", {"repository": twice, "status": "FAILED", "seconds": 0,
+                                 "failure_code": "AccessDeniedException", "failure_reason": "not allowed"})
+    image = image_manifest(twice, password, b"twice " + RUN.encode())
+    check(put_manifest(twice, "v1", password, image).status == 201, "push to a repository two rules cover")
+    statuses = signing_statuses(api, twice, sha(image))
+    check(statuses == [{"signingProfileArn": p, "status": "FAILED", "failureCode": "AccessDeniedException",
+                        "failureReason": "not allowed"} for p in (PROFILE, other)], "FAILED, one per profile", statuses)
+    check(api.list_image_referrers(repositoryName=twice, subjectId={"imageDigest": sha(image)})["referrers"] == [],
+          "no signature when FAILED")
+    forever = create("signed-forever")
+    control("POST", "/signing", {"repository": forever, "status": "IN_PROGRESS"})
+    image = image_manifest(forever, password, b"forever " + RUN.encode())
+    check(put_manifest(forever, "v1", password, image).status == 201, "push")
+    time.sleep(1.2)
+    check([s["status"] for s in signing_statuses(api, forever, sha(image))] == ["IN_PROGRESS"], "IN_PROGRESS for good")
+    for body in ({"repository": forever, "status": "DONE"}, {"repository": forever, "status": "IN_PROGRESS", "seconds": 1},
+                 {"repository": forever, "status": "COMPLETE", "failure_code": "x"}, {"status": "COMPLETE"}):
+        check(control("POST", "/signing", body)[0] == 400, f"POST /signing {body} refused")
+    deleted = api.delete_signing_configuration()
+    check(deleted["signingConfiguration"] == config, "DeleteSigningConfiguration returns it", deleted)
+    check(api_error(lambda: api.get_signing_configuration())[0] == "SigningConfigurationNotFoundException", "deleted")
+    ok("scripts: FAILED with code and reason (one status per profile), IN_PROGRESS for good; "
+       "DeleteSigningConfiguration returns the configuration")
+
+
+def kms_checks() -> None:
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    kms = boto3.client("kms", aws_access_key_id=f"AKIAKMS{RUN}", aws_secret_access_key="standin")
+    check(kms.meta.endpoint_url == f"https://{os.environ['STANDIN_KMS_HOST']}", "KMS endpoint", kms.meta.endpoint_url)
+    key_id = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    alias = f"alias/smoke-{RUN}"
+    kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+    meta = kms.describe_key(KeyId=alias)["KeyMetadata"]
+    check(meta["KeyId"] == key_id and meta["SigningAlgorithms"] == ["ECDSA_SHA_256"], "DescribeKey by alias", meta)
+    public = serialization.load_der_public_key(kms.get_public_key(KeyId=alias)["PublicKey"])
+    message = f"payload {RUN}".encode()
+    digest = hashlib.sha256(message).digest()
+    signature = kms.sign(KeyId=alias, Message=digest, MessageType="DIGEST", SigningAlgorithm="ECDSA_SHA_256")["Signature"]
+    public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    ok("https://kms.us-east-1.amazonaws.com (moto): ECC_NIST_P256 SIGN_VERIFY key, alias, Sign with "
+       "MessageType DIGEST verifies with GetPublicKey's key")
+
+    status, rule = control("POST", "/kms", {"key": alias, "deny": ["Sign"]})
+    check(status == 201 and rule == {"key": alias, "key_id": key_id, "deny": ["Sign"]}, "POST /kms", rule)
+    check(control("POST", "/kms", {"key": "alias/none-such", "deny": ["Sign"]})[0] == 400, "unknown key")
+    check(control("POST", "/kms", {"key": alias, "deny": ["Encrypt"]})[0] == 400, "unknown operation")
+    url = f"https://{os.environ['STANDIN_KMS_HOST']}/"
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    body = json.dumps({"KeyId": f"arn:aws:kms:us-east-1:123456789012:key/{key_id}",
+                       "Message": base64.b64encode(digest).decode(), "MessageType": "DIGEST",
+                       "SigningAlgorithm": "ECDSA_SHA_256"})
+    raw = AWSRequest(method="POST", url=url, data=body, headers={
+        "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "TrentService.Sign"})
+    SigV4Auth(kms._request_signer._credentials, "kms", "us-east-1").add_auth(raw)
+    denied = request("POST", url, body=body.encode(), headers=dict(raw.headers))
+    check(denied.status == 400 and set(denied.json()) == {"__type", "Message"}
+          and denied.json()["__type"] == "AccessDeniedException"
+          and f"is not authorized to perform: kms:Sign on resource: arn:aws:kms:us-east-1:123456789012:key/{key_id}"
+          in denied.json()["Message"], "Sign denied", denied)
+    check(api_error(lambda: kms.sign(KeyId=alias, Message=digest, MessageType="DIGEST",
+                                     SigningAlgorithm="ECDSA_SHA_256"))[0] == "AccessDeniedException", "by alias too")
+    kms.get_public_key(KeyId=alias)
+    control("POST", "/kms", {"key": key_id, "deny": []})
+    kms.sign(KeyId=alias, Message=digest, MessageType="DIGEST", SigningAlgorithm="ECDSA_SHA_256")
+    ok("POST /kms deny Sign: 400 AccessDeniedException {__type, Message} for that key (by id, ARN or "
+       "alias); GetPublicKey still works; deny [] allows again")
+
+
 # --- the checks ----------------------------------------------------------------------
 
 def main(ns: str) -> None:
@@ -168,6 +434,7 @@ def main(ns: str) -> None:
     def create(name: str, **kw) -> str:
         api.create_repository(repositoryName=f"{ns}/{name}", **kw)
         return f"{ns}/{name}"
+    create.ns = ns
 
     print("\n== conformance control: the control API validates its bodies")
     for path, body in (("/tokens", {"access_key": key, "lifetime": 0}),
@@ -180,13 +447,20 @@ def main(ns: str) -> None:
                        ("/mode", {"repository": f"{ns}/x", "mode": "reference", "patches": "keep"}),
                        ("/mode", {"repository": f"{ns}/x"}),
                        ("/reset", {"everything": True}),
-                       ("/stats", {"repository": f"{ns}/x"})):
+                       ("/stats", {"repository": f"{ns}/x"}),
+                       ("/referrers", {"repository": f"{ns}/x"}),
+                       ("/referrers", {"repository": f"{ns}/x", "refuse": 1}),
+                       ("/signing", {"repository": f"{ns}/x", "status": "DONE"}),
+                       ("/signing", {"repository": f"{ns}/x", "status": "COMPLETE", "seconds": 3601}),
+                       ("/signing", {"repository": f"{ns}/x", "status": "COMPLETE", "digest": "sha256:x"}),
+                       ("/kms", {"key": "alias/x"}),
+                       ("/kms", {"key": "alias/x", "deny": "Sign"})):
         status, payload = control("POST", path, body)
         check(status in (400, 405), f"POST {path} {body} was accepted", (status, payload))
     status, payload = control("POST", "/tokens", b"not json")
     check(status == 400 and "error" in payload, "POST /tokens with a non-JSON body", (status, payload))
     check(control("GET", "/stats")[0] == 400, "GET /stats without a repository")
-    ok("/tokens, /visibility, /mode, /reset, /stats refuse bad bodies with 400 {\"error\": ...}")
+    ok("/tokens, /visibility, /mode, /reset, /stats, /referrers, /signing, /kms refuse bad bodies with 400 {\"error\": ...}")
 
     print("\n== conformance tokens: registry tokens (GetAuthorizationToken)")
     p1, expires = token(api)
@@ -403,17 +677,17 @@ def main(ns: str) -> None:
     ok("templates CRUD; a blob upload POST or manifest PUT to a covered name creates the repository "
        "(longest prefix wins, settings and tags applied); reads and uncovered names stay NAME_UNKNOWN")
 
-    print("\n== conformance referrers: ListImageReferrers")
-    subject = json.loads(manifest)
-    referrer = image_manifest(repo, password, b"sbom " + content, OCI, extra={
-        "artifactType": "application/spdx+json",
-        "subject": {"mediaType": V2, "digest": sha(manifest), "size": len(manifest)}})
-    check(put_manifest(repo, sha(referrer), password, referrer, OCI).status == 201, "push a referrer")
-    refs = api.list_image_referrers(repositoryName=repo, subjectId={"imageDigest": sha(manifest)})["referrers"]
-    check(len(refs) == 1 and refs[0]["digest"] == sha(referrer) and refs[0]["artifactType"] == "application/spdx+json",
-          "ListImageReferrers", refs)
-    check(subject["mediaType"] == V2, "subject")
-    ok("ListImageReferrers lists the manifests whose subject is the image")
+    print("\n== conformance referrers: OCI 1.1 referrers (registry API, ListImageReferrers, DescribeImages)")
+    referrers_checks(api, create, password, repo, manifest)
+
+    print("\n== conformance refused-referrers: referrer pushes ECR refuses (405)")
+    refused_referrer_checks(create, password)
+
+    print("\n== conformance signing: ECR managed signing")
+    signing_checks(api, create, password, key)
+
+    print("\n== conformance kms: KMS at its real host name")
+    kms_checks()
 
     print("\n== conformance reference: POST /mode reference")
     ref = create("reference", imageTagMutability="IMMUTABLE")

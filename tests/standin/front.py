@@ -11,11 +11,14 @@
                                                    a plain registry lacks (front_registry.py)
   prod-us-east-1-starport-layer-bucket.s3.us-east-1.amazonaws.com
                                                 -> S3's side of ECR's blob redirects
+  kms.us-east-1.amazonaws.com                   -> moto's KMS, with per-key deny rules
+                                                   (front_kms.py)
 
 Plain-HTTP control API for tests (default 127.0.0.1:5005, front_control.py): fault
 injection (/faults, front_faults.py), scripted scan answers (/scans), registry token
 lifetimes (/tokens), eventual consistency (/visibility), per-repository modes (/mode),
-counters (/stats), and /reset. What it remembers lives in front_state.py.
+counters (/stats), refused referrers (/referrers), managed signing (/signing), KMS
+denials (/kms), and /reset. What it remembers lives in front_state.py.
 
 API requests signed with the access key ids AKIADENIEDEXAMPLE / AKIAEXPIREDEXAMPLE are
 always refused like ECR refuses bad or expired credentials. Every injected or emulated
@@ -45,11 +48,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from front_api import ApiMixin
-from front_common import (ACCOUNT, API_HOST, REGISTRY_HOST, S3_HOST, S3_PREFIX, VPCE_API_HOST,
-                          ClientGone, UpstreamGone, access_key_of, log)
+from front_common import (ACCOUNT, API_HOST, KMS_HOST, REGISTRY_HOST, S3_HOST, S3_PREFIX,
+                          VPCE_API_HOST, ClientGone, UpstreamGone, access_key_of, log)
 from front_control import Control
 from front_faults import (API_FAULT_MESSAGES, CREDENTIAL_FAULTS, REGISTRY_FAULT_CODES,
                           REGISTRY_REPOSITORY, RESET_READ_LIMIT, Faults, Scans)
+from front_kms import KmsMixin
 from front_moto import Moto
 from front_registry import RegistryMixin, rewrite_location
 from front_state import EcrState
@@ -185,7 +189,7 @@ class Front(ThreadingHTTPServer):
         log.info("%s connection error: %s: %s", client_address[0], type(exc).__name__, exc)
 
 
-class Handler(ApiMixin, RegistryMixin, BaseHTTPRequestHandler):
+class Handler(ApiMixin, RegistryMixin, KmsMixin, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive: docker reuses connections heavily
     server_version = "ecr-standin"
     rbufsize = 64 * 1024
@@ -238,6 +242,8 @@ class Handler(ApiMixin, RegistryMixin, BaseHTTPRequestHandler):
                 self._forward(self.server.moto_addr)
             elif host == REGISTRY_HOST:
                 self._registry()
+            elif host == KMS_HOST:
+                self._kms()
             else:
                 self._drain_body()
                 self._json_error(421, "MISDIRECTED", f"unknown host {host!r}")
@@ -659,6 +665,7 @@ def main():
     faults = Faults()
     scans = Scans()
     state = EcrState()
+    state.signing.bind(moto, addr(args.registry))
     server = Front(addr(args.listen), ctx, moto, moto_addr, addr(args.registry), faults, scans, state)
     fronts = {"registry": server, "api": server}
     if args.api_listen:

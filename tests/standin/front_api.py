@@ -5,9 +5,15 @@
   GetAccountSetting,              per access key id (BLOB_MOUNTING, BASIC_SCAN_TYPE_VERSION,
   PutAccountSetting               REGISTRY_POLICY_SCOPE); moto 5.2.1 lacks both
   *RepositoryCreationTemplate(s)  create / describe / update / delete; moto lacks them
-  ListImageReferrers              from the manifests moto holds (their `subject`); moto lacks it
+  ListImageReferrers              from the manifests moto holds (their `subject`, the same
+                                  index as the registry's referrers API: front_referrers.py);
+                                  moto lacks it
   DescribeImages, BatchGetImage,  forwarded to moto, then manifests still inside a
-  ListImages                      /visibility window are taken out of the answer
+  ListImages                      /visibility window are taken out of the answer; DescribeImages
+                                  also gets what moto leaves out: artifactMediaType,
+                                  subjectManifestDigest (referrers), imageStatus
+  *SigningConfiguration,          ECR managed signing (front_signing.py); moto lacks them
+  DescribeImageSigningStatus
   BatchDeleteImage                an image an index of the repository lists is refused
                                   (ImageReferencedByManifestList), the rest forwarded to
                                   moto and deleted from the registry too, so both agree
@@ -44,6 +50,10 @@ class ApiMixin:
         "BatchGetImage": "_api_visible_images",
         "ListImages": "_api_visible_images",
         "BatchDeleteImage": "_api_batch_delete_image",
+        "PutSigningConfiguration": "_api_put_signing_configuration",
+        "GetSigningConfiguration": "_api_get_signing_configuration",
+        "DeleteSigningConfiguration": "_api_delete_signing_configuration",
+        "DescribeImageSigningStatus": "_api_describe_image_signing_status",
     }
 
     def _api_intercept(self) -> bool:
@@ -156,6 +166,7 @@ class ApiMixin:
     # --- referrers -----------------------------------------------------------------------
 
     def _api_list_image_referrers(self, request: dict, _body: bytes) -> None:
+        from front_referrers import descriptors
         name = request.get("repositoryName")
         subject = (request.get("subjectId") or {}).get("imageDigest")
         if not isinstance(name, str) or not isinstance(subject, str):
@@ -163,41 +174,67 @@ class ApiMixin:
                            "Invalid parameter: repositoryName and subjectId.imageDigest are required")
         moto = self.server.moto
         if moto.repository(name) is None:
-            raise ApiError("RepositoryNotFoundException",
-                           f"The repository with name '{name}' does not exist in the registry with id '{ACCOUNT}'")
+            raise self._repository_not_found(name)
         wanted = ((request.get("filter") or {}).get("artifactTypes")) or None
-        hidden, _ = self.server.state.visibility.hidden(name)
-        referrers = []
-        for image in moto.manifests(name):
-            raw = image.get("imageManifest") or ""
-            try:
-                manifest = json.loads(raw)
-            except ValueError:
-                continue
-            if (manifest.get("subject") or {}).get("digest") != subject:
-                continue
-            digest = image["imageId"]["imageDigest"]
-            if digest in hidden:
-                continue
-            config_type = (manifest.get("config") or {}).get("mediaType")
-            artifact_type = manifest.get("artifactType") or (
-                config_type if config_type != "application/vnd.oci.empty.v1+json" else None)
-            if wanted and artifact_type not in wanted:
-                continue
-            entry = {"digest": digest,
-                     "mediaType": manifest.get("mediaType") or image.get("imageManifestMediaType"),
-                     "size": len(raw.encode()), "artifactStatus": "ACTIVE"}
-            if artifact_type:
-                entry["artifactType"] = artifact_type
-            if manifest.get("annotations"):
-                entry["annotations"] = manifest["annotations"]
-            referrers.append(entry)
-        referrers.sort(key=lambda r: r["digest"])
+        if wanted is not None and (not isinstance(wanted, list) or len(wanted) > 5):
+            raise ApiError("InvalidParameterException", "Invalid parameter at 'filter.artifactTypes' failed to "
+                           "satisfy constraint: 'Member must have length less than or equal to 5'")
+        state = self.server.state
+        state.signing.settle(name)
+        hidden, _ = state.visibility.hidden(name)
+        referrers = [dict(entry, artifactStatus="ACTIVE")
+                     for entry in descriptors(moto.manifests(name), subject, wanted, hidden)]
         start, count = self._page(request, len(referrers), 50)
         payload = {"referrers": referrers[start:start + count]}
         if start + count < len(referrers):
             payload["nextToken"] = str(start + count)
         self._api_ok(payload)
+
+    @staticmethod
+    def _repository_not_found(name: str) -> ApiError:
+        return ApiError("RepositoryNotFoundException",
+                        f"The repository with name '{name}' does not exist in the registry with id '{ACCOUNT}'")
+
+    # --- managed signing -----------------------------------------------------------------
+
+    def _api_put_signing_configuration(self, request: dict, _body: bytes) -> None:
+        if "signingConfiguration" not in request:
+            raise ApiError("ValidationException", "1 validation error detected: Value null at "
+                           "'signingConfiguration' failed to satisfy constraint: Member must not be null")
+        config = self.server.state.signing.put(self._access_key(), request["signingConfiguration"])
+        self._api_ok({"signingConfiguration": config})
+
+    def _api_get_signing_configuration(self, _request: dict, _body: bytes) -> None:
+        self._api_ok({"registryId": ACCOUNT, "signingConfiguration": self.server.state.signing.get(self._access_key())})
+
+    def _api_delete_signing_configuration(self, _request: dict, _body: bytes) -> None:
+        self._api_ok({"registryId": ACCOUNT,
+                      "signingConfiguration": self.server.state.signing.delete(self._access_key())})
+
+    def _api_describe_image_signing_status(self, request: dict, _body: bytes) -> None:
+        name, image_id = request.get("repositoryName"), request.get("imageId")
+        if not isinstance(name, str) or not isinstance(image_id, dict) \
+                or not (image_id.get("imageDigest") or image_id.get("imageTag")):
+            raise ApiError("InvalidParameterException",
+                           "Invalid parameter: repositoryName and imageId (imageDigest or imageTag) are required")
+        moto = self.server.moto
+        if moto.repository(name) is None:
+            raise self._repository_not_found(name)
+        digest = moto.digest_of(name, {k: v for k, v in image_id.items() if k in ("imageDigest", "imageTag")})
+        if digest is None:
+            raise self._image_not_found(name, image_id)
+        answer_id = {"imageDigest": digest}
+        if image_id.get("imageTag"):
+            answer_id["imageTag"] = image_id["imageTag"]
+        self._api_ok({"registryId": ACCOUNT, "repositoryName": name, "imageId": answer_id,
+                      "signingStatuses": self.server.state.signing.statuses(name, digest)})
+
+    @staticmethod
+    def _image_not_found(name: str, image_id: dict) -> ApiError:
+        return ApiError("ImageNotFoundException",
+                        f"The image with imageId {{imageDigest:'{image_id.get('imageDigest', 'null')}', "
+                        f"imageTag:'{image_id.get('imageTag', 'null')}'}} does not exist within the "
+                        f"repository with name '{name}' in the registry with id '{ACCOUNT}'")
 
     # --- eventual consistency ------------------------------------------------------------
 
@@ -206,23 +243,21 @@ class ApiMixin:
         window, answer as ECR would before they show up."""
         name = request.get("repositoryName")
         visibility = self.server.state.visibility
-        if not isinstance(name, str) or not visibility.active(name):
+        action = self._action
+        active = isinstance(name, str) and visibility.active(name)
+        if not active and (action != "DescribeImages" or not isinstance(name, str)):
             return self._moto_answer(body)
-        hidden_digests, hidden_tags = visibility.hidden(name)
-        self._rule = "visibility"
+        hidden_digests, hidden_tags = visibility.hidden(name) if active else (set(), set())
+        if active:
+            self._rule = "visibility"
 
         def hides(image_id: dict) -> bool:
             return image_id.get("imageDigest") in hidden_digests or image_id.get("imageTag") in hidden_tags
 
         asked = [i for i in request.get("imageIds") or [] if isinstance(i, dict)]
         missing = [i for i in asked if hides(i)]
-        action = self._action
         if action == "DescribeImages" and missing:
-            image_id = missing[0]
-            raise ApiError("ImageNotFoundException",
-                           f"The image with imageId {{imageDigest:'{image_id.get('imageDigest', 'null')}', "
-                           f"imageTag:'{image_id.get('imageTag', 'null')}'}} does not exist within the "
-                           f"repository with name '{name}' in the registry with id '{ACCOUNT}'")
+            raise self._image_not_found(name, missing[0])
         if action == "BatchGetImage" and missing:
             request = dict(request, imageIds=[i for i in asked if not hides(i)])
             if not request["imageIds"]:
@@ -246,13 +281,34 @@ class ApiMixin:
                     if not detail["imageTags"]:
                         del detail["imageTags"]
                 details.append(detail)
-            payload["imageDetails"] = details
+            payload["imageDetails"] = self._detail_fields(name, details)
         elif action == "ListImages":
             payload["imageIds"] = [i for i in payload.get("imageIds") or [] if not hides(i)]
         else:
             payload["images"] = [i for i in payload.get("images") or [] if not hides(i.get("imageId") or {})]
             payload["failures"] = (payload.get("failures") or []) + [self._not_found(i) for i in missing]
         self._api_ok(payload)
+
+    def _detail_fields(self, name: str, details: list[dict]) -> list[dict]:
+        """What ECR's ImageDetail has and moto 5.2's lacks: `artifactMediaType` (the
+        manifest's artifactType, else its config's mediaType; an index has none),
+        `subjectManifestDigest` for a referrer, and `imageStatus` (ACTIVE: nothing here is
+        ever archived)."""
+        from front_referrers import INDEX_TYPES, artifact_type, parse, subject_of
+        images = self.server.moto.images_by_digest(name, [d["imageDigest"] for d in details if d.get("imageDigest")])
+        for detail in details:
+            image = images.get(detail.get("imageDigest"))
+            if image is not None:
+                manifest = parse(image.get("imageManifest"))
+                kind = artifact_type(manifest)
+                if kind and manifest.get("mediaType") not in INDEX_TYPES and "manifests" not in manifest:
+                    detail.setdefault("artifactMediaType", kind)
+                elif manifest.get("artifactType"):
+                    detail.setdefault("artifactMediaType", manifest["artifactType"])
+                if subject_of(manifest):
+                    detail["subjectManifestDigest"] = subject_of(manifest)
+            detail.setdefault("imageStatus", "ACTIVE")
+        return details
 
     def _api_batch_delete_image(self, request: dict, body: bytes) -> None:
         """ECR's BatchDeleteImage: an image that an index in the repository lists is not

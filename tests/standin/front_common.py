@@ -12,6 +12,9 @@ REGISTRY_HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 API_HOST = f"api.ecr.{REGION}.amazonaws.com"
 # The API's VPC endpoint name (scripts/standin VPCE_API_HOST), served as the API.
 VPCE_API_HOST = f"vpce-0standin-api.api.ecr.{REGION}.vpce.amazonaws.com"
+# AWS KMS's host for the region (scripts/standin puts it in /etc/hosts, on the API's address,
+# and in the front's certificate): forwarded to moto's KMS (front_kms.py).
+KMS_HOST = f"kms.{REGION}.amazonaws.com"
 # Where ECR's blob GETs redirect to: S3's bucket for the region (served by the front,
 # on the API's address; scripts/standin puts it in /etc/hosts and the certificate).
 S3_HOST = f"prod-{REGION}-starport-layer-bucket.s3.{REGION}.amazonaws.com"

@@ -12,6 +12,13 @@
   POST   /mode        {"repository", "mode", "patches"?}   -> 201 {"repository", "mode", "patches"}
   GET    /mode?repository=R                                -> {"repository", "mode", "patches"}
   GET    /stats?repository=R                               -> counters (front_state.Stats)
+  POST   /referrers   {"repository", "refuse"}             -> 201 {"repository", "refuse"}
+  GET    /referrers?repository=R                           -> {"repository", "refuse"}
+  POST   /signing     {"repository", "digest"?, "status", "seconds"?, "failure_code"?,
+                       "failure_reason"?}                  -> 201 {"repository", "digest", "script"}
+  GET    /signing?repository=R                             -> {"repository", "script", "images"}
+  POST   /kms         {"key", "deny": [operations]}        -> 201 {"key", "key_id", "deny"}
+  GET    /kms?key=K                                        -> {"key", "key_id", "deny"}
   DELETE /stats?repository=R                               -> {"cleared": R}
   POST   /reset       everything the front remembers, emptied -> {"reset": true}
 
@@ -224,6 +231,63 @@ class ControlHandler(BaseHTTPRequestHandler):
         self._state.stats.clear(repository)
         return 200, {"cleared": repository}
 
+    # --- referrers ---------------------------------------------------------------------
+
+    def _post_referrers(self, raw):
+        spec = body_object(raw, {"repository", "refuse"}, {"repository", "refuse"})
+        repository = repository_field(spec)
+        if not isinstance(spec["refuse"], bool):
+            raise SpecError("refuse must be true or false")
+        self._state.refuse_referrers.set(repository, spec["refuse"])
+        log.info("- - - - referrer pushes to %s: %s", repository, "refused" if spec["refuse"] else "accepted")
+        return 201, {"repository": repository, "refuse": spec["refuse"]}
+
+    def _get_referrers(self, _raw):
+        repository = self._query().get("repository")
+        if not repository:
+            raise SpecError("GET /referrers?repository=R")
+        return 200, {"repository": repository, "refuse": self._state.refuse_referrers.get(repository)}
+
+    # --- managed signing ---------------------------------------------------------------
+
+    def _post_signing(self, raw):
+        from front_signing import parse_script
+        repository, digest, script = parse_script(raw)
+        self._state.signing.set_script(repository, digest, script)
+        log.info("- - - - signing script for %s%s: %s", repository, f"@{digest}" if digest else "",
+                 json.dumps(script, sort_keys=True))
+        return 201, {"repository": repository, "digest": digest, "script": script}
+
+    def _get_signing(self, _raw):
+        query = self._query()
+        repository = query.get("repository")
+        if not repository:
+            raise SpecError("GET /signing?repository=R[&digest=D]")
+        signing = self._state.signing
+        return 200, {"repository": repository, "script": signing.script(repository, query.get("digest")),
+                     "images": signing.snapshot(repository)}
+
+    # --- KMS -----------------------------------------------------------------------------
+
+    def _post_kms(self, raw):
+        from front_kms import parse_rule
+        key, deny = parse_rule(body_object(raw, {"key", "deny"}, {"key", "deny"}))
+        key_id = self._front.moto.kms_key_id(key)
+        if key_id is None:
+            raise SpecError(f"no KMS key {key!r} in moto (create it first)")
+        self._state.kms.set(key_id, deny)
+        log.info("- - - - KMS key %s (%s): denied %s", key_id, key, ", ".join(deny) or "nothing")
+        return 201, {"key": key, "key_id": key_id, "deny": deny}
+
+    def _get_kms(self, _raw):
+        key = self._query().get("key")
+        if not key:
+            raise SpecError("GET /kms?key=K")
+        key_id = self._front.moto.kms_key_id(key)
+        if key_id is None:
+            raise SpecError(f"no KMS key {key!r} in moto")
+        return 200, {"key": key, "key_id": key_id, "deny": self._state.kms.denied(key_id)}
+
     # --- reset -------------------------------------------------------------------------
 
     def _post_reset(self, raw):
@@ -231,7 +295,8 @@ class ControlHandler(BaseHTTPRequestHandler):
         self._delete_faults(b"")
         self._front.scans.clear()
         self._state.clear()
-        log.info("- - - - reset: faults, scans, tokens, settings, templates, visibility, modes, stats")
+        log.info("- - - - reset: faults, scans, tokens, settings, templates, visibility, modes, stats, "
+                 "referrer refusals, signing configuration and scripts, KMS denials")
         return 200, {"reset": True}
 
 

@@ -21,6 +21,13 @@ class Moto:
                           max_pool_connections=64, connect_timeout=5, read_timeout=30),
         )
         self.errors = self.client.exceptions
+        # moto's KMS (the same server): resolves the key a KMS request names.
+        self.kms = boto3.client(
+            "kms", endpoint_url=url, region_name=REGION,
+            aws_access_key_id="standin", aws_secret_access_key="standin",
+            config=Config(retries={"max_attempts": 2, "mode": "standard"},
+                          max_pool_connections=16, connect_timeout=5, read_timeout=30),
+        )
         from botocore.exceptions import ParamValidationError
         self.ParamValidationError = ParamValidationError
 
@@ -33,6 +40,13 @@ class Moto:
                 self.ParamValidationError):
             # ParamValidationError: botocore's own check (e.g. a 1-character name); no
             # such repository can exist, so the client gets NAME_UNKNOWN, not a 502.
+            return None
+
+    def kms_key_id(self, key: str) -> str | None:
+        """The key id that a key id, key ARN, alias/NAME or alias ARN names (None if none)."""
+        try:
+            return self.kms.describe_key(KeyId=key)["KeyMetadata"]["KeyId"]
+        except Exception:  # noqa: BLE001 - NotFound, a malformed id: moto answers the request itself
             return None
 
     def digest_of(self, name: str, image_id: dict) -> str | None:
@@ -82,6 +96,22 @@ class Moto:
                 or json.loads(previous["imageManifest"]).get("mediaType"),
                 imageDigest=old_digest)
 
+
+    def images_by_digest(self, name: str, digests) -> dict[str, dict]:
+        """digest -> BatchGetImage's image (imageId, imageManifest, imageManifestMediaType)."""
+        found: dict[str, dict] = {}
+        digests = sorted(set(digests))
+        try:
+            for start in range(0, len(digests), 100):
+                chunk = [{"imageDigest": d} for d in digests[start:start + 100]]
+                for image in self.client.batch_get_image(repositoryName=name, imageIds=chunk).get("images") or []:
+                    found.setdefault(image["imageId"]["imageDigest"], image)
+        except (self.errors.RepositoryNotFoundException, self.ParamValidationError):
+            return {}
+        return found
+
+    def image_by_digest(self, name: str, digest: str) -> dict | None:
+        return self.images_by_digest(name, [digest]).get(digest)
 
     def manifests(self, name: str) -> list[dict]:
         """Every image of a repository, with its manifest (BatchGetImage's `images`)."""

@@ -34,7 +34,8 @@ from front_common import (ACCOUNT, DEFAULT_ACCESS_KEY, FIXED_PASSWORD, LAYER_LIM
 
 # Greedy (.+) makes <name> run up to the LAST /manifests/, /blobs/ or /tags/ segment,
 # so names with slashes ("team/app") work.
-REPO_PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags)/(?P<rest>.*)$")
+REPO_PATH = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|tags|referrers)/(?P<rest>.*)$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 UPLOAD_SESSION = re.compile(r"^uploads/(?P<session>[^/]+)$")
 UPSTREAM_TIMEOUT = 300
 REGISTRY_AUTH = "Basic " + base64.b64encode(f"AWS:{FIXED_PASSWORD}".encode()).decode()
@@ -45,6 +46,10 @@ MANIFEST_TOO_LARGE = ("Invalid parameter at 'ImageManifest' failed to satisfy co
                       "'Member must have length less than or equal to 4194304'")
 TOO_MANY_LAYERS = ("Invalid parameter at 'ImageManifest' failed to satisfy constraint: "
                    "'Limit on number of layers per image exceeded'")
+# ECR's 405 body for a manifest it will not take (opcr-io/policy#149, falcosecurity/falcoctl#302:
+# OCI 1.1 artifact manifests before ECR took them); what it answered the refused referrers of
+# aws/containers-roadmap#2783 and moby/buildkit#5747 with is not quoted there (unconfirmed).
+REFERRER_REFUSED = "Invalid parameter at 'ImageManifest' failed to satisfy constraint: 'Invalid JSON syntax'"
 
 
 def rewrite_location(value: str) -> str:
@@ -110,11 +115,14 @@ class RegistryMixin:
         ecr = mode == "ecr"
         if kind == "manifests":
             if method == "PUT":
-                return self._put_manifest(name, rest, repo, ecr)
+                return self._put_manifest(name, rest, repo, ecr, access_key)
             if method in ("GET", "HEAD") and self._manifest_hidden(name, rest):
                 self._drain_body()
                 self._rule = "visibility"
                 return self._json_error(404, "MANIFEST_UNKNOWN", NOT_FOUND_IMAGE)
+        elif kind == "referrers" and method in ("GET", "HEAD"):
+            self._drain_body()
+            return self._referrers(name, rest, parts.query)
         elif kind == "blobs":
             session = UPLOAD_SESSION.match(rest)
             if method == "POST" and rest.rstrip("/") == "uploads":
@@ -281,6 +289,54 @@ class RegistryMixin:
         self._drain_body()
         self._answer_empty(307, {"Location": presigned_location(token)})
 
+    # --- referrers ---------------------------------------------------------------------
+
+    def _referrers(self, name: str, digest: str, query: str):
+        """The OCI distribution spec v1.1 referrers API, which ECR serves (AWS What's New,
+        2024-06-27): an image index of the descriptors of every manifest of the repository
+        whose subject is `digest` (an empty one when there is none, never a 404), from the
+        same index as ListImageReferrers; `?artifactType=` filters, and the answer then says
+        so with `OCI-Filters-Applied: artifactType`."""
+        from urllib.parse import unquote
+
+        from front_referrers import OCI_INDEX, descriptors, index
+        if not DIGEST.match(digest):
+            return self._json_error(400, "DIGEST_INVALID", "provided digest did not match uploaded content")
+        wanted = [unquote(v) for k, v in query_params(query) if k == "artifactType" and v]
+        state = self.server.state
+        state.signing.settle(name)
+        hidden, _ = state.visibility.hidden(name)
+        entries = descriptors(self.server.moto.manifests(name), digest, wanted or None, hidden)
+        headers = [("Docker-Distribution-Api-Version", "registry/2.0")]
+        if wanted:
+            headers.append(("OCI-Filters-Applied", "artifactType"))
+        self._answer(200, OCI_INDEX, json.dumps(index(entries)).encode(), headers)
+
+    def _referrer_refusal(self, name: str, doc: dict, ecr: bool) -> bool:
+        """ECR refused some referrer pushes with 405: a referrer whose subject is an image
+        index (aws/containers-roadmap#2783, `oras copy -r`), in ECR mode; and, with
+        POST /referrers, every manifest with a subject (moby/buildkit#5747 had BuildKit's
+        attestation manifests refused). True when refused (answered)."""
+        from front_referrers import INDEX_TYPES, parse
+        subject = doc.get("subject")
+        if not isinstance(subject, dict):
+            return False
+        refuse = self.server.state.refuse_referrers.get(name)
+        if not refuse and ecr:
+            if subject.get("mediaType") in INDEX_TYPES:
+                refuse = True
+            elif isinstance(subject.get("digest"), str):
+                stored = self.server.moto.image_by_digest(name, subject["digest"])
+                refuse = stored is not None and (
+                    stored.get("imageManifestMediaType") in INDEX_TYPES
+                    or parse(stored.get("imageManifest")).get("mediaType") in INDEX_TYPES)
+        if not refuse:
+            return False
+        self.server.state.stats.bump(name, "referrer_refusals")
+        self._rule = "referrer-refused"
+        self._json_error(405, "UNSUPPORTED", REFERRER_REFUSED)
+        return True
+
     # --- manifests ---------------------------------------------------------------------
 
     def _manifest_hidden(self, name: str, reference: str) -> bool:
@@ -314,7 +370,7 @@ class RegistryMixin:
             return 405, "UNSUPPORTED", TOO_MANY_LAYERS
         return None
 
-    def _put_manifest(self, name: str, reference: str, repo: dict, ecr: bool):
+    def _put_manifest(self, name: str, reference: str, repo: dict, ecr: bool, access_key: str):
         state, moto = self.server.state, self.server.moto
         state.stats.bump(name, "manifest_puts")
         body = self._read_body(MANIFEST_LIMIT if ecr else 8 * MANIFEST_LIMIT)
@@ -327,6 +383,10 @@ class RegistryMixin:
             if refusal:
                 self._rule = "manifest-refused"
                 return self._json_error(*refusal)
+        from front_referrers import parse, subject_of
+        doc = parse(body)
+        if self._referrer_refusal(name, doc, ecr):
+            return
         tag = None if ":" in reference else reference
         with self.server.repo_lock(name):
             previous = moto.image(name, tag) if tag is not None else None
@@ -341,16 +401,25 @@ class RegistryMixin:
             conn, resp = self._upstream(self.server.registry_addr, body=body)
             try:
                 answer = resp.read()
+                extra = {}
                 if resp.status == 201:
                     digest = resp.getheader("Docker-Content-Digest") or \
                         "sha256:" + hashlib.sha256(body).hexdigest()
-                    moto.put_image(name, body.decode("utf-8"),
-                                   (self.headers.get("Content-Type") or "").split(";")[0].strip() or None,
-                                   tag, digest, previous)
+                    media_type = (self.headers.get("Content-Type") or "").split(";")[0].strip() or None
+                    moto.put_image(name, body.decode("utf-8"), media_type, tag, digest, previous)
                     state.visibility.record(name, digest, tag)
                     if (repo.get("imageScanningConfiguration") or {}).get("scanOnPush"):
                         moto.start_scan(name, digest)
+                    subject = subject_of(doc)
+                    if subject:
+                        # Distribution spec v1.1: a registry with the referrers API says it
+                        # processed the subject.
+                        extra["OCI-Subject"] = subject
+                    else:
+                        # Managed signing signs what is pushed (referrers left alone: unconfirmed).
+                        state.signing.on_push(access_key, name, digest,
+                                              media_type or doc.get("mediaType") or "", len(body))
                 # ECR's manifest PUT answers without a Location (oras-project/rust-oci-client#40).
-                self._relay(resp, answer, drop=("location",) if ecr else ())
+                self._relay(resp, answer, drop=("location",) if ecr else (), replace=extra)
             finally:
                 conn.close()

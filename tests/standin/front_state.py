@@ -1,6 +1,8 @@
 """What the front remembers between requests to play ECR: registry tokens, account
 settings, repository creation templates, eventual-consistency windows, per-repository
-modes, test counters, upload sessions and presigned blob URLs.
+modes, referrer refusals, test counters, upload sessions and presigned blob URLs (and,
+in their own modules, managed signing (front_signing.py) and KMS deny rules
+(front_kms.py)).
 
 All of it lives in memory, is thread-safe, and is emptied by POST /reset on the control
 API (which `scripts/standin reset` calls). DELETE /faults leaves it alone.
@@ -386,12 +388,35 @@ class Modes:
             self._modes.clear()
 
 
+# --- referrer pushes ------------------------------------------------------------------
+
+class RefuseReferrers:
+    """Repositories where every manifest PUT carrying a `subject` is refused the way ECR
+    refused some (POST /referrers): for the client's "refused referrer" path."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._refusing: set[str] = set()
+
+    def set(self, repository: str, refuse: bool) -> None:
+        with self._lock:
+            (self._refusing.add if refuse else self._refusing.discard)(repository)
+
+    def get(self, repository: str) -> bool:
+        with self._lock:
+            return repository in self._refusing
+
+    def clear(self) -> None:
+        with self._lock:
+            self._refusing.clear()
+
+
 # --- counters for tests --------------------------------------------------------------
 
 class Stats:
     COUNTERS = ("patches", "max_patches_per_session", "dropped_patches", "monolithic_puts",
                 "mount_attempts", "mounts", "manifest_puts", "expired_token_refusals",
-                "blob_redirects")
+                "blob_redirects", "referrer_refusals")
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -511,10 +536,16 @@ class EcrState:
         self.stats = Stats()
         self.uploads = Uploads()
         self.presigned = Presigned()
+        self.refuse_referrers = RefuseReferrers()
+        from front_kms import KmsRules
+        from front_signing import Signing
+        self.signing = Signing()
+        self.kms = KmsRules()
 
     def clear(self) -> None:
         for part in (self.tokens, self.settings, self.templates, self.visibility, self.modes,
-                     self.stats, self.uploads, self.presigned):
+                     self.stats, self.uploads, self.presigned, self.refuse_referrers,
+                     self.signing, self.kms):
             part.clear()
 
 

@@ -18,6 +18,13 @@ pair filters with a plain value, and leaves the filters out of its answer. Here 
 matches the whole tag with `*` as the only wildcard (API reference,
 ImageTagMutabilityExclusionFilter: WILDCARD, [0-9a-zA-Z._*-]{1,128}, 1 to 5 of them), and
 a tag an exclusion filter matches has the opposite mutability.
+
+moto 5.2's KMS `Sign` and `Verify` ignore `MessageType`: a DIGEST is hashed again, so its
+signatures of a digest verify with nothing else. Here `MessageType=DIGEST` signs the digest
+as given (KMS API reference,
+Sign: "If you specify DIGEST, AWS KMS skips the hashing step"; the digest must be as long
+as the signing algorithm's hash), so a signature verifies with the key's public key, as
+cosign's awskms signer (MessageType DIGEST) needs.
 """
 
 import json
@@ -140,6 +147,111 @@ def put_image_tag_mutability(
         result["imageTagMutabilityExclusionFilters"] = image_tag_mutability_exclusion_filters
     return result
 
+
+# --- KMS: real signatures --------------------------------------------------------------
+
+import base64  # noqa: E402
+
+from cryptography.exceptions import InvalidSignature  # noqa: E402
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, utils as asym_utils  # noqa: E402
+from moto.kms import utils as kms_utils  # noqa: E402
+from moto.kms.exceptions import ValidationException  # noqa: E402
+from moto.kms.responses import KmsResponse  # noqa: E402
+
+_kms = threading.local()
+HASHES = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+
+
+def hash_of(signing_algorithm):
+    return HASHES.get(str(signing_algorithm)[-3:], hashes.SHA256)()
+
+
+def prehashed(algorithm):
+    """The hash argument cryptography wants: the hash itself for RAW, Prehashed for DIGEST."""
+    return asym_utils.Prehashed(algorithm) if getattr(_kms, "digest", False) else algorithm
+
+
+def ecdsa_sign(self, message, signing_algorithm):
+    kms_utils.validate_signing_algorithm(signing_algorithm, self.valid_signing_algorithms)
+    return self.private_key.sign(message, ec.ECDSA(prehashed(hash_of(signing_algorithm))))
+
+
+def ecdsa_verify(self, message, signature, signing_algorithm):
+    kms_utils.validate_signing_algorithm(signing_algorithm, self.valid_signing_algorithms)
+    try:
+        self.private_key.public_key().verify(signature, message, ec.ECDSA(prehashed(hash_of(signing_algorithm))))
+        return True
+    except InvalidSignature:
+        return False
+
+
+def rsa_sign(self, message, signing_algorithm):
+    kms_utils.validate_signing_algorithm(signing_algorithm, kms_utils.SigningAlgorithm.rsa_signing_algorithms())
+    pad, algorithm = self._RSAPrivateKey__padding_and_hash_algorithm(signing_algorithm)
+    return self.private_key.sign(message, pad, prehashed(algorithm))
+
+
+def rsa_verify(self, message, signature, signing_algorithm):
+    kms_utils.validate_signing_algorithm(signing_algorithm, kms_utils.SigningAlgorithm.rsa_signing_algorithms())
+    pad, algorithm = self._RSAPrivateKey__padding_and_hash_algorithm(signing_algorithm)
+    try:
+        self.private_key.public_key().verify(signature, message, pad, prehashed(algorithm))
+        return True
+    except InvalidSignature:
+        return False
+
+
+def with_real_message(handler):
+    """Decode Message (base64 in the JSON protocol) before moto reads it, and sign or
+    verify a DIGEST without hashing it again."""
+
+    def wrapped(self):
+        raw = self._get_param("Message")
+        message_type = self._get_param("MessageType") or "RAW"
+        if message_type not in ("RAW", "DIGEST"):
+            raise ValidationException(
+                f"1 validation error detected: Value '{message_type}' at 'messageType' failed to satisfy "
+                "constraint: Member must satisfy enum value set: [DIGEST, RAW]")
+        if isinstance(raw, (bytes, bytearray)):
+            message = bytes(raw)  # moto parsed the blob itself
+        else:
+            try:
+                message = base64.b64decode(raw or "", validate=True)
+            except ValueError:
+                message = (raw or "").encode()
+        if message_type == "DIGEST" and message:
+            size = hash_of(self._get_param("SigningAlgorithm")).digest_size
+            if len(message) != size:
+                raise ValidationException(
+                    f"Digest is invalid length for algorithm {self._get_param('SigningAlgorithm')}.")
+        self._real_message = message
+        _kms.digest = message_type == "DIGEST"
+        try:
+            return handler(self)
+        finally:
+            _kms.digest = False
+
+    return wrapped
+
+
+_get_param = KmsResponse._get_param
+
+
+def get_param(self, name, if_none=None):
+    # The decoded Message, as bytes (moto encodes a str it gets to UTF-8 itself).
+    if name == "Message" and getattr(self, "_real_message", None) is not None:
+        return self._real_message
+    return _get_param(self, name, if_none)
+
+
+KmsResponse._get_param = get_param
+KmsResponse.sign = with_real_message(KmsResponse.sign)
+KmsResponse.verify = with_real_message(KmsResponse.verify)
+kms_utils.ECDSAPrivateKey.sign = ecdsa_sign
+kms_utils.ECDSAPrivateKey.verify = ecdsa_verify
+kms_utils.RSAPrivateKey.sign = rsa_sign
+kms_utils.RSAPrivateKey.verify = rsa_verify
 
 ECRBackend.put_image = put_image
 ECRBackend._resolve_image_tag_mutability = resolve_image_tag_mutability

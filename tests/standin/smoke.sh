@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Self-check of the ECR stand-in, using only the docker CLI, curl and python (boto3).
 # The ECR-conformance checks of the front (tokens, uploads, manifests, mounts, redirects,
-# visibility, templates, modes: README.md's conformance table) are in conformance.py.
+# visibility, templates, referrers, managed signing, KMS, modes: README.md's conformance
+# table) are in conformance.py; step (j) runs the real cosign and oras.
 # Run after `scripts/standin start`. Safe next to other tests by default (own repository
 # prefix, faults pinned to its own paths); SMOKE_EXCLUSIVE=1 also resets the stand-in first
 # and checks the `refuse` fault, which both disturb anyone else using it.
@@ -313,6 +314,42 @@ fi
   docker run --rm local/busybox echo tls)" = tls ] || fail "docker run via DOCKER_HOST/DOCKER_CERT_PATH"
 [ "$(head -n 1 "$STANDIN_DOCKER_CERT_PATH/key.pem")" = '-----BEGIN PRIVATE KEY-----' ] || fail "key.pem is not PKCS#8"
 ok "$STANDIN_DOCKER_TCP; $STANDIN_DOCKER_TLS with the client cert (and not without)"
+
+step "(j) cosign (AWS KMS key) and oras against the stand-in"
+# The real tools, as the provenance tests use them: cosign 2.5 with awskms:///alias/NAME
+# (AWS_REGION picks https://kms.us-east-1.amazonaws.com, the front), signatures and a
+# slsaprovenance1 attestation as .sig/.att tags; oras discover over the referrers API.
+# Both read the docker login above (~/.docker/config.json) and trust the test CA from the
+# system store.
+command -v cosign >/dev/null && command -v oras >/dev/null || fail "cosign or oras missing: run scripts/setup"
+"${ECR[@]}" create $NS/signed
+build "$REG/$NS/signed:1" "signed $RUN_ID"
+docker push -q "$REG/$NS/signed:1" >/dev/null || fail "push $NS/signed"
+SIGNED="$REG/$NS/signed@$(manifest_digest "$NS/signed" 1)"
+KMS_ALIAS=alias/smoke-$RUN_ID
+python3 -c 'import boto3, sys
+kms = boto3.client("kms")
+key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+kms.create_alias(AliasName=sys.argv[1], TargetKeyId=key)' "$KMS_ALIAS" || fail "creating the KMS key"
+cosign public-key --key "awskms:///$KMS_ALIAS" >"$WORK/cosign.pub" 2>"$WORK/cosign.err" \
+  || fail "cosign public-key: $(tail -n 2 "$WORK/cosign.err")"
+[ "$(head -n 1 "$WORK/cosign.pub")" = '-----BEGIN PUBLIC KEY-----' ] || fail "cosign public-key printed no PEM"
+cosign sign --yes --key "awskms:///$KMS_ALIAS" --tlog-upload=false "$SIGNED" >/dev/null 2>"$WORK/cosign.err" \
+  || fail "cosign sign: $(tail -n 2 "$WORK/cosign.err")"
+cosign verify --key "awskms:///$KMS_ALIAS" --insecure-ignore-tlog=true "$SIGNED" >/dev/null 2>"$WORK/cosign.err" \
+  || fail "cosign verify: $(tail -n 2 "$WORK/cosign.err")"
+printf '{"buildDefinition":{"buildType":"https://example.com/smoke","externalParameters":{}},"runDetails":{"builder":{"id":"https://example.com/smoke"}}}' \
+  >"$WORK/provenance.json"
+cosign attest --yes --key "awskms:///$KMS_ALIAS" --tlog-upload=false --type slsaprovenance1 \
+  --predicate "$WORK/provenance.json" "$SIGNED" >/dev/null 2>"$WORK/cosign.err" || fail "cosign attest: $(tail -n 2 "$WORK/cosign.err")"
+cosign verify-attestation --key "awskms:///$KMS_ALIAS" --insecure-ignore-tlog=true --type slsaprovenance1 \
+  "$SIGNED" >/dev/null 2>"$WORK/cosign.err" || fail "cosign verify-attestation: $(tail -n 2 "$WORK/cosign.err")"
+ok "cosign public-key / sign / verify / attest / verify-attestation --type slsaprovenance1 with awskms:///$KMS_ALIAS"
+(cd "$WORK" && oras attach --artifact-type application/vnd.in-toto+json "$SIGNED" \
+  provenance.json:application/vnd.in-toto+json) >/dev/null 2>"$WORK/oras.err" || fail "oras attach: $(cat "$WORK/oras.err")"
+found=$(oras discover --format json --artifact-type application/vnd.in-toto+json "$SIGNED" | jq '.manifests | length')
+[ "$found" = 1 ] || fail "oras discover found $found in-toto referrers, not 1"
+ok "oras attach + oras discover (referrers API)"
 
 step "timing: a ~50 MB random layer, straight to a registry vs through the front"
 # The stand-in's registry names the front in every Location (http.host), so a "direct"
