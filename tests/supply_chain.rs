@@ -98,6 +98,19 @@ fn a_push_attaches_its_provenance_as_a_referrer() {
 
     let referrers = standin.referrers(&repo, &digest);
     assert_eq!(referrers, [(provenance.clone(), STATEMENT.to_string())]);
+    // The registry's referrers API, as the real oras reads it.
+    let discovered: serde_json::Value = serde_json::from_str(&standin.oras(&[
+        "discover",
+        "--format",
+        "json",
+        &format!("{}/{repo}@{digest}", standin.registry),
+    ]))
+    .expect("oras prints JSON");
+    let listed = discovered["manifests"].to_string();
+    assert!(
+        listed.contains(&provenance) && listed.contains(STATEMENT),
+        "{discovered}"
+    );
 
     let statement = statement(&repo, &provenance, &digest);
     assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
@@ -217,12 +230,11 @@ fn each_platform_of_an_index_gets_its_own_provenance() {
 fn a_refused_provenance_is_a_warning_and_the_image_stays() {
     let standin = standin();
     let repo = unique("supply/refused");
-    // The image manifest goes under the tag; the referrer by its digest.
-    standin.inject_fault(&serde_json::json!({
-        "route": "registry", "mode": "status", "status": 405, "method": "PUT",
-        "path": "/manifests/sha256:", "repository": repo, "count": 5,
-        "error": "UNSUPPORTED", "message": "Invalid parameter at 'subject'"
-    }));
+    // Every manifest carrying a `subject` gets ECR's 405 in this repository.
+    standin.control(
+        "/referrers",
+        Some(&serde_json::json!({"repository": repo, "refuse": true})),
+    );
     let run = standin
         .action(workspace().path())
         .input("repository", &repo)
@@ -236,4 +248,39 @@ fn a_refused_provenance_is_a_warning_and_the_image_stays() {
         run.stderr
     );
     standin.assert_single_image_manifest(&repo, "latest");
+    assert_eq!(
+        standin.stats(&repo)["referrer_refusals"],
+        1,
+        "the provenance was offered once and refused"
+    );
+}
+
+/// A zstd push (an OCI image manifest with zstd layers) gets its provenance too, whose
+/// subject descriptor is that OCI manifest as the registry serves it.
+#[test]
+fn a_zstd_image_gets_its_provenance() {
+    let standin = standin();
+    let repo = unique("supply/zstd");
+    let run = standin
+        .action(workspace().path())
+        .input("repository", &repo)
+        .input("compression", "zstd")
+        .run();
+    run.assert_success();
+    let digest = run.output("image-digest");
+    let served = standin.registry_manifest(&repo, digest);
+    assert_eq!(
+        served["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert!(
+        served["layers"].to_string().contains("tar+zstd"),
+        "{served}"
+    );
+    let provenance = run.output("provenance-digest");
+    let statement = statement(&repo, provenance, digest);
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        digest.trim_start_matches("sha256:")
+    );
 }

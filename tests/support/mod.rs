@@ -464,6 +464,23 @@ impl Standin {
         (manifest, blobs)
     }
 
+    /// The real `oras` (Debian's, installed by scripts/setup) with the registry's login
+    /// and the stand-in's CA: its stdout, after checking it succeeded.
+    pub fn oras(&self, args: &[&str]) -> String {
+        let out = Command::new("oras")
+            .args(args)
+            .args(["-u", "AWS", "-p", &self.password, "--ca-file"])
+            .arg(&self.ca_cert)
+            .output()
+            .expect("run oras (scripts/setup installs it)");
+        assert!(
+            out.status.success(),
+            "oras {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Asserts that `repository:tag` is one image manifest (Docker schema 2 or OCI), never
     /// an index, both as the registry serves it and as `DescribeImages` reports it.
     pub fn assert_single_image_manifest(&self, repository: &str, tag: &str) {
