@@ -22,7 +22,11 @@
 //! registry/    an OCI distribution client with ECR's rules in one place (rules.rs):
 //!              auth and token renewal, blobs, manifests, retries; connections a
 //!              stalled request ends (connector.rs), bodies sent in pieces (body.rs)
-//! ecr/         the AWS APIs: token, repositories, templates, policies, images, scans
+//! ecr/         the AWS APIs: token, repositories, templates, policies, images, scans;
+//!              signing: a KMS key as cosign's signer (kms.rs), ECR's managed
+//!              signing rules and statuses (signing.rs)
+//! supply/      supply-chain artifacts: cosign's signature and attestation manifests
+//!              (cosign.rs), and the Signer trait they are signed through
 //! engine/      Docker only: connect, context, build (classic, BuildKit session), the
 //!              daemon's pusher
 //! repository.rs   policies, settings an existing repository keeps, tags that exist
@@ -67,6 +71,7 @@ pub mod report;
 pub mod repository;
 pub mod runner;
 pub mod secrets;
+pub mod supply;
 
 use std::time::Instant;
 
