@@ -15,6 +15,14 @@
 //! The key specs are the ones cosign's signer supports (`awsSupportedAlgorithms`): the NIST
 //! curves and RSA. Others (secp256k1, Ed25519, ML-DSA, SM2) cannot be read by Go's x509
 //! or have no cosign verifier, so they fail before the build.
+//!
+//! Verifying: `--key awskms:///…` reads the algorithm from KMS, so every spec here
+//! verifies that way, signatures and attestations. A PEM of the public key
+//! ([`CheckedKey::public_key_pem`]) is read by cosign with SHA-256 and, for RSA, PKCS#1
+//! v1.5 (`LoadVerifier(pub, crypto.SHA256)`): P-256 and RSA keys whose first algorithm
+//! is `RSASSA_PKCS1_V1_5_SHA_256` (as KMS lists them) verify from a PEM; P-384 and P-521
+//! signatures need `--signature-digest-algorithm sha384`/`sha512`, which
+//! `verify-attestation` does not have.
 
 use std::fmt;
 
@@ -412,9 +420,17 @@ impl KmsSigner {
             .send()
             .await
             .map_err(|err| self.error(&err, "kms:GetPublicKey"))?;
+        // `KeySpec`, else the deprecated `CustomerMasterKeySpec` it replaced (same values),
+        // which older KMS-compatible servers answer alone.
+        #[allow(deprecated)] // read only where `KeySpec` is missing
+        let spec = answer.key_spec().cloned().or_else(|| {
+            answer
+                .customer_master_key_spec()
+                .map(|spec| KeySpec::from(spec.as_str()))
+        });
         let algorithm = choose_algorithm(
             answer.key_usage(),
-            answer.key_spec(),
+            spec.as_ref(),
             answer.signing_algorithms(),
         )
         .map_err(|reason| {
@@ -431,7 +447,7 @@ impl KmsSigner {
         self.probe(algorithm).await?;
         Ok(CheckedKey {
             arn: answer.key_id().unwrap_or(&self.key.key_id).to_string(),
-            spec: answer.key_spec().map_or("", KeySpec::as_str).to_string(),
+            spec: spec.as_ref().map_or("", KeySpec::as_str).to_string(),
             algorithm,
             public_key_der,
         })
