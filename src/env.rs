@@ -39,6 +39,9 @@ pub const DOCKER_CERT_PATH: &str = "DOCKER_CERT_PATH";
 pub const HOME: &str = "HOME";
 /// The ECR API endpoint override, read by aws-config; read here too, for messages.
 pub const AWS_ENDPOINT_URL_ECR: &str = "AWS_ENDPOINT_URL_ECR";
+/// The KMS API endpoint override (`sign: kms`), read by aws-config; read here too, for
+/// messages.
+pub const AWS_ENDPOINT_URL_KMS: &str = "AWS_ENDPOINT_URL_KMS";
 /// The endpoint override for every AWS service, read by aws-config.
 pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 /// Proxy for `https://` connections (the ECR API, the registry, S3): `http://[user:pass@]host:port`.
@@ -139,6 +142,8 @@ pub struct Environment {
     pub docker: DockerEnv,
     /// `AWS_ENDPOINT_URL_ECR`, else `AWS_ENDPOINT_URL`: where the ECR API is, for messages.
     pub ecr_endpoint: Option<String>,
+    /// `AWS_ENDPOINT_URL_KMS`, else `AWS_ENDPOINT_URL`: where the KMS API is, for messages.
+    pub kms_endpoint: Option<String>,
     pub network: NetworkEnv,
     /// The GitHub context, for tag templates and labels.
     pub github: GitHubContext,
@@ -278,6 +283,7 @@ impl Environment {
                 DOCKER_CERT_PATH => env.docker.cert_path = non_empty().map(PathBuf::from),
                 HOME => home = non_empty().map(PathBuf::from),
                 AWS_ENDPOINT_URL_ECR => env.ecr_endpoint = non_empty(),
+                AWS_ENDPOINT_URL_KMS => env.kms_endpoint = non_empty(),
                 AWS_ENDPOINT_URL => global_endpoint = non_empty(),
                 HTTPS_PROXY => https.0 = non_empty(),
                 HTTPS_PROXY_LOWER => https.1 = non_empty(),
@@ -317,6 +323,9 @@ impl Environment {
         env.network.https_proxy = https.1.or(https.0);
         env.network.http_proxy = http.1.or(http.0);
         env.network.no_proxy = no.1.or(no.0);
+        if env.kms_endpoint.is_none() {
+            env.kms_endpoint.clone_from(&global_endpoint);
+        }
         if env.ecr_endpoint.is_none() {
             env.ecr_endpoint = global_endpoint;
         }

@@ -22,7 +22,11 @@
 //! registry/    an OCI distribution client with ECR's rules in one place (rules.rs):
 //!              auth and token renewal, blobs, manifests, retries; connections a
 //!              stalled request ends (connector.rs), bodies sent in pieces (body.rs)
-//! ecr/         the AWS APIs: token, repositories, templates, policies, images, scans
+//! ecr/         the AWS APIs: token, repositories, templates, policies, images, scans;
+//!              signing: a KMS key as cosign's signer (kms.rs), ECR's managed
+//!              signing rules and statuses (signing.rs)
+//! supply/      supply-chain artifacts: cosign's signature and attestation manifests
+//!              (cosign.rs), and the Signer trait they are signed through
 //! engine/      Docker only: connect, context, build (classic, BuildKit session), the
 //!              daemon's pusher
 //! repository.rs   policies, settings an existing repository keeps, tags that exist
@@ -105,7 +109,7 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 /// The phases, the same for one platform and for twenty: plan, build, publish, confirm,
 /// gate, report.
 pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow::Result<Report> {
-    let (plan, mut report) = plan::plan(inputs, env, runner).await?;
+    let (plan, mut report) = Box::pin(plan::plan(inputs, env, runner)).await?;
     match &plan.tags {
         TagPlan::Skip { digest, image_id } => {
             tracing::info!("every tag already exists at {digest}: nothing to build or push");
@@ -238,6 +242,13 @@ async fn publish(
     for warning in unlisted {
         runner.warning(&warning);
     }
+    if let plan::SigningPlan::Ecr(rules) = &plan.signing {
+        let targets = publish::attach::targets(&published, images, false);
+        let (signed, found) =
+            publish::attach::ecr_signatures(&plan.ecr, inputs, &targets, rules).await?;
+        report.attachments.attached.extend(found);
+        report.ecr_signatures = signed;
+    }
     let push_time = started.elapsed();
     tracing::info!(
         "pushed in {:.1}s ({})",
@@ -298,11 +309,12 @@ async fn attach(
     let run = publish::attach::AttachRun {
         reg: &reg,
         ecr: &plan.ecr,
+        signer: plan.signing.kms(),
         inputs,
         facts,
         repository_ref: report.repository_uri(),
     };
-    let targets = publish::attach::targets(published, images);
+    let targets = publish::attach::targets(published, images, run.signer.is_some());
     let attachments = publish::attach::attach_all(&run, targets, images).await?;
     for refused in &attachments.refused {
         runner.warning(&format!(

@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use crate::builds::{self, PlatformBuilds};
+use crate::ecr::kms::KmsSigner;
 use crate::ecr::{Ecr, RegistryAuth};
 use crate::engine::build::BuilderKind;
 use crate::engine::context::{self, ContextError};
 use crate::engine::{self, Engine};
 use crate::env::Environment;
-use crate::inputs::{Builder, InputError, Inputs, PushEngine};
+use crate::inputs::{Builder, InputError, Inputs, PushEngine, Signing};
 use crate::network;
 use crate::publish::legs::SharedBuild;
 use crate::registry::{self, Mounting, RetryPolicy};
@@ -53,6 +54,51 @@ pub struct Plan {
     pub tags: TagPlan,
     /// `build-platforms`: this run is one leg of a build shared by matrix legs.
     pub shared: Option<SharedBuild>,
+    /// Who signs the pushed manifests, checked before the build.
+    pub signing: SigningPlan,
+}
+
+/// `sign:`, checked: the KMS key can sign (cosign's format), or a rule of the registry's
+/// managed signing covers the repository.
+#[derive(Debug)]
+pub enum SigningPlan {
+    None,
+    /// Boxed: the signer holds a KMS client, far larger than the other variants.
+    Kms(Box<KmsSigner>),
+    Ecr(Vec<crate::ecr::signing::SigningRule>),
+}
+
+impl SigningPlan {
+    /// Checks `sign:` with KMS or ECR, before anything is built: a key that is missing,
+    /// of the wrong kind or denied, or a repository no signing rule covers, fails here.
+    async fn check(inputs: &Inputs, env: &Environment, ecr: &Ecr) -> anyhow::Result<Self> {
+        if !inputs.push {
+            return Ok(Self::None);
+        }
+        match &inputs.supply.signing {
+            Signing::None => Ok(Self::None),
+            Signing::Kms { key } => {
+                let signer = KmsSigner::new(ecr, key.clone(), env.kms_endpoint.as_deref()).await;
+                let checked = signer.check().await?;
+                tracing::info!(
+                    "signing with the KMS key {} ({}, {:?})",
+                    checked.arn,
+                    checked.spec,
+                    checked.algorithm
+                );
+                Ok(Self::Kms(Box::new(signer)))
+            }
+            Signing::Ecr => Ok(Self::Ecr(ecr.signing_rules_for(&inputs.repository).await?)),
+        }
+    }
+
+    /// The KMS signer, with `sign: kms`.
+    pub fn kms(&self) -> Option<&KmsSigner> {
+        match self {
+            Self::Kms(signer) => Some(signer),
+            _ => None,
+        }
+    }
 }
 
 /// Decides and checks what the run will do, and starts its report.
@@ -115,6 +161,13 @@ pub async fn plan(
         probe_registry(&auth, inputs, env, &network).await?;
     }
 
+    // Before the repository is touched: a key that cannot sign, or a repository no
+    // managed-signing rule covers, is the user's to fix first.
+    let signing = Box::pin(SigningPlan::check(inputs, env, &ecr)).await?;
+    if let SigningPlan::Kms(signer) = &signing {
+        report.signing_key = Some(signer.key.cosign_ref());
+    }
+
     // A build-only run leaves the repository alone.
     let tags = if inputs.push {
         plan_tags(&ecr, inputs, engine.store, runner, &mut report).await?
@@ -138,6 +191,7 @@ pub async fn plan(
     } else {
         Mounting::default()
     };
+
     let plan = Plan {
         engine,
         ecr,
@@ -154,6 +208,7 @@ pub async fn plan(
         mounting,
         tags,
         shared,
+        signing,
     };
     Ok((plan, report))
 }

@@ -75,6 +75,8 @@ pub struct Report {
     pub attachments: crate::publish::attach::Attachments,
     /// `sign: kms`: the key, as given, for the summary's verify commands.
     pub signing_key: Option<String>,
+    /// `sign: ecr`: the profiles ECR signed each pushed manifest with.
+    pub ecr_signatures: Vec<crate::ecr::signing::ImageSignatures>,
     /// When the run started (seconds since the epoch), for the provenance.
     pub started_at: i64,
 }
@@ -136,6 +138,7 @@ impl Report {
             leg: None,
             attachments: crate::publish::attach::Attachments::default(),
             signing_key: None,
+            ecr_signatures: Vec::new(),
             started_at: crate::metadata::now(),
         }
     }

@@ -1,7 +1,8 @@
 //! The AWS side: credentials through the default chain, the registry token
 //! ([`token`]: and its renewal, the `BLOB_MOUNTING` setting), repositories and their
 //! creation templates ([`repository`], [`templates`]), policies, images and digest
-//! confirmation ([`images`]), scans ([`scan`]).
+//! confirmation ([`images`]), scans ([`scan`]), signing: with a KMS key for cosign
+//! ([`kms`]) or by ECR's managed signing ([`signing`]).
 //!
 //! The HTTP client is built here rather than taken from aws-config's default: rustls with
 //! ring (static, fast to build) and a pure-Rust resolver that reads `/etc/hosts` and
@@ -11,9 +12,11 @@
 
 mod http;
 mod images;
+pub mod kms;
 mod referrers;
 pub mod repository;
 pub mod scan;
+pub mod signing;
 pub mod templates;
 mod token;
 
@@ -51,6 +54,10 @@ pub struct Ecr {
     pub proxy: Option<ProxyUrl>,
     /// What TLS trusts, for a verification failure's message.
     trust_hint: String,
+    /// The loaded configuration (credentials, region, HTTP client, endpoint settings), so
+    /// other AWS clients ([`kms`]) are made exactly as this one was. Shared, not copied:
+    /// it is large, and every future holding an `Ecr` would carry it.
+    sdk: std::sync::Arc<aws_config::SdkConfig>,
 }
 
 /// What ECR reports for the pushed image.
@@ -190,6 +197,7 @@ impl Ecr {
             endpoint,
             proxy,
             trust_hint: network.trust.hint(),
+            sdk: std::sync::Arc::new(config),
         })
     }
 

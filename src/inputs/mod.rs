@@ -8,6 +8,7 @@ pub mod mutability;
 pub mod platforms;
 pub mod scan;
 pub mod settings;
+pub mod signing_key;
 pub mod spec;
 pub mod supply;
 pub mod validate;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::signing_key::KeyRef;
 use super::{validate, InputError, Raw};
 
 /// What the provenance attached to each image manifest says about the build.
@@ -20,9 +21,8 @@ pub enum ProvenanceMode {
 pub enum Signing {
     /// Nothing signed (the default).
     None,
-    /// An AWS KMS asymmetric key, in cosign's format: `signing-key`, as written
-    /// (`awskms:///alias/…`), parsed where the key is checked.
-    Kms { key: String },
+    /// An AWS KMS asymmetric key, in cosign's format (`signing-key`).
+    Kms { key: KeyRef },
     /// ECR's managed signing (AWS Signer), which a signing rule of the registry applies.
     Ecr,
 }
@@ -68,7 +68,9 @@ pub(super) fn parse(raw: &Raw<'_>) -> Result<SupplySettings, InputError> {
                 "it is used only with `sign: kms`; set `sign: kms` or remove it",
             ))
         }
-        ("kms", Some(key)) => Signing::Kms { key },
+        ("kms", Some(key)) => Signing::Kms {
+            key: KeyRef::parse(&key)?,
+        },
         ("kms", None) => {
             return Err(InputError::invalid(
                 "sign",

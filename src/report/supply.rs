@@ -70,6 +70,19 @@ impl Report {
             );
         }
         md.push('\n');
+        for signed in &self.ecr_signatures {
+            let _ = writeln!(
+                md,
+                "- ECR signed `{}` with the signing profile(s) {}\n",
+                signed.digest,
+                signed
+                    .profile_arns
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         for refused in &attachments.refused {
             let _ = writeln!(
                 md,

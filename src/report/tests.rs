@@ -35,6 +35,7 @@ fn report(pushed: bool) -> Report {
         leg: None,
         attachments: crate::publish::attach::Attachments::default(),
         signing_key: None,
+        ecr_signatures: Vec::new(),
         started_at: 0,
     }
 }

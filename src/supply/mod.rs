@@ -1,20 +1,28 @@
 //! What travels with an image besides its layers: its SLSA provenance ([`provenance`])
-//! and, with `sign:`, its signatures, each an OCI 1.1 *referrer* of the image manifest
-//! (an artifact manifest whose `subject` names it), so the tag stays one image manifest
-//! (or an index of exactly the platforms) and ECR replicates and removes the referrers
-//! with their subject.
+//! and, with `sign: kms`, cosign's signature and signed attestation ([`cosign`]), each an
+//! OCI 1.1 *referrer* of the image manifest (an artifact manifest whose `subject` names
+//! it), so the tag stays one image manifest (or an index of exactly the platforms) and
+//! ECR replicates the referrers and removes them with their subject.
 //!
-//! An [`Attachment`] is one such artifact: its `artifactType`, its blobs (one per
-//! predicate or signature) and, for cosign, the tag it is also found under. A new kind
-//! of attachment (an SBOM) is a new predicate and artifact type, not new plumbing: the
-//! publish phase pushes any attachment the same way (`publish::attach`).
+//! An [`Attachment`] is an artifact described by its parts (`artifactType`, blobs with
+//! their annotations); given the [`Subject`] it refers to, it becomes an [`Artifact`]:
+//! manifest bytes and blobs, ready to push. cosign's formats produce [`Artifact`]s
+//! directly. A new kind of attachment (an SBOM) is a new predicate and artifact type,
+//! not new plumbing: the publish phase pushes any artifact the same way
+//! (`publish::attach`).
+//!
+//! Everything here is pure, bytes in and bytes out, but for the [`Signer`] it is handed
+//! (AWS KMS in [`crate::ecr::kms`]; a local key in tests).
 
+pub mod cosign;
 pub mod provenance;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use bytes::Bytes;
 
+use crate::publish::export::sha256_digest;
 use crate::publish::manifest::PushedManifest;
 use crate::registry::OCI_MANIFEST;
 
@@ -24,7 +32,16 @@ pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 /// The empty JSON object itself.
 pub const EMPTY_JSON: &[u8] = b"{}";
 
-/// The manifest an attachment refers to: its descriptor's fields.
+/// Signs a message as a verifier reads the signature back: the signer hashes `message`
+/// itself (with its algorithm's hash), and answers the signature's bytes (DER for
+/// ECDSA, as cosign's verifiers read it).
+///
+/// The returned future is `Send`, so a signature can be made inside a spawned task.
+pub trait Signer {
+    fn sign(&self, message: &[u8]) -> impl Future<Output = anyhow::Result<Vec<u8>>> + Send;
+}
+
+/// The manifest an attachment refers to, as its `subject` descriptor names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {
     pub media_type: String,
@@ -32,12 +49,46 @@ pub struct Subject {
     pub size: u64,
 }
 
-impl Subject {
-    fn descriptor(&self) -> serde_json::Value {
-        serde_json::json!({
-            "mediaType": self.media_type,
-            "digest": self.digest,
-            "size": self.size,
+impl From<&PushedManifest> for Subject {
+    fn from(manifest: &PushedManifest) -> Self {
+        Self {
+            media_type: manifest.media_type.clone(),
+            digest: manifest.digest.clone(),
+            size: manifest.size,
+        }
+    }
+}
+
+/// A blob a manifest names, to be uploaded before the manifest is put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    pub digest: String,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// A manifest ready to push: upload `blobs` (those the registry lacks), then put
+/// `manifest` by its digest, or under `tag` when it has one (cosign's `sha256-<hex>.sig`
+/// and `.att`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub tag: Option<String>,
+    pub manifest: PushedManifest,
+    pub blobs: Vec<Blob>,
+}
+
+impl Artifact {
+    /// The same artifact without its `subject`: for an image index, to which ECR has
+    /// refused referrers (aws/containers-roadmap#2783); cosign finds it by its tag.
+    pub fn without_subject(self) -> anyhow::Result<Self> {
+        let mut doc: serde_json::Value = serde_json::from_slice(&self.manifest.bytes)?;
+        if let Some(object) = doc.as_object_mut() {
+            object.remove("subject");
+        }
+        let bytes = Bytes::from(serde_json::to_vec(&doc)?);
+        Ok(Self {
+            manifest: PushedManifest::new(self.manifest.media_type, bytes),
+            ..self
         })
     }
 }
@@ -52,7 +103,7 @@ pub struct AttachedBlob {
 
 impl AttachedBlob {
     pub fn digest(&self) -> String {
-        crate::publish::export::sha256_digest(&self.bytes)
+        sha256_digest(&self.bytes)
     }
 
     fn descriptor(&self) -> serde_json::Value {
@@ -66,6 +117,14 @@ impl AttachedBlob {
         }
         descriptor
     }
+
+    fn blob(&self) -> Blob {
+        Blob {
+            digest: self.digest(),
+            media_type: self.media_type.clone(),
+            bytes: self.bytes.clone(),
+        }
+    }
 }
 
 /// What an attachment is, for the summary, the outputs and the log.
@@ -77,6 +136,8 @@ pub enum AttachmentKind {
     SignedProvenance,
     /// cosign's signature of the manifest.
     Signature,
+    /// ECR's managed signature (a Notary Project signature ECR attached).
+    EcrSignature,
 }
 
 impl AttachmentKind {
@@ -85,6 +146,7 @@ impl AttachmentKind {
             Self::Provenance => "provenance",
             Self::SignedProvenance => "signed provenance",
             Self::Signature => "signature",
+            Self::EcrSignature => "ECR managed signature",
         }
     }
 
@@ -95,100 +157,47 @@ impl AttachmentKind {
     }
 }
 
-/// One artifact attached to an image manifest.
+/// One artifact attached to an image manifest, described by its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
-    pub kind: AttachmentKind,
     /// The manifest's `artifactType`, which the referrers API filters on.
     pub artifact_type: String,
-    /// The config blob: the empty JSON object unless a format wants its own.
-    pub config: AttachedBlob,
     pub layers: Vec<AttachedBlob>,
-    /// A tag it is also put under (cosign's `sha256-<hex>.sig`, `.att`), besides being
-    /// a referrer.
-    pub tag: Option<String>,
 }
 
 impl Attachment {
-    /// An attachment with the empty config.
-    pub fn new(kind: AttachmentKind, artifact_type: &str, layers: Vec<AttachedBlob>) -> Self {
-        Self {
-            kind,
-            artifact_type: artifact_type.to_string(),
-            config: AttachedBlob {
-                media_type: EMPTY_MEDIA_TYPE.to_string(),
-                bytes: Bytes::from_static(EMPTY_JSON),
-                annotations: BTreeMap::new(),
-            },
-            layers,
-            tag: None,
-        }
-    }
-
-    /// Every blob the manifest names, config first.
-    pub fn blobs(&self) -> impl Iterator<Item = &AttachedBlob> {
-        std::iter::once(&self.config).chain(&self.layers)
-    }
-
     /// The OCI image manifest that attaches it to `subject` (image-spec 1.1: an
-    /// `artifactType` and a `subject`). Deterministic: the same attachment and subject
-    /// give the same digest.
-    pub fn manifest(&self, subject: &Subject) -> PushedManifest {
+    /// `artifactType`, the empty config, a `subject`), with its blobs. Deterministic:
+    /// the same attachment and subject give the same digest.
+    pub fn artifact(&self, subject: &Subject) -> Artifact {
+        let config = AttachedBlob {
+            media_type: EMPTY_MEDIA_TYPE.to_string(),
+            bytes: Bytes::from_static(EMPTY_JSON),
+            annotations: BTreeMap::new(),
+        };
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "artifactType": self.artifact_type,
-            "config": self.config.descriptor(),
+            "config": config.descriptor(),
             "layers": self.layers.iter().map(AttachedBlob::descriptor).collect::<Vec<_>>(),
-            "subject": subject.descriptor(),
+            "subject": {
+                "mediaType": subject.media_type,
+                "digest": subject.digest,
+                "size": subject.size,
+            },
         });
         let text = serde_json::to_string(&manifest).unwrap_or_else(|_| manifest.to_string());
-        PushedManifest::new(OCI_MANIFEST, Bytes::from(text))
+        Artifact {
+            tag: None,
+            manifest: PushedManifest::new(OCI_MANIFEST, Bytes::from(text)),
+            blobs: std::iter::once(&config)
+                .chain(&self.layers)
+                .map(AttachedBlob::blob)
+                .collect(),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A referrer names its subject and artifact type, its config is the empty
-    /// descriptor (digest of `{}`), and the same inputs give the same digest.
-    #[test]
-    fn an_attachment_is_a_deterministic_referrer_of_its_subject() {
-        let subject = Subject {
-            media_type: crate::registry::MANIFEST_V2.into(),
-            digest: format!("sha256:{}", "a".repeat(64)),
-            size: 527,
-        };
-        let layer = AttachedBlob {
-            media_type: "application/vnd.in-toto+json".into(),
-            bytes: Bytes::from_static(b"{\"_type\":\"x\"}"),
-            annotations: BTreeMap::from([(
-                "in-toto.io/predicate-type".to_string(),
-                "https://slsa.dev/provenance/v1".to_string(),
-            )]),
-        };
-        let attachment = Attachment::new(
-            AttachmentKind::Provenance,
-            "application/vnd.in-toto+json",
-            vec![layer],
-        );
-        let manifest = attachment.manifest(&subject);
-        let doc: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap();
-        assert_eq!(doc["mediaType"], OCI_MANIFEST);
-        assert_eq!(doc["artifactType"], "application/vnd.in-toto+json");
-        assert_eq!(doc["subject"]["digest"], subject.digest);
-        assert_eq!(doc["subject"]["size"], 527);
-        assert_eq!(
-            doc["config"]["digest"],
-            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-        );
-        assert_eq!(doc["config"]["mediaType"], EMPTY_MEDIA_TYPE);
-        assert_eq!(
-            doc["layers"][0]["annotations"]["in-toto.io/predicate-type"],
-            "https://slsa.dev/provenance/v1"
-        );
-        assert_eq!(attachment.manifest(&subject), manifest);
-        assert_eq!(attachment.blobs().count(), 2);
-    }
-}
+mod tests;

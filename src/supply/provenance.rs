@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sigstore_types::{Sha256Hash, Statement};
 
-use super::{AttachedBlob, Attachment, AttachmentKind};
+use super::{AttachedBlob, Attachment};
 use crate::engine::bases::ResolvedBase;
 use crate::env::GitHubContext;
 use crate::inputs::ProvenanceMode;
@@ -86,11 +86,10 @@ pub fn attachment(statement: &Statement) -> Result<Attachment, String> {
             statement.predicate_type.clone(),
         )]),
     };
-    Ok(Attachment::new(
-        AttachmentKind::Provenance,
-        STATEMENT_MEDIA_TYPE,
-        vec![blob],
-    ))
+    Ok(Attachment {
+        artifact_type: STATEMENT_MEDIA_TYPE.to_string(),
+        layers: vec![blob],
+    })
 }
 
 #[derive(Debug, Serialize)]

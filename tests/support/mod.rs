@@ -113,6 +113,19 @@ fn ecr_api_call(
     operation: &str,
     body: &serde_json::Value,
 ) -> serde_json::Value {
+    let target = format!("AmazonEC2ContainerRegistry_V20150921.{operation}");
+    aws_json_call(url, ca, access_key, ("ecr", &target), body)
+}
+
+/// One call of an AWS JSON-protocol API: `service` (the `SigV4` scope) and the
+/// `X-Amz-Target` header of the operation, as [`ecr_api_call`] describes.
+fn aws_json_call(
+    url: &str,
+    ca: Option<&Path>,
+    access_key: &str,
+    (service, target): (&str, &str),
+    body: &serde_json::Value,
+) -> serde_json::Value {
     let mut command = Command::new("curl");
     command.args(["-sS", "-X", "POST", url]);
     if let Some(ca) = ca {
@@ -120,17 +133,14 @@ fn ecr_api_call(
     }
     let out = command
         .args(["-H", "Content-Type: application/x-amz-json-1.1"])
-        .args([
-            "-H",
-            &format!("X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.{operation}"),
-        ])
-        .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential={access_key}/20260101/{REGION}/ecr/aws4_request, SignedHeaders=host, Signature=x")])
+        .args(["-H", &format!("X-Amz-Target: {target}")])
+        .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential={access_key}/20260101/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=x")])
         .args(["--data-binary", &body.to_string()])
         .output()
         .expect("run curl");
     assert!(
         out.status.success(),
-        "curl {operation} to {url} failed: {}",
+        "curl {target} to {url} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
@@ -196,6 +206,13 @@ pub fn unique(prefix: &str) -> String {
 }
 
 impl Standin {
+    /// Calls moto's KMS API directly (`sign: kms` tests make their own keys there) and
+    /// returns the JSON answer.
+    pub fn moto_kms(&self, operation: &str, body: &serde_json::Value) -> serde_json::Value {
+        let target = format!("TrentService.{operation}");
+        aws_json_call(&self.moto_url, None, "test", ("kms", &target), body)
+    }
+
     /// Calls moto's ECR API directly (it does not check signatures) and returns the JSON
     /// answer; a 4xx answer is returned too, with its `__type`.
     pub fn moto(&self, operation: &str, body: &serde_json::Value) -> serde_json::Value {
