@@ -246,7 +246,7 @@ impl Report {
             ("provenance-digest", self.attached_digests(&PROVENANCE)),
             (
                 "signature-digest",
-                self.attached_digests(&[AttachmentKind::Signature]),
+                self.attached_digests(&[AttachmentKind::Signature, AttachmentKind::EcrSignature]),
             ),
         ];
         // A leg that left the index to the others names no image: in a matrix, the

@@ -412,25 +412,39 @@ pub async fn ecr_signatures(
             SIGNING_POLL,
         )
         .await?;
+    // ECR said COMPLETE; its referrers listing may lag behind (eventual consistency).
     let mut attached = Vec::new();
     for target in targets {
-        let listed = ecr
-            .referrers(&inputs.repository, registry_id, &target.digest)
-            .await?;
-        attached.extend(
-            listed
+        let started = Instant::now();
+        let found = loop {
+            let listed = ecr
+                .referrers(&inputs.repository, registry_id, &target.digest)
+                .await?;
+            let found: Vec<String> = listed
                 .into_iter()
                 .filter(|r| r.artifact_type.as_deref() == Some(NOTARY_SIGNATURE))
-                .map(|r| Attached {
-                    platform: target.platform.clone(),
-                    subject: target.digest.clone(),
-                    kind: AttachmentKind::EcrSignature,
-                    digest: r.digest,
-                    tag: None,
-                    referrer: true,
-                    existing: false,
-                }),
-        );
+                .map(|r| r.digest)
+                .collect();
+            if !found.is_empty() || started.elapsed() >= LISTING_WAIT {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        if found.is_empty() {
+            tracing::warn!(
+                "ECR reports {} signed, but lists no signature among its referrers yet",
+                target.digest
+            );
+        }
+        attached.extend(found.into_iter().map(|digest| Attached {
+            platform: target.platform.clone(),
+            subject: target.digest.clone(),
+            kind: AttachmentKind::EcrSignature,
+            digest,
+            tag: None,
+            referrer: true,
+            existing: false,
+        }));
     }
     Ok((signed, attached))
 }
