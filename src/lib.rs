@@ -18,14 +18,15 @@
 //!   compression.rs, gzip.rs, deflate.rs, stream.rs, upload.rs   blobs, as they stream
 //!   reuse.rs       layers the registry has already, from images that share them
 //!   verify.rs      a reused blob proven to be the layer (read, decompressed, hashed)
+//!   attach.rs      provenance and signatures pushed as referrers, confirmed
 //!   manifest.rs, index.rs, descriptor.rs   what is put under the tags
 //! registry/    an OCI distribution client with ECR's rules in one place (rules.rs):
 //!              auth and token renewal, blobs, manifests, retries; connections a
 //!              stalled request ends (connector.rs), bodies sent in pieces (body.rs)
-//! ecr/         the AWS APIs: token, repositories, templates, policies, images, scans;
-//!              signing: a KMS key as cosign's signer (kms.rs), ECR's managed
-//!              signing rules and statuses (signing.rs)
-//! supply/      supply-chain artifacts: cosign's signature and attestation manifests
+//! ecr/         the AWS APIs: token, repositories, templates, policies, images, scans,
+//!              referrers, KMS signing (kms.rs), ECR managed signing (signing.rs)
+//! supply/      what travels with an image: SLSA provenance (in-toto Statement v1,
+//!              provenance.rs), cosign's signature and attestation formats
 //!              (cosign.rs), and the Signer trait they are signed through
 //! engine/      Docker only: connect, context, build (classic, BuildKit session), the
 //!              daemon's pusher

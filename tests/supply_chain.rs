@@ -284,3 +284,34 @@ fn a_zstd_image_gets_its_provenance() {
         digest.trim_start_matches("sha256:")
     );
 }
+
+/// The classic builder and the daemon's pusher (the route where the daemon, not the
+/// action, puts the manifest): the provenance is attached to the digest the daemon
+/// pushed, with the base image as the daemon's store resolved it.
+#[test]
+fn a_daemon_push_of_a_classic_build_gets_its_provenance() {
+    let standin = standin();
+    let repo = unique("supply/daemon");
+    let ws = workspace();
+    let run = standin
+        .action(ws.path())
+        .input("repository", &repo)
+        .input("builder", "classic")
+        .input("push-engine", "daemon")
+        .run();
+    run.assert_success();
+    let digest = run.output("image-digest");
+    let provenance = run.output("provenance-digest");
+    let statement = statement(&repo, provenance, digest);
+    let predicate = &statement["predicate"];
+    assert_eq!(
+        predicate["buildDefinition"]["internalParameters"]["builder"],
+        "classic"
+    );
+    assert!(
+        predicate["buildDefinition"]["resolvedDependencies"]
+            .to_string()
+            .contains("local/busybox"),
+        "{predicate}"
+    );
+}
