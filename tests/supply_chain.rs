@@ -261,8 +261,14 @@ fn a_refused_provenance_is_a_warning_and_the_image_stays() {
 fn a_zstd_image_gets_its_provenance() {
     let standin = standin();
     let repo = unique("supply/zstd");
+    // A layer of its own (no cached gzip layer): the one layer zstd compresses.
+    let ws = Workspace::new();
+    ws.write(
+        "Dockerfile",
+        &format!("FROM {BASE}\nRUN echo {repo} > /marker\n"),
+    );
     let run = standin
-        .action(workspace().path())
+        .action(ws.path())
         .input("repository", &repo)
         .input("compression", "zstd")
         .run();
