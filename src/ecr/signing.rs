@@ -64,36 +64,10 @@ impl SigningRule {
 
 impl RepositoryFilter {
     pub fn matches(&self, repository: &str) -> bool {
-        self.kind == WILDCARD_MATCH && wildcard_match(&self.filter, repository)
+        // `*` matches any sequence, `/` included, and the whole name must match (API
+        // reference, `SigningRepositoryFilter`): the same rule as tag-mutability filters.
+        self.kind == WILDCARD_MATCH && super::repository::wildcard_matches(&self.filter, repository)
     }
-}
-
-/// `WILDCARD_MATCH` as the API reference defines it (`SigningRepositoryFilter`): `*`
-/// matches any sequence of characters (`/` included, none included), every other
-/// character itself, and the whole name must match (`myapp/*` matches the names starting
-/// with `myapp/`, `*prod*` those containing `prod`).
-pub fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let (pattern, name) = (pattern.as_bytes(), name.as_bytes());
-    let (mut p, mut n) = (0, 0);
-    // The last `*` seen, and where in the name its match would end next.
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, n));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == name[n] {
-            p += 1;
-            n += 1;
-        } else if let Some((star_p, star_n)) = star {
-            // Let the last `*` take one more character, and try again after it.
-            p = star_p + 1;
-            n = star_n + 1;
-            star = Some((star_p, star_n + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// The signing status of an image for one signing profile, as ECR reports it.

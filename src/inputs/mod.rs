@@ -221,6 +221,14 @@ impl Inputs {
         let push = raw.boolean("push")?;
         let scan = scan::parse(raw)?;
         let supply = supply::parse(raw)?;
+        if !push && supply.signing != Signing::None {
+            let sign = raw.get("sign");
+            return Err(InputError::invalid(
+                "sign",
+                &sign,
+                "nothing is signed when nothing is pushed: set `push: true`, or remove `sign`",
+            ));
+        }
         let (platforms, warnings) = platforms::parse_platform_inputs(raw)?;
         let platform_hosts =
             platforms::parse_platform_hosts(&raw.get("platform-hosts"), &platforms)?;

@@ -65,10 +65,13 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
     // has a test of its own (`deprecated_platform_is_an_alias_of_platforms`).
     // `build-platforms` needs `push: true`, which the samples turn off: it is read here
     // (unset) and has its test (`build_platforms_make_a_leg_of_a_shared_build`).
+    // `sign` and `signing-key` need `push: true` too; their test is
+    // `supply_chain_inputs_default_to_provenance_and_refuse_a_half_signing_setup`.
+    let needs_push = |name: &str| matches!(name, "build-platforms" | "sign" | "signing-key");
     let all: BTreeMap<String, String> = spec
         .inputs
         .iter()
-        .filter(|i| i.name != "platform" && i.name != "build-platforms")
+        .filter(|i| i.name != "platform" && !needs_push(&i.name))
         .map(|i| (i.name.clone(), sample(&i.name).to_string()))
         .collect();
     let (parsed, mut read) =
@@ -82,7 +85,7 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
 
     // Dropping one input at a time (back to its default) must change the result.
     for input in &spec.inputs {
-        if input.required || input.name == "platform" || input.name == "build-platforms" {
+        if input.required || input.name == "platform" || needs_push(&input.name) {
             continue;
         }
         let mut without = all.clone();
@@ -90,11 +93,6 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
         // kms-key is only valid with KMS, which is not the default: drop both together.
         if input.name == "encryption-type" {
             without.remove("kms-key");
-        }
-        // signing-key goes with `sign: kms`, which needs it: drop both together.
-        if input.name == "sign" || input.name == "signing-key" {
-            without.remove("sign");
-            without.remove("signing-key");
         }
         // platform-hosts names one of `platforms`: drop both together.
         if input.name == "platforms" {
@@ -534,4 +532,23 @@ fn supply_chain_inputs_default_to_provenance_and_refuse_a_half_signing_setup() {
     }
     let ecr = parse(&[("repository", "app"), ("sign", "ECR")]).unwrap();
     assert_eq!(ecr.supply.signing, Signing::Ecr);
+    let kms = parse(&[
+        ("repository", "app"),
+        ("sign", "kms"),
+        ("signing-key", "awskms:///alias/release"),
+    ])
+    .unwrap();
+    assert!(matches!(kms.supply.signing, Signing::Kms { .. }));
+    let bad_key = parse(&[
+        ("repository", "app"),
+        ("sign", "kms"),
+        ("signing-key", "awskms://alias/x"),
+    ]);
+    assert!(
+        bad_key
+            .unwrap_err()
+            .to_string()
+            .contains("write three slashes"),
+        "a forgotten slash is named"
+    );
 }

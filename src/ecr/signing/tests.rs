@@ -29,7 +29,7 @@ fn wildcards_match_as_the_api_reference_defines() {
         ("team/*-svc", "team/a-svc-svc", true),
     ] {
         assert_eq!(
-            wildcard_match(pattern, name),
+            crate::ecr::repository::wildcard_matches(pattern, name),
             expected,
             "`{pattern}` against `{name}`"
         );
