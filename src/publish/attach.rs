@@ -252,14 +252,23 @@ async fn existing_provenance(
     if run.signer.is_some() || target.index || run.inputs.supply.provenance == ProvenanceMode::Off {
         return Ok(None);
     }
-    let listed = run
+    // Where the API cannot list referrers (an endpoint without `ListImageReferrers`),
+    // nothing is known to be there: the provenance is attached.
+    let listed = match run
         .ecr
         .referrers(
             &run.inputs.repository,
             run.inputs.registry_id.as_deref(),
             &target.digest,
         )
-        .await?;
+        .await
+    {
+        Ok(listed) => listed,
+        Err(err) => {
+            tracing::debug!("{}", crate::error_chain(err.as_ref()));
+            return Ok(None);
+        }
+    };
     Ok(listed
         .into_iter()
         .find(|r| r.artifact_type.as_deref() == Some(STATEMENT_MEDIA_TYPE))
@@ -357,8 +366,23 @@ pub async fn confirm(
     subjects.dedup();
     for subject in subjects {
         let started = Instant::now();
+        let required = referrers
+            .iter()
+            .any(|a| &a.subject == subject && a.kind.required());
         let missing = loop {
-            let listed = ecr.referrers(repository, registry_id, subject).await?;
+            let listed = match ecr.referrers(repository, registry_id, subject).await {
+                Ok(listed) => listed,
+                // A provenance alone is not worth failing a pushed image over an API
+                // that cannot list referrers; a signature that cannot be confirmed is.
+                Err(err) if !required => {
+                    warnings.push(format!(
+                        "the provenance of {subject} was pushed but cannot be confirmed: {}",
+                        crate::error_chain(err.as_ref())
+                    ));
+                    break Vec::new();
+                }
+                Err(err) => return Err(err),
+            };
             let missing: Vec<&&Attached> = referrers
                 .iter()
                 .filter(|a| &a.subject == subject)
