@@ -158,6 +158,54 @@ fn kms_signatures_and_provenance_verify_with_cosign() {
     );
 }
 
+/// In an `IMMUTABLE` repository, a re-run that built the same image (a reproducible
+/// build, `on-tag-exists: overwrite`) cannot move cosign's tags: the signature and signed
+/// provenance there are kept, the run succeeds, and cosign still verifies the image.
+#[test]
+fn a_rerun_in_an_immutable_repository_keeps_the_signatures_there() {
+    let standin = standin();
+    let key = create_key(standin);
+    let repo = unique("signing/immutable");
+    let ws = Workspace::new();
+    // No layer of its own: SOURCE_DATE_EPOCH fixes the config, so both runs build the
+    // same digest.
+    ws.write(
+        "Dockerfile",
+        &format!("FROM local/busybox:latest\nLABEL marker={repo}\n"),
+    );
+    let run = || {
+        standin
+            .action(ws.path())
+            .input("repository", &repo)
+            .input("image-tag-mutability", "IMMUTABLE")
+            .input("on-tag-exists", "overwrite")
+            .input("sign", "kms")
+            .input("signing-key", &format!("awskms:///{key}"))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .run()
+    };
+    let first = run();
+    first.assert_success();
+    let again = run();
+    again.assert_success();
+    assert_eq!(again.output("image-digest"), first.output("image-digest"));
+    assert_eq!(
+        again.output("signature-digest"),
+        first.output("signature-digest")
+    );
+    assert!(
+        again.stderr.contains("is immutable here"),
+        "{}",
+        again.stderr
+    );
+    let reference = format!(
+        "{}/{repo}@{}",
+        standin.registry,
+        again.output("image-digest")
+    );
+    assert_cosign_verifies(standin, &format!("awskms:///{key}"), &reference, true);
+}
+
 /// `sign: kms` with two platforms: the index verifies (its signature under cosign's tag,
 /// no `subject`: ECR refuses referrers of an index), and each platform verifies with
 /// its own signed provenance.

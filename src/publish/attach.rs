@@ -142,7 +142,9 @@ pub async fn attach_all(
                 Ok(()) => out
                     .attached
                     .push(attached(&target, kind, &artifact, referrer, false)),
-                Err(failure) if failure.code.as_deref() == Some("TAG_INVALID") => {
+                Err(failure)
+                    if failure.code.as_deref() == Some("TAG_INVALID") && artifact.tag.is_some() =>
+                {
                     // cosign's tag in an IMMUTABLE repository, from an earlier run of
                     // this image: what it holds stays.
                     let tag = artifact.tag.clone().unwrap_or_default();
