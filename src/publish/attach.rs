@@ -329,11 +329,7 @@ async fn read_subject(reg: &Registry, digest: &str) -> anyhow::Result<Subject> {
 /// Uploads the artifact's blobs and puts its manifest under its tag, or by digest.
 async fn put(reg: &Registry, artifact: &Artifact) -> Result<(), Failure> {
     for blob in &artifact.blobs {
-        reg.with_retry(&format!("uploading blob {}", blob.digest), || {
-            reg.ensure_blob(&blob.digest, &blob.bytes)
-        })
-        .await
-        .map_err(|(failure, _)| failure)?;
+        reg.upload_small_blob(&blob.digest, &blob.bytes).await?;
     }
     let manifest = &artifact.manifest;
     let reference = artifact.tag.as_ref().unwrap_or(&manifest.digest);

@@ -352,11 +352,10 @@ impl Records<'_> {
     async fn ensure_empty_blob(&self) -> anyhow::Result<()> {
         let digest = super::export::sha256_digest(EMPTY_JSON);
         let bytes = bytes::Bytes::from_static(EMPTY_JSON);
-        let upload = || self.reg.ensure_blob(&digest, &bytes);
         self.reg
-            .with_retry("uploading the records' empty blob", upload)
+            .upload_small_blob(&digest, &bytes)
             .await
-            .map_err(|(failure, _)| {
+            .map_err(|failure| {
                 anyhow::anyhow!(
                     "uploading the empty blob {digest} for the records failed: {}",
                     failure.describe()

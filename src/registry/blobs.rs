@@ -178,6 +178,31 @@ impl Registry {
         self.complete(&next, digest).await
     }
 
+    /// [`Self::ensure_blob`] with retries: transient failures as [`Self::with_retry`]
+    /// retries them, and a session the registry lost (ECR's `BLOB_UPLOAD_UNKNOWN`) started
+    /// again in a new one, up to the retry policy's attempts.
+    pub async fn upload_small_blob(&self, digest: &str, bytes: &Bytes) -> Result<(), Failure> {
+        let mut session = 1;
+        loop {
+            let attempt = self
+                .with_retry(&format!("uploading blob {digest}"), || {
+                    self.ensure_blob(digest, bytes)
+                })
+                .await;
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err((failure, _)) if failure.session_lost() && session < self.retry.attempts => {
+                    tracing::warn!(
+                        "the upload session of {digest} was lost ({}); starting a new one",
+                        failure.describe()
+                    );
+                    session += 1;
+                }
+                Err((failure, _)) => return Err(failure),
+            }
+        }
+    }
+
     /// A (small) blob of `repository`, at most `limit` bytes (the size its descriptor
     /// gives): a body that goes on past that is not read further, and fails.
     pub async fn get_blob(
