@@ -341,21 +341,8 @@ impl KmsSigner {
 /// rules (the partition's DNS suffix, FIPS, dual-stack), as [`super::default_endpoint`]
 /// finds ECR's.
 async fn default_endpoint(config: &aws_config::SdkConfig, region: &str) -> String {
-    use aws_sdk_kms::config::endpoint::{DefaultResolver, Params, ResolveEndpoint as _};
-    let params = Params::builder()
-        .region(region)
-        .set_use_fips(config.use_fips())
-        .set_use_dual_stack(config.use_dual_stack())
-        .build();
-    let resolved = match params {
-        Ok(params) => DefaultResolver::new()
-            .resolve_endpoint(&params)
-            .await
-            .ok()
-            .map(|endpoint| endpoint.url().to_owned()),
-        Err(_) => None,
-    };
-    resolved.unwrap_or_else(|| format!("https://kms.{region}.amazonaws.com"))
+    super::resolved_endpoint!(aws_sdk_kms, config, region)
+        .unwrap_or_else(|| format!("https://kms.{region}.amazonaws.com"))
 }
 
 impl Signer for KmsSigner {

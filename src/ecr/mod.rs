@@ -406,22 +406,32 @@ impl Ecr {
 /// carries the API: a guess of `amazonaws.com` would name a host China does not have, and
 /// claim the proxy where a `NO_PROXY` of `.amazonaws.com.cn` exempts the real one.
 async fn default_endpoint(config: &aws_config::SdkConfig, region: &str) -> String {
-    use aws_sdk_ecr::config::endpoint::{DefaultResolver, Params, ResolveEndpoint as _};
-    let params = Params::builder()
-        .region(region)
-        .set_use_fips(config.use_fips())
-        .set_use_dual_stack(config.use_dual_stack())
-        .build();
-    let resolved = match params {
-        Ok(params) => DefaultResolver::new()
-            .resolve_endpoint(&params)
-            .await
-            .ok()
-            .map(|endpoint| endpoint.url().to_owned()),
-        Err(_) => None,
-    };
-    resolved.unwrap_or_else(|| format!("https://api.ecr.{region}.amazonaws.com"))
+    resolved_endpoint!(aws_sdk_ecr, config, region)
+        .unwrap_or_else(|| format!("https://api.ecr.{region}.amazonaws.com"))
 }
+
+/// The endpoint the SDK crate `$sdk` calls in `$region` for `$config`, by its own
+/// resolver (the partition's DNS suffix, FIPS, dual-stack), or `None`. A macro: each
+/// service's SDK has its own `Params` and resolver types, with the same API.
+macro_rules! resolved_endpoint {
+    ($sdk:ident, $config:expr, $region:expr) => {{
+        use $sdk::config::endpoint::{DefaultResolver, Params, ResolveEndpoint as _};
+        let params = Params::builder()
+            .region($region)
+            .set_use_fips($config.use_fips())
+            .set_use_dual_stack($config.use_dual_stack())
+            .build();
+        match params {
+            Ok(params) => DefaultResolver::new()
+                .resolve_endpoint(&params)
+                .await
+                .ok()
+                .map(|endpoint| endpoint.url().to_owned()),
+            Err(_) => None,
+        }
+    }};
+}
+pub(crate) use resolved_endpoint;
 
 fn encryption_configuration(encryption: &Encryption) -> anyhow::Result<EncryptionConfiguration> {
     let builder = match encryption {
