@@ -92,9 +92,7 @@ impl Report {
                 refused.reason
             );
         }
-        let mut subjects: Vec<&String> = attachments.attached.iter().map(|a| &a.subject).collect();
-        subjects.dedup();
-        if let Some(subject) = subjects.first() {
+        if let Some(subject) = attachments.attached.first().map(|a| &a.subject) {
             md.push_str("Verify:\n\n```sh\n");
             let _ = writeln!(
                 md,
