@@ -73,6 +73,7 @@ pub mod repository;
 pub mod runner;
 pub mod secrets;
 pub mod supply;
+pub mod targets;
 
 use std::time::Instant;
 
@@ -114,6 +115,7 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     match &plan.tags {
         TagPlan::Skip { digest, image_id } => {
             tracing::info!("every tag already exists at {digest}: nothing to build or push");
+            report.targets = targets::finish_skipped(&plan, inputs, digest).await;
             report.policies =
                 repository::apply_policies(&plan.ecr, inputs, report.repository_state.as_ref())
                     .await?;
@@ -141,6 +143,8 @@ pub async fn run(inputs: &Inputs, env: &Environment, runner: &Runner) -> anyhow:
     // a job whose gate failed must not ship the image it rejected.
     if inputs.scan.wait {
         if inputs.push {
+            // Each target's first: the primary's failure ends the run.
+            targets::gate(&plan, &mut report, runner).await;
             Box::pin(gate::wait_and_apply(&plan.ecr, inputs, runner, &mut report)).await?;
         } else {
             runner.warning("`scan: wait` has nothing to wait for: `push` is false");
@@ -213,7 +217,9 @@ async fn publish(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let extra: Vec<_> = plan.extra.iter().map(|t| t.destination.clone()).collect();
     let run = PushRun {
+        extra: &extra,
         ecr: &plan.ecr,
         shared: plan.shared.as_ref(),
         auth: &plan.auth,
@@ -226,12 +232,26 @@ async fn publish(
     };
     let published =
         publish::publish(&run, inputs, images, &report.repository_uri(), runner).await?;
+    let facts = build_facts(plan, inputs, github, images, runner, report);
     if inputs.supply.attaches() {
-        report.attachments =
-            attach(plan, inputs, github, images, &published, runner, report).await?;
+        let at = AttachAt {
+            login: plan.auth.login(),
+            repository: &inputs.repository,
+            ecr: &plan.ecr,
+            inputs,
+            repository_ref: report.repository_uri(),
+            primary: true,
+        };
+        report.attachments = attach(plan, &at, facts.clone(), images, &published, runner).await?;
     }
     if let Some(digest) = &published.digest {
         confirm(&plan.ecr, inputs, runner, report, digest).await?;
+    }
+    if !inputs.also_push_to.is_empty() {
+        report.targets = targets::confirm(plan, &published.targets, report, runner).await;
+        if inputs.supply.attaches() {
+            attach_to_targets(plan, &facts, images, &published, runner, report).await;
+        }
     }
     let unlisted = publish::attach::confirm(
         &plan.ecr,
@@ -269,28 +289,75 @@ async fn publish(
     Ok(())
 }
 
+/// Where attachments go: the primary registry, or a target of `also-push-to`.
+struct AttachAt<'a> {
+    login: registry::Login,
+    /// The repository's path in the registry.
+    repository: &'a str,
+    ecr: &'a Ecr,
+    /// The inputs as they apply there (its repository and registry).
+    inputs: &'a Inputs,
+    /// `host/repository`.
+    repository_ref: String,
+    /// The registry-endpoint of the network applies (the primary only).
+    primary: bool,
+}
+
 /// Provenance (and signatures) attached to each image manifest this run pushed, as
 /// referrers; a provenance the registry refused is a warning.
 async fn attach(
     plan: &Plan,
-    inputs: &Inputs,
-    github: &env::GitHubContext,
+    at: &AttachAt<'_>,
+    facts: supply::provenance::BuildFacts<'_>,
     images: &[PlatformImage],
     published: &publish::pipeline::Published,
     runner: &Runner,
-    report: &Report,
 ) -> anyhow::Result<publish::attach::Attachments> {
-    let reg = registry::Registry::connect(
-        &plan.auth.login(),
-        &inputs.repository,
-        plan.retry,
-        &plan.network,
-    )?;
+    let network = if at.primary {
+        plan.network.clone()
+    } else {
+        network::Network {
+            registry_endpoint: None,
+            ..plan.network.clone()
+        }
+    };
+    let reg = registry::Registry::connect(&at.login, at.repository, plan.retry, &network)?;
+    let run = publish::attach::AttachRun {
+        reg: &reg,
+        ecr: at.ecr,
+        signer: plan.signing.kms(),
+        inputs: at.inputs,
+        facts,
+        repository_ref: at.repository_ref.clone(),
+    };
+    let targets = publish::attach::targets(published, images, run.signer.is_some());
+    let attachments = publish::attach::attach_all(&run, targets, images).await?;
+    for refused in &attachments.refused {
+        runner.warning(&format!(
+            "the registry refused the {} of {} in {}; the image stays pushed without it: {}",
+            refused.kind.label(),
+            refused.subject,
+            at.repository_ref,
+            refused.reason
+        ));
+    }
+    Ok(attachments)
+}
+
+/// What the provenance says of this run.
+fn build_facts<'a>(
+    plan: &Plan,
+    inputs: &'a Inputs,
+    github: &'a env::GitHubContext,
+    images: &[PlatformImage],
+    runner: &Runner,
+    report: &Report,
+) -> supply::provenance::BuildFacts<'a> {
     let engine_version = images
         .first()
         .map(|image| image.engine.version.clone())
         .unwrap_or_default();
-    let facts = supply::provenance::BuildFacts {
+    supply::provenance::BuildFacts {
         github,
         mode: inputs.supply.provenance,
         dockerfile: runner.annotated(&plan.dockerfile),
@@ -306,26 +373,52 @@ async fn attach(
         engine_version,
         started: report.started_at,
         finished: metadata::now(),
-    };
-    let run = publish::attach::AttachRun {
-        reg: &reg,
-        ecr: &plan.ecr,
-        signer: plan.signing.kms(),
-        inputs,
-        facts,
-        repository_ref: report.repository_uri(),
-    };
-    let targets = publish::attach::targets(published, images, run.signer.is_some());
-    let attachments = publish::attach::attach_all(&run, targets, images).await?;
-    for refused in &attachments.refused {
-        runner.warning(&format!(
-            "the registry refused the {} of {}; the image stays pushed without it: {}",
-            refused.kind.label(),
-            refused.subject,
-            refused.reason
-        ));
     }
-    Ok(attachments)
+}
+
+/// The attachments of each target of `also-push-to` the image reached, confirmed there;
+/// a target whose attachments fail is marked failed in its row.
+async fn attach_to_targets(
+    plan: &Plan,
+    facts: &supply::provenance::BuildFacts<'_>,
+    images: &[PlatformImage],
+    published: &publish::pipeline::Published,
+    runner: &Runner,
+    report: &mut Report,
+) {
+    for (target, row) in plan.extra.iter().zip(report.targets.iter_mut().skip(1)) {
+        if row.error.is_some() || row.label != target.label() {
+            continue;
+        }
+        let at = AttachAt {
+            login: target.destination.login.clone(),
+            repository: &target.destination.repository,
+            ecr: &target.ecr,
+            inputs: &target.inputs,
+            repository_ref: format!(
+                "{}/{}",
+                target.destination.login.host, target.destination.repository
+            ),
+            primary: false,
+        };
+        let attached = async {
+            let attachments = attach(plan, &at, facts.clone(), images, published, runner).await?;
+            let unlisted = publish::attach::confirm(
+                &target.ecr,
+                &target.inputs.repository,
+                target.inputs.registry_id.as_deref(),
+                &attachments,
+            )
+            .await?;
+            for warning in unlisted {
+                runner.warning(&warning);
+            }
+            anyhow::Ok(())
+        };
+        if let Err(err) = attached.await {
+            row.error = Some(format!("attaching the provenance failed: {err:#}"));
+        }
+    }
 }
 
 /// Each platform's digest and size in its row; another leg's platform (a shared build's

@@ -70,6 +70,11 @@ fn main() -> ExitCode {
         let report = Box::pin(ecr_build_push::run(&inputs, &env, &runner)).await?;
         runner.write_outputs(&report.outputs())?;
         runner.write_summary(&report.summary_markdown())?;
+        // A registry of `also-push-to` that failed fails the step once the outputs name
+        // the ones that have the image.
+        if let Some(err) = report.targets_error() {
+            return Err(err);
+        }
         anyhow::Ok(())
     });
     match result {

@@ -56,6 +56,10 @@ pub struct Plan {
     pub shared: Option<SharedBuild>,
     /// Who signs the pushed manifests, checked before the build.
     pub signing: SigningPlan,
+    /// `also-push-to`: the other registries, ready to push to.
+    pub extra: Vec<crate::targets::Target>,
+    /// `also-push-to` targets that could not be planned: left out, reported at the end.
+    pub left_out: Vec<crate::targets::Failed>,
 }
 
 /// `sign:`, checked: the KMS key can sign (cosign's format), or a rule of the registry's
@@ -176,6 +180,15 @@ pub async fn plan(
             present: Vec::new(),
         }
     };
+    let (extra, left_out) = crate::targets::plan(
+        inputs,
+        &env.github,
+        &ecr,
+        &auth.registry,
+        engine.store,
+        runner,
+    )
+    .await;
     let cache_from = match builder {
         BuilderKind::Buildkit => cache_sources(&ecr, inputs, &report).await,
         BuilderKind::Classic => Vec::new(),
@@ -209,6 +222,8 @@ pub async fn plan(
         tags,
         shared,
         signing,
+        extra,
+        left_out,
     };
     Ok((plan, report))
 }

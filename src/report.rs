@@ -79,6 +79,8 @@ pub struct Report {
     pub ecr_signatures: Vec<crate::ecr::signing::ImageSignatures>,
     /// When the run started (seconds since the epoch), for the provenance.
     pub started_at: i64,
+    /// With `also-push-to`: every registry, the primary first, pushed to or failed.
+    pub targets: Vec<targets::TargetRow>,
 }
 
 /// One platform of a multi-platform build.
@@ -140,6 +142,7 @@ impl Report {
             signing_key: None,
             ecr_signatures: Vec::new(),
             started_at: crate::metadata::now(),
+            targets: Vec::new(),
         }
     }
 
@@ -192,7 +195,7 @@ impl Report {
     }
 
     /// The references ECR confirmed: every tag's, less the moved ones.
-    fn confirmed_references(&self) -> Vec<&String> {
+    pub fn confirmed_references(&self) -> Vec<&String> {
         self.references
             .iter()
             .filter(|r| {
@@ -248,6 +251,7 @@ impl Report {
                 "signature-digest",
                 self.attached_digests(&[AttachmentKind::Signature, AttachmentKind::EcrSignature]),
             ),
+            ("targets", self.targets_output()),
         ];
         // A leg that left the index to the others names no image: in a matrix, the
         // outputs of whichever leg ends last are the job's, and only the assembling leg
@@ -380,6 +384,7 @@ impl Report {
         if !self.platforms.is_empty() {
             md.push_str(&self.platforms_markdown());
         }
+        md.push_str(&self.targets_markdown());
         md.push_str(&self.supply_markdown());
         md
     }
@@ -458,5 +463,6 @@ fn human_bytes(bytes: i64) -> String {
 }
 
 mod supply;
+pub mod targets;
 #[cfg(test)]
 mod tests;

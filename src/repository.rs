@@ -4,7 +4,7 @@
 
 mod tags;
 
-pub use tags::{check_present, plan_tags, without, PresentTag, TagPlan};
+pub use tags::{check_present, plan_tags, plan_tags_to_build, without, PresentTag, TagPlan};
 
 use crate::ecr::repository::filters_text;
 use crate::ecr::{Ecr, Repository};

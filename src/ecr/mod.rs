@@ -10,6 +10,7 @@
 //! cannot resolve names through NSS. Its proxy and trust roots come from
 //! [`crate::network::Network`], as the registry client's do.
 
+mod elsewhere;
 mod http;
 mod images;
 pub mod kms;

@@ -11,6 +11,7 @@ pub mod settings;
 pub mod signing_key;
 pub mod spec;
 pub mod supply;
+pub mod targets;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -100,6 +101,8 @@ pub struct Inputs {
     pub build_platforms: Vec<Platform>,
     /// Warnings about the inputs themselves (a deprecated name), for the log.
     pub warnings: Vec<String>,
+    /// `also-push-to`: registries beyond the primary that get the same image.
+    pub also_push_to: Vec<targets::TargetSpec>,
 }
 
 impl Inputs {
@@ -343,6 +346,7 @@ impl Inputs {
             }
         };
         let compression = parse_compression(raw, push_engine)?;
+        let also_push_to = parse_also_push_to(raw, push, push_engine, !build_platforms.is_empty())?;
 
         Ok(Self {
             repository,
@@ -373,7 +377,44 @@ impl Inputs {
             warnings,
             scan,
             supply,
+            also_push_to,
         })
+    }
+}
+
+/// `also-push-to`, and what it cannot go with: nothing to push, the daemon's pusher (it
+/// compresses again for each registry), or a build shared by matrix legs (whose records
+/// live in the primary repository only).
+fn parse_also_push_to(
+    raw: &Raw<'_>,
+    push: bool,
+    push_engine: PushEngine,
+    shared: bool,
+) -> Result<Vec<targets::TargetSpec>, InputError> {
+    raw.read.borrow_mut().insert("also-push-to".into());
+    let text = raw.values.get("also-push-to").cloned().unwrap_or_default();
+    let targets = targets::parse(&text)?;
+    let conflict = if targets.is_empty() {
+        None
+    } else if !push {
+        Some("`push` is false, so there is nothing to push there")
+    } else if push_engine == PushEngine::Daemon {
+        Some(
+            "`push-engine: daemon` pushes to one registry at a time and compresses every \
+             layer again for each; use `push-engine: auto` (the default) or `direct`",
+        )
+    } else if shared {
+        Some(
+            "a build shared by matrix legs (`build-platforms`) records its platforms in the \
+             primary repository only; push the assembled index to the other registries \
+             in a later step",
+        )
+    } else {
+        None
+    };
+    match conflict {
+        Some(why) => Err(InputError::invalid("also-push-to", text.trim(), why)),
+        None => Ok(targets),
     }
 }
 

@@ -156,6 +156,7 @@ mod tests {
             "sign",
             "signing-key",
             "signing-timeout",
+            "also-push-to",
         ] {
             assert!(inputs.contains(&name), "action.yml lacks input {name}");
         }
@@ -174,7 +175,8 @@ mod tests {
                 "scan-findings",
                 "index-assembled",
                 "provenance-digest",
-                "signature-digest"
+                "signature-digest",
+                "targets"
             ]
         );
         assert!(spec.input("repository").unwrap().required);

@@ -67,7 +67,13 @@ fn every_input_in_action_yml_is_parsed_and_no_other() {
     // (unset) and has its test (`build_platforms_make_a_leg_of_a_shared_build`).
     // `sign` and `signing-key` need `push: true` too; their test is
     // `supply_chain_inputs_default_to_provenance_and_refuse_a_half_signing_setup`.
-    let needs_push = |name: &str| matches!(name, "build-platforms" | "sign" | "signing-key");
+    // `also-push-to` too: `also_push_to_needs_a_push_by_the_direct_pusher_of_one_build`.
+    let needs_push = |name: &str| {
+        matches!(
+            name,
+            "build-platforms" | "sign" | "signing-key" | "also-push-to"
+        )
+    };
     let all: BTreeMap<String, String> = spec
         .inputs
         .iter()
@@ -551,4 +557,31 @@ fn supply_chain_inputs_default_to_provenance_and_refuse_a_half_signing_setup() {
             .contains("write three slashes"),
         "a forgotten slash is named"
     );
+}
+
+/// `also-push-to` is parsed into targets, and refused where it cannot work: without a
+/// push, with the daemon's pusher (one registry at a time, compressing for each), and in
+/// a leg of a shared build (whose records live in the primary repository).
+#[test]
+fn also_push_to_needs_a_push_by_the_direct_pusher_of_one_build() {
+    let targets = "us-west-2\n210987654321:eu-west-1 arn:aws:iam::210987654321:role/push";
+    let inputs = parse(&[("repository", "app"), ("also-push-to", targets)]).unwrap();
+    assert_eq!(inputs.also_push_to.len(), 2);
+    assert_eq!(
+        inputs.also_push_to[1].role.as_deref(),
+        Some("arn:aws:iam::210987654321:role/push")
+    );
+    for (extra, expected) in [
+        (("push", "false"), "`push` is false"),
+        (("push-engine", "daemon"), "push-engine: daemon"),
+        (("build-platforms", "linux/amd64"), "build-platforms"),
+    ] {
+        let mut given = vec![("repository", "app"), ("also-push-to", targets), extra];
+        if extra.0 == "build-platforms" {
+            given.push(("platforms", "linux/amd64,linux/arm64"));
+        }
+        let err = parse(&given).unwrap_err();
+        assert_eq!(err.input(), "also-push-to", "{err}");
+        assert!(err.to_string().contains(expected), "{err}");
+    }
 }

@@ -15,23 +15,24 @@ use bytes::Bytes;
 use super::compression::{Compression, ManifestFormat};
 use super::export::{self, sha256_digest, CompressedLayer, Content, ExportEvent, Feeder};
 use super::manifest::{self, LayerBlob, PushedManifest};
+use super::targets::Fanout;
 use super::upload::{Blob, Uploads};
-use super::{gzip, mb, short, BlobStats, DirectOptions, DirectPushError, UploadedImage};
-use crate::registry::Registry;
+use super::{gzip, mb, short, DirectOptions, DirectPushError, UploadedImage};
 
 /// Uploads the config and the layers of `image_id` (a config digest) and builds its
 /// manifest.
 pub(super) async fn upload(
     docker: &bollard::Docker,
     image_id: &str,
-    reg: &Arc<Registry>,
+    fanout: &Fanout,
     options: &DirectOptions,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<UploadedImage, DirectPushError> {
     let started = Instant::now();
+    let reg = fanout.lead();
     let image_error = |message: String| DirectPushError::image(image_id, reg, message);
     let export_error = |message: String| DirectPushError::export(image_id, reg, message);
-    let mut uploads = Uploads::new(reg);
+    let mut uploads = Uploads::new(fanout);
 
     // Known layers first: when the repository has every layer and the config (a rerun),
     // nothing needs exporting at all.
@@ -44,11 +45,11 @@ pub(super) async fn upload(
     };
     // Its layers are uncompressed here: a known blob is read to prove it is one of them.
     let proof = super::reuse::Proof::Read(&options.proofs);
-    let reused = super::reusable_layers(reg, &diff_ids, platform.as_ref(), options, proof).await;
+    let reused = super::reusable_layers(fanout, &diff_ids, platform.as_ref(), options, proof).await;
     uploads.record_reused(&diff_ids, &reused, on_line);
     let compression = options.compression;
     if let Some(image) = rerun(
-        reg,
+        fanout,
         compression,
         image_id,
         &diff_ids,
@@ -90,7 +91,7 @@ pub(super) async fn upload(
             export_error,
             on_line,
             |uploads, event, on_line| match event {
-                ExportEvent::Layer { path, parts } => uploads.stream(path, parts),
+                ExportEvent::Layer { path, parts } => uploads.stream(&path, parts),
                 ExportEvent::Compressed(layer) => {
                     on_line(&format!(
                         "{}: Compressed {} to {} in {:.1} s ({compression})",
@@ -167,7 +168,7 @@ pub(super) async fn upload(
         size: config.1,
         content: Content::Memory(Bytes::from(saved.config)),
     });
-    for blob in in_memory {
+    for blob in &in_memory {
         uploads.start(blob);
     }
     uploads.finish(on_line).await?;
@@ -186,7 +187,7 @@ pub(super) async fn upload(
 /// A rerun: the repository has every layer (known from `reused`) and the config, so the
 /// manifest is built without exporting anything.
 async fn rerun(
-    reg: &Registry,
+    fanout: &Fanout,
     compression: Compression,
     image_id: &str,
     diff_ids: &[String],
@@ -197,7 +198,10 @@ async fn rerun(
     if diff_ids.is_empty() || !diff_ids.iter().all(|d| reused.contains_key(d)) {
         return None;
     }
-    let config_size = present_config(reg, image_id).await?;
+    let config_size = present_config(fanout.lead(), image_id).await?;
+    if fanout.len() > 1 && !fanout.all_have_blob(image_id).await {
+        return None;
+    }
     on_line(&format!(
         "{}: Layer already exists (the image config)",
         short(image_id)
@@ -225,15 +229,12 @@ fn uploaded(
         .map(|l| (l.digest.clone(), l.size))
         .chain([config])
         .collect();
-    UploadedImage {
-        stats: BlobStats::of(&blobs, &uploads.done, reused_layers),
-        manifest,
-    }
+    UploadedImage::new(manifest, &blobs, &uploads.done, reused_layers)
 }
 
 /// The size of the image config in the repository, when it is there (its digest is the
 /// image ID).
-async fn present_config(reg: &Registry, image_id: &str) -> Option<u64> {
+async fn present_config(reg: &crate::registry::Registry, image_id: &str) -> Option<u64> {
     if !image_id.starts_with("sha256:") {
         return None;
     }

@@ -17,7 +17,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read as _, Write as _};
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -27,8 +26,9 @@ use super::descriptor::{self, Descriptor};
 use super::export::{self, sha256_digest, Content, Feeder, HashingWriter};
 use super::manifest::PushedManifest;
 use super::stream::{LayerEvent, PartSink};
+use super::targets::Fanout;
 use super::upload::{Blob, Uploads};
-use super::{mb, short, BlobStats, DirectOptions, DirectPushError, UploadedImage};
+use super::{mb, short, DirectOptions, DirectPushError, UploadedImage};
 use crate::platform::Platform;
 use crate::registry::{Registry, MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
 
@@ -43,21 +43,25 @@ const UNCOMPRESSED_LAYERS: [&str; 2] = [
 pub(super) async fn upload(
     docker: &bollard::Docker,
     image_id: &str,
-    reg: &Arc<Registry>,
+    fanout: &Fanout,
     options: &DirectOptions,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<UploadedImage, DirectPushError> {
     let started = Instant::now();
+    let reg = fanout.lead();
     let image_error = |message: String| DirectPushError::image(image_id, reg, message);
     let export_error = |message: String| DirectPushError::export(image_id, reg, message);
     if let Some(image) = rerun(reg, image_id, on_line).await {
-        return Ok(image);
+        // Every other registry of the push must have it too, or it is pushed to them.
+        if fanout.len() == 1 || fanout.others_have_manifest(image_id).await {
+            return Ok(image.fanned_out(fanout.len()));
+        }
     }
     let local = super::local_image(docker, image_id).await;
-    let mut uploads = Uploads::new(reg);
+    let mut uploads = Uploads::new(fanout);
     let (diff_ids, platform) = local.unwrap_or_default();
     let proof = super::reuse::Proof::Digest;
-    let reused = super::reusable_layers(reg, &diff_ids, platform.as_ref(), options, proof).await;
+    let reused = super::reusable_layers(fanout, &diff_ids, platform.as_ref(), options, proof).await;
     let pass: HashSet<String> = reused.values().map(|(b, _)| b.digest.clone()).collect();
 
     let (feeder, bytes) = Feeder::start(
@@ -80,7 +84,7 @@ pub(super) async fn upload(
             export_error,
             on_line,
             |uploads, blob: Stored, _| {
-                uploads.stream(format!("blob {}", short(&blob.digest)), blob.parts);
+                uploads.stream(&format!("blob {}", short(&blob.digest)), blob.parts);
             },
         )
         .await?;
@@ -96,12 +100,12 @@ pub(super) async fn upload(
             continue;
         }
         if let Some(bytes) = rest.files.get(&blob_path(&descriptor.digest)) {
-            uploads.start(Blob {
+            uploads.start(&Blob {
                 digest: descriptor.digest.clone(),
                 size: bytes.len() as u64,
                 content: Content::Memory(Bytes::from(bytes.clone())),
             });
-        } else if matches!(reg.has_blob(&descriptor.digest).await, Ok(true)) {
+        } else if fanout.all_have_blob(&descriptor.digest).await {
             uploads.record_present(&descriptor.digest);
         } else {
             return Err(image_error(format!(
@@ -124,10 +128,12 @@ pub(super) async fn upload(
         .iter()
         .map(|d| (d.digest.clone(), d.size))
         .collect();
-    Ok(UploadedImage {
-        stats: BlobStats::of(&blobs, &uploads.done, rest.passed.len()),
+    Ok(UploadedImage::new(
         manifest,
-    })
+        &blobs,
+        &uploads.done,
+        rest.passed.len(),
+    ))
 }
 
 /// A rerun: the repository has the image manifest `image_id` already, so it has every
@@ -206,10 +212,12 @@ fn stored_image(media_type: &str, bytes: Bytes, digest: &str) -> Option<Uploaded
         })
         .collect();
     let layers: HashSet<&String> = parsed.layers.iter().map(|d| &d.digest).collect();
-    Some(UploadedImage {
-        stats: BlobStats::of(&blobs, &done, layers.len()),
-        manifest: PushedManifest::new(media_type, bytes),
-    })
+    Some(UploadedImage::new(
+        PushedManifest::new(media_type, bytes),
+        &blobs,
+        &[done],
+        layers.len(),
+    ))
 }
 
 /// Records the known blobs that the export held under the same digest, so passed over:

@@ -36,6 +36,7 @@ pub mod attach;
 mod classic;
 pub mod compression;
 mod containerd;
+pub mod copy;
 pub mod deflate;
 mod descriptor;
 pub mod export;
@@ -47,6 +48,7 @@ pub mod pipeline;
 pub mod reuse;
 pub mod route;
 mod stream;
+pub mod targets;
 mod upload;
 pub mod verify;
 
@@ -240,7 +242,39 @@ impl DirectPushError {
 #[derive(Debug, Clone)]
 pub struct UploadedImage {
     pub manifest: PushedManifest,
+    /// What its blobs cost at the primary registry (the first of the fan-out).
     pub stats: BlobStats,
+    /// What they cost at each registry of the fan-out, in its order.
+    pub per_target: Vec<BlobStats>,
+}
+
+impl UploadedImage {
+    /// The same image, found whole at each of `n` registries (a rerun).
+    fn fanned_out(self, n: usize) -> Self {
+        Self {
+            per_target: vec![self.stats; n],
+            ..self
+        }
+    }
+
+    /// The image `manifest`, whose blobs are `blobs` (digest, size), given what became of
+    /// each at each registry (`done`, in the fan-out's order).
+    fn new(
+        manifest: PushedManifest,
+        blobs: &[(String, u64)],
+        done: &[HashMap<String, upload::BlobOutcome>],
+        reused_layers: usize,
+    ) -> Self {
+        let per_target: Vec<BlobStats> = done
+            .iter()
+            .map(|done| BlobStats::of(blobs, done, reused_layers))
+            .collect();
+        Self {
+            manifest,
+            stats: per_target.first().copied().unwrap_or_default(),
+            per_target,
+        }
+    }
 }
 
 /// What the blobs of one image cost.
@@ -342,7 +376,8 @@ pub async fn push_keeping(
         retry,
         &options.network,
     )?);
-    let image = upload_image(engine, image_id, &reg, options, &mut on_line).await?;
+    let fanout = targets::Fanout::one(Arc::clone(&reg));
+    let image = upload_image(engine, image_id, &fanout, options, &mut on_line).await?;
     let kept = keep(&image.manifest.digest).map_err(|message| DirectPushError::Refused {
         registry: reg.host.clone(),
         message,
@@ -390,7 +425,9 @@ impl DirectPushed {
     }
 
     fn new(image: UploadedImage, started: Instant) -> Self {
-        let UploadedImage { manifest, stats } = image;
+        let UploadedImage {
+            manifest, stats, ..
+        } = image;
         Self {
             manifest: manifest.text(),
             digest: manifest.digest,
@@ -405,14 +442,16 @@ impl DirectPushed {
     }
 }
 
-/// Uploads every blob of `image_id` to `reg`'s repository, as the engine's image store
-/// gives them ([`classic`]: layers gzipped here, the manifest built here; [`containerd`]:
-/// the stored blobs and manifest as they are), and returns its image manifest, not yet
-/// put: [`manifest::put`] puts it under tags, or under its digest.
+/// Uploads every blob of `image_id` to the repository of each registry of `fanout`, as
+/// the engine's image store gives them ([`classic`]: layers compressed here, once for
+/// every registry, the manifest built here; [`containerd`]: the stored blobs and manifest
+/// as they are), and returns its image manifest, not yet put: [`manifest::put`] puts it
+/// under tags, or under its digest. A registry that failed is marked so in `fanout`; the
+/// push fails only when none is left.
 pub async fn upload_image(
     engine: &Engine,
     image_id: &str,
-    reg: &Arc<Registry>,
+    fanout: &targets::Fanout,
     options: &DirectOptions,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<UploadedImage, DirectPushError> {
@@ -420,10 +459,10 @@ pub async fn upload_image(
     // say so before anything is sent.
     if let Some((diff_ids, _)) = local_image(&engine.docker, image_id).await {
         rules::check_layer_count(diff_ids.len())
-            .map_err(|why| DirectPushError::image(image_id, reg, why))?;
+            .map_err(|why| DirectPushError::image(image_id, fanout.lead(), why))?;
     }
     ImageSource::of(engine)
-        .upload(image_id, reg, options, on_line)
+        .upload(image_id, fanout, options, on_line)
         .await
 }
 
@@ -447,21 +486,25 @@ impl<'a> ImageSource<'a> {
         }
     }
 
-    /// Uploads every blob of `image_id` to `reg`'s repository; its manifest, not yet put.
+    /// Uploads every blob of `image_id` to each registry of `fanout`; its manifest, not
+    /// yet put.
     pub async fn upload(
         self,
         image_id: &str,
-        reg: &Arc<Registry>,
+        fanout: &targets::Fanout,
         options: &DirectOptions,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<UploadedImage, DirectPushError> {
         // Boxed: each source's state machine is large, and the caller's future need not be.
         match self {
             Self::Classic(docker) => {
-                Box::pin(classic::upload(docker, image_id, reg, options, on_line)).await
+                Box::pin(classic::upload(docker, image_id, fanout, options, on_line)).await
             }
             Self::Containerd(docker) => {
-                Box::pin(containerd::upload(docker, image_id, reg, options, on_line)).await
+                Box::pin(containerd::upload(
+                    docker, image_id, fanout, options, on_line,
+                ))
+                .await
             }
         }
     }
@@ -489,11 +532,13 @@ async fn local_image(
     Some((diff_ids, platform))
 }
 
-/// The layers among `diff_ids` that the registry has, or could mount, from the
-/// `options.reuse_from` images, by `diff_id`, each shown to be its layer by `proof`.
+/// The layers among `diff_ids` that the primary registry has, or could mount, from the
+/// `options.reuse_from` images, by `diff_id`, each shown to be its layer by `proof`; with
+/// several registries, only those every one of them has, so that the one manifest names
+/// blobs all of them hold (a layer another lacks is compressed anew, and sent to each).
 /// Reuse is only an optimisation.
 async fn reusable_layers(
-    reg: &Registry,
+    fanout: &targets::Fanout,
     diff_ids: &[String],
     platform: Option<&crate::platform::Platform>,
     options: &DirectOptions,
@@ -502,8 +547,24 @@ async fn reusable_layers(
     if options.reuse_from.is_empty() || diff_ids.is_empty() {
         return HashMap::new();
     }
+    let reg = fanout.lead();
     let known = reuse::known_layers(reg, &options.reuse_from, platform, options.compression).await;
-    reuse::resolve(reg, diff_ids, &known, options.mounting, proof).await
+    let mut reused = reuse::resolve(reg, diff_ids, &known, options.mounting, proof).await;
+    if fanout.len() > 1 {
+        let mut everywhere = HashMap::new();
+        for (diff_id, (blob, how)) in reused.drain() {
+            if fanout.all_have_blob(&blob.digest).await {
+                everywhere.insert(diff_id, (blob, how));
+            } else {
+                tracing::debug!(
+                    "not reusing {}: a registry of the push lacks it",
+                    blob.digest
+                );
+            }
+        }
+        reused = everywhere;
+    }
+    reused
 }
 
 fn short(digest: &str) -> &str {

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use super::index::{Child, Index};
 use super::legs::{LegOutcome, Records, SharedBuild};
 use super::route::{self, PushRun, Route};
+use super::targets::{Fanout, TargetPush};
 use super::{upload_image, BlobStats, DirectOptions, DirectPushError};
 use crate::builds::PlatformImage;
 use crate::inputs::{Inputs, Platform};
@@ -34,6 +35,8 @@ pub struct Published {
     pub children: Vec<PublishedChild>,
     /// A leg of a shared build: what became of the index.
     pub leg: Option<Leg>,
+    /// The direct push: what became of it at each registry, the primary first.
+    pub targets: Vec<TargetPush>,
 }
 
 /// One platform's image manifest, pushed by digest.
@@ -89,6 +92,7 @@ pub async fn publish(
                 blobs: pushed.blobs,
                 children: Vec::new(),
                 leg: None,
+                targets: pushed.targets,
             })
         }
         (many, None) => Box::pin(index_of(run, inputs, many, repository_ref, progress)).await,
@@ -109,10 +113,32 @@ async fn index_of(
         "Push {repository_ref} ({} platforms, direct)",
         images.len()
     ));
-    let reg = connect(run, inputs)?;
-    let (children, blobs) = push_by_digest(&reg, run, inputs, images, progress).await?;
+    let (fanout, destinations) = run.fanout(inputs)?;
+    let (children, blobs, per_target) =
+        push_by_digest(&fanout, run, inputs, images, progress).await?;
     let index = Index::of(&children.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>());
-    let put = put_index(&reg, run, inputs, &index, progress).await?;
+    let mut primary_error = None;
+    let mut targets = Vec::with_capacity(fanout.len());
+    for (at, destination) in destinations.iter().enumerate() {
+        if fanout.failure(at).is_none() {
+            let prefix = fanout.prefix(at);
+            let line = |line: &str| progress.line(&format!("{prefix}{line}"));
+            let reg = fanout.reg(at);
+            if let Err(err) = put_index(reg, &destination.present, inputs, &index, line).await {
+                fanout.fail(at, format!("{err:#}"));
+                if at == 0 {
+                    primary_error = Some(err);
+                }
+            }
+        }
+        let stats = per_target.get(at).copied().unwrap_or_default();
+        targets.push(fanout.outcome(at, &index.manifest.digest, stats));
+    }
+    if let Some(err) = primary_error.filter(|_| fanout.len() == 1) {
+        return Err(err);
+    }
+    fanout.check_primary(&targets, None)?;
+    let put = index.manifest.digest.clone();
     tracing::info!(
         "pushed {} tag(s) at index {put} ({}, {} platforms) in {:.1}s (direct)",
         inputs.tags.len(),
@@ -134,6 +160,7 @@ async fn index_of(
             })
             .collect(),
         leg: None,
+        targets,
     })
 }
 
@@ -152,8 +179,11 @@ async fn leg(
         describe(&build.share),
         describe(&build.platforms)
     ));
-    let reg = connect(run, inputs)?;
-    let (own, blobs) = push_by_digest(&reg, run, inputs, images, progress).await?;
+    // Legs push to the primary registry only (`also-push-to` is refused with
+    // `build-platforms`).
+    let (fanout, _) = run.fanout(inputs)?;
+    let reg = Arc::clone(fanout.lead());
+    let (own, blobs, _) = push_by_digest(&fanout, run, inputs, images, progress).await?;
     let store = Records {
         reg: &reg,
         ecr: run.ecr,
@@ -195,7 +225,8 @@ async fn leg(
             records,
             written,
         } => {
-            let put = put_index(&reg, run, inputs, &index, progress).await?;
+            let line = |line: &str| progress.line(line);
+            let put = put_index(&reg, run.present, inputs, &index, line).await?;
             leg.assembled = true;
             match store.remove_all(&written).await {
                 Ok(removed) => leg.records_removed = removed,
@@ -241,6 +272,7 @@ async fn leg(
         blobs: Some(blobs),
         children,
         leg: Some(leg),
+        targets: Vec::new(),
     })
 }
 
@@ -252,24 +284,16 @@ fn describe(platforms: &[Platform]) -> String {
         .join(",")
 }
 
-fn connect(run: &PushRun<'_>, inputs: &Inputs) -> anyhow::Result<Arc<Registry>> {
-    Ok(Arc::new(Registry::connect(
-        &run.auth.login(),
-        &inputs.repository,
-        run.retry,
-        run.network,
-    )?))
-}
-
 /// Each image's blobs and manifest, by digest and untagged (the index names them), side
-/// by side; with each one's compressed size, and what the blobs cost in all.
+/// by side, in every registry of `fanout`; with each one's compressed size, what the
+/// blobs cost at the primary, and at each registry.
 async fn push_by_digest(
-    reg: &Arc<Registry>,
+    fanout: &Fanout,
     run: &PushRun<'_>,
     inputs: &Inputs,
     images: &[PlatformImage],
     progress: &dyn Progress,
-) -> anyhow::Result<(Vec<(Child, u64)>, BlobStats)> {
+) -> anyhow::Result<(Vec<(Child, u64)>, BlobStats, Vec<BlobStats>)> {
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let options = DirectOptions {
         reuse_from: run.reuse_from.clone(),
@@ -283,7 +307,7 @@ async fn push_by_digest(
         proofs: super::verify::Proofs::default(),
     };
     let pushes = images.iter().map(|image| {
-        let (reg, options) = (Arc::clone(reg), &options);
+        let options = &options;
         async move {
             let platform = image
                 .platform
@@ -293,34 +317,53 @@ async fn push_by_digest(
             let uploaded = upload_image(
                 &image.engine,
                 &image.built.image_id,
-                &reg,
+                fanout,
                 options,
                 &mut on_line,
             )
             .await
             .with_context(|| format!("pushing the {platform} image failed"))?;
-            super::manifest::put(
-                &reg,
-                std::slice::from_ref(&uploaded.manifest.digest),
-                &uploaded.manifest,
-                &mut on_line,
-            )
-            .await
-            .with_context(|| format!("pushing the {platform} manifest failed"))?;
-            Ok::<_, anyhow::Error>((Child::of(platform, &uploaded.manifest), uploaded.stats))
+            for at in fanout.live() {
+                let put = super::manifest::put(
+                    fanout.reg(at),
+                    std::slice::from_ref(&uploaded.manifest.digest),
+                    &uploaded.manifest,
+                    &mut on_line,
+                )
+                .await;
+                match put {
+                    Ok(()) => {}
+                    Err(err) if fanout.len() > 1 => {
+                        if !fanout.fail(at, crate::error_chain(&err)) {
+                            return Err(anyhow::Error::new(err)
+                                .context(format!("pushing the {platform} manifest failed")));
+                        }
+                    }
+                    Err(err) => {
+                        return Err(anyhow::Error::new(err)
+                            .context(format!("pushing the {platform} manifest failed")))
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>((Child::of(platform, &uploaded.manifest), uploaded))
         }
     });
     let images_pushed = futures_util::future::try_join_all(pushes).await?;
     let mut blobs = BlobStats::default();
-    for (_, stats) in &images_pushed {
-        blobs += *stats;
+    let mut per_target = vec![BlobStats::default(); fanout.len()];
+    for (_, uploaded) in &images_pushed {
+        blobs += uploaded.stats;
+        for (sum, stats) in per_target.iter_mut().zip(&uploaded.per_target) {
+            *sum += *stats;
+        }
     }
     Ok((
         images_pushed
             .into_iter()
-            .map(|(child, stats)| (child, stats.compressed_bytes))
+            .map(|(child, uploaded)| (child, uploaded.stats.compressed_bytes))
             .collect(),
         blobs,
+        per_target,
     ))
 }
 
@@ -330,19 +373,15 @@ async fn push_by_digest(
 /// may still be putting the other tags, so each is then put, or found, on its own.
 async fn put_index(
     reg: &Registry,
-    run: &PushRun<'_>,
+    present: &[repository::PresentTag],
     inputs: &Inputs,
     index: &Index,
-    progress: &dyn Progress,
+    line: impl Fn(&str),
 ) -> anyhow::Result<String> {
     let digest = index.manifest.digest.clone();
-    let keep = repository::check_present(run.present, &digest)?;
+    let keep = repository::check_present(present, &digest)?;
     let tags = repository::without(&inputs.tags, &keep);
-    match index
-        .clone()
-        .put(reg, &tags, |line| progress.line(line))
-        .await
-    {
+    match index.clone().put(reg, &tags, &line).await {
         Ok(put) => return Ok(put.digest),
         Err(err) if is_tag_invalid(&err) => {}
         Err(err) => return Err(err.into()),
@@ -353,7 +392,7 @@ async fn put_index(
         }
         match index
             .clone()
-            .put(reg, std::slice::from_ref(tag), |line| progress.line(line))
+            .put(reg, std::slice::from_ref(tag), &line)
             .await
         {
             Ok(_) => {}

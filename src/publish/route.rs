@@ -15,6 +15,7 @@ use crate::engine::{Engine, ImageStore};
 use crate::inputs::{Inputs, PushEngine};
 use crate::network::Network;
 use crate::progress::Progress;
+use crate::publish::targets::{Destination, Fanout, TargetPush};
 use crate::publish::{self, Compression, DirectOptions};
 use crate::registry::RetryPolicy;
 use crate::repository::{self, PresentTag};
@@ -45,6 +46,10 @@ impl Route {
     /// network settings (a proxy, `registry-endpoint`), so it carries the blobs only when
     /// there are none; and only on an API that pushes one platform's manifest.
     pub fn choose(inputs: &Inputs, engine: &Engine, network: &Network) -> Self {
+        // Only the direct push compresses once for several registries.
+        if !inputs.also_push_to.is_empty() {
+            return Self::Direct { fallback: false };
+        }
         let pushes_one_platform = engine.api_at_least(PLATFORM_PUSH_API.0, PLATFORM_PUSH_API.1);
         Self::decide(
             inputs.push_engine,
@@ -104,9 +109,35 @@ pub struct PushRun<'a> {
     pub ecr: &'a crate::ecr::Ecr,
     /// `build-platforms`: this run is one leg of a build shared by matrix legs.
     pub shared: Option<&'a super::legs::SharedBuild>,
+    /// `also-push-to`: the registries beyond the primary, ready to push to.
+    pub extra: &'a [Destination],
 }
 
 impl PushRun<'_> {
+    /// Every registry of the push, the primary first.
+    pub fn destinations(&self, inputs: &Inputs) -> Vec<Destination> {
+        let primary = Destination {
+            label: format!("{}/{}", self.auth.registry, inputs.repository),
+            login: self.auth.login(),
+            repository: inputs.repository.clone(),
+            present: self.present.to_vec(),
+            primary: true,
+        };
+        std::iter::once(primary)
+            .chain(self.extra.iter().cloned())
+            .collect()
+    }
+
+    /// Connects to every registry of the push.
+    pub fn fanout(
+        &self,
+        inputs: &Inputs,
+    ) -> Result<(Fanout, Vec<Destination>), publish::DirectPushError> {
+        let destinations = self.destinations(inputs);
+        let fanout = Fanout::connect(&destinations, self.retry, self.network)?;
+        Ok((fanout, destinations))
+    }
+
     /// The requested tags a pusher must put: all but the present ones.
     fn tags_to_put(&self, tags: &[String]) -> Vec<String> {
         let present: Vec<String> = self.present.iter().map(|p| p.tag.clone()).collect();
@@ -128,6 +159,8 @@ pub struct Pushed {
     pub engine_used: &'static str,
     /// What the direct push's blobs cost; `None` when the daemon's pusher sent them.
     pub blobs: Option<publish::BlobStats>,
+    /// The direct push: what became of it at each registry, the primary first.
+    pub targets: Vec<TargetPush>,
 }
 
 /// How long a token handed to the daemon's pusher must still be valid.
@@ -200,6 +233,7 @@ async fn daemon(
         digest: pushed.digest,
         engine_used: "daemon",
         blobs: None,
+        targets: Vec::new(),
     })
 }
 
@@ -218,34 +252,33 @@ async fn direct_push(
         mounting: run.mounting,
         ..DirectOptions::default()
     };
-    let keep =
-        |digest: &str| repository::check_present(run.present, digest).map_err(|e| format!("{e:#}"));
-    let pushed = publish::push_keeping(
-        engine,
-        image_id,
-        &inputs.repository,
+    let (fanout, destinations) = run.fanout(inputs)?;
+    let mut on_line = |line: &str| progress.line(line);
+    let image = publish::upload_image(engine, image_id, &fanout, &options, &mut on_line).await?;
+    let targets = publish::targets::put_everywhere(
+        &fanout,
+        &destinations,
         &inputs.tags,
-        &run.auth.login(),
-        run.retry,
-        &options,
-        keep,
-        |line| progress.line(line),
+        &image,
+        &mut on_line,
     )
     .await?;
+    let blobs = image.stats;
     tracing::info!(
         "direct push of one {}: {} bytes compressed, {} uploaded, {} blob(s) already there, \
          {} mounted, {} layer(s) reused without compressing",
-        pushed.media_type,
-        pushed.compressed_bytes,
-        pushed.uploaded_bytes,
-        pushed.skipped_blobs,
-        pushed.mounted_blobs,
-        pushed.reused_layers
+        image.manifest.media_type,
+        blobs.compressed_bytes,
+        blobs.uploaded_bytes,
+        blobs.skipped_blobs,
+        blobs.mounted_blobs,
+        blobs.reused_layers
     );
     Ok(Pushed {
-        blobs: Some(pushed.stats()),
-        digest: pushed.digest,
+        blobs: Some(blobs),
+        digest: image.manifest.digest,
         engine_used: "direct",
+        targets,
     })
 }
 
@@ -276,6 +309,7 @@ async fn daemon_blobs(
                 digest: pushed.digest,
                 engine_used: "daemon (blobs and tag)",
                 blobs: None,
+                targets: Vec::new(),
             })
         }
         Ok(pushed) => {
@@ -301,6 +335,7 @@ async fn daemon_blobs(
                 digest: tagged.digest,
                 engine_used: "daemon (blobs), direct (tags)",
                 blobs: None,
+                targets: Vec::new(),
             })
         }
         Err(err) if falls_back(&err) => {

@@ -42,7 +42,7 @@ pub enum LayerEvent {
 }
 
 /// A layer's compressed stream, ended.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LayerEnd {
     pub digest: String,
     pub size: u64,
@@ -169,6 +169,35 @@ impl Write for PartSink {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Hands one layer's parts to `n` uploads, one per registry: each gets every part
+/// (shared, not copied) at the pace of the slowest, so the layer is compressed and
+/// spooled once and memory still holds a few chunks per upload. An upload that has ended
+/// early (its registry failed) is passed over.
+pub(super) fn tee(
+    mut parts: mpsc::Receiver<LayerEvent>,
+    n: usize,
+) -> Vec<mpsc::Receiver<LayerEvent>> {
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..n).map(|_| mpsc::channel(STREAM_QUEUE)).unzip();
+    tokio::spawn(async move {
+        while let Some(event) = parts.recv().await {
+            let mut delivered = false;
+            for tx in &senders {
+                let copy = match &event {
+                    LayerEvent::Data(data) => LayerEvent::Data(data.clone()),
+                    LayerEvent::End(end) => LayerEvent::End(end.clone()),
+                };
+                delivered |= tx.send(copy).await.is_ok();
+            }
+            if !delivered {
+                // Every upload has ended: dropping `parts` stops the compressor.
+                return;
+            }
+        }
+    });
+    receivers
 }
 
 /// Uploads one streamed layer (`path` in the export) as its data comes; the digest it

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::export::{self, Content};
 use super::stream::{self, LayerEvent};
+use super::targets::Fanout;
 use super::{mb, reuse, short, DirectPushError, UPLOAD_CONCURRENCY};
 use crate::registry::{Failure, Registry};
 
@@ -35,28 +36,33 @@ pub(super) struct BlobOutcome {
     pub seconds: f64,
 }
 
-/// An upload under way: the digest it is (a streamed layer's is known only at its end,
-/// and not when the stream broke off), and its outcome.
-type Running = BoxFuture<'static, (Option<String>, Result<BlobOutcome, DirectPushError>)>;
+/// An upload under way: the registry it goes to (an index in the [`Fanout`]), the
+/// digest it is (a streamed layer's is known only at its end, and not when the stream
+/// broke off), and its outcome.
+type Running = BoxFuture<'static, (usize, Option<String>, Result<BlobOutcome, DirectPushError>)>;
 
-/// Every blob of one push, by digest: started at most once (so no blob is sent twice),
-/// at most [`UPLOAD_CONCURRENCY`] at a time, and what became of each.
+/// Every blob of one push, by digest: started at most once (so no blob is compressed or
+/// sent twice), to every registry of the [`Fanout`], at most [`UPLOAD_CONCURRENCY`] at a
+/// time per registry, and what became of each there.
 pub(super) struct Uploads {
-    reg: Arc<Registry>,
-    limit: Arc<Semaphore>,
+    fanout: Fanout,
+    limits: Vec<Arc<Semaphore>>,
     started: HashSet<String>,
     running: FuturesUnordered<Running>,
-    pub done: HashMap<String, BlobOutcome>,
+    /// Per registry, in the fan-out's order.
+    pub done: Vec<HashMap<String, BlobOutcome>>,
 }
 
 impl Uploads {
-    pub fn new(reg: &Arc<Registry>) -> Self {
+    pub fn new(fanout: &Fanout) -> Self {
         Self {
-            reg: Arc::clone(reg),
-            limit: Arc::new(Semaphore::new(UPLOAD_CONCURRENCY)),
+            fanout: fanout.clone(),
+            limits: (0..fanout.len())
+                .map(|_| Arc::new(Semaphore::new(UPLOAD_CONCURRENCY)))
+                .collect(),
             started: HashSet::new(),
             running: FuturesUnordered::new(),
-            done: HashMap::new(),
+            done: vec![HashMap::new(); fanout.len()],
         }
     }
 
@@ -65,33 +71,49 @@ impl Uploads {
         self.started.contains(digest)
     }
 
-    /// Starts `blob` unless it was started already.
-    pub fn start(&mut self, blob: Blob) {
+    /// Starts `blob` in every registry unless it was started already.
+    pub fn start(&mut self, blob: &Blob) {
         if !self.started.insert(blob.digest.clone()) {
             return;
         }
-        self.run(|reg| async move {
-            let result = upload_blob(&reg, &blob).await;
-            (Some(blob.digest), result)
-        });
+        for index in self.fanout.live() {
+            let blob = blob.clone();
+            self.run(index, |reg| async move {
+                let result = upload_blob(&reg, &blob).await;
+                (Some(blob.digest), result)
+            });
+        }
     }
 
     /// Starts the upload of a layer that is still being compressed (`path` in the
-    /// export), from its parts as they come ([`stream`]).
-    pub fn stream(&mut self, path: String, parts: tokio::sync::mpsc::Receiver<LayerEvent>) {
-        self.run(|reg| async move { stream::stream_blob(&reg, &path, parts).await });
+    /// export), from its parts as they come ([`stream`]), to every registry at once: the
+    /// parts are shared, not copied, and the layer is compressed and spooled once.
+    pub fn stream(&mut self, path: &str, parts: tokio::sync::mpsc::Receiver<LayerEvent>) {
+        let live = self.fanout.live();
+        let mut receivers = if let [_] = live.as_slice() {
+            vec![parts]
+        } else {
+            stream::tee(parts, live.len())
+        };
+        for index in live.into_iter().rev() {
+            let (path, parts) = (path.to_string(), receivers.pop().expect("one per registry"));
+            self.run(index, |reg| async move {
+                stream::stream_blob(&reg, &path, parts).await
+            });
+        }
     }
 
-    /// Runs one upload once a slot is free, timing it from then.
-    fn run<F, Fut>(&mut self, upload: F)
+    /// Runs one upload to registry `index` once a slot there is free, timing it from
+    /// then.
+    fn run<F, Fut>(&mut self, index: usize, upload: F)
     where
         F: FnOnce(Arc<Registry>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = (Option<String>, Result<BlobOutcome, DirectPushError>)>
             + Send
             + 'static,
     {
-        let reg = Arc::clone(&self.reg);
-        let limit = Arc::clone(&self.limit);
+        let reg = Arc::clone(self.fanout.reg(index));
+        let limit = Arc::clone(&self.limits[index]);
         self.running.push(
             async move {
                 let _permit = limit.acquire_owned().await;
@@ -101,7 +123,7 @@ impl Uploads {
                     seconds: upload_started.elapsed().as_secs_f64(),
                     ..outcome
                 });
-                (digest, result)
+                (index, digest, result)
             }
             .boxed(),
         );
@@ -139,20 +161,24 @@ impl Uploads {
                     }
                 }
             };
-            self.done.insert(blob.digest.clone(), outcome);
+            for done in &mut self.done {
+                done.insert(blob.digest.clone(), outcome);
+            }
         }
     }
 
-    /// Records a blob the repository is known to hold already.
+    /// Records a blob every registry is known to hold already.
     pub fn record_present(&mut self, digest: &str) {
         self.started.insert(digest.to_string());
-        self.done.insert(
-            digest.to_string(),
-            BlobOutcome {
-                skipped: true,
-                ..BlobOutcome::default()
-            },
-        );
+        for done in &mut self.done {
+            done.insert(
+                digest.to_string(),
+                BlobOutcome {
+                    skipped: true,
+                    ..BlobOutcome::default()
+                },
+            );
+        }
     }
 
     /// Drops every upload under way (the push failed): their streams' receivers go, so
@@ -165,30 +191,47 @@ impl Uploads {
         self.running.is_empty()
     }
 
-    /// Waits for the next upload to end and logs it; `None` when none is running.
+    /// Waits for the next upload to end and logs it; `None` when none is running. A
+    /// failed upload drops its registry from the push while others remain in it (their
+    /// uploads go on); it is the push's failure only when it was the last.
     pub async fn next(
         &mut self,
         on_line: &mut dyn FnMut(&str),
     ) -> Option<Result<(), DirectPushError>> {
-        let (digest, result) = self.running.next().await?;
+        let (index, digest, result) = self.running.next().await?;
+        let prefix = self.fanout.prefix(index);
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(err) if self.fanout.len() > 1 => {
+                let why = crate::error_chain(&err);
+                if self.fanout.failure(index).is_none() {
+                    on_line(&format!("{prefix}failed: {why}"));
+                }
+                return Some(if self.fanout.fail(index, why) {
+                    Ok(())
+                } else {
+                    Err(err)
+                });
+            }
+            Err(err) => return Some(Err(err)),
+        };
         // Only a stream that broke off before its end has no digest, and it has failed.
         let Some(digest) = digest else {
-            return Some(result.map(drop));
+            return Some(Ok(()));
         };
         self.started.insert(digest.clone());
-        Some(result.map(|outcome| {
-            let short = short(&digest);
-            if outcome.skipped {
-                on_line(&format!("{short}: Layer already exists"));
-            } else {
-                on_line(&format!(
-                    "{short}: Pushed {} in {:.1} s",
-                    mb(outcome.uploaded),
-                    outcome.seconds
-                ));
-            }
-            self.done.insert(digest, outcome);
-        }))
+        let short = short(&digest);
+        if outcome.skipped {
+            on_line(&format!("{prefix}{short}: Layer already exists"));
+        } else {
+            on_line(&format!(
+                "{prefix}{short}: Pushed {} in {:.1} s",
+                mb(outcome.uploaded),
+                outcome.seconds
+            ));
+        }
+        self.done[index].insert(digest, outcome);
+        Some(Ok(()))
     }
 
     /// Runs the uploads while the export's reader (`reader`) hands over what it reads

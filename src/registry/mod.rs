@@ -199,7 +199,7 @@ impl Failure {
         }
     }
 
-    fn transport(message: String) -> Self {
+    pub fn transport(message: String) -> Self {
         Self {
             transient: true,
             ..Self::local(message)

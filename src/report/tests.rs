@@ -37,6 +37,7 @@ fn report(pushed: bool) -> Report {
         signing_key: None,
         ecr_signatures: Vec::new(),
         started_at: 0,
+        targets: Vec::new(),
     }
 }
 
@@ -143,4 +144,88 @@ fn the_summary_names_the_template_of_a_repository_created_on_push() {
     ] {
         assert!(md.contains(row), "{row}\n{md}");
     }
+}
+
+fn target_row(label: &str, digest: Option<&str>, error: Option<&str>) -> targets::TargetRow {
+    targets::TargetRow {
+        label: label.into(),
+        uris: digest
+            .map(|_| vec![format!("{label}:v1")])
+            .unwrap_or_default(),
+        digest: digest.map(Into::into),
+        bytes_sent: 2_000_000,
+        blobs_skipped: 3,
+        time: Duration::from_millis(1500),
+        error: error.map(Into::into),
+    }
+}
+
+/// `targets` names only the registries that confirmed the image, the primary first; the
+/// summary has a row for each, a failed one with its reason; a failed one fails the step.
+#[test]
+fn targets_lists_only_the_confirmed_registries_primary_first() {
+    let mut report = report(true);
+    // One registry: the primary alone.
+    let alone: serde_json::Value = serde_json::from_str(
+        &report
+            .outputs()
+            .into_iter()
+            .find(|(n, _)| *n == "targets")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(
+        alone["1.dkr.ecr.r.amazonaws.com/team/app"]["digest"],
+        "sha256:abc"
+    );
+    assert_eq!(
+        alone["1.dkr.ecr.r.amazonaws.com/team/app"]["image-uris"][1],
+        "1.dkr.ecr.r.amazonaws.com/team/app:latest"
+    );
+    report.targets = vec![
+        target_row(
+            "1.dkr.ecr.r.amazonaws.com/team/app",
+            Some("sha256:abc"),
+            None,
+        ),
+        target_row(
+            "2.dkr.ecr.s.amazonaws.com/team/app",
+            Some("sha256:abc"),
+            None,
+        ),
+        target_row(
+            "3.dkr.ecr.t.amazonaws.com/team/app",
+            None,
+            Some("DENIED: no"),
+        ),
+    ];
+    let text = report
+        .outputs()
+        .into_iter()
+        .find(|(n, _)| *n == "targets")
+        .unwrap()
+        .1;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(map.len(), 2, "{text}");
+    let first = text.find("1.dkr.ecr.r.amazonaws.com/team/app").unwrap();
+    let second = text.find("2.dkr.ecr.s.amazonaws.com/team/app").unwrap();
+    assert!(first < second, "{text}");
+    assert_eq!(
+        map["2.dkr.ecr.s.amazonaws.com/team/app"]["image-uris"][0],
+        "2.dkr.ecr.s.amazonaws.com/team/app:v1"
+    );
+    let summary = report.summary_markdown();
+    assert!(summary.contains("| `3.dkr.ecr.t.amazonaws.com/team/app` | failed: DENIED: no | 2.0 MB | 3 blob(s) | 1.50 s |"), "{summary}");
+    let err = report
+        .targets_error()
+        .expect("a failed target fails the step");
+    let err = err.to_string();
+    assert!(err.starts_with("1 of 3 registries failed"), "{err}");
+    assert!(
+        err.contains("3.dkr.ecr.t.amazonaws.com/team/app: DENIED: no"),
+        "{err}"
+    );
+    report.targets.pop();
+    assert!(report.targets_error().is_none());
 }

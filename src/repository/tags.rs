@@ -103,6 +103,25 @@ pub async fn plan_tags(
     }
 }
 
+/// The plan of a run that builds although every tag exists (another registry of the
+/// push lacks the image): the tags that exist where they are immutable stay if the build
+/// makes the same image, and the push stops before any tag moves if it does not.
+pub async fn plan_tags_to_build(
+    ecr: &Ecr,
+    inputs: &Inputs,
+    repository: &Repository,
+    store: ImageStore,
+) -> anyhow::Result<Vec<PresentTag>> {
+    let overwrite = Inputs {
+        on_tag_exists: OnTagExists::Overwrite,
+        ..inputs.clone()
+    };
+    match plan_tags(ecr, &overwrite, repository, store).await? {
+        TagPlan::Build { present } => Ok(present),
+        TagPlan::Skip { .. } => Ok(Vec::new()),
+    }
+}
+
 /// The tags whose existence matters: every tag for `skip`, else the immutable ones; none
 /// in a repository that is yet to be created.
 pub(crate) fn tags_to_look_up(

@@ -1,0 +1,160 @@
+//! ECR in another region or account, for `also-push-to`: the same loaded SDK
+//! configuration (HTTP client, proxy, trust, credentials chain) pointed at the target's
+//! region and API endpoint, with the credentials of an assumed role when the target names
+//! one (`sts:AssumeRole`, tagged with the run's GitHub context so the target account's
+//! `CloudTrail` and policies can tell which workflow run pushed).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use aws_config::Region;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_ecr::Client;
+
+use super::Ecr;
+use crate::env::GitHubContext;
+
+/// How long an assumed role's credentials last: a build and a push to every registry.
+const ROLE_SESSION_SECONDS: i32 = 3600;
+
+impl Ecr {
+    /// ECR in `region` at `endpoint`, with the credentials of `role` when given (assumed
+    /// with this client's own credentials and the run's session tags).
+    pub async fn elsewhere(
+        &self,
+        region: &str,
+        endpoint: &str,
+        role: Option<&str>,
+        github: &GitHubContext,
+    ) -> anyhow::Result<Self> {
+        let mut builder = self
+            .sdk
+            .to_builder()
+            .region(Region::new(region.to_string()))
+            .endpoint_url(endpoint);
+        if let Some(role) = role {
+            let credentials = self.assume(role, region, github).await?;
+            builder = builder.credentials_provider(SharedCredentialsProvider::new(credentials));
+        }
+        let config = builder.build();
+        Ok(Self {
+            client: Client::new(&config),
+            region: region.to_string(),
+            endpoint: endpoint.to_string(),
+            proxy: self.proxy.clone(),
+            trust_hint: self.trust_hint.clone(),
+            sdk: Arc::new(config),
+        })
+    }
+
+    /// `sts:AssumeRole` of `role` through STS in `region`, tagged with the run.
+    async fn assume(
+        &self,
+        role: &str,
+        region: &str,
+        github: &GitHubContext,
+    ) -> anyhow::Result<aws_credential_types::Credentials> {
+        let config = self
+            .sdk
+            .to_builder()
+            .region(Region::new(region.to_string()))
+            .build();
+        let sts = aws_sdk_sts::Client::new(&config);
+        let answer = sts
+            .assume_role()
+            .role_arn(role)
+            .role_session_name(session_name(github))
+            .duration_seconds(ROLE_SESSION_SECONDS)
+            .set_tags(Some(session_tags(github)))
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}; the run's credentials need `sts:AssumeRole` and `sts:TagSession` on \
+                     it, and its trust policy must allow them",
+                    super::describe(&e)
+                )
+            })
+            .with_context(|| format!("cannot assume the role {role}"))?;
+        let given = answer
+            .credentials
+            .with_context(|| format!("STS assumed {role} but returned no credentials"))?;
+        tracing::info!("assumed the role {role} for the registry in {region}");
+        Ok(aws_credential_types::Credentials::new(
+            given.access_key_id,
+            given.secret_access_key,
+            Some(given.session_token),
+            std::time::SystemTime::try_from(given.expiration).ok(),
+            "ecr-build-push assumed role",
+        ))
+    }
+}
+
+/// `ecr-build-push-<run id>-<attempt>`, or `ecr-build-push` outside a workflow: at most 64
+/// characters of `[\w+=,.@-]` (the STS API reference, `RoleSessionName`).
+fn session_name(github: &GitHubContext) -> String {
+    let mut name = String::from("ecr-build-push");
+    for part in [&github.run_id, &github.run_attempt].into_iter().flatten() {
+        name.push('-');
+        name.push_str(part);
+    }
+    name.retain(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+    name.truncate(64);
+    name
+}
+
+/// The run's GitHub context as session tags (values at most 256 characters of the
+/// characters STS allows).
+fn session_tags(github: &GitHubContext) -> Vec<aws_sdk_sts::types::Tag> {
+    [
+        ("GitHubRepository", &github.repository),
+        ("GitHubRunId", &github.run_id),
+        ("GitHubRef", &github.git_ref),
+        ("GitHubSha", &github.sha),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| {
+        let mut value: String = value
+            .as_deref()?
+            .chars()
+            .filter(|c| c.is_alphanumeric() || " _.:/=+-@".contains(*c))
+            .collect();
+        value.truncate(256);
+        aws_sdk_sts::types::Tag::builder()
+            .key(key)
+            .value(value)
+            .build()
+            .ok()
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_is_named_and_tagged_after_the_run() {
+        let github = GitHubContext {
+            run_id: Some("42".into()),
+            run_attempt: Some("2".into()),
+            repository: Some("octo/app".into()),
+            git_ref: Some("refs/heads/main".into()),
+            ..GitHubContext::default()
+        };
+        assert_eq!(session_name(&github), "ecr-build-push-42-2");
+        assert_eq!(session_name(&GitHubContext::default()), "ecr-build-push");
+        let tags: Vec<(String, String)> = session_tags(&github)
+            .into_iter()
+            .map(|t| (t.key, t.value))
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                ("GitHubRepository".to_string(), "octo/app".to_string()),
+                ("GitHubRunId".into(), "42".into()),
+                ("GitHubRef".into(), "refs/heads/main".into()),
+            ]
+        );
+    }
+}
