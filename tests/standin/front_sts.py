@@ -24,6 +24,7 @@ from urllib.parse import parse_qs
 from front_common import ACCOUNT, access_key_of, log
 from front_targets import BASE_USER, Target
 
+API_BODY_LIMIT = 4 * 1024 * 1024 + 65536   # an API body the guard reads: a 4 MiB manifest + JSON
 ARN_ACCOUNT = re.compile(r"^arn:aws:sts::(\d{12}):")
 XML_FIELD = "<{0}>([^<]*)</{0}>"
 
@@ -114,7 +115,9 @@ class StsMixin:
             return False
         action = target.rsplit(".", 1)[-1]
         if self._body is None:
-            self._body = self._read_body(4 * 1024 * 1024 + 65536) or b""
+            if self._is_chunked() or int(self.headers.get("Content-Length") or 0) > API_BODY_LIMIT:
+                return False  # not read here: streamed on, as before (rare; PutImage at most)
+            self._body = self._read_body(API_BODY_LIMIT) or b""
         try:
             request = json.loads(self._body or b"{}")
         except ValueError:
