@@ -4,7 +4,9 @@
       GetCallerIdentity, ...). moto issues credentials for any role ARN, and acts in the
       role's account for requests signed with them (moto 5.2: the key is stored in the
       account's IAM backend, get_account_id_from). The front records each AssumeRole
-      (GET /sts on the control API) and the account and ARN of the keys it returned.
+      (GET /sts on the control API; AssumeRoleWithWebIdentity too) and the account and
+      ARN of the keys it returned. Credentials obtained from moto directly (not through
+      the front) are taken for the primary account's by the front, though moto knows better.
 
 A caller's account is its assumed role's, or the primary account for any other key (what
 moto does too). As IAM does:
@@ -68,7 +70,8 @@ class StsMixin:
         conn, resp = self._upstream(self.server.moto_addr, body=body)
         try:
             answer = resp.read()
-            if form.get("Action") == "AssumeRole":
+            # AssumeRoleWithWebIdentity: GitHub's OIDC role (configure-aws-credentials).
+            if form.get("Action") in ("AssumeRole", "AssumeRoleWithWebIdentity"):
                 self._record_assume_role(form, resp.status, answer)
             self._relay(resp, answer)
         finally:
@@ -91,7 +94,7 @@ class StsMixin:
         arn = re.search(XML_FIELD.format("Arn"), text)
         account = ARN_ACCOUNT.match(arn[1]) if arn else None
         call = {
-            "RoleArn": form.get("RoleArn"), "RoleSessionName": form.get("RoleSessionName"),
+            "Action": form.get("Action"), "RoleArn": form.get("RoleArn"), "RoleSessionName": form.get("RoleSessionName"),
             "Tags": tags, "TransitiveTagKeys": members("TransitiveTagKeys.member."),
             "DurationSeconds": int(form["DurationSeconds"]) if form.get("DurationSeconds", "").isdigit() else None,
             "ExternalId": form.get("ExternalId"),

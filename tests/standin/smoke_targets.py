@@ -210,7 +210,7 @@ role = boto3.Session(aws_access_key_id=creds["AccessKeyId"], aws_secret_access_k
 who = role.client("sts", region_name=ACCOUNT2_REGION).get_caller_identity()
 check(who["Account"] == ACCOUNT2 and ":assumed-role/ecr-build-push/" in who["Arn"], f"assumed: {who['Arn']}")
 calls = [c for c in control("GET", "/sts")["calls"] if c["AccessKeyId"] == creds["AccessKeyId"]]
-check(len(calls) == 1 and calls[0]["RoleArn"] == ROLE and calls[0]["Tags"] == [{"Key": "repo", "Value": "smoke"}]
+check(len(calls) == 1 and calls[0]["Action"] == "AssumeRole" and calls[0]["RoleArn"] == ROLE and calls[0]["Tags"] == [{"Key": "repo", "Value": "smoke"}]
       and calls[0]["TransitiveTagKeys"] == ["repo"] and calls[0]["SourceAccessKeyId"] == ENV["AWS_ACCESS_KEY_ID"],
       "GET /sts recorded RoleArn, RoleSessionName, Tags, TransitiveTagKeys, source key")
 e2 = ecr(ACCOUNT2_REGION, role)
