@@ -13,12 +13,19 @@
                                                 -> S3's side of ECR's blob redirects
   kms.us-east-1.amazonaws.com                   -> moto's KMS, with per-key deny rules
                                                    (front_kms.py)
+  the other private registries and their APIs  -> the same, per (account, region), each
+  (123456789012 in us-west-2 with its FIPS and     its own moto account+region and registry
+  dual-stack names, 210987654321 in eu-west-1)     namespace (front_targets.py)
+  sts.amazonaws.com, sts.<region>.amazonaws.com -> moto's STS, AssumeRole recorded (front_sts.py)
+  api.ecr-public.us-east-1.amazonaws.com,       -> ECR Public, answered by the front
+  public.ecr.aws                                   (front_public.py)
 
 Plain-HTTP control API for tests (default 127.0.0.1:5005, front_control.py): fault
 injection (/faults, front_faults.py), scripted scan answers (/scans), registry token
 lifetimes (/tokens), eventual consistency (/visibility), per-repository modes (/mode),
 counters (/stats), refused referrers (/referrers), managed signing (/signing), KMS
-denials (/kms), and /reset. What it remembers lives in front_state.py.
+denials (/kms), AssumeRole records (/sts), the deny switch (/deny), ECR Public's switches
+and counters (/public), and /reset. What it remembers lives in front_state.py.
 
 API requests signed with the access key ids AKIADENIEDEXAMPLE / AKIAEXPIREDEXAMPLE are
 always refused like ECR refuses bad or expired credentials. Every injected or emulated
