@@ -2,7 +2,8 @@
 # Self-check of the ECR stand-in, using only the docker CLI, curl and python (boto3).
 # The ECR-conformance checks of the front (tokens, uploads, manifests, mounts, redirects,
 # visibility, templates, referrers, managed signing, KMS, modes: README.md's conformance
-# table) are in conformance.py; step (j) runs the real cosign and oras.
+# table) are in conformance.py; step (j) runs the real cosign and oras; step (k) the
+# other registries, STS, the deny switch and ECR Public (smoke_targets.sh).
 # Run after `scripts/standin start`. Safe next to other tests by default (own repository
 # prefix, faults pinned to its own paths); SMOKE_EXCLUSIVE=1 also resets the stand-in first
 # and checks the `refuse` fault, which both disturb anyone else using it.
@@ -382,6 +383,9 @@ printf '   straight to a registry:   %d ms\n   through the front:        %d ms\n
 docker rmi -f "$DIRECT/$NS/big:1" "$REG/$NS/big:1" >/dev/null
 kill "$BASELINE_PID" 2>/dev/null || true
 BASELINE_PID=
+
+step "(k) other registries, STS, the deny switch, ECR Public (smoke_targets.sh)"
+"$ROOT/tests/standin/smoke_targets.sh" || fail "smoke_targets.sh"
 
 step "(e) logout"
 docker logout "$REG" >/dev/null
