@@ -382,6 +382,29 @@ pub fn parse_stall_timeout(value: &str) -> Result<StallTimeout, String> {
 mod tests {
     use super::*;
 
+    /// ECR Public's endpoint override is its own variable, else the global one, and is
+    /// not taken for private ECR's (nor the reverse).
+    #[test]
+    fn the_ecr_public_endpoint_falls_back_to_the_global_override() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let env = Environment::capture([
+            pair(AWS_ENDPOINT_URL_ECR_PUBLIC, "https://public.example"),
+            pair(AWS_ENDPOINT_URL_ECR, "https://private.example"),
+        ]);
+        assert_eq!(
+            env.ecr_public_endpoint.as_deref(),
+            Some("https://public.example")
+        );
+        assert_eq!(env.ecr_endpoint.as_deref(), Some("https://private.example"));
+        let env = Environment::capture([pair(AWS_ENDPOINT_URL, "http://127.0.0.1:4566")]);
+        assert_eq!(
+            env.ecr_public_endpoint.as_deref(),
+            Some("http://127.0.0.1:4566")
+        );
+        let env = Environment::capture([pair(AWS_ENDPOINT_URL_ECR, "https://private.example")]);
+        assert_eq!(env.ecr_public_endpoint, None);
+    }
+
     /// The runner keeps hyphens and upper-cases names: `INPUT_BUILD-ARGS` is `build-args`.
     #[test]
     fn input_variables_keep_hyphens_and_are_lowercased() {

@@ -197,6 +197,17 @@ impl EcrPublic {
         name: &str,
         catalog: &Catalog,
     ) -> anyhow::Result<CatalogChange> {
+        self.ensure_repository_with(name, catalog, true).await
+    }
+
+    /// [`EcrPublic::ensure_repository`], creating a missing repository only when
+    /// `create` (the `create-repository` input) allows it.
+    pub async fn ensure_repository_with(
+        &self,
+        name: &str,
+        catalog: &Catalog,
+        create: bool,
+    ) -> anyhow::Result<CatalogChange> {
         if name.len() > MAX_REPOSITORY_NAME {
             anyhow::bail!(
                 "repository `{name}` has {} characters, and ECR Public's names have at most \
@@ -205,6 +216,12 @@ impl EcrPublic {
             );
         }
         if !self.repository_exists(name).await? {
+            if !create {
+                anyhow::bail!(
+                    "ECR Public repository `{name}` does not exist and `create-repository` is \
+                     false: create it first or set `create-repository: true`"
+                );
+            }
             let created = self
                 .client
                 .create_repository()
