@@ -55,8 +55,12 @@ from front_faults import (API_FAULT_MESSAGES, CREDENTIAL_FAULTS, REGISTRY_FAULT_
                           REGISTRY_REPOSITORY, RESET_READ_LIMIT, Faults, Scans)
 from front_kms import KmsMixin
 from front_moto import Moto
+from front_public import PUBLIC_API_HOSTS, PUBLIC_HOST, PublicMixin
 from front_registry import RegistryMixin, rewrite_location
 from front_state import EcrState
+from front_sts import StsMixin
+from front_targets import (API_HOSTS, HIDDEN_PREFIXES, PRIMARY, REGISTRY_HOSTS, STS_HOSTS,
+                           Target, target_moto_class)
 
 BUF = 256 * 1024                 # copy size: big enough that a 50 MB layer costs few syscalls
 API_BODY_LIMIT = 4 * 1024 * 1024
@@ -84,6 +88,8 @@ class Front(ThreadingHTTPServer):
         self.moto_addr = moto_addr
         self.registry_addr = registry_addr
         self.faults = faults
+        # One moto client per non-primary registry (front_targets.TargetMoto).
+        self._motos: dict[Target, Moto] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         # "refuse" faults: the accept loop owns the listening socket; other threads ask it
@@ -178,6 +184,14 @@ class Front(ThreadingHTTPServer):
         # blocks the accept loop.
         return self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
+    def moto_for(self, target: Target) -> Moto:
+        if target.primary:
+            return self.moto
+        with self._locks_guard:
+            if target not in self._motos:
+                self._motos[target] = target_moto_class()(self.moto.url, target)
+            return self._motos[target]
+
     def repo_lock(self, name: str) -> threading.Lock:
         # Serialises check-then-put on one repository, so two parallel pushes of
         # different images to one immutable tag cannot both win.
@@ -189,7 +203,7 @@ class Front(ThreadingHTTPServer):
         log.info("%s connection error: %s: %s", client_address[0], type(exc).__name__, exc)
 
 
-class Handler(ApiMixin, RegistryMixin, KmsMixin, BaseHTTPRequestHandler):
+class Handler(ApiMixin, RegistryMixin, KmsMixin, StsMixin, PublicMixin, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive: docker reuses connections heavily
     server_version = "ecr-standin"
     rbufsize = 64 * 1024
@@ -203,6 +217,11 @@ class Handler(ApiMixin, RegistryMixin, KmsMixin, BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # BaseHTTPRequestHandler's own stderr chatter
         pass
+
+    @property
+    def moto(self) -> Moto:
+        """moto's view of the registry this request is about (front_targets)."""
+        return self.server.moto_for(self.target)
 
     # Every method goes through one path: the proxy does not care about verbs.
     def do_GET(self):
@@ -225,23 +244,52 @@ class Handler(ApiMixin, RegistryMixin, KmsMixin, BaseHTTPRequestHandler):
             host = API_HOST
             del self.headers["Host"]
             self.headers["Host"] = API_HOST
-        route = {API_HOST: "api", REGISTRY_HOST: "registry"}.get(host)
+        # The host the client named (a registry's FIPS or dual-stack name included), and
+        # the registry the request is about: the host's, or for the API the caller's
+        # account in the API host's region.
+        self._host = host
+        self.target = PRIMARY
+        route = None
+        if host in REGISTRY_HOSTS:
+            route, self.target = "registry", REGISTRY_HOSTS[host]
+        elif host in API_HOSTS:
+            route = "api"
+            self._api_region = API_HOSTS[host]
+            if host != API_HOST:
+                # moto takes the region from the host name before the signature; a FIPS or
+                # dual-stack name it cannot parse would land in its default region.
+                del self.headers["Host"]
+                self.headers["Host"] = f"api.ecr.{self._api_region}.amazonaws.com"
+            account, _ = self._principal(access_key_of(self.headers.get("Authorization")))
+            self.target = Target(account, self._api_region)
         try:
             if route and self._inject(route):
                 pass  # a fault answered (or dropped) the request
-            elif route == "api" and self._refuse_credentials():
+            elif (route == "api" or host in PUBLIC_API_HOSTS) and self._refuse_credentials():
                 pass
             elif host == S3_HOST or (host == API_HOST
                                      and urlsplit(self.path).path.startswith(S3_PREFIX + "/")):
                 self._presigned_get()
-            elif host == API_HOST and self._scripted_scan():
+            elif route == "api" and self._api_guard(self._api_region):
                 pass
-            elif host == API_HOST and self._api_intercept():
+            elif host == API_HOST and self.target.primary and self._scripted_scan():
                 pass
-            elif host == API_HOST:
+            elif route == "api" and self._api_intercept():
+                pass
+            elif route == "api":
                 self._forward(self.server.moto_addr)
-            elif host == REGISTRY_HOST:
-                self._registry()
+            elif route == "registry":
+                self._enter_namespace()
+                if urlsplit(self.path).path == "/v2/_catalog":
+                    self._catalog()
+                else:
+                    self._registry()
+            elif host in STS_HOSTS:
+                self._sts()
+            elif host in PUBLIC_API_HOSTS:
+                self._public_api(PUBLIC_API_HOSTS[host])
+            elif host == PUBLIC_HOST:
+                self._public_registry()
             elif host == KMS_HOST:
                 self._kms()
             else:
@@ -509,6 +557,10 @@ class Handler(ApiMixin, RegistryMixin, KmsMixin, BaseHTTPRequestHandler):
         """Copy an upstream response to the client, streaming unless body is given;
         `status` and `replace` (header -> value) override, `drop` names headers to leave out."""
         status = status or resp.status
+        if body is None and self._namespace_prefix() and (resp.getheader("Content-Type") or "") \
+                .startswith("application/json") and self.command != "HEAD":
+            # Errors, tag lists: small JSON that may name the internal repository.
+            body = resp.read().replace(self._namespace_prefix().encode() + b"/", b"")
         replace = {k.lower(): (k, v) for k, v in (replace or {}).items()}
         self._status = status
         bodiless = self.command == "HEAD" or status in (204, 304) or status < 200
@@ -520,7 +572,9 @@ class Handler(ApiMixin, RegistryMixin, KmsMixin, BaseHTTPRequestHandler):
             if lower in replace:
                 key, value = replace.pop(lower)
             elif lower == "location":
-                value = rewrite_location(value)
+                value = self._outward_location(value)
+            elif lower == "www-authenticate" and self._host != REGISTRY_HOST:
+                value = value.replace(REGISTRY_HOST, self._host)
             self.send_header(key, value)
         for key, value in replace.values():
             self.send_header(key, value)
@@ -549,6 +603,67 @@ class Handler(ApiMixin, RegistryMixin, KmsMixin, BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
         except (OSError, ssl.SSLError) as exc:
             raise ClientGone() from exc
+
+    # --- registry namespaces (front_targets) ----------------------------------------------
+
+    def _namespace_prefix(self) -> str:
+        """The internal prefix of the registry host this request came to ("" for the
+        primary and the API hosts)."""
+        if self._host == PUBLIC_HOST:
+            return self._public_prefix()
+        return self.target.prefix if self._host in REGISTRY_HOSTS else ""
+
+    def _outward_location(self, value: str) -> str:
+        if self._host == PUBLIC_HOST:
+            return rewrite_location(value, PUBLIC_HOST, self._public_prefix())
+        if self._host in REGISTRY_HOSTS:
+            return rewrite_location(value, self._host, self.target.prefix)
+        return rewrite_location(value)
+
+    def _enter_namespace(self) -> None:
+        """/v2/<name>/... at a non-primary registry host becomes /v2/<prefix>/<name>/...,
+        and a mount's `from=` names the source in the same registry."""
+        prefix = self.target.prefix
+        if not prefix:
+            return
+        parts = urlsplit(self.path)
+        path = parts.path
+        if path.startswith("/v2/") and path not in ("/v2/", "/v2/_catalog"):
+            path = f"/v2/{prefix}/{path[4:]}"
+        pairs = []
+        for pair in parts.query.split("&"):
+            key, _, value = pair.partition("=")
+            if pair:
+                pairs.append(f"from={prefix}/{value}" if key == "from" else pair)
+        query = "&".join(pairs)
+        self.path = path + (f"?{query}" if query else "")
+
+    def _catalog(self) -> None:
+        """The registry's catalog, reduced to this host's repositories (a non-primary
+        host sees its own, without the prefix; the primary never sees the internal ones)."""
+        credentials = self._registry_credentials(None)
+        if credentials is None:
+            return  # answered (an expired or another registry's token)
+        if not credentials[0]:
+            return self._forward(self.server.registry_addr)  # the registry's 401
+        conn, resp = self._upstream(self.server.registry_addr)
+        try:
+            answer = resp.read()
+            if resp.status != 200:
+                return self._relay(resp, answer)
+            try:
+                names = json.loads(answer).get("repositories") or []
+            except (ValueError, AttributeError):
+                return self._relay(resp, answer)
+            prefix = self._namespace_prefix()
+            if prefix:
+                names = [n[len(prefix) + 1:] for n in names if n.startswith(prefix + "/")]
+            else:
+                names = [n for n in names if not n.startswith(HIDDEN_PREFIXES)]
+            self._relay(resp, json.dumps({"repositories": names}).encode(),
+                        drop=("link",) if prefix else ())
+        finally:
+            conn.close()
 
     def _end_headers(self):
         if self.close_connection:

@@ -56,6 +56,12 @@ class ApiMixin:
         "DescribeImageSigningStatus": "_api_describe_image_signing_status",
     }
 
+    # What the front also answers for the other registries (front_targets); templates and
+    # managed signing stay the primary registry's (their calls elsewhere go to moto).
+    REGIONAL_OPERATIONS = {"GetAuthorizationToken", "GetAccountSetting", "PutAccountSetting",
+                           "ListImageReferrers", "DescribeImages", "BatchGetImage", "ListImages",
+                           "BatchDeleteImage"}
+
     def _api_intercept(self) -> bool:
         """Answer (or post-process) the operations above; True if this request was one."""
         target = self.headers.get("X-Amz-Target") or ""
@@ -64,6 +70,8 @@ class ApiMixin:
         action = target[len(TARGET_PREFIX):]
         method = self.API_OPERATIONS.get(action)
         if method is None:
+            return False
+        if not self.target.primary and action not in self.REGIONAL_OPERATIONS:
             return False
         body = self._read_body(MANIFEST_LIMIT)
         if body is None:
@@ -92,17 +100,20 @@ class ApiMixin:
     # --- tokens ------------------------------------------------------------------------
 
     def _api_get_authorization_token(self, request: dict, _body: bytes) -> None:
-        registry_ids = request.get("registryIds") or [ACCOUNT]
+        # Per registry: the caller's account (or each of registryIds) in the API host's
+        # region; the password works at that registry's host only.
+        region = getattr(self, "_api_region", REGION)
+        registry_ids = request.get("registryIds") or [self.target.account]
         if not isinstance(registry_ids, list) or not all(isinstance(r, str) for r in registry_ids):
             raise ApiError("InvalidParameterException", "Invalid parameter at 'registryIds'")
         access_key = self._access_key()
         data = []
         for registry_id in registry_ids:
-            password, expires = self.server.state.tokens.issue(access_key)
+            password, expires = self.server.state.tokens.issue(access_key, (registry_id, region))
             data.append({
                 "authorizationToken": base64.b64encode(f"AWS:{password}".encode()).decode(),
                 "expiresAt": round(expires, 3),
-                "proxyEndpoint": f"https://{registry_id}.dkr.ecr.{REGION}.amazonaws.com",
+                "proxyEndpoint": f"https://{registry_id}.dkr.ecr.{region}.amazonaws.com",
             })
         self._api_ok({"authorizationData": data})
 
@@ -172,7 +183,8 @@ class ApiMixin:
         if not isinstance(name, str) or not isinstance(subject, str):
             raise ApiError("InvalidParameterException",
                            "Invalid parameter: repositoryName and subjectId.imageDigest are required")
-        moto = self.server.moto
+        name = self.target.internal(name)
+        moto = self.moto
         if moto.repository(name) is None:
             raise self._repository_not_found(name)
         wanted = ((request.get("filter") or {}).get("artifactTypes")) or None
@@ -190,10 +202,10 @@ class ApiMixin:
             payload["nextToken"] = str(start + count)
         self._api_ok(payload)
 
-    @staticmethod
-    def _repository_not_found(name: str) -> ApiError:
+    def _repository_not_found(self, name: str) -> ApiError:
         return ApiError("RepositoryNotFoundException",
-                        f"The repository with name '{name}' does not exist in the registry with id '{ACCOUNT}'")
+                        f"The repository with name '{self.target.public(name)}' does not exist in the "
+                        f"registry with id '{self.target.account}'")
 
     # --- managed signing -----------------------------------------------------------------
 
@@ -217,7 +229,7 @@ class ApiMixin:
                 or not (image_id.get("imageDigest") or image_id.get("imageTag")):
             raise ApiError("InvalidParameterException",
                            "Invalid parameter: repositoryName and imageId (imageDigest or imageTag) are required")
-        moto = self.server.moto
+        moto = self.moto
         if moto.repository(name) is None:
             raise self._repository_not_found(name)
         digest = moto.digest_of(name, {k: v for k, v in image_id.items() if k in ("imageDigest", "imageTag")})
@@ -229,19 +241,19 @@ class ApiMixin:
         self._api_ok({"registryId": ACCOUNT, "repositoryName": name, "imageId": answer_id,
                       "signingStatuses": self.server.state.signing.statuses(name, digest)})
 
-    @staticmethod
-    def _image_not_found(name: str, image_id: dict) -> ApiError:
+    def _image_not_found(self, name: str, image_id: dict) -> ApiError:
         return ApiError("ImageNotFoundException",
                         f"The image with imageId {{imageDigest:'{image_id.get('imageDigest', 'null')}', "
                         f"imageTag:'{image_id.get('imageTag', 'null')}'}} does not exist within the "
-                        f"repository with name '{name}' in the registry with id '{ACCOUNT}'")
+                        f"repository with name '{self.target.public(name)}' in the registry with id "
+                        f"'{self.target.account}'")
 
     # --- eventual consistency ------------------------------------------------------------
 
     def _api_visible_images(self, request: dict, body: bytes) -> None:
         """Forward to moto; while the repository has manifests inside their /visibility
         window, answer as ECR would before they show up."""
-        name = request.get("repositoryName")
+        name = self.target.internal(request.get("repositoryName"))
         visibility = self.server.state.visibility
         action = self._action
         active = isinstance(name, str) and visibility.active(name)
@@ -295,7 +307,7 @@ class ApiMixin:
         `subjectManifestDigest` for a referrer, and `imageStatus` (ACTIVE: nothing here is
         ever archived)."""
         from front_referrers import INDEX_TYPES, artifact_type, parse, subject_of
-        images = self.server.moto.images_by_digest(name, [d["imageDigest"] for d in details if d.get("imageDigest")])
+        images = self.moto.images_by_digest(name, [d["imageDigest"] for d in details if d.get("imageDigest")])
         for detail in details:
             image = images.get(detail.get("imageDigest"))
             if image is not None:
@@ -316,11 +328,11 @@ class ApiMixin:
         ImageFailureCode); the others are deleted in moto and in the registry."""
         import http.client
 
-        name = request.get("repositoryName")
+        name = self.target.internal(request.get("repositoryName"))
         asked = [i for i in request.get("imageIds") or [] if isinstance(i, dict)]
         listed = set()
         if isinstance(name, str):
-            for image in self.server.moto.manifests(name) if self.server.moto.repository(name) else []:
+            for image in self.moto.manifests(name) if self.moto.repository(name) else []:
                 try:
                     manifest = json.loads(image.get("imageManifest") or "{}")
                 except ValueError:

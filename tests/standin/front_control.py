@@ -20,6 +20,11 @@
   POST   /kms         {"key", "deny": [operations]}        -> 201 {"key", "key_id", "deny"}
   GET    /kms?key=K                                        -> {"key", "key_id", "deny"}
   DELETE /stats?repository=R                               -> {"cleared": R}
+  GET    /sts         every AssumeRole through the front  -> {"calls": [...]}
+  POST   /deny        {"account", "repository"}           -> 201 {"account", "repository"}
+  GET    /deny                                             -> {"denied": [...]}
+  POST   /public      {"deny_bearer"?, "token_lifetime"?}  -> 201 GET /public's answer
+  GET    /public      ECR Public's counters and switches   -> {"calls", "token_lifetime", ...}
   POST   /reset       everything the front remembers, emptied -> {"reset": true}
 
 Every body is one JSON object; an unknown field or a bad value gets 400 {"error": ...}.
@@ -287,6 +292,40 @@ class ControlHandler(BaseHTTPRequestHandler):
         if key_id is None:
             raise SpecError(f"no KMS key {key!r} in moto")
         return 200, {"key": key, "key_id": key_id, "deny": self._state.kms.denied(key_id)}
+
+    # --- STS, the deny switch, ECR Public ------------------------------------------------
+
+    def _get_sts(self, _raw):
+        return 200, {"calls": self._state.assumed.calls()}
+
+    def _post_deny(self, raw):
+        spec = body_object(raw, {"account", "repository"}, {"account", "repository"})
+        account = spec["account"]
+        if not isinstance(account, str) or not (account == "public" or re.fullmatch(r"\d{12}", account)):
+            raise SpecError('account must be a 12-digit account id or "public"')
+        repository = repository_field(spec)
+        self._state.denies.add(account, repository)
+        log.info("- - - - deny %s in %s", repository, account)
+        return 201, {"account": account, "repository": repository}
+
+    def _get_deny(self, _raw):
+        return 200, {"denied": self._state.denies.snapshot()}
+
+    def _post_public(self, raw):
+        spec = body_object(raw, {"deny_bearer", "token_lifetime"}, set())
+        public = self._state.public
+        if "deny_bearer" in spec:
+            if not isinstance(spec["deny_bearer"], bool):
+                raise SpecError("deny_bearer must be true or false")
+            public.deny_bearer = spec["deny_bearer"]
+        if "token_lifetime" in spec:
+            public.lifetime = number(spec["token_lifetime"], 1, Tokens.MAX_LIFETIME,
+                                     "token_lifetime (seconds)", integer=True)
+        log.info("- - - - public: %s", json.dumps(spec, sort_keys=True))
+        return 201, public.snapshot()
+
+    def _get_public(self, _raw):
+        return 200, self._state.public.snapshot()
 
     # --- reset -------------------------------------------------------------------------
 

@@ -10,17 +10,24 @@ from front_common import REGION, log
 class Moto:
     """The few ECR API calls the registry rules need, against moto's plain-HTTP endpoint."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, region: str = REGION, account: str | None = None):
         import boto3  # imported here so `front.py --help` stays instant
         from botocore.config import Config
 
+        self.url = url
         self.client = boto3.client(
-            "ecr", endpoint_url=url, region_name=REGION,
+            "ecr", endpoint_url=url, region_name=region,
             aws_access_key_id="standin", aws_secret_access_key="standin",
             config=Config(retries={"max_attempts": 2, "mode": "standard"},
                           max_pool_connections=64, connect_timeout=5, read_timeout=30),
         )
         self.errors = self.client.exceptions
+        if account is not None:
+            # moto acts in the account this header names (moto 5.2,
+            # BaseResponse.get_current_account), not the access key's.
+            def in_account(request, **_):
+                request.headers["x-moto-account-id"] = account
+            self.client.meta.events.register("before-sign.ecr", in_account)
         # moto's KMS (the same server): resolves the key a KMS request names.
         self.kms = boto3.client(
             "kms", endpoint_url=url, region_name=REGION,

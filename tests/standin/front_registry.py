@@ -52,13 +52,18 @@ TOO_MANY_LAYERS = ("Invalid parameter at 'ImageManifest' failed to satisfy const
 REFERRER_REFUSED = "Invalid parameter at 'ImageManifest' failed to satisfy constraint: 'Invalid JSON syntax'"
 
 
-def rewrite_location(value: str) -> str:
+def rewrite_location(value: str, host: str | None = None, prefix: str = "") -> str:
     # The registry is told its external URL, but a Location naming the loopback port
-    # would send clients around the front (and around the ECR rules).
+    # would send clients around the front (and around the ECR rules). Another registry's
+    # host (front_targets) gets its own name back, without the internal prefix.
     from front_common import REGISTRY_HOST
-    for internal in ("http://127.0.0.1:5002", "http://localhost:5002"):
+    host = host or REGISTRY_HOST
+    for internal in ("http://127.0.0.1:5002", "http://localhost:5002", f"https://{REGISTRY_HOST}"):
         if value.startswith(internal):
-            return f"https://{REGISTRY_HOST}" + value[len(internal):]
+            rest = value[len(internal):]
+            if prefix and rest.startswith(f"/v2/{prefix}/"):
+                rest = "/v2/" + rest[len(prefix) + 5:]
+            return f"https://{host}" + rest
     return value
 
 
@@ -100,7 +105,10 @@ class RegistryMixin:
         if not m or not authenticated:
             return self._forward(self.server.registry_addr)
         name, kind, rest = m["name"], m["kind"], m["rest"]
-        state, moto, method = self.server.state, self.server.moto, self.command
+        target = self.target
+        if self._registry_guard(target, name, access_key, kind, rest):
+            return
+        state, moto, method = self.server.state, self.moto, self.command
         starts_push = (kind == "blobs" and method == "POST" and rest.rstrip("/") == "uploads") \
             or (kind == "manifests" and method == "PUT")
         repo = moto.repository(name)
@@ -110,7 +118,8 @@ class RegistryMixin:
             self._drain_body()
             return self._json_error(
                 404, "NAME_UNKNOWN",
-                f"The repository with name '{name}' does not exist in the registry with id '{ACCOUNT}'")
+                f"The repository with name '{target.public(name)}' does not exist in the registry "
+                f"with id '{target.account}'")
         mode, patches = state.modes.get(name)
         ecr = mode == "ecr"
         if kind == "manifests":
@@ -145,11 +154,22 @@ class RegistryMixin:
         password = basic_password(self.headers.get("Authorization"))
         if password is None:
             return False, ""
+        target = self.target
         if password == FIXED_PASSWORD:
-            return True, DEFAULT_ACCESS_KEY
-        status, access_key = self.server.state.tokens.check(password)
+            # moto's fixed token is the primary registry's only.
+            return (True, DEFAULT_ACCESS_KEY) if target.primary else (False, "")
+        tokens = self.server.state.tokens
+        status, access_key = tokens.check(password)
         if status == "unknown":
             return False, ""
+        issued_for = tokens.registry_of(password)
+        if issued_for is not None and issued_for != (target.account, target.region):
+            # ECR's tokens are per registry (ECR User Guide, registry authentication); the
+            # exact answer to another registry's token is unconfirmed.
+            self._drain_body()
+            self._rule = "other-registry-token"
+            self._json_error(403, "DENIED", "Your authorization token is not valid for this registry.")
+            return None
         if status == "expired":
             self._drain_body()
             if name:
@@ -174,7 +194,9 @@ class RegistryMixin:
     def _create_on_push(self, name: str) -> dict | None:
         """ECR creates a repository a push names when a CREATE_ON_PUSH template covers
         it (ECR User Guide, repository creation templates)."""
-        state, moto = self.server.state, self.server.moto
+        state, moto = self.server.state, self.moto
+        if not self.target.primary:
+            return None  # templates are the primary registry's (front_api)
         template = state.templates.covering(name)
         if template is None:
             return None
@@ -215,7 +237,7 @@ class RegistryMixin:
         """ECR User Guide, blob mounting: only with BLOB_MOUNTING=ENABLED, within the
         registry, between repositories with the same encryption, for a blob a manifest of
         the source repository references."""
-        state, moto = self.server.state, self.server.moto
+        state, moto = self.server.state, self.moto
         if state.settings.get(access_key, "BLOB_MOUNTING") != "ENABLED":
             return False
         source = unquote(values.get("from") or "")
@@ -248,7 +270,7 @@ class RegistryMixin:
             headers = {key: resp.getheader(key) for key in ("Location", "Range", "Docker-Upload-UUID")
                        if resp.getheader(key) is not None}
             if "Location" in headers:
-                headers["Location"] = rewrite_location(headers["Location"])
+                headers["Location"] = rewrite_location(headers["Location"], self._host, self.target.prefix)
             if first is None:
                 state.uploads.first_answer(session, headers)
                 return self._relay(resp, answer, status=201)
@@ -306,7 +328,7 @@ class RegistryMixin:
         state = self.server.state
         state.signing.settle(name)
         hidden, _ = state.visibility.hidden(name)
-        entries = descriptors(self.server.moto.manifests(name), digest, wanted or None, hidden)
+        entries = descriptors(self.moto.manifests(name), digest, wanted or None, hidden)
         headers = [("Docker-Distribution-Api-Version", "registry/2.0")]
         if wanted:
             headers.append(("OCI-Filters-Applied", "artifactType"))
@@ -326,7 +348,7 @@ class RegistryMixin:
             if subject.get("mediaType") in INDEX_TYPES:
                 refuse = True
             elif isinstance(subject.get("digest"), str):
-                stored = self.server.moto.image_by_digest(name, subject["digest"])
+                stored = self.moto.image_by_digest(name, subject["digest"])
                 refuse = stored is not None and (
                     stored.get("imageManifestMediaType") in INDEX_TYPES
                     or parse(stored.get("imageManifest")).get("mediaType") in INDEX_TYPES)
@@ -371,7 +393,7 @@ class RegistryMixin:
         return None
 
     def _put_manifest(self, name: str, reference: str, repo: dict, ecr: bool, access_key: str):
-        state, moto = self.server.state, self.server.moto
+        state, moto = self.server.state, self.moto
         state.stats.bump(name, "manifest_puts")
         body = self._read_body(MANIFEST_LIMIT if ecr else 8 * MANIFEST_LIMIT)
         if body is None:
@@ -396,7 +418,7 @@ class RegistryMixin:
                 if ecr or previous["imageId"]["imageDigest"] != mine:
                     return self._json_error(
                         400, "TAG_INVALID",
-                        f"The image tag '{tag}' already exists in the '{name}' repository "
+                        f"The image tag '{tag}' already exists in the '{self.target.public(name)}' repository "
                         "and cannot be overwritten because the repository is immutable.")
             conn, resp = self._upstream(self.server.registry_addr, body=body)
             try:
@@ -415,7 +437,7 @@ class RegistryMixin:
                         # Distribution spec v1.1: a registry with the referrers API says it
                         # processed the subject.
                         extra["OCI-Subject"] = subject
-                    else:
+                    elif self.target.primary:
                         # Managed signing signs what is pushed (referrers left alone: unconfirmed).
                         state.signing.on_push(access_key, name, digest,
                                               media_type or doc.get("mediaType") or "", len(body))

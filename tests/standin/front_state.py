@@ -46,6 +46,9 @@ class Tokens:
     def __init__(self):
         self._lock = threading.Lock()
         self._issued: dict[str, tuple[str, float]] = {}
+        # password -> (account, region) of the registry it was issued for: ECR's tokens are
+        # per registry (ECR User Guide, registry authentication).
+        self._registries: dict[str, tuple[str, str]] = {}
         self._lifetimes: dict[str, int] = {}
         self._counts: dict[str, int] = {}
 
@@ -59,7 +62,7 @@ class Tokens:
                     "lifetime": self._lifetimes.get(access_key, self.DEFAULT_LIFETIME),
                     "issued": self._counts.get(access_key, 0)}
 
-    def issue(self, access_key: str) -> tuple[str, float]:
+    def issue(self, access_key: str, registry: tuple[str, str] | None = None) -> tuple[str, float]:
         now = time.time()
         with self._lock:
             lifetime = self._lifetimes.get(access_key, self.DEFAULT_LIFETIME)
@@ -71,11 +74,14 @@ class Tokens:
             }
             password = base64.b64encode(json.dumps(envelope).encode()).decode()
             self._issued[password] = (access_key, expires)
+            if registry is not None:
+                self._registries[password] = registry
             self._counts[access_key] = self._counts.get(access_key, 0) + 1
             if len(self._issued) % 256 == 0:
                 for key, (_, until) in list(self._issued.items()):
                     if until + self.KEEP_EXPIRED < now:
                         del self._issued[key]
+                        self._registries.pop(key, None)
             return password, expires
 
     def check(self, password: str) -> tuple[str, str | None]:
@@ -87,9 +93,15 @@ class Tokens:
         access_key, expires = found
         return ("valid" if time.time() < expires else "expired"), access_key
 
+    def registry_of(self, password: str) -> tuple[str, str] | None:
+        """(account, region) of the registry a password was issued for."""
+        with self._lock:
+            return self._registries.get(password)
+
     def clear(self) -> None:
         with self._lock:
             self._issued.clear()
+            self._registries.clear()
             self._lifetimes.clear()
             self._counts.clear()
 
@@ -526,6 +538,63 @@ class Presigned:
             self._urls.clear()
 
 
+# --- STS: assumed roles (front_sts.py) and the deny switch ----------------------------
+
+class AssumedRoles:
+    """Every AssumeRole that went through the front, and the account and ARN of the
+    credentials it returned (moto issues them; the front needs to know whose they are to
+    answer GetAuthorizationToken and to refuse cross-account calls)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._calls: list[dict] = []
+        self._keys: dict[str, tuple[str, str]] = {}
+
+    def record(self, call: dict, access_key: str | None, account: str | None, arn: str | None) -> None:
+        with self._lock:
+            self._calls.append(call)
+            if access_key and account:
+                self._keys[access_key] = (account, arn or "")
+
+    def principal(self, access_key: str) -> tuple[str, str] | None:
+        """(account, assumed-role ARN) of credentials AssumeRole returned, else None."""
+        with self._lock:
+            return self._keys.get(access_key)
+
+    def calls(self) -> list[dict]:
+        with self._lock:
+            return [dict(c) for c in self._calls]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._calls.clear()
+            self._keys.clear()
+
+
+class Denies:
+    """POST /deny: (account or "public", repository) pairs every call is refused for."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pairs: set[tuple[str, str]] = set()
+
+    def add(self, account: str, repository: str) -> None:
+        with self._lock:
+            self._pairs.add((account, repository))
+
+    def denied(self, account: str, repository) -> bool:
+        with self._lock:
+            return (account, repository) in self._pairs
+
+    def snapshot(self) -> list[dict]:
+        with self._lock:
+            return [{"account": a, "repository": r} for a, r in sorted(self._pairs)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pairs.clear()
+
+
 class EcrState:
     def __init__(self):
         self.tokens = Tokens()
@@ -537,6 +606,10 @@ class EcrState:
         self.uploads = Uploads()
         self.presigned = Presigned()
         self.refuse_referrers = RefuseReferrers()
+        self.assumed = AssumedRoles()
+        self.denies = Denies()
+        from front_public import PublicState
+        self.public = PublicState()
         from front_kms import KmsRules
         from front_signing import Signing
         self.signing = Signing()
@@ -545,7 +618,7 @@ class EcrState:
     def clear(self) -> None:
         for part in (self.tokens, self.settings, self.templates, self.visibility, self.modes,
                      self.stats, self.uploads, self.presigned, self.refuse_referrers,
-                     self.signing, self.kms):
+                     self.signing, self.kms, self.assumed, self.denies, self.public):
             part.clear()
 
 
