@@ -331,6 +331,41 @@ fn config_digest(manifest: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// The shared confirmation loop waits for an image ECR does not list yet, then
+    /// reports a tag found at another digest as moved, not as an error.
+    #[tokio::test(start_paused = true)]
+    async fn confirmation_waits_for_the_image_and_reports_moved_tags() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let tags = vec!["v1".to_string(), "latest".to_string()];
+        let (detail, moved) = confirm(
+            "app",
+            &tags,
+            "sha256:mine",
+            || {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    Ok((n > 0).then(|| ImageDetail {
+                        digest: "sha256:mine".into(),
+                        size_bytes: Some(1),
+                        tags: vec!["v1".into()],
+                    }))
+                }
+            },
+            |missing| async move {
+                assert_eq!(missing, ["latest"]);
+                Ok(vec![ExistingTag {
+                    tag: "latest".into(),
+                    digest: "sha256:theirs".into(),
+                }])
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(detail.digest, "sha256:mine");
+        assert_eq!(moved, ["latest"]);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
     /// The image ID of an existing image is its manifest's config digest.
     #[test]
     fn config_digest_is_read_from_image_manifests_only() {
