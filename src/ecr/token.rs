@@ -278,6 +278,36 @@ mod tests {
         assert!(shown.contains("redacted"));
     }
 
+    /// A renewed ECR Public token replaces the token as issued (what the registry client
+    /// sends as Bearer) and the user and password it decodes to (the daemon's login).
+    #[test]
+    fn a_renewed_bearer_token_keeps_both_forms() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let auth = RegistryAuth {
+            registry: "public.ecr.aws".into(),
+            username: "AWS".into(),
+            password: Secret::new("old".into()),
+            token: Secret::new(b64.encode("AWS:old")),
+            expires_at: None,
+            renew: None,
+            scheme: registry::Scheme::Bearer,
+        };
+        let renewed = auth.renewed(registry::Credentials {
+            username: "AWS".into(),
+            password: Secret::new(b64.encode("AWS:new")),
+            expires_at: None,
+            scheme: registry::Scheme::Bearer,
+        });
+        assert_eq!(renewed.token.expose(), b64.encode("AWS:new"));
+        assert_eq!(renewed.password.expose(), "new");
+        assert_eq!(renewed.username, "AWS");
+        assert_eq!(renewed.scheme, registry::Scheme::Bearer);
+        assert_eq!(
+            renewed.login().credentials.password.expose(),
+            b64.encode("AWS:new")
+        );
+    }
+
     /// The registry host comes from the proxy endpoint, with the owner's account swapped in
     /// for cross-account pushes.
     #[test]
