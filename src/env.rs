@@ -42,6 +42,10 @@ pub const AWS_ENDPOINT_URL_ECR: &str = "AWS_ENDPOINT_URL_ECR";
 /// The KMS API endpoint override (`sign: kms`), read by aws-config; read here too, for
 /// messages.
 pub const AWS_ENDPOINT_URL_KMS: &str = "AWS_ENDPOINT_URL_KMS";
+/// The ECR Public API endpoint override (`src/ecr/public.rs`), read by aws-config and
+/// here, where it is passed to the ECR Public client and named in messages. Unset: the
+/// SDK's own endpoint in us-east-1, the only region ECR Public's API is in.
+pub const AWS_ENDPOINT_URL_ECR_PUBLIC: &str = "AWS_ENDPOINT_URL_ECR_PUBLIC";
 /// The endpoint override for every AWS service, read by aws-config.
 pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 /// Proxy for `https://` connections (the ECR API, the registry, S3): `http://[user:pass@]host:port`.
@@ -144,6 +148,9 @@ pub struct Environment {
     pub ecr_endpoint: Option<String>,
     /// `AWS_ENDPOINT_URL_KMS`, else `AWS_ENDPOINT_URL`: where the KMS API is, for messages.
     pub kms_endpoint: Option<String>,
+    /// `AWS_ENDPOINT_URL_ECR_PUBLIC`, else `AWS_ENDPOINT_URL`: where the ECR Public API
+    /// is ([`crate::ecr::Ecr::public`]).
+    pub ecr_public_endpoint: Option<String>,
     pub network: NetworkEnv,
     /// The GitHub context, for tag templates and labels.
     pub github: GitHubContext,
@@ -284,6 +291,7 @@ impl Environment {
                 HOME => home = non_empty().map(PathBuf::from),
                 AWS_ENDPOINT_URL_ECR => env.ecr_endpoint = non_empty(),
                 AWS_ENDPOINT_URL_KMS => env.kms_endpoint = non_empty(),
+                AWS_ENDPOINT_URL_ECR_PUBLIC => env.ecr_public_endpoint = non_empty(),
                 AWS_ENDPOINT_URL => global_endpoint = non_empty(),
                 HTTPS_PROXY => https.0 = non_empty(),
                 HTTPS_PROXY_LOWER => https.1 = non_empty(),
@@ -325,6 +333,9 @@ impl Environment {
         env.network.no_proxy = no.1.or(no.0);
         if env.kms_endpoint.is_none() {
             env.kms_endpoint.clone_from(&global_endpoint);
+        }
+        if env.ecr_public_endpoint.is_none() {
+            env.ecr_public_endpoint.clone_from(&global_endpoint);
         }
         if env.ecr_endpoint.is_none() {
             env.ecr_endpoint = global_endpoint;
@@ -370,6 +381,29 @@ pub fn parse_stall_timeout(value: &str) -> Result<StallTimeout, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ECR Public's endpoint override is its own variable, else the global one, and is
+    /// not taken for private ECR's (nor the reverse).
+    #[test]
+    fn the_ecr_public_endpoint_falls_back_to_the_global_override() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let env = Environment::capture([
+            pair(AWS_ENDPOINT_URL_ECR_PUBLIC, "https://public.example"),
+            pair(AWS_ENDPOINT_URL_ECR, "https://private.example"),
+        ]);
+        assert_eq!(
+            env.ecr_public_endpoint.as_deref(),
+            Some("https://public.example")
+        );
+        assert_eq!(env.ecr_endpoint.as_deref(), Some("https://private.example"));
+        let env = Environment::capture([pair(AWS_ENDPOINT_URL, "http://127.0.0.1:4566")]);
+        assert_eq!(
+            env.ecr_public_endpoint.as_deref(),
+            Some("http://127.0.0.1:4566")
+        );
+        let env = Environment::capture([pair(AWS_ENDPOINT_URL_ECR, "https://private.example")]);
+        assert_eq!(env.ecr_public_endpoint, None);
+    }
 
     /// The runner keeps hyphens and upper-cases names: `INPUT_BUILD-ARGS` is `build-args`.
     #[test]

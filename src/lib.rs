@@ -25,6 +25,7 @@
 //!              stalled request ends (connector.rs), bodies sent in pieces (body.rs)
 //! ecr/         the AWS APIs: token, repositories, templates, policies, images, scans,
 //!              referrers, KMS signing (kms.rs), ECR managed signing (signing.rs)
+//!              ECR Public (public.rs: Bearer token, alias, catalog data, images)
 //! supply/      what travels with an image: SLSA provenance (in-toto Statement v1,
 //!              provenance.rs), cosign's signature and attestation formats
 //!              (cosign.rs), and the Signer trait they are signed through

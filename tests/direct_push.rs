@@ -38,6 +38,7 @@ fn auth_with(password: String) -> RegistryAuth {
         password: Secret::new(password),
         expires_at: None,
         renew: None,
+        scheme: ecr_build_push::registry::Scheme::Basic,
     }
 }
 

@@ -262,6 +262,7 @@ async fn a_manifest_with_more_layers_than_ecr_takes_is_refused_at_once() {
             username: "AWS".into(),
             password: ecr_build_push::credentials::Secret::new(s.password_for(&access_key())),
             expires_at: None,
+            scheme: ecr_build_push::registry::Scheme::Basic,
         },
         renew: None,
     };

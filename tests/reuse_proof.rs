@@ -90,6 +90,7 @@ fn registry(repository: &str) -> Registry {
             username: "AWS".to_string(),
             password: Secret::new(s.password.clone()),
             expires_at: None,
+            scheme: ecr_build_push::registry::Scheme::Basic,
         },
         renew: None,
     };

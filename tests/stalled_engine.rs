@@ -319,6 +319,7 @@ async fn a_push_whose_reports_stop_changing_fails_after_the_stall_timeout() {
         token: Secret::new("t".into()),
         expires_at: None,
         renew: None,
+        scheme: ecr_build_push::registry::Scheme::Basic,
     };
     let target = PushTarget {
         repository_ref: "registry.test/r",

@@ -261,6 +261,7 @@ impl OwnRegistry {
                 username: "AWS".into(),
                 password: Secret::new("p".into()),
                 expires_at: None,
+                scheme: ecr_build_push::registry::Scheme::Basic,
             },
             renew: None,
         };

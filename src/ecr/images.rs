@@ -204,58 +204,14 @@ impl Ecr {
         tags: &[String],
         digest: &str,
     ) -> anyhow::Result<(ImageDetail, Vec<String>)> {
-        let started = Instant::now();
-        let mut wait = Duration::from_millis(250);
-        let mut sleep = |late: bool| {
-            let this = wait;
-            wait = (wait * 2).min(Duration::from_secs(5));
-            async move {
-                if late {
-                    return false;
-                }
-                tokio::time::sleep(this).await;
-                true
-            }
-        };
-        loop {
-            let late = started.elapsed() >= rules::VISIBILITY_WAIT;
-            let Some(detail) = self.describe_digest(name, registry_id, digest).await? else {
-                if sleep(late).await {
-                    continue;
-                }
-                anyhow::bail!(
-                    "ECR has no image {digest} in `{name}` {:.0} s after the push",
-                    started.elapsed().as_secs_f64()
-                );
-            };
-            let missing: Vec<String> = tags
-                .iter()
-                .filter(|tag| !detail.tags.contains(tag))
-                .cloned()
-                .collect();
-            // A missing tag found at another image has moved; one found nowhere (or found
-            // at this image by tag but not yet in its listing) is not visible yet.
-            let found = self.existing_tags(name, registry_id, &missing).await?;
-            let moved: Vec<String> = found
-                .into_iter()
-                .filter(|tag| tag.digest != digest)
-                .map(|tag| tag.tag)
-                .collect();
-            if moved.len() < missing.len() && sleep(late).await {
-                continue;
-            }
-            if started.elapsed() >= Duration::from_secs(1) {
-                tracing::info!(
-                    "ECR listed {digest} with its tags after {:.1} s (its API is eventually \
-                     consistent)",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            // Past the wait, a tag ECR still does not show is not confirmed: it is
-            // reported with the moved ones, and left out of the outputs as they are.
-            let unconfirmed = if late { missing } else { moved };
-            return Ok((detail, unconfirmed));
-        }
+        confirm(
+            name,
+            tags,
+            digest,
+            || self.describe_digest(name, registry_id, digest),
+            |missing| async move { self.existing_tags(name, registry_id, &missing).await },
+        )
+        .await
     }
 
     /// `DescribeImages` of one digest; `None` when ECR does not list it.
@@ -296,6 +252,75 @@ impl Ecr {
     }
 }
 
+/// [`Ecr::confirm_digest`]'s loop, for either ECR ([`super::public`] too): `describe`
+/// is `DescribeImages` of the digest, `existing` looks tags up one by one.
+pub(super) async fn confirm<D, DF, E, EF>(
+    name: &str,
+    tags: &[String],
+    digest: &str,
+    describe: D,
+    existing: E,
+) -> anyhow::Result<(ImageDetail, Vec<String>)>
+where
+    D: Fn() -> DF,
+    DF: std::future::Future<Output = anyhow::Result<Option<ImageDetail>>>,
+    E: Fn(Vec<String>) -> EF,
+    EF: std::future::Future<Output = anyhow::Result<Vec<ExistingTag>>>,
+{
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(250);
+    let mut sleep = |late: bool| {
+        let this = wait;
+        wait = (wait * 2).min(Duration::from_secs(5));
+        async move {
+            if late {
+                return false;
+            }
+            tokio::time::sleep(this).await;
+            true
+        }
+    };
+    loop {
+        let late = started.elapsed() >= rules::VISIBILITY_WAIT;
+        let Some(detail) = describe().await? else {
+            if sleep(late).await {
+                continue;
+            }
+            anyhow::bail!(
+                "ECR has no image {digest} in `{name}` {:.0} s after the push",
+                started.elapsed().as_secs_f64()
+            );
+        };
+        let missing: Vec<String> = tags
+            .iter()
+            .filter(|tag| !detail.tags.contains(tag))
+            .cloned()
+            .collect();
+        // A missing tag found at another image has moved; one found nowhere (or found
+        // at this image by tag but not yet in its listing) is not visible yet.
+        let found = existing(missing.clone()).await?;
+        let moved: Vec<String> = found
+            .into_iter()
+            .filter(|tag| tag.digest != digest)
+            .map(|tag| tag.tag)
+            .collect();
+        if moved.len() < missing.len() && sleep(late).await {
+            continue;
+        }
+        if started.elapsed() >= Duration::from_secs(1) {
+            tracing::info!(
+                "ECR listed {digest} with its tags after {:.1} s (its API is eventually \
+                 consistent)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        // Past the wait, a tag ECR still does not show is not confirmed: it is
+        // reported with the moved ones, and left out of the outputs as they are.
+        let unconfirmed = if late { missing } else { moved };
+        return Ok((detail, unconfirmed));
+    }
+}
+
 /// The `config.digest` of an image manifest; `None` for an index or unreadable JSON.
 fn config_digest(manifest: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(manifest).ok()?;
@@ -305,6 +330,41 @@ fn config_digest(manifest: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shared confirmation loop waits for an image ECR does not list yet, then
+    /// reports a tag found at another digest as moved, not as an error.
+    #[tokio::test(start_paused = true)]
+    async fn confirmation_waits_for_the_image_and_reports_moved_tags() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let tags = vec!["v1".to_string(), "latest".to_string()];
+        let (detail, moved) = confirm(
+            "app",
+            &tags,
+            "sha256:mine",
+            || {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    Ok((n > 0).then(|| ImageDetail {
+                        digest: "sha256:mine".into(),
+                        size_bytes: Some(1),
+                        tags: vec!["v1".into()],
+                    }))
+                }
+            },
+            |missing| async move {
+                assert_eq!(missing, ["latest"]);
+                Ok(vec![ExistingTag {
+                    tag: "latest".into(),
+                    digest: "sha256:theirs".into(),
+                }])
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(detail.digest, "sha256:mine");
+        assert_eq!(moved, ["latest"]);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 
     /// The image ID of an existing image is its manifest's config digest.
     #[test]

@@ -2,7 +2,8 @@
 //! ([`token`]: and its renewal, the `BLOB_MOUNTING` setting), repositories and their
 //! creation templates ([`repository`], [`templates`]), policies, images and digest
 //! confirmation ([`images`]), scans ([`scan`]), signing: with a KMS key for cosign
-//! ([`kms`]) or by ECR's managed signing ([`signing`]).
+//! ([`kms`]) or by ECR's managed signing ([`signing`]); ECR Public ([`public`]: its
+//! token, alias, repositories with their catalog data, images).
 //!
 //! The HTTP client is built here rather than taken from aws-config's default: rustls with
 //! ring (static, fast to build) and a pure-Rust resolver that reads `/etc/hosts` and
@@ -14,6 +15,7 @@ mod elsewhere;
 mod http;
 mod images;
 pub mod kms;
+pub mod public;
 mod referrers;
 pub mod repository;
 pub mod scan;
@@ -22,6 +24,7 @@ pub mod templates;
 mod token;
 
 pub use images::ExistingTag;
+pub use public::{CatalogChange, EcrPublic};
 pub use repository::Repository;
 use repository::{exclusion_filters, to_repository};
 pub use token::{RegistryAuth, TokenRenewal};

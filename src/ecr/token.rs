@@ -12,10 +12,12 @@ use super::{describe, Ecr};
 use crate::credentials::Secret;
 use crate::registry;
 
-/// Basic-auth credentials for the registry, from `GetAuthorizationToken`.
+/// Credentials for the registry, from `GetAuthorizationToken`: private ECR's (sent as
+/// Basic) or ECR Public's ([`super::public`], sent as `Bearer <token>` by the registry
+/// client; the Docker daemon still logs in with the decoded user and password).
 #[derive(Debug, Clone)]
 pub struct RegistryAuth {
-    /// `<account>.dkr.ecr.<region>.amazonaws.com`, without a scheme.
+    /// `<account>.dkr.ecr.<region>.amazonaws.com` (or `public.ecr.aws`), without a scheme.
     pub registry: String,
     pub username: String,
     pub password: Secret,
@@ -25,6 +27,8 @@ pub struct RegistryAuth {
     pub expires_at: Option<std::time::SystemTime>,
     /// How the registry client gets a new token when ECR says this one expired.
     pub renew: Option<Arc<dyn registry::Renew>>,
+    /// How the registry client sends them: Basic for private ECR, Bearer for ECR Public.
+    pub scheme: registry::Scheme,
 }
 
 impl RegistryAuth {
@@ -45,31 +49,73 @@ impl RegistryAuth {
             "renewed the registry token for {}: it expired soon",
             self.registry
         );
-        Ok(Self {
-            token: Secret::new(base64::engine::general_purpose::STANDARD.encode(format!(
-                "{}:{}",
-                credentials.username,
-                credentials.password.expose()
-            ))),
-            username: credentials.username,
-            password: credentials.password,
-            expires_at: credentials.expires_at,
-            ..self.clone()
-        })
+        Ok(self.renewed(credentials))
     }
 
-    /// What the registry client logs in with.
+    /// These credentials with `credentials` (a renewal's) in place of the old ones.
+    fn renewed(&self, credentials: registry::Credentials) -> Self {
+        match credentials.scheme {
+            registry::Scheme::Basic => Self {
+                token: Secret::new(base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{}:{}",
+                    credentials.username,
+                    credentials.password.expose()
+                ))),
+                username: credentials.username,
+                password: credentials.password,
+                expires_at: credentials.expires_at,
+                scheme: credentials.scheme,
+                ..self.clone()
+            },
+            // A Bearer credential's password is the token as issued.
+            registry::Scheme::Bearer => {
+                let (username, password) = decode_token(credentials.password.expose())
+                    .unwrap_or_else(|| {
+                        (
+                            credentials.username.clone(),
+                            credentials.password.expose().to_string(),
+                        )
+                    });
+                Self {
+                    username,
+                    password: Secret::new(password),
+                    token: credentials.password,
+                    expires_at: credentials.expires_at,
+                    scheme: credentials.scheme,
+                    ..self.clone()
+                }
+            }
+        }
+    }
+
+    /// What the registry client logs in with: the user and password as Basic, or the
+    /// token as issued as Bearer.
     pub fn login(&self) -> registry::Login {
+        let password = match self.scheme {
+            registry::Scheme::Basic => self.password.clone(),
+            registry::Scheme::Bearer => self.token.clone(),
+        };
         registry::Login {
             host: self.registry.clone(),
             credentials: registry::Credentials {
                 username: self.username.clone(),
-                password: self.password.clone(),
+                password,
                 expires_at: self.expires_at,
+                scheme: self.scheme,
             },
             renew: self.renew.clone(),
         }
     }
+}
+
+/// `user:password` from a token that is base64 of them (both ECRs' tokens are).
+pub(super) fn decode_token(token: &str) -> Option<(String, String)> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())?;
+    let (username, password) = decoded.split_once(':')?;
+    Some((username.to_string(), password.to_string()))
 }
 
 /// Gets a new registry token from ECR for the registry client, masking every new secret
@@ -148,6 +194,7 @@ impl Ecr {
             token: Secret::new(token.to_string()),
             expires_at,
             renew: None,
+            scheme: registry::Scheme::Basic,
         })
     }
 
@@ -223,11 +270,42 @@ mod tests {
             token: Secret::new("aHVudGVyMg==".into()),
             expires_at: None,
             renew: None,
+            scheme: registry::Scheme::Basic,
         };
         let shown = format!("{auth:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("aHVudGVyMg"), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    /// A renewed ECR Public token replaces the token as issued (what the registry client
+    /// sends as Bearer) and the user and password it decodes to (the daemon's login).
+    #[test]
+    fn a_renewed_bearer_token_keeps_both_forms() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let auth = RegistryAuth {
+            registry: "public.ecr.aws".into(),
+            username: "AWS".into(),
+            password: Secret::new("old".into()),
+            token: Secret::new(b64.encode("AWS:old")),
+            expires_at: None,
+            renew: None,
+            scheme: registry::Scheme::Bearer,
+        };
+        let renewed = auth.renewed(registry::Credentials {
+            username: "AWS".into(),
+            password: Secret::new(b64.encode("AWS:new")),
+            expires_at: None,
+            scheme: registry::Scheme::Bearer,
+        });
+        assert_eq!(renewed.token.expose(), b64.encode("AWS:new"));
+        assert_eq!(renewed.password.expose(), "new");
+        assert_eq!(renewed.username, "AWS");
+        assert_eq!(renewed.scheme, registry::Scheme::Bearer);
+        assert_eq!(
+            renewed.login().credentials.password.expose(),
+            b64.encode("AWS:new")
+        );
     }
 
     /// The registry host comes from the proxy endpoint, with the owner's account swapped in

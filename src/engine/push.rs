@@ -525,6 +525,7 @@ mod tests {
             token: crate::credentials::Secret::new("dG9rZW4=".into()),
             expires_at: None,
             renew: None,
+            scheme: crate::registry::Scheme::Basic,
         };
         let target = PushTarget {
             repository_ref: repository,

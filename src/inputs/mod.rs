@@ -3,6 +3,7 @@
 //! takes a map, so tests never touch the process environment; defaults come from the
 //! embedded `action.yml` ([`spec`]).
 
+pub mod catalog;
 pub mod cli;
 pub mod mutability;
 pub mod platforms;
@@ -17,6 +18,7 @@ pub mod validate;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+pub use catalog::Catalog;
 pub use platforms::{Platform, PlatformHost};
 pub use scan::{ScanSettings, Severity};
 pub use settings::{
@@ -99,6 +101,9 @@ pub struct Inputs {
     pub platform_hosts: Vec<PlatformHost>,
     /// This matrix leg's share of `platforms` (`build-platforms`); empty: all, here.
     pub build_platforms: Vec<Platform>,
+    /// ECR Public's catalog data (`public-description`, `public-about`, `public-usage`,
+    /// and the badges of `platforms`), for a push to ECR Public.
+    pub public_catalog: Catalog,
     /// Warnings about the inputs themselves (a deprecated name), for the log.
     pub warnings: Vec<String>,
     /// `also-push-to`: registries beyond the primary that get the same image.
@@ -237,6 +242,7 @@ impl Inputs {
             platforms::parse_platform_hosts(&raw.get("platform-hosts"), &platforms)?;
         let build_platforms =
             platforms::parse_build_platforms(&raw.get("build-platforms"), &platforms, push)?;
+        let public_catalog = catalog::parse(raw, workdir, &platforms)?;
 
         let context = raw.get("context");
         let dockerfile = raw.optional("dockerfile");
@@ -374,6 +380,7 @@ impl Inputs {
             platforms,
             platform_hosts,
             build_platforms,
+            public_catalog,
             warnings,
             scan,
             supply,

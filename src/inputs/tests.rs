@@ -52,6 +52,9 @@ fn sample(name: &str) -> &'static str {
         "sign" => "kms",
         "signing-key" => "awskms:///alias/release",
         "signing-timeout" => "2m",
+        "public-description" => "An app, in short",
+        "public-about" => "# About\n\nIt runs.",
+        "public-usage" => "`docker run public.ecr.aws/standin/app`",
         other => panic!("no sample value for input `{other}`: add one to this test"),
     }
 }
@@ -584,4 +587,51 @@ fn also_push_to_needs_a_push_by_the_direct_pusher_of_one_build() {
         assert_eq!(err.input(), "also-push-to", "{err}");
         assert!(err.to_string().contains(expected), "{err}");
     }
+/// The catalog inputs land in `public_catalog` with the badges of `platforms`; `@` reads
+/// a workspace file; a too long or missing one names the input and the value.
+#[test]
+fn public_catalog_inputs_are_parsed_with_the_platform_badges() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ABOUT.md"), "# From a file\n").unwrap();
+    let values = |extra: &[(&str, &str)]| -> BTreeMap<String, String> {
+        let mut map: BTreeMap<String, String> = [
+            ("repository", "team/app"),
+            ("platforms", "linux/amd64,linux/arm64,linux/arm/v7"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect();
+        map.retain(|_, v| !v.is_empty());
+        map
+    };
+    let spec = ActionSpec::embedded();
+    let inputs = Inputs::parse(
+        &spec,
+        &values(&[
+            ("public-description", "Short"),
+            ("public-about", "@ABOUT.md"),
+        ]),
+        dir.path(),
+    )
+    .unwrap();
+    let catalog = &inputs.public_catalog;
+    assert_eq!(catalog.description.as_deref(), Some("Short"));
+    assert_eq!(catalog.about.as_deref(), Some("# From a file\n"));
+    assert_eq!(catalog.usage, None);
+    assert_eq!(catalog.architectures, ["x86-64", "ARM 64", "ARM"]);
+    assert_eq!(catalog.operating_systems, ["Linux"]);
+
+    let long = "x".repeat(1_025);
+    let err =
+        Inputs::parse(&spec, &values(&[("public-description", &long)]), dir.path()).unwrap_err();
+    assert_eq!(err.input(), "public-description");
+    assert!(err.to_string().contains("at most 1024 characters"), "{err}");
+    let err = Inputs::parse(&spec, &values(&[("public-usage", "@USAGE.md")]), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("invalid value `@USAGE.md` for input `public-usage`"),
+        "{err}"
+    );
 }

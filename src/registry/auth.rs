@@ -1,7 +1,9 @@
-//! The registry's credentials, sent pre-emptively as HTTP Basic (ECR has no token
-//! service: ECR User Guide, registry authentication), and their renewal when ECR says the
-//! token expired (a 403 `DENIED`: [`super::rules::token_expired`]). A token lasts 12 hours,
-//! so a long build or a slow upload can outlive it.
+//! The registry's credentials, sent pre-emptively (ECR has no token service: ECR User
+//! Guide, registry authentication): as HTTP Basic for a private registry, as `Bearer
+//! <token>` for ECR Public ([`Scheme`]), and their renewal when ECR says the token
+//! expired (private: a 403 `DENIED`, [`super::rules::token_expired`]; Public: a 400
+//! `DENIED`, [`super::rules::public_token_refused`]). A token lasts 12 hours, so a long
+//! build or a slow upload can outlive it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,7 +15,20 @@ use hyper::header::HeaderValue;
 
 use crate::credentials::Secret;
 
-/// A user name and password for one registry host.
+/// How the credentials go in the `Authorization` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// `Basic base64(user:password)`: private ECR.
+    #[default]
+    Basic,
+    /// `Bearer <password>`, the password being the token exactly as issued: ECR Public
+    /// (`public.ecr.aws`) takes its `GetAuthorizationToken` token this way and answers
+    /// Basic with 400 `DENIED` (kreuzwerker/terraform-provider-docker#666).
+    Bearer,
+}
+
+/// A user name and password for one registry host (for [`Scheme::Bearer`], the
+/// password is the token and the user name is not sent).
 #[derive(Clone)]
 pub struct Credentials {
     pub username: String,
@@ -21,6 +36,7 @@ pub struct Credentials {
     /// When the registry stops taking them, as the issuer said (informational: ECR is the
     /// judge, and clocks differ).
     pub expires_at: Option<SystemTime>,
+    pub scheme: Scheme,
 }
 
 impl fmt::Debug for Credentials {
@@ -29,6 +45,7 @@ impl fmt::Debug for Credentials {
             .field("username", &self.username)
             .field("password", &self.password)
             .field("expires_at", &self.expires_at)
+            .field("scheme", &self.scheme)
             .finish()
     }
 }
@@ -95,20 +112,22 @@ impl Authorizer {
     }
 }
 
-/// The credentials in use: their generation, header and expiry.
+/// The credentials in use: their generation, header, expiry and scheme.
 #[derive(Debug, Clone)]
 pub(super) struct Current {
     pub generation: u64,
     pub header: HeaderValue,
     pub expires_at: Option<SystemTime>,
+    pub scheme: Scheme,
 }
 
 impl Current {
     fn of(generation: u64, credentials: &Credentials) -> Result<Self, String> {
         Ok(Self {
             generation,
-            header: basic(credentials)?,
+            header: header(credentials)?,
             expires_at: credentials.expires_at,
+            scheme: credentials.scheme,
         })
     }
 
@@ -116,16 +135,42 @@ impl Current {
     pub fn past_expiry(&self) -> bool {
         self.expires_at.is_some_and(|at| at <= SystemTime::now())
     }
+
+    /// What an answer needs to know of the credentials its request carried.
+    pub fn sent(&self) -> Sent {
+        Sent {
+            generation: self.generation,
+            past_expiry: self.past_expiry(),
+            scheme: self.scheme,
+        }
+    }
 }
 
-/// `Basic base64(user:password)`, marked sensitive so no `Debug` shows it.
-fn basic(credentials: &Credentials) -> Result<HeaderValue, String> {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        credentials.username,
-        credentials.password.expose()
-    ));
-    let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
+/// The credentials a request carried, as its answer is judged: their generation (to
+/// renew them once), whether their expiry had passed, and their scheme (ECR Public says
+/// "expired" differently from private ECR: [`super::rules`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Sent {
+    pub generation: u64,
+    pub past_expiry: bool,
+    pub scheme: Scheme,
+}
+
+/// `Basic base64(user:password)` or `Bearer <token>`, marked sensitive so no `Debug`
+/// shows it.
+fn header(credentials: &Credentials) -> Result<HeaderValue, String> {
+    let text = match credentials.scheme {
+        Scheme::Basic => {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                credentials.username,
+                credentials.password.expose()
+            ));
+            format!("Basic {encoded}")
+        }
+        Scheme::Bearer => format!("Bearer {}", credentials.password.expose()),
+    };
+    let mut value = HeaderValue::from_str(&text)
         .map_err(|_| "the registry credentials are not a valid header".to_string())?;
     value.set_sensitive(true);
     Ok(value)
@@ -146,6 +191,7 @@ mod tests {
                     username: "AWS".into(),
                     password: Secret::new(format!("renewed-{n}")),
                     expires_at: None,
+                    scheme: Scheme::Basic,
                 })
             })
         }
@@ -158,6 +204,7 @@ mod tests {
                 username: "AWS".into(),
                 password: Secret::new("hunter2".into()),
                 expires_at: None,
+                scheme: Scheme::Basic,
             },
             renew,
         }
@@ -184,5 +231,46 @@ mod tests {
         let err = auth.renew_after(0).await.unwrap_err();
         assert!(err.contains("cannot be renewed"), "{err}");
         assert!(!format!("{auth:?} {:?}", login(None)).contains("hunter2"));
+    }
+
+    /// Private ECR gets `Basic base64(user:password)`; ECR Public gets `Bearer` and the
+    /// token exactly as issued (not decoded, not re-encoded).
+    #[test]
+    fn the_scheme_decides_the_authorization_header() {
+        let token = "QVdTOmV5SnBkQ0k2ZmVlZA==";
+        let mut credentials = Credentials {
+            username: "AWS".into(),
+            password: Secret::new(token.into()),
+            expires_at: None,
+            scheme: Scheme::Bearer,
+        };
+        let bearer = header(&credentials).unwrap();
+        assert_eq!(bearer.to_str().unwrap(), format!("Bearer {token}"));
+        assert!(bearer.is_sensitive());
+        credentials.scheme = Scheme::Basic;
+        credentials.password = Secret::new("hunter2".into());
+        let basic = header(&credentials).unwrap();
+        assert_eq!(basic.to_str().unwrap(), "Basic QVdTOmh1bnRlcjI=");
+        assert!(basic.is_sensitive());
+        assert_eq!(Scheme::default(), Scheme::Basic);
+    }
+
+    /// Bearer credentials keep the token out of `Debug`, theirs and the authorizer's.
+    #[test]
+    fn bearer_credentials_debug_redacts_the_token() {
+        let login = Login {
+            host: "public.ecr.aws".into(),
+            credentials: Credentials {
+                username: "AWS".into(),
+                password: Secret::new("s3cr3t-bearer-token".into()),
+                expires_at: None,
+                scheme: Scheme::Bearer,
+            },
+            renew: None,
+        };
+        let auth = Authorizer::new(&login).unwrap();
+        let shown = format!("{login:?} {auth:?} {:?}", auth.current());
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("Bearer"), "{shown}");
     }
 }

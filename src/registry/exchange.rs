@@ -57,7 +57,7 @@ impl Registry {
 /// not wanted).
 pub(super) async fn read_answer(
     response: hyper::Response<hyper::body::Incoming>,
-    generation: Option<(u64, bool)>,
+    generation: Option<auth::Sent>,
     watchdog: &stall::Watchdog,
     limit: usize,
 ) -> Result<Answer, Failure> {
@@ -106,7 +106,7 @@ impl Exchange<'_> {
     /// the stalled socket, holding the body's producer.
     pub(super) async fn run<T, F, Fut>(self, total: Option<Duration>, read: F) -> Result<T, Failure>
     where
-        F: FnOnce(hyper::Response<hyper::body::Incoming>, Option<(u64, bool)>) -> Fut,
+        F: FnOnce(hyper::Response<hyper::body::Incoming>, Option<auth::Sent>) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
         let mut request = self.request?;
@@ -120,7 +120,7 @@ impl Exchange<'_> {
                 .await
                 .map_err(|e| Failure::unanswered(&e, registry, url))?;
             answered.store(true, std::sync::atomic::Ordering::Relaxed);
-            let generation = credentials.map(|c| (c.generation, c.past_expiry()));
+            let generation = credentials.map(|c| c.sent());
             read(response, generation).await
         };
         let guarded = async { self.watchdog.guard(work).await.map_err(Cut::Stalled) };

@@ -142,6 +142,7 @@ mod tests {
                 username: "AWS".into(),
                 password: crate::credentials::Secret::new("p".into()),
                 expires_at: None,
+                scheme: super::super::Scheme::Basic,
             },
             renew: None,
         };

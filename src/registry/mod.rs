@@ -43,7 +43,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-pub use self::auth::{Credentials, Login, Renew};
+pub use self::auth::{Credentials, Login, Renew, Scheme};
 pub use self::blobs::{BlobBody, Mount};
 pub use self::body::RequestBody;
 pub use self::manifests::{MANIFEST_LIST_V2, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST};
@@ -112,9 +112,9 @@ pub struct Answer {
     /// The body went on past the limit (or said it would): `body` holds what fit, and
     /// the rest was never read. An answer whose body is needed whole is then refused.
     pub truncated: bool,
-    /// The generation of the credentials the request carried (see [`auth`]), and
-    /// whether their expiry had passed when the answer came.
-    generation: Option<(u64, bool)>,
+    /// The credentials the request carried (see [`auth`]): their generation, whether
+    /// their expiry had passed when the answer came, and their scheme.
+    generation: Option<auth::Sent>,
 }
 
 impl Answer {
@@ -176,9 +176,16 @@ impl Failure {
             ),
         };
         let status = answer.status.as_u16();
-        let (generation, past_expiry) = answer.generation.unzip();
-        let expired = rules::token_expired(status, code.as_deref(), &message)
-            || (rules::FORBIDDEN.contains(&status) && past_expiry == Some(true));
+        let sent = answer.generation;
+        let expired = match sent.map(|s| s.scheme) {
+            // ECR Public: an expired or invalid Bearer token is a 400 `DENIED`.
+            Some(auth::Scheme::Bearer) => rules::public_token_refused(status, code.as_deref()),
+            _ => {
+                rules::token_expired(status, code.as_deref(), &message)
+                    || (rules::FORBIDDEN.contains(&status) && sent.is_some_and(|s| s.past_expiry))
+            }
+        };
+        let generation = sent.map(|s| s.generation);
         Self {
             transient: status_is_transient(status, code.as_deref()),
             status: Some(status),
@@ -511,6 +518,38 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn answer(status: u16, body: &str, scheme: Scheme) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_string()),
+            truncated: false,
+            generation: Some(auth::Sent {
+                generation: 7,
+                past_expiry: false,
+                scheme,
+            }),
+        }
+    }
+
+    /// With Bearer credentials (ECR Public), a 400 `DENIED` is a refused token, renewed
+    /// once; with Basic (private ECR), the same answer is a plain refusal and the 403
+    /// "expired" keeps its meaning.
+    #[test]
+    fn a_400_denied_renews_only_bearer_credentials() {
+        let denied =
+            r#"{"errors":[{"code":"DENIED","message":"Your Authorization Token is invalid."}]}"#;
+        let public = Failure::from_answer(&answer(400, denied, Scheme::Bearer));
+        assert!(public.token_expired());
+        assert_eq!(public.expired_generation, Some(7));
+        assert!(!public.transient);
+        assert!(!Failure::from_answer(&answer(400, denied, Scheme::Basic)).token_expired());
+        let tag_invalid = r#"{"errors":[{"code":"TAG_INVALID","message":"bad tag"}]}"#;
+        assert!(!Failure::from_answer(&answer(400, tag_invalid, Scheme::Bearer)).token_expired());
+        let expired = r#"{"errors":[{"code":"DENIED","message":"Your authorization token has expired. Reauthenticate and try again."}]}"#;
+        assert!(Failure::from_answer(&answer(403, expired, Scheme::Basic)).token_expired());
+    }
+
     /// Regression: "upload `Location`s on another host still get the registry's Basic
     /// credentials". Only a URL on the registry's own host gets them: not an upload
     /// `Location` or a blob redirect on another host (S3), nor a host that merely starts
@@ -524,6 +563,7 @@ mod tests {
                 username: "AWS".into(),
                 password: crate::credentials::Secret::new("password".into()),
                 expires_at: None,
+                scheme: Scheme::Basic,
             },
             renew: None,
         };

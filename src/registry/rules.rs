@@ -112,6 +112,19 @@ pub fn token_expired(status: u16, code: Option<&str>, message: &str) -> bool {
         && message.to_ascii_lowercase().contains("expired")
 }
 
+/// ECR Public's registry host: images are `public.ecr.aws/<alias>/<repository>`.
+pub const PUBLIC_REGISTRY: &str = "public.ecr.aws";
+
+/// An expired or invalid token on ECR Public (`public.ecr.aws`, the credentials sent as
+/// `Bearer`): **400 `DENIED`** "Your Authorization Token is invalid.", with no challenge
+/// (aws/containers-roadmap#2835; lablup/backend.ai#2549), not private ECR's 403 nor the
+/// spec's 401 (ECR Public answers 401 only to anonymous requests). A `HEAD` answer has no
+/// body to carry the code, so a bare 400 counts too: the token is then renewed once, and
+/// a second refusal is final.
+pub fn public_token_refused(status: u16, code: Option<&str>) -> bool {
+    status == 400 && matches!(code, Some("DENIED") | None)
+}
+
 /// ECR's throttling answer (429 `TOOMANYREQUESTS`).
 pub fn throttled(status: u16, code: Option<&str>) -> bool {
     status == 429 || code == Some("TOOMANYREQUESTS")
@@ -206,6 +219,25 @@ mod tests {
             "requested access to the resource is denied"
         ));
         assert!(!token_expired(404, Some("NAME_UNKNOWN"), "expired"));
+    }
+
+    /// ECR Public's refused Bearer token is a 400 `DENIED` (or a bodiless 400 to a
+    /// `HEAD`); its other 400s, and a 401 or 403, are not.
+    #[test]
+    fn a_refused_public_token_is_a_400_denied() {
+        assert!(public_token_refused(400, Some("DENIED")));
+        assert!(public_token_refused(400, None));
+        assert!(!public_token_refused(400, Some("TAG_INVALID")));
+        assert!(!public_token_refused(400, Some("MANIFEST_INVALID")));
+        assert!(!public_token_refused(403, Some("DENIED")));
+        assert!(!public_token_refused(401, Some("UNAUTHORIZED")));
+        // Private ECR's rule does not take ECR Public's answer, nor the reverse.
+        assert!(!token_expired(
+            400,
+            Some("DENIED"),
+            "Your Authorization Token is invalid."
+        ));
+        assert!(!status_is_transient(400, Some("DENIED")));
     }
 
     /// `Range: 0-<last>` must cover every byte sent; ECR's dropped PATCH leaves it short.
