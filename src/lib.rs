@@ -388,13 +388,17 @@ async fn attach_to_targets(
     report: &mut Report,
 ) {
     for (target, row) in plan.extra.iter().zip(report.targets.iter_mut().skip(1)) {
+        // ECR Public has no `ListImageReferrers` to confirm them with.
+        let Some(ecr) = target.ecr() else {
+            continue;
+        };
         if row.error.is_some() || row.label != target.label() {
             continue;
         }
         let at = AttachAt {
             login: target.destination.login.clone(),
             repository: &target.destination.repository,
-            ecr: &target.ecr,
+            ecr,
             inputs: &target.inputs,
             repository_ref: format!(
                 "{}/{}",
@@ -405,7 +409,7 @@ async fn attach_to_targets(
         let attached = async {
             let attachments = attach(plan, &at, facts.clone(), images, published, runner).await?;
             let unlisted = publish::attach::confirm(
-                &target.ecr,
+                ecr,
                 &target.inputs.repository,
                 target.inputs.registry_id.as_deref(),
                 &attachments,

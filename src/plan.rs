@@ -180,15 +180,8 @@ pub async fn plan(
             present: Vec::new(),
         }
     };
-    let (extra, left_out) = crate::targets::plan(
-        inputs,
-        &env.github,
-        &ecr,
-        &auth.registry,
-        engine.store,
-        runner,
-    )
-    .await;
+    let (extra, left_out) =
+        crate::targets::plan(inputs, env, &ecr, &auth.registry, engine.store, runner).await;
     let cache_from = match builder {
         BuilderKind::Buildkit => cache_sources(&ecr, inputs, &report).await,
         BuilderKind::Classic => Vec::new(),

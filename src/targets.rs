@@ -7,9 +7,9 @@
 
 use anyhow::Context as _;
 
-use crate::ecr::Ecr;
+use crate::ecr::{Ecr, EcrPublic};
 use crate::engine::ImageStore;
-use crate::env::GitHubContext;
+use crate::env::{Environment, GitHubContext};
 use crate::inputs::targets::{TargetRegistry, TargetSpec};
 use crate::inputs::Inputs;
 use crate::publish::targets::{Destination, TargetPush};
@@ -25,7 +25,7 @@ pub struct Target {
     /// The run's inputs with this target's repository and registry: every check and
     /// setting of the primary applies to it as written.
     pub inputs: Inputs,
-    pub ecr: Ecr,
+    pub api: TargetApi,
     pub destination: Destination,
     /// The image every requested tag already names there (`on-tag-exists: skip`).
     pub holds: Option<String>,
@@ -40,16 +40,32 @@ pub struct Failed {
     pub reason: String,
 }
 
+/// The AWS API of a target's registry.
+#[derive(Debug)]
+pub enum TargetApi {
+    Private(Ecr),
+    /// ECR Public: no tag immutability, scans or referrers API; catalog data instead.
+    Public(EcrPublic),
+}
+
 impl Target {
     pub fn label(&self) -> &str {
         &self.destination.label
+    }
+
+    /// The private registry's ECR API; `None` for ECR Public.
+    pub fn ecr(&self) -> Option<&Ecr> {
+        match &self.api {
+            TargetApi::Private(ecr) => Some(ecr),
+            TargetApi::Public(_) => None,
+        }
     }
 }
 
 /// Plans every target of `also-push-to`, side by side: those ready, and those that failed.
 pub async fn plan(
     inputs: &Inputs,
-    github: &GitHubContext,
+    env: &Environment,
     primary: &Ecr,
     primary_host: &str,
     store: ImageStore,
@@ -58,11 +74,19 @@ pub async fn plan(
     let account = primary_host.split('.').next().unwrap_or_default();
     let plans = inputs.also_push_to.iter().map(|spec| async move {
         let label = label(spec, account, inputs);
-        plan_one(
-            spec, &label, inputs, github, primary, account, store, runner,
-        )
-        .await
-        .map_err(|err| Failed {
+        let planned = match &spec.registry {
+            TargetRegistry::Private { .. } => {
+                let github = &env.github;
+                plan_private(
+                    spec, &label, inputs, github, primary, account, store, runner,
+                )
+                .await
+            }
+            TargetRegistry::Public { alias } => {
+                plan_public(spec, alias, &label, inputs, env, primary, runner).await
+            }
+        };
+        planned.map_err(|err| Failed {
             label,
             reason: format!("{err:#}"),
         })
@@ -98,7 +122,7 @@ fn label(spec: &TargetSpec, primary_account: &str, inputs: &Inputs) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn plan_one(
+async fn plan_private(
     spec: &TargetSpec,
     label: &str,
     inputs: &Inputs,
@@ -112,7 +136,7 @@ async fn plan_one(
         region, endpoint, ..
     } = &spec.registry
     else {
-        anyhow::bail!("ECR Public targets are not supported by this build");
+        unreachable!("plan_private is given private targets")
     };
     let account = spec.account_or(primary_account).unwrap_or_default();
     let host = endpoint.registry_host(account, region);
@@ -177,9 +201,87 @@ async fn plan_one(
             primary: false,
         },
         inputs: target_inputs,
-        ecr,
+        api: TargetApi::Private(ecr),
         holds,
         scans_on_push: state.scan_on_push,
+    })
+}
+
+/// An ECR Public target: its token (us-east-1, `Bearer`), the alias checked against the
+/// registry's, the repository ensured with its catalog data, the tags it holds.
+async fn plan_public(
+    spec: &TargetSpec,
+    alias: &str,
+    label: &str,
+    inputs: &Inputs,
+    env: &Environment,
+    primary: &Ecr,
+    runner: &Runner,
+) -> anyhow::Result<Target> {
+    let endpoint = env.ecr_public_endpoint.as_deref();
+    let public = match &spec.role {
+        Some(role) => {
+            let region = crate::ecr::public::REGION;
+            let sdk = primary.config_in(region, Some(role), &env.github).await?;
+            EcrPublic::from_sdk(&sdk, endpoint)
+        }
+        None => primary.public(endpoint),
+    };
+    let mut auth = public.authorization().await?;
+    runner.add_mask(auth.password.expose());
+    runner.add_mask(auth.token.expose());
+    let masks = runner.clone();
+    auth.renew = Some(public.token_renewal(move |secret| masks.add_mask(secret)));
+    let registry_alias = public.alias().await?;
+    if registry_alias != alias {
+        anyhow::bail!(
+            "the ECR Public registry of these credentials has the alias `{registry_alias}`, \
+             not `{alias}`: name `public.ecr.aws/{registry_alias}/…`, or use the account that \
+             owns `{alias}`"
+        );
+    }
+    let name = spec
+        .repository
+        .clone()
+        .unwrap_or_else(|| inputs.repository.clone());
+    let catalog = &inputs.public_catalog;
+    let change = public
+        .ensure_repository_with(&name, catalog, inputs.repository_settings.create)
+        .await?;
+    tracing::info!("also pushing to {label} (ECR Public: {change})");
+    // Every requested tag at one image already: `on-tag-exists: skip` leaves it there.
+    let holds = if inputs.on_tag_exists == crate::inputs::OnTagExists::Skip {
+        let existing = public.existing_tags(&name, &inputs.tags).await?;
+        existing
+            .first()
+            .map(|first| first.digest.clone())
+            .filter(|digest| {
+                inputs.tags.iter().all(|tag| {
+                    existing
+                        .iter()
+                        .any(|e| &e.tag == tag && &e.digest == digest)
+                })
+            })
+    } else {
+        None
+    };
+    let mut target_inputs = inputs.clone();
+    target_inputs.repository.clone_from(&name);
+    target_inputs.registry_id = None;
+    target_inputs.also_push_to.clear();
+    Ok(Target {
+        destination: Destination {
+            label: label.to_string(),
+            login: auth.login(),
+            repository: crate::ecr::public::repository_path(alias, &name),
+            // ECR Public has no immutable tags.
+            present: Vec::new(),
+            primary: false,
+        },
+        inputs: target_inputs,
+        api: TargetApi::Public(public),
+        holds,
+        scans_on_push: false,
     })
 }
 
@@ -243,15 +345,23 @@ pub async fn confirm(
 /// confirmed, and the tags it shows at another image.
 async fn confirm_one(target: &Target, digest: &str) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let inputs = &target.inputs;
-    let (_, moved) = target
-        .ecr
-        .confirm_digest(
-            &inputs.repository,
-            inputs.registry_id.as_deref(),
-            &inputs.tags,
-            digest,
-        )
-        .await
+    let confirmed = match &target.api {
+        TargetApi::Private(ecr) => {
+            ecr.confirm_digest(
+                &inputs.repository,
+                inputs.registry_id.as_deref(),
+                &inputs.tags,
+                digest,
+            )
+            .await
+        }
+        TargetApi::Public(public) => {
+            public
+                .confirm_digest(&inputs.repository, &inputs.tags, digest)
+                .await
+        }
+    };
+    let (_, moved) = confirmed
         .with_context(|| format!("ECR could not confirm the image in {}", target.label()))?;
     let host = &target.destination.login.host;
     let uris = inputs
@@ -390,6 +500,10 @@ pub async fn gate(plan: &crate::plan::Plan, report: &mut Report, runner: &Runner
         let Some(digest) = row.digest.clone().filter(|_| row.error.is_none()) else {
             continue;
         };
+        // ECR Public does not scan.
+        let Some(ecr) = target.ecr() else {
+            continue;
+        };
         let inputs = &target.inputs;
         let request = crate::ecr::scan::ScanRequest {
             repository: &inputs.repository,
@@ -401,7 +515,7 @@ pub async fn gate(plan: &crate::plan::Plan, report: &mut Report, runner: &Runner
         };
         let scans = {
             let _group = runner.group(&format!("Scan of {digest} in {}", target.label()));
-            target.ecr.scan_findings(&request).await
+            ecr.scan_findings(&request).await
         };
         match scans {
             Ok(scans) => {

@@ -27,24 +27,41 @@ impl Ecr {
         role: Option<&str>,
         github: &GitHubContext,
     ) -> anyhow::Result<Self> {
-        let mut builder = self
-            .sdk
-            .to_builder()
-            .region(Region::new(region.to_string()))
-            .endpoint_url(endpoint);
-        if let Some(role) = role {
-            let credentials = self.assume(role, region, github).await?;
-            builder = builder.credentials_provider(SharedCredentialsProvider::new(credentials));
-        }
-        let config = builder.build();
+        let config = self.config_in(region, role, github).await?;
+        // The endpoint on the client's own configuration: it wins over
+        // `AWS_ENDPOINT_URL_ECR`, which names the primary's API.
+        let client = Client::from_conf(
+            aws_sdk_ecr::config::Builder::from(&config)
+                .endpoint_url(endpoint)
+                .build(),
+        );
         Ok(Self {
-            client: Client::new(&config),
+            client,
             region: region.to_string(),
             endpoint: endpoint.to_string(),
             proxy: self.proxy.clone(),
             trust_hint: self.trust_hint.clone(),
             sdk: Arc::new(config),
         })
+    }
+
+    /// This client's SDK configuration in `region`, with the credentials of `role` when
+    /// given: for another region's ECR, or ECR Public.
+    pub async fn config_in(
+        &self,
+        region: &str,
+        role: Option<&str>,
+        github: &GitHubContext,
+    ) -> anyhow::Result<aws_config::SdkConfig> {
+        let mut builder = self
+            .sdk
+            .to_builder()
+            .region(Region::new(region.to_string()));
+        if let Some(role) = role {
+            let credentials = self.assume(role, region, github).await?;
+            builder = builder.credentials_provider(SharedCredentialsProvider::new(credentials));
+        }
+        Ok(builder.build())
     }
 
     /// `sts:AssumeRole` of `role` through STS in `region`, tagged with the run.

@@ -587,6 +587,8 @@ fn also_push_to_needs_a_push_by_the_direct_pusher_of_one_build() {
         assert_eq!(err.input(), "also-push-to", "{err}");
         assert!(err.to_string().contains(expected), "{err}");
     }
+}
+
 /// The catalog inputs land in `public_catalog` with the badges of `platforms`; `@` reads
 /// a workspace file; a too long or missing one names the input and the value.
 #[test]

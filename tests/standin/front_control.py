@@ -21,7 +21,8 @@
   GET    /kms?key=K                                        -> {"key", "key_id", "deny"}
   DELETE /stats?repository=R                               -> {"cleared": R}
   GET    /sts         every AssumeRole through the front  -> {"calls": [...]}
-  POST   /deny        {"account", "repository"}           -> 201 {"account", "repository"}
+  POST   /deny        {"account", "repository", "allow"?}  -> 201 {"account", "repository"}
+                      (`"allow": true` lifts the refusal)
   GET    /deny                                             -> {"denied": [...]}
   POST   /public      {"deny_bearer"?, "token_lifetime"?}  -> 201 GET /public's answer
   GET    /public      ECR Public's counters and switches   -> {"calls", "token_lifetime", ...}
@@ -299,13 +300,17 @@ class ControlHandler(BaseHTTPRequestHandler):
         return 200, {"calls": self._state.assumed.calls()}
 
     def _post_deny(self, raw):
-        spec = body_object(raw, {"account", "repository"}, {"account", "repository"})
+        spec = body_object(raw, {"account", "repository", "allow"}, {"account", "repository"})
         account = spec["account"]
         if not isinstance(account, str) or not (account == "public" or re.fullmatch(r"\d{12}", account)):
             raise SpecError('account must be a 12-digit account id or "public"')
         repository = repository_field(spec)
-        self._state.denies.add(account, repository)
-        log.info("- - - - deny %s in %s", repository, account)
+        if spec.get("allow") is True:
+            self._state.denies.remove(account, repository)
+            log.info("- - - - allow %s in %s again", repository, account)
+        else:
+            self._state.denies.add(account, repository)
+            log.info("- - - - deny %s in %s", repository, account)
         return 201, {"account": account, "repository": repository}
 
     def _get_deny(self, _raw):

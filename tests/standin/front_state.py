@@ -582,6 +582,10 @@ class Denies:
         with self._lock:
             self._pairs.add((account, repository))
 
+    def remove(self, account: str, repository: str) -> None:
+        with self._lock:
+            self._pairs.discard((account, repository))
+
     def denied(self, account: str, repository) -> bool:
         with self._lock:
             return (account, repository) in self._pairs

@@ -10,6 +10,7 @@
 
 mod attached;
 pub mod network;
+pub mod registries;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -127,6 +128,17 @@ fn aws_json_call(
     (service, target): (&str, &str),
     body: &serde_json::Value,
 ) -> serde_json::Value {
+    aws_json_call_in(url, ca, (access_key, REGION), (service, target), body)
+}
+
+/// [`aws_json_call`] signed (in form) for `region`.
+fn aws_json_call_in(
+    url: &str,
+    ca: Option<&Path>,
+    (access_key, region): (&str, &str),
+    (service, target): (&str, &str),
+    body: &serde_json::Value,
+) -> serde_json::Value {
     let mut command = Command::new("curl");
     command.args(["-sS", "-X", "POST", url]);
     if let Some(ca) = ca {
@@ -135,7 +147,7 @@ fn aws_json_call(
     let out = command
         .args(["-H", "Content-Type: application/x-amz-json-1.1"])
         .args(["-H", &format!("X-Amz-Target: {target}")])
-        .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential={access_key}/20260101/{REGION}/{service}/aws4_request, SignedHeaders=host, Signature=x")])
+        .args(["-H", &format!("Authorization: AWS4-HMAC-SHA256 Credential={access_key}/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=x")])
         .args(["--data-binary", &body.to_string()])
         .output()
         .expect("run curl");

@@ -1,0 +1,333 @@
+//! One build, many registries (`also-push-to`), end to end on the stand-in's other
+//! registries: the primary account's second region, a second account reached through an
+//! assumed role, and ECR Public. The image is compressed once and every registry gets
+//! the same digest; a registry that fails does not undo the others, and a re-run with
+//! `on-tag-exists: skip` finishes only the one that failed.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use support::registries::pull_and_run;
+use support::{engine_is_containerd_store, standin, unique, Workspace};
+
+const BASE: &str = "local/busybox:latest";
+
+fn workspace(marker: &str) -> Workspace {
+    let ws = Workspace::new();
+    ws.write(
+        "Dockerfile",
+        &format!("FROM {BASE}\nRUN echo '{marker}' > /marker\nCMD [\"cat\", \"/marker\"]\n"),
+    );
+    ws
+}
+
+/// `also-push-to` naming the second region, the second account with its role and ECR
+/// Public, each under `repository`.
+fn everywhere() -> String {
+    let standin = standin();
+    format!(
+        "{}\n{}:{} {}\npublic.ecr.aws/{}",
+        standin.var("STANDIN_REGION2"),
+        standin.var("STANDIN_ACCOUNT2"),
+        standin.var("STANDIN_ACCOUNT2_REGION"),
+        standin.var("STANDIN_ACCOUNT2_ROLE"),
+        standin.var("STANDIN_PUBLIC_ALIAS"),
+    )
+}
+
+/// The `targets` output: each registry's label to its digest.
+fn targets(run: &support::RunResult) -> BTreeMap<String, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(run.output("targets")).expect("`targets` is JSON");
+    value
+        .as_object()
+        .expect("`targets` is an object")
+        .iter()
+        .map(|(label, entry)| (label.clone(), entry["digest"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// The short layer IDs the log says were compressed, in order.
+fn compressed_layers(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| line.contains(": Compressed "))
+        .filter_map(|line| line.split(": Compressed ").next())
+        .map(|head| head.rsplit(' ').next().unwrap_or(head).to_string())
+        .collect()
+}
+
+/// One run pushes to four registries: the same digest in each (by the `targets` output
+/// and by each registry's own API), each pulls and runs, each new layer is compressed
+/// once for all of them, the role was assumed with the run's session tags, and the
+/// summary has one row per registry.
+#[test]
+fn one_build_reaches_every_registry_with_one_digest() {
+    let standin = standin();
+    let repository = unique("targets-all");
+    let marker = unique("marker");
+    let ws = workspace(&marker);
+    let run = standin
+        .action(ws.path())
+        .input("repository", &repository)
+        .input("tags", "v1")
+        .input("also-push-to", &everywhere())
+        .input("public-description", "one build, many registries")
+        .env("GITHUB_REPOSITORY", "octo/shop")
+        .env("GITHUB_RUN_ID", "424242")
+        .run();
+    run.assert_success();
+    let digest = run.output("image-digest").to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+
+    let alias = standin.var("STANDIN_PUBLIC_ALIAS");
+    let labels = [
+        format!("{}/{repository}", standin.registry),
+        format!("{}/{repository}", standin.var("STANDIN_REGION2_HOST")),
+        format!("{}/{repository}", standin.var("STANDIN_ACCOUNT2_HOST")),
+        format!("public.ecr.aws/{alias}/{repository}"),
+    ];
+    let listed = targets(&run);
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    for label in &labels {
+        assert_eq!(listed.get(label), Some(&digest), "{label} in {listed:?}");
+    }
+    // The primary comes first.
+    assert!(run
+        .output("targets")
+        .starts_with(&format!("{{\"{}", labels[0])));
+
+    // Each registry's own API holds the digest under the tag, and each pulls and runs.
+    let region2 = standin.region2();
+    let account2 = standin.account2();
+    for registry in [&region2, &account2] {
+        assert_eq!(
+            standin.digest_at(registry, &repository, "v1").as_ref(),
+            Some(&digest),
+            "{}",
+            registry.host
+        );
+        let password = standin.password_at(registry);
+        let reference = format!("{}/{repository}:v1", registry.host);
+        let out = pull_and_run(&registry.host, Some(&password), &reference);
+        assert_eq!(out.trim(), marker, "{reference}");
+    }
+    let public_ref = format!("public.ecr.aws/{alias}/{repository}:v1");
+    assert_eq!(
+        pull_and_run("public.ecr.aws", None, &public_ref).trim(),
+        marker
+    );
+    let public = standin.control("/public", None);
+    let images = public["images"][&repository].to_string();
+    assert!(images.contains(&digest), "ECR Public's images: {public}");
+
+    // Compressed once for all four registries; each got every blob (sent, or already
+    // there).
+    let compressed = compressed_layers(&run.stderr);
+    let mut distinct = compressed.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        compressed.len(),
+        "a layer compressed twice: {compressed:?}"
+    );
+    if engine_is_containerd_store() {
+        assert!(
+            compressed.is_empty(),
+            "BuildKit compressed the stored layers: {compressed:?}"
+        );
+    } else {
+        assert!(!compressed.is_empty(), "{}", run.stderr);
+    }
+    for label in &labels[1..] {
+        let sent = run
+            .stderr
+            .lines()
+            .filter(|l| l.contains(&format!("[{label}] ")) && l.contains(": Pushed "))
+            .count();
+        assert!(sent >= 2, "{label} got {sent} blobs:\n{}", run.stderr);
+    }
+
+    // The role was assumed, tagged with the run.
+    let sts = standin.control("/sts", None).to_string();
+    assert!(sts.contains(&standin.var("STANDIN_ACCOUNT2_ROLE")), "{sts}");
+    assert!(
+        sts.contains("GitHubRunId") && sts.contains("424242"),
+        "{sts}"
+    );
+    assert!(sts.contains("ecr-build-push-424242"), "{sts}");
+
+    // One row per registry in the summary.
+    for label in &labels {
+        assert!(
+            run.summary.contains(&format!("| `{label}` | `{digest}` |")),
+            "{label} has no row:\n{}",
+            run.summary
+        );
+    }
+}
+
+/// Regression of the issue's partial failure: a repository denied in the second account
+/// fails that registry alone (the others have the image, `targets` lists only them, and
+/// the one error names the failed registry with ECR's reason); a re-run with
+/// `on-tag-exists: skip` builds nothing and copies the image to that registry only, with
+/// the same digest.
+#[test]
+fn a_denied_registry_fails_alone_and_a_rerun_with_skip_finishes_it() {
+    let standin = standin();
+    let repository = unique("targets-deny");
+    let ws = workspace(&unique("marker"));
+    let account2 = standin.var("STANDIN_ACCOUNT2");
+    let also = format!(
+        "{}\n{account2}:{} {}",
+        standin.var("STANDIN_REGION2"),
+        standin.var("STANDIN_ACCOUNT2_REGION"),
+        standin.var("STANDIN_ACCOUNT2_ROLE"),
+    );
+    standin.control(
+        "/deny",
+        Some(&serde_json::json!({"account": account2, "repository": repository})),
+    );
+    let action = || {
+        standin
+            .action(ws.path())
+            .input("repository", &repository)
+            .input("tags", "v1")
+            .input("on-tag-exists", "skip")
+            .input("also-push-to", &also)
+    };
+    let first = action().run();
+    let account2_label = format!("{}/{repository}", standin.var("STANDIN_ACCOUNT2_HOST"));
+    let error = first.assert_one_error(&["1 of 3 registries failed", &account2_label]);
+    assert!(error.contains("not authorized"), "{error}");
+    let digest = first.output("image-digest").to_string();
+    let listed = targets(&first);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(!listed.contains_key(&account2_label), "{listed:?}");
+    assert!(
+        first
+            .summary
+            .contains(&format!("| `{account2_label}` | failed: ")),
+        "{}",
+        first.summary
+    );
+    assert_eq!(
+        standin.digest_at(&standin.region2(), &repository, "v1"),
+        Some(digest.clone())
+    );
+
+    // Allowed again: the re-run finishes the second account only.
+    standin.control(
+        "/deny",
+        Some(&serde_json::json!({"account": account2, "repository": repository, "allow": true})),
+    );
+    let second = action().run();
+    second.assert_success();
+    assert!(
+        !second.stderr.contains(support::BUILD_STARTED),
+        "the re-run built:\n{}",
+        second.stderr
+    );
+    assert!(
+        second
+            .stderr
+            .contains("copying it from the primary registry"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(second.output("image-digest"), digest);
+    assert_eq!(targets(&second).len(), 3);
+    assert_eq!(
+        standin.digest_at(&standin.account2(), &repository, "v1"),
+        Some(digest)
+    );
+}
+
+/// Several platforms and several registries: one index per registry, the same index
+/// digest everywhere, each listing the same platform manifests.
+#[test]
+fn a_multi_platform_image_is_one_index_in_every_registry() {
+    let standin = standin();
+    let repository = unique("targets-multi");
+    let ws = Workspace::new();
+    ws.write(
+        "Dockerfile",
+        &format!(
+            "FROM {}/standin/busybox-multi:latest\nRUN uname -m > /machine\n",
+            standin.registry
+        ),
+    );
+    let run = standin
+        .action(ws.path())
+        .input("repository", &repository)
+        .input("tags", "v1")
+        .input("platforms", "linux/amd64,linux/arm64")
+        .input("also-push-to", &standin.var("STANDIN_REGION2"))
+        .run();
+    run.assert_success();
+    let digest = run.output("image-digest").to_string();
+    let listed = targets(&run);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.values().all(|d| *d == digest), "{listed:?}");
+    let region2 = standin.region2();
+    assert_eq!(standin.digest_at(&region2, &repository, "v1"), Some(digest));
+    let children: Vec<String> =
+        serde_json::from_str::<serde_json::Value>(run.output("platform-digests"))
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|d| d.as_str().unwrap().to_string())
+            .collect();
+    assert_eq!(children.len(), 2);
+    for child in &children {
+        let found = standin.api_at(
+            &region2,
+            "DescribeImages",
+            &serde_json::json!({"repositoryName": repository, "imageIds": [{"imageDigest": child}]}),
+        );
+        assert_eq!(
+            found["imageDetails"][0]["imageDigest"],
+            child.as_str(),
+            "{found}"
+        );
+    }
+}
+
+/// ECR Public as a target: the catalog data from the inputs is applied at creation and
+/// kept in step on the next run (the expired token's renewal is
+/// `tests/ecr_public.rs`'s).
+#[test]
+fn ecr_public_gets_the_image_with_its_catalog_data() {
+    let standin = standin();
+    let repository = unique("targets-public");
+    let ws = workspace(&unique("marker"));
+    let alias = standin.var("STANDIN_PUBLIC_ALIAS");
+    let run = |description: &str, tag: &str| {
+        standin
+            .action(ws.path())
+            .input("repository", &repository)
+            .input("tags", tag)
+            .input("also-push-to", &format!("public.ecr.aws/{alias}"))
+            .input("public-description", description)
+            .input("public-usage", "docker run it")
+            .run()
+    };
+    let first = run("first description", "v1");
+    first.assert_success();
+    let catalog = standin.public_catalog(&repository);
+    assert_eq!(catalog["description"], "first description", "{catalog}");
+    assert_eq!(catalog["usageText"], "docker run it", "{catalog}");
+
+    let second = run("second description", "v2");
+    second.assert_success();
+    let catalog = standin.public_catalog(&repository);
+    assert_eq!(catalog["description"], "second description", "{catalog}");
+    assert_eq!(catalog["usageText"], "docker run it", "{catalog}");
+    let label = format!("public.ecr.aws/{alias}/{repository}");
+    assert_eq!(
+        targets(&second).get(&label),
+        Some(&second.output("image-digest").to_string())
+    );
+}
