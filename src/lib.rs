@@ -9,8 +9,15 @@
 //! main.rs      logging, inputs, run, a failure turned into one ::error:: line
 //! lib.rs       run(): plan -> build -> publish -> confirm -> gate -> report
 //! plan.rs      phase 1: context, engines, AWS, builder, token, repository, tags, skip
+//! targets.rs   `also-push-to`: each other registry planned (region, role, token,
+//!              repository, tags), confirmed, gated; `replicated` ones waited for;
+//!              a skipped run's image copied to the registries that lack it
 //! builds.rs    phase 2: 1..N platform builds, each on its engine, side by side
-//! publish/     phase 3: image sources -> compressed blobs -> manifests -> index
+//! publish/     phase 3: image sources -> compressed blobs -> 1..M registries ->
+//!              manifests -> index
+//!   targets.rs     the registries of one push (Fanout): blobs to all at once, the same
+//!                  manifest bytes put in each, a failed one dropped from the rest
+//!   copy.rs        an image copied as it is from one registry to another
 //!   pipeline.rs    one image along its route, or N by digest and an index
 //!   legs.rs        a build shared by matrix legs (`build-platforms`): records, index
 //!   route.rs       which pusher sends one image (daemon, direct, containerd's both)
@@ -24,8 +31,10 @@
 //!              auth and token renewal, blobs, manifests, retries; connections a
 //!              stalled request ends (connector.rs), bodies sent in pieces (body.rs)
 //! ecr/         the AWS APIs: token, repositories, templates, policies, images, scans,
-//!              referrers, KMS signing (kms.rs), ECR managed signing (signing.rs)
-//!              ECR Public (public.rs: Bearer token, alias, catalog data, images)
+//!              referrers, KMS signing (kms.rs), ECR managed signing (signing.rs),
+//!              ECR Public (public.rs: Bearer token, alias, catalog data, images),
+//!              other regions and assumed roles (elsewhere.rs), replication
+//!              (replication.rs: rules, the wait for COMPLETE)
 //! supply/      what travels with an image: SLSA provenance (in-toto Statement v1,
 //!              provenance.rs), cosign's signature and attestation formats
 //!              (cosign.rs), and the Signer trait they are signed through
@@ -249,7 +258,7 @@ async fn publish(
         confirm(&plan.ecr, inputs, runner, report, digest).await?;
     }
     if !inputs.also_push_to.is_empty() {
-        report.targets = targets::confirm(plan, &published.targets, report, runner).await;
+        report.targets = targets::confirm(plan, inputs, &published.targets, report, runner).await;
         if inputs.supply.attaches() {
             attach_to_targets(plan, &facts, images, &published, runner, report).await;
         }

@@ -58,6 +58,8 @@ pub struct Plan {
     pub signing: SigningPlan,
     /// `also-push-to`: the other registries, ready to push to.
     pub extra: Vec<crate::targets::Target>,
+    /// `also-push-to`'s `replicated` targets: ECR's replication fills them.
+    pub replicas: Vec<crate::targets::Replica>,
     /// `also-push-to` targets that could not be planned: left out, reported at the end.
     pub left_out: Vec<crate::targets::Failed>,
 }
@@ -180,7 +182,7 @@ pub async fn plan(
             present: Vec::new(),
         }
     };
-    let (extra, left_out) =
+    let targets =
         crate::targets::plan(inputs, env, &ecr, &auth.registry, engine.store, runner).await;
     let cache_from = match builder {
         BuilderKind::Buildkit => cache_sources(&ecr, inputs, &report).await,
@@ -215,8 +217,9 @@ pub async fn plan(
         tags,
         shared,
         signing,
-        extra,
-        left_out,
+        extra: targets.extra,
+        replicas: targets.replicas,
+        left_out: targets.left_out,
     };
     Ok((plan, report))
 }

@@ -33,6 +33,20 @@ pub struct Target {
     pub scans_on_push: bool,
 }
 
+/// A target ECR's replication fills: nothing is pushed there; the run waits for the
+/// primary's image to arrive, and confirms it with that registry's API.
+#[derive(Debug)]
+pub struct Replica {
+    pub label: String,
+    pub to: crate::ecr::replication::Destination,
+    /// The destination's ECR API.
+    pub ecr: Ecr,
+    /// The inputs as they apply there.
+    pub inputs: Inputs,
+    /// Its registry host.
+    pub host: String,
+}
+
 /// A target left out, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failed {
@@ -70,9 +84,23 @@ pub async fn plan(
     primary_host: &str,
     store: ImageStore,
     runner: &Runner,
-) -> (Vec<Target>, Vec<Failed>) {
+) -> Planned {
     let account = primary_host.split('.').next().unwrap_or_default();
-    let plans = inputs.also_push_to.iter().map(|spec| async move {
+    let replicas = inputs
+        .also_push_to
+        .iter()
+        .filter(|t| t.replicated)
+        .map(|spec| async move {
+            let label = label(spec, account, inputs);
+            plan_replica(spec, &label, inputs, &env.github, primary, account)
+                .await
+                .map_err(|err| Failed {
+                    label,
+                    reason: format!("{err:#}"),
+                })
+        });
+    let pushed = inputs.also_push_to.iter().filter(|t| !t.replicated);
+    let plans = pushed.map(|spec| async move {
         let label = label(spec, account, inputs);
         let planned = match &spec.registry {
             TargetRegistry::Private { .. } => {
@@ -91,20 +119,189 @@ pub async fn plan(
             reason: format!("{err:#}"),
         })
     });
-    let (mut ready, mut failed) = (Vec::new(), Vec::new());
-    for planned in futures_util::future::join_all(plans).await {
-        match planned {
+    let (plans, replicas) = tokio::join!(
+        futures_util::future::join_all(plans),
+        futures_util::future::join_all(replicas)
+    );
+    let mut planned = Planned::default();
+    let mut left_out = |failure: Failed| {
+        runner.warning(&format!(
+            "{} is left out of this run: {}",
+            failure.label, failure.reason
+        ));
+        planned.left_out.push(failure);
+    };
+    let mut ready = Vec::new();
+    for plan in plans {
+        match plan {
             Ok(target) => ready.push(target),
-            Err(failure) => {
-                runner.warning(&format!(
-                    "{} is left out of this run: {}",
-                    failure.label, failure.reason
-                ));
-                failed.push(failure);
-            }
+            Err(failure) => left_out(failure),
         }
     }
-    (ready, failed)
+    let mut waited = Vec::new();
+    for plan in replicas {
+        match plan {
+            Ok(replica) => waited.push(replica),
+            Err(failure) => left_out(failure),
+        }
+    }
+    planned.extra = ready;
+    planned.replicas = waited;
+    planned
+}
+
+/// The targets of `also-push-to`, planned.
+#[derive(Debug, Default)]
+pub struct Planned {
+    /// Pushed to.
+    pub extra: Vec<Target>,
+    /// Filled by ECR's replication.
+    pub replicas: Vec<Replica>,
+    /// Left out before the build.
+    pub left_out: Vec<Failed>,
+}
+
+/// A `replicated` target: a replication rule of the primary registry must send the
+/// repository there (checked now, so a missing rule does not cost a timeout).
+async fn plan_replica(
+    spec: &TargetSpec,
+    label: &str,
+    inputs: &Inputs,
+    github: &GitHubContext,
+    primary: &Ecr,
+    primary_account: &str,
+) -> anyhow::Result<Replica> {
+    let TargetRegistry::Private {
+        region, endpoint, ..
+    } = &spec.registry
+    else {
+        unreachable!("ECR Public is never `replicated` (the input refuses it)")
+    };
+    if spec
+        .repository
+        .as_ref()
+        .is_some_and(|r| *r != inputs.repository)
+    {
+        anyhow::bail!(
+            "ECR's replication keeps the repository's name: a `replicated` target is \
+             `{}` there, not another repository",
+            inputs.repository
+        );
+    }
+    let account = spec.account_or(primary_account).unwrap_or_default();
+    let to = crate::ecr::replication::Destination {
+        region: region.clone(),
+        registry_id: account.to_string(),
+    };
+    if !primary.replicates_to(&inputs.repository, &to).await? {
+        anyhow::bail!(
+            "no replication rule of the primary registry sends `{}` to {region} in account \
+             {account}: add one (ECR console, Private registry, Replication), or drop \
+             `replicated` to push there",
+            inputs.repository
+        );
+    }
+    let ecr = primary
+        .elsewhere(
+            region,
+            &endpoint.api_endpoint(region),
+            spec.role.as_deref(),
+            github,
+        )
+        .await?;
+    let mut target_inputs = inputs.clone();
+    target_inputs.registry_id = Some(account.to_string());
+    target_inputs.also_push_to.clear();
+    tracing::info!("{label} gets the image by ECR's replication");
+    Ok(Replica {
+        label: label.to_string(),
+        to,
+        ecr,
+        inputs: target_inputs,
+        host: endpoint.registry_host(account, region),
+    })
+}
+
+/// Waits for ECR's replication of `digest` to each replica, side by side, and confirms
+/// it there; a row for each.
+pub async fn wait_for_replicas(
+    plan: &crate::plan::Plan,
+    inputs: &Inputs,
+    digest: &str,
+) -> Vec<TargetRow> {
+    let waits = plan.replicas.iter().map(|replica| async move {
+        let started = std::time::Instant::now();
+        let mut row = TargetRow {
+            label: replica.label.clone(),
+            uris: Vec::new(),
+            digest: None,
+            bytes_sent: 0,
+            blobs_skipped: 0,
+            time: std::time::Duration::ZERO,
+            error: None,
+        };
+        let waited = async {
+            // A re-run's image may be there already.
+            if let Ok(found) = confirm_replica(replica, digest).await {
+                return Ok(found);
+            }
+            let outcome = plan
+                .ecr
+                .wait_for_replication(
+                    &inputs.repository,
+                    inputs.registry_id.as_deref(),
+                    digest,
+                    &replica.to,
+                    inputs.replication_timeout,
+                )
+                .await?;
+            match outcome {
+                crate::ecr::replication::Replicated::Complete { after } => {
+                    tracing::info!(
+                        "ECR replicated {digest} to {} in {:.1}s",
+                        replica.label,
+                        after.as_secs_f64()
+                    );
+                    confirm_replica(replica, digest).await
+                }
+                crate::ecr::replication::Replicated::Failed { code } => anyhow::bail!(
+                    "ECR's replication to {} failed ({code}); push there instead (drop \
+                     `replicated`)",
+                    replica.label
+                ),
+            }
+        };
+        match waited.await {
+            Ok(uris) => {
+                row.uris = uris;
+                row.digest = Some(digest.to_string());
+            }
+            Err(err) => row.error = Some(format!("{err:#}")),
+        }
+        row.time = started.elapsed();
+        row
+    });
+    futures_util::future::join_all(waits).await
+}
+
+/// The destination's ECR confirms `digest` under every tag: the references.
+async fn confirm_replica(replica: &Replica, digest: &str) -> anyhow::Result<Vec<String>> {
+    let inputs = &replica.inputs;
+    let (_, moved) = replica
+        .ecr
+        .confirm_digest(
+            &inputs.repository,
+            inputs.registry_id.as_deref(),
+            &inputs.tags,
+            digest,
+        )
+        .await?;
+    Ok(inputs
+        .tags
+        .iter()
+        .filter(|tag| !moved.contains(tag))
+        .map(|tag| format!("{}/{}:{tag}", replica.host, inputs.repository))
+        .collect())
 }
 
 /// `<host>/<repository>`.
@@ -290,6 +487,7 @@ async fn plan_public(
 /// order, those left out before the build included.
 pub async fn confirm(
     plan: &crate::plan::Plan,
+    inputs: &Inputs,
     pushes: &[TargetPush],
     report: &Report,
     runner: &Runner,
@@ -304,11 +502,22 @@ pub async fn confirm(
         error: push.error.clone(),
     };
     let mut rows = Vec::with_capacity(pushes.len() + plan.left_out.len());
-    if let Some(primary) = pushes.first() {
-        rows.push(TargetRow {
-            uris: report.confirmed_references().into_iter().cloned().collect(),
+    let uris = report.confirmed_references().into_iter().cloned().collect();
+    match pushes.first() {
+        Some(primary) => rows.push(TargetRow {
+            uris,
             ..row(primary)
-        });
+        }),
+        // The daemon's pusher (only `replicated` targets besides the primary).
+        None => rows.push(TargetRow {
+            label: format!("{}/{}", report.registry, report.repository),
+            uris,
+            digest: report.digest.clone(),
+            bytes_sent: report.blobs.map_or(0, |b| b.uploaded_bytes),
+            blobs_skipped: report.blobs.map_or(0, |b| b.skipped_blobs),
+            time: report.push_time.unwrap_or_default(),
+            error: None,
+        }),
     }
     let checks = plan
         .extra
@@ -337,6 +546,9 @@ pub async fn confirm(
             row
         });
     rows.extend(futures_util::future::join_all(checks).await);
+    if let Some(digest) = report.digest.as_deref() {
+        rows.extend(wait_for_replicas(plan, inputs, digest).await);
+    }
     rows.extend(plan.left_out.iter().map(left_out_row));
     rows
 }
@@ -428,6 +640,7 @@ pub async fn finish_skipped(
         row
     });
     rows.extend(futures_util::future::join_all(copies).await);
+    rows.extend(wait_for_replicas(plan, inputs, digest).await);
     rows.extend(plan.left_out.iter().map(left_out_row));
     for row in rows.iter().filter(|r| r.bytes_sent > 0) {
         tracing::info!(

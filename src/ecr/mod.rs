@@ -17,6 +17,7 @@ mod images;
 pub mod kms;
 pub mod public;
 mod referrers;
+pub mod replication;
 pub mod repository;
 pub mod scan;
 pub mod signing;

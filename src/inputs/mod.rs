@@ -108,6 +108,8 @@ pub struct Inputs {
     pub warnings: Vec<String>,
     /// `also-push-to`: registries beyond the primary that get the same image.
     pub also_push_to: Vec<targets::TargetSpec>,
+    /// How long a `replicated` target waits for ECR's replication.
+    pub replication_timeout: std::time::Duration,
 }
 
 impl Inputs {
@@ -353,6 +355,9 @@ impl Inputs {
         };
         let compression = parse_compression(raw, push_engine)?;
         let also_push_to = parse_also_push_to(raw, push, push_engine, !build_platforms.is_empty())?;
+        let timeout_text = raw.get("replication-timeout");
+        let replication_timeout = validate::duration(&timeout_text)
+            .map_err(|reason| InputError::invalid("replication-timeout", &timeout_text, reason))?;
 
         Ok(Self {
             repository,
@@ -385,6 +390,7 @@ impl Inputs {
             scan,
             supply,
             also_push_to,
+            replication_timeout,
         })
     }
 }
@@ -401,11 +407,12 @@ fn parse_also_push_to(
     raw.read.borrow_mut().insert("also-push-to".into());
     let text = raw.values.get("also-push-to").cloned().unwrap_or_default();
     let targets = targets::parse(&text)?;
+    let pushed_to = targets.iter().any(|t| !t.replicated);
     let conflict = if targets.is_empty() {
         None
     } else if !push {
         Some("`push` is false, so there is nothing to push there")
-    } else if push_engine == PushEngine::Daemon {
+    } else if push_engine == PushEngine::Daemon && pushed_to {
         Some(
             "`push-engine: daemon` pushes to one registry at a time and compresses every \
              layer again for each; use `push-engine: auto` (the default) or `direct`",

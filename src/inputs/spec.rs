@@ -157,6 +157,7 @@ mod tests {
             "signing-key",
             "signing-timeout",
             "also-push-to",
+            "replication-timeout",
         ] {
             assert!(inputs.contains(&name), "action.yml lacks input {name}");
         }

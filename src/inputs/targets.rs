@@ -7,6 +7,7 @@
 //! 210987654321.dkr.ecr.eu-west-1.amazonaws.com/app   a full host, another repository
 //! 210987654321:eu-west-1 arn:aws:iam::210987654321:role/ecr-push    through a role
 //! public.ecr.aws/my-alias/app                        ECR Public
+//! eu-central-1 replicated                            ECR's replication takes it there
 //! ```
 //!
 //! Host forms are ECR's (ECR endpoints reference): `<account>.dkr.ecr.<region>.amazonaws.com`
@@ -27,6 +28,9 @@ pub struct TargetSpec {
     pub repository: Option<String>,
     /// `arn:aws:…:iam::<account>:role/<name>`, assumed for this target.
     pub role: Option<String>,
+    /// `replicated`: not pushed to; the run waits for ECR's replication of the primary's
+    /// image to get there.
+    pub replicated: bool,
     /// The line as given, for messages.
     pub text: String,
 }
@@ -124,17 +128,26 @@ fn same(a: &TargetSpec, b: &TargetSpec) -> bool {
 fn parse_line(line: &str) -> Result<TargetSpec, String> {
     let mut words = line.split_whitespace();
     let target = words.next().unwrap_or_default();
-    let role = words.next().map(ToString::to_string);
-    if let Some(extra) = words.next() {
-        return Err(format!(
-            "`{extra}` is one word too many: a line is a target, then optionally the IAM \
-             role to assume for it"
-        ));
-    }
-    if let Some(role) = &role {
-        role_arn(role)?;
+    let (mut role, mut replicated) = (None, false);
+    for word in words {
+        match word {
+            "replicated" if !replicated => replicated = true,
+            arn if arn.starts_with("arn:") && role.is_none() => {
+                role_arn(arn)?;
+                role = Some(arn.to_string());
+            }
+            extra => {
+                return Err(format!(
+                    "`{extra}` is not expected there: a line is a target, then optionally \
+                     the IAM role to assume for it and `replicated`"
+                ))
+            }
+        }
     }
     let (registry, repository) = parse_target(target)?;
+    if replicated && matches!(registry, TargetRegistry::Public { .. }) {
+        return Err("ECR's replication does not copy to ECR Public: push there".into());
+    }
     if let Some(repository) = &repository {
         validate::repository_name(repository).map_err(|why| format!("repository: {why}"))?;
     }
@@ -142,6 +155,7 @@ fn parse_line(line: &str) -> Result<TargetSpec, String> {
         registry,
         repository,
         role,
+        replicated,
         text: line.to_string(),
     })
 }
@@ -380,6 +394,22 @@ mod tests {
         assert_eq!(one("public.ecr.aws/my-alias").repository, None);
         assert!(reason("public.ecr.aws").contains("registry alias"));
         assert!(reason("public.ecr.aws/Upper/app").contains("registry alias"));
+    }
+
+    #[test]
+    fn replicated_goes_with_a_role_in_either_order() {
+        for line in [
+            "210987654321:eu-west-1 replicated arn:aws:iam::210987654321:role/read",
+            "210987654321:eu-west-1 arn:aws:iam::210987654321:role/read replicated",
+        ] {
+            let t = one(line);
+            assert!(t.replicated, "{line}");
+            assert_eq!(
+                t.role.as_deref(),
+                Some("arn:aws:iam::210987654321:role/read")
+            );
+        }
+        assert!(!one("us-west-2").replicated);
     }
 
     #[test]

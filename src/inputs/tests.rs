@@ -52,6 +52,7 @@ fn sample(name: &str) -> &'static str {
         "sign" => "kms",
         "signing-key" => "awskms:///alias/release",
         "signing-timeout" => "2m",
+        "replication-timeout" => "45m",
         "public-description" => "An app, in short",
         "public-about" => "# About\n\nIt runs.",
         "public-usage" => "`docker run public.ecr.aws/standin/app`",

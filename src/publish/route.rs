@@ -47,7 +47,7 @@ impl Route {
     /// there are none; and only on an API that pushes one platform's manifest.
     pub fn choose(inputs: &Inputs, engine: &Engine, network: &Network) -> Self {
         // Only the direct push compresses once for several registries.
-        if !inputs.also_push_to.is_empty() {
+        if inputs.also_push_to.iter().any(|t| !t.replicated) {
             return Self::Direct { fallback: false };
         }
         let pushes_one_platform = engine.api_at_least(PLATFORM_PUSH_API.0, PLATFORM_PUSH_API.1);
