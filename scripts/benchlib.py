@@ -121,3 +121,30 @@ def registry_size(env, repo: str, tag: str) -> int:
                      if m.get("platform", {}).get("architecture") == "amd64")
         manifest = get(image["digest"])
     return sum(layer["size"] for layer in manifest["layers"])
+
+
+def make_large_layer_image(tag: str, seed: int, size: int = 400_000_000) -> None:
+    """An image whose one new layer is `size` bytes (400 MB) of log-like text (varying numbers, a few
+    hundred distinct words): compressible like real logs or source, never like `yes`.
+    A seed of its own per contender, so no pusher can reuse another's blobs."""
+    import random
+    rng = random.Random(seed)
+    words = [f"{w}{i}" for i in range(40) for w in ("request", "user", "cache", "GET",
+             "POST", "status", "latency", "shard", "token", "retry")]
+    ctx = Path(tempfile.mkdtemp(prefix="bench-layer-"))
+    target = size
+    with open(ctx / "data.log", "w") as f:
+        written = 0
+        while written < target:
+            lines = []
+            for _ in range(5000):
+                lines.append(f"2026-11-27T{rng.randrange(24):02d}:{rng.randrange(60):02d}:"
+                             f"{rng.randrange(60):02d}.{rng.randrange(1000):03d}Z "
+                             f"{rng.choice(words)} {rng.choice(words)} id={rng.getrandbits(32):08x} "
+                             f"ms={rng.randrange(2000)} {rng.choice(words)}\n")
+            chunk = "".join(lines)
+            f.write(chunk)
+            written += len(chunk)
+    (ctx / "Dockerfile").write_text("FROM local/busybox:latest\nCOPY data.log /\n")
+    sh(["docker", "build", "-q", "-t", tag, str(ctx)], env=dict(os.environ, DOCKER_BUILDKIT="0"))
+    shutil.rmtree(ctx)

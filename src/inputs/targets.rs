@@ -450,7 +450,12 @@ mod tests {
             ("us-west-2 arn:aws:iam::123456789012:user/x", "IAM role ARN"),
             (
                 "us-west-2 arn:aws:iam::123456789012:role/x extra",
-                "one word too many",
+                "not expected",
+            ),
+            ("us-west-2 replicated replicated", "not expected"),
+            (
+                "public.ecr.aws/alias replicated",
+                "does not copy to ECR Public",
             ),
             (
                 "123456789012.dkr.ecr.us-west-2.amazonaws.com/UPPER",
