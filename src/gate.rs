@@ -27,18 +27,7 @@ pub async fn wait_and_apply(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    // ECR scans image manifests, not an index: with several platforms, each platform's
-    // that this run built (a shared build's leg gates its own share).
-    let digests: Vec<String> = if report.platforms.is_empty() {
-        report.digest.iter().cloned().collect()
-    } else {
-        report
-            .platforms
-            .iter()
-            .filter(|row| row.here)
-            .filter_map(|row| row.digest.clone())
-            .collect()
-    };
+    let digests = report.gated_digests();
     let Some(digest) = report.digest.clone().or_else(|| digests.first().cloned()) else {
         return Ok(());
     };

@@ -162,6 +162,7 @@ pub async fn plan(
     runner.add_mask(auth.token.expose());
     let masks = runner.clone();
     auth.renew = Some(ecr.token_renewal(registry_id, move |secret| masks.add_mask(secret)));
+    crate::targets::check_not_primary(inputs, &auth.registry, &ecr.region)?;
     let mut report = Report::new(&auth.registry, inputs);
     if inputs.push && inputs.push_engine != PushEngine::Daemon {
         probe_registry(&auth, inputs, env, &network).await?;

@@ -205,6 +205,21 @@ impl Report {
             .collect()
     }
 
+    /// The image manifests the scan gate covers. ECR scans image manifests, not an
+    /// index: with several platforms, each platform's that this run built (a shared
+    /// build's leg gates its own share).
+    pub fn gated_digests(&self) -> Vec<String> {
+        if self.platforms.is_empty() {
+            self.digest.iter().cloned().collect()
+        } else {
+            self.platforms
+                .iter()
+                .filter(|row| row.here)
+                .filter_map(|row| row.digest.clone())
+                .collect()
+        }
+    }
+
     /// Outputs in `action.yml` order.
     pub fn outputs(&self) -> Vec<(&'static str, String)> {
         let by_digest = self

@@ -331,3 +331,92 @@ fn ecr_public_gets_the_image_with_its_catalog_data() {
         Some(&second.output("image-digest").to_string())
     );
 }
+
+/// Puts the primary registry's replication rules (registry-wide: one test of this file
+/// uses them), and the stand-in's replication switches; both put back when dropped.
+struct Replication;
+
+impl Replication {
+    fn to_region2(prefix: &str, switches: &serde_json::Value) -> Self {
+        let standin = standin();
+        let rules = serde_json::json!({"replicationConfiguration": {"rules": [{
+            "destinations": [{"region": standin.var("STANDIN_REGION2"),
+                              "registryId": support::ACCOUNT}],
+            "repositoryFilters": [{"filter": prefix, "filterType": "PREFIX_MATCH"}]}]}});
+        let answer = standin.api(
+            &support::own_access_key(),
+            "PutReplicationConfiguration",
+            &rules,
+        );
+        assert!(answer["replicationConfiguration"].is_object(), "{answer}");
+        standin.control("/replication", Some(switches));
+        Self
+    }
+}
+
+impl Drop for Replication {
+    fn drop(&mut self) {
+        let standin = standin();
+        standin.api(
+            &support::own_access_key(),
+            "PutReplicationConfiguration",
+            &serde_json::json!({"replicationConfiguration": {"rules": []}}),
+        );
+        standin.control(
+            "/replication",
+            Some(&serde_json::json!({"delay": 2, "fail": []})),
+        );
+    }
+}
+
+/// A `replicated` target is not pushed to: the step waits for ECR's replication to report
+/// `COMPLETE` there and confirms the image with that region's API (the same digest in
+/// `targets`). Replication that fails fails that target alone, with ECR's code; a
+/// repository no rule covers is left out before the build.
+#[test]
+fn a_replicated_region_is_waited_for_not_pushed_to() {
+    let standin = standin();
+    let prefix = unique("targets-repl");
+    let _rules = Replication::to_region2(&prefix, &serde_json::json!({"delay": 2}));
+    let also = format!("{} replicated", standin.var("STANDIN_REGION2"));
+    let run = |repository: &str| {
+        standin
+            .action(workspace(&unique("marker")).path())
+            .input("repository", repository)
+            .input("tags", "v1")
+            .input("also-push-to", &also)
+            .run()
+    };
+
+    let repository = format!("{prefix}/app");
+    let replicated = run(&repository);
+    replicated.assert_success();
+    let digest = replicated.output("image-digest").to_string();
+    assert!(replicated.stderr.contains("ECR replicated"), "{}", replicated.stderr);
+    let region2_label = format!("{}/{repository}", standin.var("STANDIN_REGION2_HOST"));
+    assert!(
+        !replicated.stderr.contains(&format!("[{region2_label}]")),
+        "the replicated region was pushed to:\n{}",
+        replicated.stderr
+    );
+    assert_eq!(targets(&replicated).get(&region2_label), Some(&digest));
+    assert_eq!(
+        standin.digest_at(&standin.region2(), &repository, "v1"),
+        Some(digest)
+    );
+
+    standin.control(
+        "/replication",
+        Some(&serde_json::json!({"fail": [standin.var("STANDIN_REGION2")]})),
+    );
+    let failed = run(&format!("{prefix}/failing"));
+    failed.assert_one_error(&["1 of 2 registries failed", "replication", "REPLICATION_FAILED"]);
+
+    let uncovered = run(&unique("targets-norule"));
+    uncovered.assert_one_error(&["no replication rule"]);
+    assert!(
+        uncovered.stderr.contains("is left out of this run"),
+        "{}",
+        uncovered.stderr
+    );
+}

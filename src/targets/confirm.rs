@@ -1,0 +1,268 @@
+//! After the push: each target's ECR confirms the digest (or, for a run that skipped
+//! the build, the image is copied from the primary to the targets that lack it), the
+//! scan gate runs in each, and the summary gets a row per registry.
+
+use anyhow::Context as _;
+
+use super::{wait_for_replicas, Failed, Target, TargetApi};
+use crate::inputs::Inputs;
+use crate::publish::targets::TargetPush;
+use crate::registry::Registry;
+use crate::report::targets::TargetRow;
+use crate::report::Report;
+use crate::repository;
+use crate::runner::Runner;
+
+/// Has each target's ECR confirm what the push put there, and makes the summary's rows:
+/// the primary's (confirmed already: `report`), then each target's in `also-push-to`
+/// order, those left out before the build included.
+pub async fn confirm(
+    plan: &crate::plan::Plan,
+    inputs: &Inputs,
+    pushes: &[TargetPush],
+    report: &Report,
+    runner: &Runner,
+) -> Vec<TargetRow> {
+    let row = |push: &TargetPush| TargetRow {
+        label: push.label.clone(),
+        uris: Vec::new(),
+        digest: push.digest.clone(),
+        bytes_sent: push.blobs.uploaded_bytes,
+        blobs_skipped: push.blobs.skipped_blobs,
+        time: std::time::Duration::from_secs_f64(push.seconds),
+        error: push.error.clone(),
+    };
+    let mut rows = Vec::with_capacity(pushes.len() + plan.left_out.len());
+    let uris = report.confirmed_references().into_iter().cloned().collect();
+    match pushes.first() {
+        Some(primary) => rows.push(TargetRow {
+            uris,
+            ..row(primary)
+        }),
+        // The daemon's pusher (only `replicated` targets besides the primary).
+        None => rows.push(TargetRow {
+            label: format!("{}/{}", report.registry, report.repository),
+            uris,
+            digest: report.digest.clone(),
+            bytes_sent: report.blobs.map_or(0, |b| b.uploaded_bytes),
+            blobs_skipped: report.blobs.map_or(0, |b| b.skipped_blobs),
+            time: report.push_time.unwrap_or_default(),
+            error: None,
+        }),
+    }
+    let checks = plan
+        .extra
+        .iter()
+        .zip(pushes.iter().skip(1))
+        .map(|(target, push)| async move {
+            let mut row = row(push);
+            if let Some(digest) = &push.digest {
+                match confirm_one(target, digest).await {
+                    Ok((uris, moved)) => {
+                        row.uris = uris;
+                        for tag in moved {
+                            runner.warning(&format!(
+                                "tag `{tag}` in {} names another image by now (another run \
+                             pushed it after this one): left out of the `targets` output",
+                                target.label()
+                            ));
+                        }
+                    }
+                    Err(err) => {
+                        row.digest = None;
+                        row.error = Some(format!("{err:#}"));
+                    }
+                }
+            }
+            row
+        });
+    rows.extend(futures_util::future::join_all(checks).await);
+    if let Some(digest) = report.digest.as_deref() {
+        rows.extend(wait_for_replicas(plan, inputs, digest).await);
+    }
+    rows.extend(plan.left_out.iter().map(left_out_row));
+    rows
+}
+
+/// ECR's confirmation of `digest` under every tag in `target`: the references it
+/// confirmed, and the tags it shows at another image.
+async fn confirm_one(target: &Target, digest: &str) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let inputs = &target.inputs;
+    let confirmed = match &target.api {
+        TargetApi::Private(ecr) => {
+            ecr.confirm_digest(
+                &inputs.repository,
+                inputs.registry_id.as_deref(),
+                &inputs.tags,
+                digest,
+            )
+            .await
+        }
+        TargetApi::Public(public) => {
+            public
+                .confirm_digest(&inputs.repository, &inputs.tags, digest)
+                .await
+        }
+    };
+    let (_, moved) = confirmed
+        .with_context(|| format!("ECR could not confirm the image in {}", target.label()))?;
+    let host = &target.destination.login.host;
+    let uris = inputs
+        .tags
+        .iter()
+        .filter(|tag| !moved.contains(tag))
+        .map(|tag| format!("{host}/{}:{tag}", target.destination.repository))
+        .collect();
+    Ok((uris, moved))
+}
+
+/// A run that skipped the build (every tag holds the image in the primary registry):
+/// each target that lacks it gets it copied from the primary, as it is, so a re-run
+/// finishes only the registries a failed run missed. The rows, the primary's first.
+pub async fn finish_skipped(
+    plan: &crate::plan::Plan,
+    inputs: &Inputs,
+    digest: &str,
+) -> Vec<TargetRow> {
+    if inputs.also_push_to.is_empty() {
+        return Vec::new();
+    }
+    let primary = &plan.auth.registry;
+    let mut rows = vec![TargetRow {
+        label: format!("{primary}/{}", inputs.repository),
+        uris: inputs
+            .tags
+            .iter()
+            .map(|tag| format!("{primary}/{}:{tag}", inputs.repository))
+            .collect(),
+        digest: Some(digest.to_string()),
+        bytes_sent: 0,
+        blobs_skipped: 0,
+        time: std::time::Duration::ZERO,
+        error: None,
+    }];
+    let copies = plan.extra.iter().map(|target| async move {
+        let started = std::time::Instant::now();
+        let mut row = TargetRow {
+            label: target.label().to_string(),
+            uris: Vec::new(),
+            digest: None,
+            bytes_sent: 0,
+            blobs_skipped: 0,
+            time: std::time::Duration::ZERO,
+            error: None,
+        };
+        let done = async {
+            if target.holds.as_deref() != Some(digest) {
+                let copied = copy_to(plan, inputs, target, digest).await?;
+                row.bytes_sent = copied.bytes_sent;
+                row.blobs_skipped = copied.blobs_skipped;
+            }
+            confirm_one(target, digest).await
+        };
+        match done.await {
+            Ok((uris, _)) => {
+                row.uris = uris;
+                row.digest = Some(digest.to_string());
+            }
+            Err(err) => row.error = Some(format!("{err:#}")),
+        }
+        row.time = started.elapsed();
+        row
+    });
+    rows.extend(futures_util::future::join_all(copies).await);
+    rows.extend(wait_for_replicas(plan, inputs, digest).await);
+    rows.extend(plan.left_out.iter().map(left_out_row));
+    for row in rows.iter().filter(|r| r.bytes_sent > 0) {
+        tracing::info!(
+            "copied the image {digest} from the primary registry to {}: it was missing there",
+            row.label
+        );
+    }
+    rows
+}
+
+/// Copies the primary's image `digest` to `target`, under the tags it does not hold yet.
+async fn copy_to(
+    plan: &crate::plan::Plan,
+    inputs: &Inputs,
+    target: &Target,
+    digest: &str,
+) -> anyhow::Result<crate::publish::copy::Copied> {
+    let kept = repository::check_present(&target.destination.present, digest)?;
+    let tags = repository::without(&inputs.tags, &kept);
+    let from = Registry::connect(
+        &plan.auth.login(),
+        &inputs.repository,
+        plan.retry,
+        &plan.network,
+    )?;
+    let elsewhere = crate::network::Network {
+        registry_endpoint: None,
+        ..plan.network.clone()
+    };
+    let to = Registry::connect(
+        &target.destination.login,
+        &target.destination.repository,
+        plan.retry,
+        &elsewhere,
+    )?;
+    tracing::info!(
+        "{} lacks {digest}: copying it from the primary registry",
+        target.label()
+    );
+    Ok(crate::publish::copy::copy(&from, &to, digest, &tags, &plan.spool_dir).await?)
+}
+
+fn left_out_row(failed: &Failed) -> TargetRow {
+    TargetRow {
+        label: failed.label.clone(),
+        uris: Vec::new(),
+        digest: None,
+        bytes_sent: 0,
+        blobs_skipped: 0,
+        time: std::time::Duration::ZERO,
+        error: Some(failed.reason.clone()),
+    }
+}
+
+/// `scan: wait` in each target that has the image: ECR's findings there (each registry
+/// scans its own copy, by its own settings), through the same gate as the primary's. A
+/// target whose gate fails is marked so in its row, and so fails the step.
+pub async fn gate(plan: &crate::plan::Plan, report: &mut Report, runner: &Runner) {
+    let digests = report.gated_digests();
+    for (target, row) in plan.extra.iter().zip(report.targets.iter_mut().skip(1)) {
+        let Some(digest) = row.digest.clone().filter(|_| row.error.is_none()) else {
+            continue;
+        };
+        // ECR Public does not scan.
+        let Some(ecr) = target.ecr() else {
+            continue;
+        };
+        let inputs = &target.inputs;
+        let request = crate::ecr::scan::ScanRequest {
+            repository: &inputs.repository,
+            registry_id: inputs.registry_id.as_deref(),
+            digests: &digests,
+            scans_on_push: target.scans_on_push,
+            timeout: inputs.scan.timeout,
+            poll: crate::ecr::scan::Backoff::DEFAULT,
+        };
+        let scans = {
+            let _group = runner.group(&format!("Scan of {digest} in {}", target.label()));
+            ecr.scan_findings(&request).await
+        };
+        match scans {
+            Ok(scans) => {
+                let gate = crate::gate::Gate::evaluate(scans, &inputs.scan);
+                let image = format!("{}@{digest}", target.label());
+                if let Some(line) = gate.failure(&image) {
+                    row.error = Some(line);
+                } else {
+                    tracing::info!("scan gate passed in {}", target.label());
+                }
+            }
+            Err(err) => row.error = Some(format!("the scan gate could not run: {err:#}")),
+        }
+    }
+}
