@@ -618,11 +618,14 @@ class EcrState:
         from front_signing import Signing
         self.signing = Signing()
         self.kms = KmsRules()
+        from front_replication import Replication
+        self.replication = Replication()
 
     def clear(self) -> None:
         for part in (self.tokens, self.settings, self.templates, self.visibility, self.modes,
                      self.stats, self.uploads, self.presigned, self.refuse_referrers,
-                     self.signing, self.kms, self.assumed, self.denies, self.public):
+                     self.signing, self.kms, self.assumed, self.denies, self.public,
+                     self.replication):
             part.clear()
 
 
