@@ -159,6 +159,8 @@ class Replication:
         self.delay = DEFAULT_DELAY
         self.fail: list[str] = []
         self.failure_code = DEFAULT_FAILURE_CODE
+        # Bumped by clear(): a copy scheduled before a reset is dropped.
+        self._generation = 0
 
     # --- configuration (the API) ---------------------------------------------------------
 
@@ -217,17 +219,20 @@ class Replication:
             tags = self._tags.setdefault(key, [])
             if tag and tag not in tags:
                 tags.append(tag)
-            delay = self.delay
+            delay, generation = self.delay, self._generation
         log.info("- - - - replicating %s@%s%s to %s in %.1fs", source.public(name), digest,
                  f" ({tag})" if tag else "", ", ".join(f"{a}/{r}" for a, r in destinations), delay)
-        timer = threading.Timer(delay, self._replicate, args=(server, source, name, digest, tag, destinations))
+        timer = threading.Timer(delay, self._replicate, args=(server, source, name, digest, tag, destinations, generation))
         timer.daemon = True
         timer.start()
 
-    def _replicate(self, server, source, name: str, digest: str, tag: str | None, destinations) -> None:
+    def _replicate(self, server, source, name: str, digest: str, tag: str | None, destinations,
+                   generation: int) -> None:
         from front_targets import Target
         key = (source.account, source.region, name, digest)
         for account, region in destinations:
+            if generation != self._generation:
+                return  # POST /reset since the push: moto and the registry were emptied too
             if self._fails(account, region):
                 outcome = {"status": "FAILED", "failureCode": self.failure_code}
             else:
@@ -277,6 +282,7 @@ class Replication:
             self.delay = DEFAULT_DELAY
             self.fail = []
             self.failure_code = DEFAULT_FAILURE_CODE
+            self._generation += 1
 
 
 # --- the copy ------------------------------------------------------------------------------
