@@ -20,12 +20,16 @@
   api.ecr-public.us-east-1.amazonaws.com,       -> ECR Public, answered by the front
   public.ecr.aws                                   (front_public.py)
 
+Every private registry's manifest PUTs are replicated by its replication configuration
+(PutReplicationConfiguration, answered by the front at every private API host) into the
+destination registries' namespaces and moto accounts (front_replication.py).
+
 Plain-HTTP control API for tests (default 127.0.0.1:5005, front_control.py): fault
 injection (/faults, front_faults.py), scripted scan answers (/scans), registry token
 lifetimes (/tokens), eventual consistency (/visibility), per-repository modes (/mode),
 counters (/stats), refused referrers (/referrers), managed signing (/signing), KMS
 denials (/kms), AssumeRole records (/sts), the deny switch (/deny), ECR Public's switches
-and counters (/public), and /reset. What it remembers lives in front_state.py.
+and counters (/public), replication's delay and fail switch (/replication), and /reset. What it remembers lives in front_state.py.
 
 API requests signed with the access key ids AKIADENIEDEXAMPLE / AKIAEXPIREDEXAMPLE are
 always refused like ECR refuses bad or expired credentials. Every injected or emulated
