@@ -24,7 +24,9 @@ ECR gives no SLA, aws/containers-roadmap#1664) the front copies the manifest (an
 with its child manifests, and every blob) into the destination registry's namespace,
 creating the repository in moto's destination account+region when it is missing, and
 records the image with its tag there in moto; then COMPLETE. A destination the fail
-switch names gets FAILED and nothing is copied. Only pushes made after the configuration
+switch names gets FAILED and nothing is copied; so does another account's registry whose
+permissions policy (moto's PutRegistryPolicy there) does not allow the source account
+ecr:ReplicateImage (and ecr:CreateRepository when the repository is missing). Only pushes made after the configuration
 was put are replicated (images already there are not), and what replication writes is
 not replicated further (no chained replication, aws/containers-roadmap#2125).
 """
@@ -240,6 +242,9 @@ class Replication:
                     with self._copying:
                         copy_image(server, source, name, digest, tag, Target(account, region))
                     outcome = {"status": "COMPLETE"}
+                except NotAllowed as exc:
+                    log.info("- - - - replicating %s@%s to %s/%s: %s", name, digest, account, region, exc)
+                    outcome = {"status": "FAILED", "failureCode": self.failure_code}
                 except Exception as exc:  # noqa: BLE001 - reported as FAILED
                     log.exception("replicating %s@%s to %s/%s failed", name, digest, account, region)
                     outcome = {"status": "FAILED", "failureCode": f"{self.failure_code}: {type(exc).__name__}"}
@@ -359,12 +364,53 @@ def _record(server, dest, dst: str, body: bytes, media_type: str, digest: str, t
     moto.put_image(dst, body.decode("utf-8"), media_type or None, tag, digest, previous)
 
 
+class NotAllowed(Exception):
+    """The destination's registry permissions policy does not allow the replication."""
+
+
+def allowed_actions(moto, source_account: str) -> set[str]:
+    """The actions ("ecr:ReplicateImage", "ecr:CreateRepository") the destination registry's
+    permissions policy (moto's GetRegistryPolicy in its account+region) allows
+    `source_account`: an Allow statement whose AWS principal is the account id, its root
+    ARN or "*" (Deny statements, conditions and resources are not evaluated)."""
+    try:
+        text = moto.client.get_registry_policy()["policyText"]
+        policy = json.loads(text)
+    except Exception:  # noqa: BLE001 - RegistryPolicyNotFoundException, or not JSON
+        return set()
+    statements = policy.get("Statement") or []
+    if isinstance(statements, dict):
+        statements = [statements]
+    found: set[str] = set()
+    for statement in statements:
+        if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+            continue
+        principal = statement.get("Principal")
+        principals = principal.get("AWS") if isinstance(principal, dict) else principal
+        principals = [principals] if isinstance(principals, str) else principals or []
+        if not any(p in ("*", source_account, f"arn:aws:iam::{source_account}:root") for p in principals):
+            continue
+        actions = statement.get("Action") or []
+        found.update([actions] if isinstance(actions, str) else actions)
+    return found
+
+
 def copy_image(server, source, name: str, digest: str, tag: str | None, dest) -> None:
     """Copy `name`@`digest` (tagged `tag`) of registry `source` into registry `dest`."""
     public = source.public(name)
     dst = dest.internal(public)
     moto = server.moto_for(dest)
-    if moto.repository(dst) is None:
+    missing = moto.repository(dst) is None
+    if dest.account != source.account:
+        # ECR User Guide, "Private image replication": the destination's registry
+        # permissions policy must allow ecr:ReplicateImage (and ecr:CreateRepository for
+        # a repository it has to create) to the source account.
+        allowed = allowed_actions(moto, source.account)
+        needed = {"ecr:ReplicateImage"} | ({"ecr:CreateRepository"} if missing else set())
+        if needed - allowed:
+            raise NotAllowed(f"the registry policy of {dest.account}/{dest.region} does not allow "
+                             f"{', '.join(sorted(needed - allowed))} to {source.account}")
+    if missing:
         # ECR creates the destination repository (the service-linked role's
         # ecr:CreateRepository); a REPLICATION creation template applies where the
         # stand-in keeps templates (the primary registry).

@@ -276,7 +276,7 @@ def wait_replication(client, repository: str, image_id: dict, want: str, seconds
         time.sleep(0.25)
 
 
-step("(t9) replication: us-east-1 -> us-west-2 (same account), prefix filter")
+step("(t9) replication: us-east-1 -> us-west-2 (same account, prefix filter), then -> account 2")
 rprefix = f"{PREFIX}-repl"
 rname, other = f"{rprefix}/app", f"{PREFIX}/not-replicated"
 destination = {"region": REGION2, "registryId": ACCOUNT}
@@ -297,6 +297,7 @@ east.create_repository(repositoryName=rname)
 east.create_repository(repositoryName=other)
 east_auth = ("AWS", east_password)
 before = push(PRIMARY_HOST, rname, "before", east_auth, "pushed before replication was configured")
+registry_policy = False
 try:
     answer = east.put_replication_configuration(replicationConfiguration=config)
     check(answer["replicationConfiguration"] == config, "PutReplicationConfiguration answers the configuration")
@@ -375,6 +376,25 @@ try:
               for c in snapshot["configurations"])
           and any(i["imageDigest"] == rdigest and i["repositoryName"] == rname for i in snapshot["images"]),
           "GET /replication lists the configuration and the statuses")
+
+    # Cross-account: the destination's registry permissions policy decides.
+    xconfig = {"rules": [{"destinations": [{"region": ACCOUNT2_REGION, "registryId": ACCOUNT2}],
+                          "repositoryFilters": [{"filter": rprefix, "filterType": "PREFIX_MATCH"}]}]}
+    east.put_replication_configuration(replicationConfiguration=xconfig)
+    xdigest = push(PRIMARY_HOST, rname, "v3", east_auth, "cross-account, no policy")
+    statuses = wait_replication(east, rname, {"imageDigest": xdigest}, "FAILED")
+    check(statuses[0]["registryId"] == ACCOUNT2 and statuses[0]["region"] == ACCOUNT2_REGION
+          and error_code(lambda: e2.describe_repositories(repositoryNames=[rname])).startswith("RepositoryNotFoundException"),
+          "to another account without its registry permissions policy: FAILED, nothing created there")
+    e2.put_registry_policy(policyText=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "ReplicationFromAccount1", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+        "Action": ["ecr:CreateRepository", "ecr:ReplicateImage"],
+        "Resource": f"arn:aws:ecr:{ACCOUNT2_REGION}:{ACCOUNT2}:repository/*"}]}))
+    registry_policy = True
+    ydigest = push(PRIMARY_HOST, rname, "v4", east_auth, "cross-account, allowed")
+    wait_replication(east, rname, {"imageDigest": ydigest}, "COMPLETE")
+    check(e2.describe_images(repositoryName=rname, imageIds=[{"imageTag": "v4"}])["imageDetails"][0]["imageDigest"]
+          == ydigest, "with ecr:ReplicateImage and ecr:CreateRepository allowed to account 1 there: COMPLETE, in account 2")
     if OUT:
         with open(os.path.join(OUT, "replicated-image"), "w") as f:
             f.write(f"{REGION2_HOST}/{rname}:v1\n")
@@ -382,6 +402,8 @@ finally:
     # Registry-wide: leave no configuration (and no fail switch) behind for other tests.
     east.put_replication_configuration(replicationConfiguration={"rules": []})
     requests.post(CONTROL + "/replication", json={"fail": []})
+    if registry_policy:
+        e2.delete_registry_policy()
 check(east.describe_registry()["replicationConfiguration"] == {"rules": []}, "configuration emptied (rules: [])")
 
 # --- ECR Public -----------------------------------------------------------------------
