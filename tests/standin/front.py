@@ -20,12 +20,16 @@
   api.ecr-public.us-east-1.amazonaws.com,       -> ECR Public, answered by the front
   public.ecr.aws                                   (front_public.py)
 
+Every private registry's manifest PUTs are replicated by its replication configuration
+(PutReplicationConfiguration, answered by the front at every private API host) into the
+destination registries' namespaces and moto accounts (front_replication.py).
+
 Plain-HTTP control API for tests (default 127.0.0.1:5005, front_control.py): fault
 injection (/faults, front_faults.py), scripted scan answers (/scans), registry token
 lifetimes (/tokens), eventual consistency (/visibility), per-repository modes (/mode),
 counters (/stats), refused referrers (/referrers), managed signing (/signing), KMS
 denials (/kms), AssumeRole records (/sts), the deny switch (/deny), ECR Public's switches
-and counters (/public), and /reset. What it remembers lives in front_state.py.
+and counters (/public), replication's delay and fail switch (/replication), and /reset. What it remembers lives in front_state.py.
 
 API requests signed with the access key ids AKIADENIEDEXAMPLE / AKIAEXPIREDEXAMPLE are
 always refused like ECR refuses bad or expired credentials. Every injected or emulated
@@ -52,11 +56,12 @@ import time
 import uuid
 import http.client
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from front_api import ApiMixin
 from front_common import (ACCOUNT, API_HOST, KMS_HOST, REGISTRY_HOST, S3_HOST, S3_PREFIX,
-                          VPCE_API_HOST, ClientGone, UpstreamGone, access_key_of, log)
+                          VPCE_API_HOST, ClientGone, UpstreamGone, access_key_of, log,
+                          query_params)
 from front_control import Control
 from front_faults import (API_FAULT_MESSAGES, CREDENTIAL_FAULTS, REGISTRY_FAULT_CODES,
                           REGISTRY_REPOSITORY, RESET_READ_LIMIT, Faults, Scans)
@@ -653,6 +658,14 @@ class Handler(ApiMixin, RegistryMixin, KmsMixin, StsMixin, PublicMixin, BaseHTTP
             return  # answered (an expired or another registry's token)
         if not credentials[0]:
             return self._forward(self.server.registry_addr)  # the registry's 401
+        prefix = self._namespace_prefix()
+        if prefix:
+            # The registry pages its catalog in name order (100 a page): start the page at
+            # this registry's namespace (or after the client's `last` in it), or a busy
+            # registry's first page would hold none of its repositories.
+            params = dict(query_params(urlsplit(self.path).query))
+            last = f"{prefix}/{unquote(params['last'])}" if params.get("last") else prefix
+            self.path = f"/v2/_catalog?n={params.get('n') or 100}&last={quote(last, safe='')}"
         conn, resp = self._upstream(self.server.registry_addr)
         try:
             answer = resp.read()

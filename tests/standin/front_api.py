@@ -14,6 +14,9 @@
                                   subjectManifestDigest (referrers), imageStatus
   *SigningConfiguration,          ECR managed signing (front_signing.py); moto lacks them
   DescribeImageSigningStatus
+  PutReplicationConfiguration,    private image replication per (account, region)
+  DescribeRegistry,               (front_replication.py); moto keeps one rule at most and
+  DescribeImageReplicationStatus  lacks the status
   BatchDeleteImage                an image an index of the repository lists is refused
                                   (ImageReferencedByManifestList), the rest forwarded to
                                   moto and deleted from the registry too, so both agree
@@ -54,13 +57,17 @@ class ApiMixin:
         "GetSigningConfiguration": "_api_get_signing_configuration",
         "DeleteSigningConfiguration": "_api_delete_signing_configuration",
         "DescribeImageSigningStatus": "_api_describe_image_signing_status",
+        "PutReplicationConfiguration": "_api_put_replication_configuration",
+        "DescribeRegistry": "_api_describe_registry",
+        "DescribeImageReplicationStatus": "_api_describe_image_replication_status",
     }
 
     # What the front also answers for the other registries (front_targets); templates and
     # managed signing stay the primary registry's (their calls elsewhere go to moto).
     REGIONAL_OPERATIONS = {"GetAuthorizationToken", "GetAccountSetting", "PutAccountSetting",
                            "ListImageReferrers", "DescribeImages", "BatchGetImage", "ListImages",
-                           "BatchDeleteImage"}
+                           "BatchDeleteImage", "PutReplicationConfiguration", "DescribeRegistry",
+                           "DescribeImageReplicationStatus"}
 
     def _api_intercept(self) -> bool:
         """Answer (or post-process) the operations above; True if this request was one."""
@@ -247,6 +254,38 @@ class ApiMixin:
                         f"imageTag:'{image_id.get('imageTag', 'null')}'}} does not exist within the "
                         f"repository with name '{self.target.public(name)}' in the registry with id "
                         f"'{self.target.account}'")
+
+    # --- replication (front_replication.py) ------------------------------------------------
+
+    def _api_put_replication_configuration(self, request: dict, _body: bytes) -> None:
+        if "replicationConfiguration" not in request:
+            raise ApiError("ValidationException", "1 validation error detected: Value null at "
+                           "'replicationConfiguration' failed to satisfy constraint: Member must not be null")
+        config = self.server.state.replication.put(self.target, request["replicationConfiguration"])
+        self._api_ok({"replicationConfiguration": config})
+
+    def _api_describe_registry(self, _request: dict, _body: bytes) -> None:
+        self._api_ok({"registryId": self.target.account,
+                      "replicationConfiguration": self.server.state.replication.get(self.target)})
+
+    def _api_describe_image_replication_status(self, request: dict, _body: bytes) -> None:
+        name, image_id = request.get("repositoryName"), request.get("imageId")
+        if not isinstance(name, str) or not isinstance(image_id, dict) \
+                or not (image_id.get("imageDigest") or image_id.get("imageTag")):
+            raise ApiError("InvalidParameterException",
+                           "Invalid parameter: repositoryName and imageId (imageDigest or imageTag) are required")
+        name = self.target.internal(name)
+        moto = self.moto
+        if moto.repository(name) is None:
+            raise self._repository_not_found(name)
+        digest = moto.digest_of(name, {k: v for k, v in image_id.items() if k in ("imageDigest", "imageTag")})
+        if digest is None:
+            raise self._image_not_found(name, image_id)
+        answer_id = {"imageDigest": digest}
+        if image_id.get("imageTag"):
+            answer_id["imageTag"] = image_id["imageTag"]
+        self._api_ok({"repositoryName": self.target.public(name), "imageId": answer_id,
+                      "replicationStatuses": self.server.state.replication.statuses(self.target, name, digest)})
 
     # --- eventual consistency ------------------------------------------------------------
 

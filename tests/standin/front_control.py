@@ -26,6 +26,9 @@
   GET    /deny                                             -> {"denied": [...]}
   POST   /public      {"deny_bearer"?, "token_lifetime"?}  -> 201 GET /public's answer
   GET    /public      ECR Public's counters and switches   -> {"calls", "token_lifetime", ...}
+  POST   /replication {"delay"?, "fail"?, "failure_code"?} -> 201 GET /replication's answer
+  GET    /replication configurations, switches, statuses  -> {"delay", "fail", "failure_code",
+                                                              "configurations", "images"}
   POST   /reset       everything the front remembers, emptied -> {"reset": true}
 
 Every body is one JSON object; an unknown field or a bad value gets 400 {"error": ...}.
@@ -332,6 +335,17 @@ class ControlHandler(BaseHTTPRequestHandler):
     def _get_public(self, _raw):
         return 200, self._state.public.snapshot()
 
+    # --- replication (front_replication.py) ----------------------------------------------
+
+    def _post_replication(self, raw):
+        spec = body_object(raw, {"delay", "fail", "failure_code"}, set())
+        self._state.replication.set_switches(spec)
+        log.info("- - - - replication: %s", json.dumps(spec, sort_keys=True))
+        return 201, self._state.replication.snapshot()
+
+    def _get_replication(self, _raw):
+        return 200, self._state.replication.snapshot()
+
     # --- reset -------------------------------------------------------------------------
 
     def _post_reset(self, raw):
@@ -340,7 +354,7 @@ class ControlHandler(BaseHTTPRequestHandler):
         self._front.scans.clear()
         self._state.clear()
         log.info("- - - - reset: faults, scans, tokens, settings, templates, visibility, modes, stats, "
-                 "referrer refusals, signing configuration and scripts, KMS denials")
+                 "referrer refusals, signing configuration and scripts, KMS denials, replication")
         return 200, {"reset": True}
 
 

@@ -441,6 +441,8 @@ class RegistryMixin:
                         # Managed signing signs what is pushed (referrers left alone: unconfirmed).
                         state.signing.on_push(access_key, name, digest,
                                               media_type or doc.get("mediaType") or "", len(body))
+                    # Private image replication (front_replication): referrers too.
+                    state.replication.on_push(self.server, self.target, name, digest, tag)
                 # ECR's manifest PUT answers without a Location (oras-project/rust-oci-client#40).
                 self._relay(resp, answer, drop=("location",) if ecr else (), replace=extra)
             finally:

@@ -1,8 +1,8 @@
 """What the front remembers between requests to play ECR: registry tokens, account
 settings, repository creation templates, eventual-consistency windows, per-repository
 modes, referrer refusals, test counters, upload sessions and presigned blob URLs (and,
-in their own modules, managed signing (front_signing.py) and KMS deny rules
-(front_kms.py)).
+in their own modules, managed signing (front_signing.py), KMS deny rules
+(front_kms.py) and replication (front_replication.py)).
 
 All of it lives in memory, is thread-safe, and is emptied by POST /reset on the control
 API (which `scripts/standin reset` calls). DELETE /faults leaves it alone.
@@ -618,11 +618,14 @@ class EcrState:
         from front_signing import Signing
         self.signing = Signing()
         self.kms = KmsRules()
+        from front_replication import Replication
+        self.replication = Replication()
 
     def clear(self) -> None:
         for part in (self.tokens, self.settings, self.templates, self.visibility, self.modes,
                      self.stats, self.uploads, self.presigned, self.refuse_referrers,
-                     self.signing, self.kms, self.assumed, self.denies, self.public):
+                     self.signing, self.kms, self.assumed, self.denies, self.public,
+                     self.replication):
             part.clear()
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Self-check of the stand-in's other registries, STS, the deny switch and ECR Public
-(README.md: "More registries"). Run by smoke_targets.sh (after `scripts/standin start`,
+"""Self-check of the stand-in's other registries, STS, the deny switch, replication and
+ECR Public (README.md: "More registries", "Replication"). Run by smoke_targets.sh (after `scripts/standin start`,
 with `scripts/standin env` exported). Own repository names (a random prefix): safe next
 to other tests. Exits non-zero on the first failed check.
 
@@ -240,6 +240,171 @@ r = requests.post(f"https://{ACCOUNT2_HOST}/v2/{denied}/blobs/uploads/", auth=("
 check(r.status_code == 403 and "DENIED" in r.text and "ecr:InitiateLayerUpload" in r.text, "the registry: 403 DENIED")
 check(e2.describe_images(repositoryName=a2name)["imageDetails"], "other repositories unaffected")
 check(any(d["repository"] == denied for d in control("GET", "/deny")["denied"]), "GET /deny lists it")
+
+# --- replication ---------------------------------------------------------------------
+
+def push_raw(host: str, name: str, reference: str, manifest: bytes, media_type: str, auth, blobs=()) -> str:
+    """Upload `blobs` (bytes) and PUT `manifest` as `media_type`; its digest."""
+    s = requests.Session()
+    s.auth = auth
+    for blob in blobs:
+        r = s.post(f"https://{host}/v2/{name}/blobs/uploads/")
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        location = r.headers["Location"]
+        r = s.put(location + ("&" if "?" in location else "?") + f"digest={digest}", data=blob,
+                  headers={"Content-Type": "application/octet-stream"})
+        if r.status_code != 201:
+            raise SystemExit(f"   FAIL: blob PUT at {host}/{name}: {r.status_code} {r.text}")
+    r = s.put(f"https://{host}/v2/{name}/manifests/{reference}", data=manifest, headers={"Content-Type": media_type})
+    if r.status_code != 201:
+        raise SystemExit(f"   FAIL: manifest PUT at {host}/{name}:{reference}: {r.status_code} {r.text}")
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+def replication_statuses(client, repository: str, image_id: dict) -> list[dict]:
+    return client.describe_image_replication_status(repositoryName=repository, imageId=image_id)["replicationStatuses"]
+
+
+def wait_replication(client, repository: str, image_id: dict, want: str, seconds: float = 30) -> list[dict]:
+    deadline = time.monotonic() + seconds
+    while True:
+        statuses = replication_statuses(client, repository, image_id)
+        if statuses and all(s["status"] == want for s in statuses):
+            return statuses
+        if time.monotonic() > deadline:
+            raise SystemExit(f"   FAIL: replication of {repository} {image_id} not {want} in {seconds}s: {statuses}")
+        time.sleep(0.25)
+
+
+step("(t9) replication: us-east-1 -> us-west-2 (same account, prefix filter), then -> account 2")
+rprefix = f"{PREFIX}-repl"
+rname, other = f"{rprefix}/app", f"{PREFIX}/not-replicated"
+destination = {"region": REGION2, "registryId": ACCOUNT}
+config = {"rules": [{"destinations": [destination],
+                     "repositoryFilters": [{"filter": rprefix, "filterType": "PREFIX_MATCH"}]}]}
+check(error_code(lambda: east.put_replication_configuration(replicationConfiguration={"rules": [
+    {"destinations": [{"region": "us-east-1", "registryId": ACCOUNT}]}]})).startswith("InvalidParameterException"),
+      "the source registry as its own destination: InvalidParameterException")
+check(error_code(lambda: east.put_replication_configuration(replicationConfiguration={"rules": [
+    {"destinations": [destination]}] * 11})).startswith("InvalidParameterException"), "11 rules: InvalidParameterException")
+check(error_code(lambda: east.put_replication_configuration(replicationConfiguration={"rules": [
+    {"destinations": [{"region": REGION2, "registryId": f"{n:012d}"} for n in range(1, 27)]}]}))
+      .startswith("InvalidParameterException"), "26 unique destinations: InvalidParameterException")
+check(error_code(lambda: east.put_replication_configuration(replicationConfiguration={"rules": [
+    {"destinations": [destination], "repositoryFilters": [{"filter": "x*", "filterType": "WILDCARD"}]}]}))
+      .startswith("InvalidParameterException"), "filterType other than PREFIX_MATCH: InvalidParameterException")
+east.create_repository(repositoryName=rname)
+east.create_repository(repositoryName=other)
+east_auth = ("AWS", east_password)
+before = push(PRIMARY_HOST, rname, "before", east_auth, "pushed before replication was configured")
+registry_policy = False
+try:
+    answer = east.put_replication_configuration(replicationConfiguration=config)
+    check(answer["replicationConfiguration"] == config, "PutReplicationConfiguration answers the configuration")
+    registry = east.describe_registry()
+    check(registry["registryId"] == ACCOUNT and registry["replicationConfiguration"] == config,
+          "DescribeRegistry at the source's API host")
+    check(west.describe_registry()["replicationConfiguration"] == {"rules": []},
+          "the destination region's registry has its own (empty) configuration")
+    rdigest = push(PRIMARY_HOST, rname, "v1", east_auth, "replicated")
+    statuses = replication_statuses(east, rname, {"imageTag": "v1"})
+    check(statuses == [{"region": REGION2, "registryId": ACCOUNT, "status": "IN_PROGRESS"}],
+          f"right after the push: IN_PROGRESS ({statuses})")
+    statuses = wait_replication(east, rname, {"imageDigest": rdigest}, "COMPLETE")
+    check(statuses == [{"region": REGION2, "registryId": ACCOUNT, "status": "COMPLETE"}], "then COMPLETE")
+    answer = east.describe_image_replication_status(repositoryName=rname, imageId={"imageTag": "v1"})
+    check(answer["repositoryName"] == rname and answer["imageId"] == {"imageDigest": rdigest, "imageTag": "v1"},
+          "DescribeImageReplicationStatus names the image by digest and the tag asked")
+    details = west.describe_images(repositoryName=rname)["imageDetails"]
+    check([(d["imageDigest"], d.get("imageTags")) for d in details] == [(rdigest, ["v1"])],
+          "DescribeImages at the destination: the digest and tag (the repository was created; the earlier image is not there)")
+    got = west.batch_get_image(repositoryName=rname, imageIds=[{"imageTag": "v1"}])["images"]
+    check(len(got) == 1 and got[0]["imageId"]["imageDigest"] == rdigest, "BatchGetImage at the destination")
+    r = requests.get(f"https://{REGION2_HOST}/v2/{rname}/manifests/v1", auth=("AWS", west_password),
+                     headers={"Accept": OCI_MANIFEST})
+    check(r.status_code == 200 and "sha256:" + hashlib.sha256(r.content).hexdigest() == rdigest,
+          "the destination registry host serves the manifest")
+    layer = r.json()["layers"][0]
+    r = requests.get(f"https://{REGION2_HOST}/v2/{rname}/blobs/{layer['digest']}", auth=("AWS", west_password))
+    check(r.status_code == 200 and "sha256:" + hashlib.sha256(r.content).hexdigest() == layer["digest"],
+          "and its layer (through the blob redirect)")
+    check(replication_statuses(east, rname, {"imageTag": "before"}) == [],
+          "an image pushed before the configuration: no statuses")
+    odigest = push(PRIMARY_HOST, other, "v1", east_auth, "not replicated")
+    time.sleep(0.3)
+    check(replication_statuses(east, other, {"imageDigest": odigest}) == [],
+          "a repository the filter does not match: no statuses")
+    code = error_code(lambda: replication_statuses(east, rname, {"imageTag": "nope"}))
+    check(code.startswith("ImageNotFoundException"), "an unknown tag: ImageNotFoundException")
+    code = error_code(lambda: replication_statuses(east, f"{rprefix}/missing", {"imageTag": "v1"}))
+    check(code.startswith("RepositoryNotFoundException"), "an unknown repository: RepositoryNotFoundException")
+
+    # A referrer (subject) and an index are replicated too.
+    empty = b"{}"
+    referrer = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.sbom",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": "sha256:" + hashlib.sha256(empty).hexdigest(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json",
+                    "digest": "sha256:" + hashlib.sha256(empty).hexdigest(), "size": 2}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": rdigest, "size": len(image("replicated")[2])},
+    }).encode()
+    ref_digest = push_raw(PRIMARY_HOST, rname, "sha256:" + hashlib.sha256(referrer).hexdigest(), referrer,
+                          OCI_MANIFEST, east_auth, [empty])
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": rdigest, "size": len(image("replicated")[2]),
+         "platform": {"architecture": "amd64", "os": "linux"}}]}).encode()
+    index_digest = push_raw(PRIMARY_HOST, rname, "multi", index, "application/vnd.oci.image.index.v1+json", east_auth)
+    wait_replication(east, rname, {"imageDigest": ref_digest}, "COMPLETE")
+    wait_replication(east, rname, {"imageDigest": index_digest}, "COMPLETE")
+    refs = west.list_image_referrers(repositoryName=rname, subjectId={"imageDigest": rdigest})["referrers"]
+    check([x["digest"] for x in refs] == [ref_digest], "the referrer is replicated (ListImageReferrers at the destination)")
+    check(west.describe_images(repositoryName=rname, imageIds=[{"imageTag": "multi"}])["imageDetails"][0]["imageDigest"]
+          == index_digest, "the index is replicated with its tag")
+
+    # The fail switch.
+    control("POST", "/replication", {"fail": [REGION2]})
+    fdigest = push(PRIMARY_HOST, rname, "v2", east_auth, "replication fails")
+    statuses = wait_replication(east, rname, {"imageDigest": fdigest}, "FAILED")
+    check(statuses[0]["region"] == REGION2 and statuses[0].get("failureCode"),
+          f"POST /replication fail: FAILED with a failureCode ({statuses[0].get('failureCode')})")
+    check(error_code(lambda: west.describe_images(repositoryName=rname, imageIds=[{"imageTag": "v2"}]))
+          .startswith("ImageNotFoundException"), "and nothing copied")
+    control("POST", "/replication", {"fail": []})
+    snapshot = control("GET", "/replication")
+    check(any(c["registryId"] == ACCOUNT and c["region"] == "us-east-1" and c["replicationConfiguration"] == config
+              for c in snapshot["configurations"])
+          and any(i["imageDigest"] == rdigest and i["repositoryName"] == rname for i in snapshot["images"]),
+          "GET /replication lists the configuration and the statuses")
+
+    # Cross-account: the destination's registry permissions policy decides.
+    xconfig = {"rules": [{"destinations": [{"region": ACCOUNT2_REGION, "registryId": ACCOUNT2}],
+                          "repositoryFilters": [{"filter": rprefix, "filterType": "PREFIX_MATCH"}]}]}
+    east.put_replication_configuration(replicationConfiguration=xconfig)
+    xdigest = push(PRIMARY_HOST, rname, "v3", east_auth, "cross-account, no policy")
+    statuses = wait_replication(east, rname, {"imageDigest": xdigest}, "FAILED")
+    check(statuses[0]["registryId"] == ACCOUNT2 and statuses[0]["region"] == ACCOUNT2_REGION
+          and error_code(lambda: e2.describe_repositories(repositoryNames=[rname])).startswith("RepositoryNotFoundException"),
+          "to another account without its registry permissions policy: FAILED, nothing created there")
+    e2.put_registry_policy(policyText=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "ReplicationFromAccount1", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+        "Action": ["ecr:CreateRepository", "ecr:ReplicateImage"],
+        "Resource": f"arn:aws:ecr:{ACCOUNT2_REGION}:{ACCOUNT2}:repository/*"}]}))
+    registry_policy = True
+    ydigest = push(PRIMARY_HOST, rname, "v4", east_auth, "cross-account, allowed")
+    wait_replication(east, rname, {"imageDigest": ydigest}, "COMPLETE")
+    check(e2.describe_images(repositoryName=rname, imageIds=[{"imageTag": "v4"}])["imageDetails"][0]["imageDigest"]
+          == ydigest, "with ecr:ReplicateImage and ecr:CreateRepository allowed to account 1 there: COMPLETE, in account 2")
+    if OUT:
+        with open(os.path.join(OUT, "replicated-image"), "w") as f:
+            f.write(f"{REGION2_HOST}/{rname}:v1\n")
+finally:
+    # Registry-wide: leave no configuration (and no fail switch) behind for other tests.
+    east.put_replication_configuration(replicationConfiguration={"rules": []})
+    requests.post(CONTROL + "/replication", json={"fail": []})
+    if registry_policy:
+        e2.delete_registry_policy()
+check(east.describe_registry()["replicationConfiguration"] == {"rules": []}, "configuration emptied (rules: [])")
 
 # --- ECR Public -----------------------------------------------------------------------
 

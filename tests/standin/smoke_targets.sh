@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Self-check of the stand-in's other registries, STS, the deny switch and ECR Public:
-# smoke_targets.py (boto3 + HTTP), then the docker CLI against the new hosts: a push
-# to the second region after `docker login`, and an anonymous `docker pull` from
+# Self-check of the stand-in's other registries, STS, the deny switch, replication and ECR
+# Public: smoke_targets.py (boto3 + HTTP), then the docker CLI against the new hosts: a push
+# to the second region after `docker login`, a pull of the image replicated there, and an anonymous `docker pull` from
 # public.ecr.aws (the daemon follows the Bearer challenge to the token service), on the
 # main engine and on a containerd-store engine. smoke.sh runs this; it also runs alone.
 # Own repository names (a random prefix): safe next to other tests.
@@ -19,6 +19,7 @@ cleanup() {
     DOCKER_HOST=$STANDIN_ENGINE_28_CONTAINERD docker rmi -f "$(cat "$WORK/public-image")" >/dev/null 2>&1 || true
   fi
   docker rmi -f "$STANDIN_REGION2_HOST/$PREFIX/docker:1" >/dev/null 2>&1 || true
+  if [ -s "$WORK/replicated-image" ]; then docker rmi -f "$(cat "$WORK/replicated-image")" >/dev/null 2>&1 || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -50,6 +51,10 @@ docker --config "$CONFIG" push -q "$STANDIN_REGION2_HOST/$PREFIX/docker:1" >/dev
 digest=$(west digest "$PREFIX/docker")
 [ -n "$digest" ] || fail "moto us-west-2 lacks the pushed image"
 ok "docker login + push to $STANDIN_REGION2_HOST; DescribeImages in us-west-2: $digest"
+REPL=$(cat "$WORK/replicated-image")
+docker --config "$CONFIG" pull -q "$REPL" >/dev/null || fail "docker pull $REPL (replicated from us-east-1)"
+docker rmi -f "$REPL" >/dev/null 2>&1 || true
+ok "docker pull of the image replication copied: $REPL"
 IMG=$(cat "$WORK/public-image")
 docker pull -q "$IMG" >/dev/null || fail "anonymous docker pull $IMG (main engine)"
 ok "anonymous docker pull $IMG (main engine, Bearer challenge -> /token/)"
