@@ -392,7 +392,11 @@ fn a_replicated_region_is_waited_for_not_pushed_to() {
     let replicated = run(&repository);
     replicated.assert_success();
     let digest = replicated.output("image-digest").to_string();
-    assert!(replicated.stderr.contains("ECR replicated"), "{}", replicated.stderr);
+    assert!(
+        replicated.stderr.contains("ECR replicated"),
+        "{}",
+        replicated.stderr
+    );
     let region2_label = format!("{}/{repository}", standin.var("STANDIN_REGION2_HOST"));
     assert!(
         !replicated.stderr.contains(&format!("[{region2_label}]")),
@@ -410,7 +414,11 @@ fn a_replicated_region_is_waited_for_not_pushed_to() {
         Some(&serde_json::json!({"fail": [standin.var("STANDIN_REGION2")]})),
     );
     let failed = run(&format!("{prefix}/failing"));
-    failed.assert_one_error(&["1 of 2 registries failed", "replication", "REPLICATION_FAILED"]);
+    failed.assert_one_error(&[
+        "1 of 2 registries failed",
+        "replication",
+        "REPLICATION_FAILED",
+    ]);
 
     let uncovered = run(&unique("targets-norule"));
     uncovered.assert_one_error(&["no replication rule"]);

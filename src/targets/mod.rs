@@ -5,12 +5,11 @@
 //! or confirmed is left out, not undone: the others go on, and the step fails at the end
 //! naming each ([`Failed`]).
 
-use anyhow::Context as _;
-
 mod confirm;
 mod replicas;
 
 pub use confirm::{confirm, finish_skipped, gate};
+use replicas::plan_replica;
 pub use replicas::{wait_for_replicas, Replica};
 
 use crate::ecr::{Ecr, EcrPublic};
@@ -18,10 +17,7 @@ use crate::engine::ImageStore;
 use crate::env::{Environment, GitHubContext};
 use crate::inputs::targets::{TargetRegistry, TargetSpec};
 use crate::inputs::Inputs;
-use crate::publish::targets::{Destination, TargetPush};
-use crate::registry::Registry;
-use crate::report::targets::TargetRow;
-use crate::report::Report;
+use crate::publish::targets::Destination;
 use crate::repository::{self, TagPlan};
 use crate::runner::Runner;
 

@@ -25,7 +25,7 @@ pub struct Replica {
 
 /// A `replicated` target: a replication rule of the primary registry must send the
 /// repository there (checked now, so a missing rule does not cost a timeout).
-async fn plan_replica(
+pub(super) async fn plan_replica(
     spec: &TargetSpec,
     label: &str,
     inputs: &Inputs,
