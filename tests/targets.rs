@@ -428,3 +428,52 @@ fn a_replicated_region_is_waited_for_not_pushed_to() {
         uncovered.stderr
     );
 }
+
+/// A layer the primary registry has already (the previous image's base) is not
+/// compressed again for a registry that lacks it: it is copied there from the primary,
+/// as it is, and only the new layer is compressed, once.
+#[test]
+fn a_layer_the_primary_has_is_copied_to_the_others_not_compressed_again() {
+    let standin = standin();
+    let repository = unique("targets-known");
+    let first = standin
+        .action(workspace(&unique("first")).path())
+        .input("repository", &repository)
+        .input("tags", "v1")
+        .run();
+    first.assert_success();
+    let second = standin
+        .action(workspace(&unique("second")).path())
+        .input("repository", &repository)
+        .input("tags", "v1")
+        .input("also-push-to", &standin.var("STANDIN_REGION2"))
+        .run();
+    second.assert_success();
+    let region2 = format!("{}/{repository}", standin.var("STANDIN_REGION2_HOST"));
+    assert!(
+        second.stderr.contains(&format!(
+            "{region2}: 1 known layer(s) copied from the primary registry"
+        )),
+        "{}",
+        second.stderr
+    );
+    if !engine_is_containerd_store() {
+        // The base was compressed by the first run; the second compresses its own layer.
+        assert_eq!(
+            compressed_layers(&second.stderr).len(),
+            1,
+            "{}",
+            second.stderr
+        );
+    }
+    let digest = second.output("image-digest").to_string();
+    assert_eq!(targets(&second).get(&region2), Some(&digest));
+    let password = standin.password_at(&standin.region2());
+    let reference = format!("{region2}:v1");
+    let out = pull_and_run(
+        &standin.var("STANDIN_REGION2_HOST"),
+        Some(&password),
+        &reference,
+    );
+    assert!(out.trim().starts_with("second-"), "{out}");
+}

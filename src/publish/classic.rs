@@ -45,7 +45,15 @@ pub(super) async fn upload(
     };
     // Its layers are uncompressed here: a known blob is read to prove it is one of them.
     let proof = super::reuse::Proof::Read(&options.proofs);
-    let reused = super::reusable_layers(fanout, &diff_ids, platform.as_ref(), options, proof).await;
+    let reused = super::reusable_layers(
+        fanout,
+        &mut uploads,
+        &diff_ids,
+        platform.as_ref(),
+        options,
+        proof,
+    )
+    .await;
     uploads.record_reused(&diff_ids, &reused, on_line);
     let compression = options.compression;
     if let Some(image) = rerun(

@@ -61,7 +61,15 @@ pub(super) async fn upload(
     let mut uploads = Uploads::new(fanout);
     let (diff_ids, platform) = local.unwrap_or_default();
     let proof = super::reuse::Proof::Digest;
-    let reused = super::reusable_layers(fanout, &diff_ids, platform.as_ref(), options, proof).await;
+    let reused = super::reusable_layers(
+        fanout,
+        &mut uploads,
+        &diff_ids,
+        platform.as_ref(),
+        options,
+        proof,
+    )
+    .await;
     let pass: HashSet<String> = reused.values().map(|(b, _)| b.digest.clone()).collect();
 
     let (feeder, bytes) = Feeder::start(

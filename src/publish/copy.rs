@@ -30,9 +30,9 @@ struct Listed {
 }
 
 #[derive(Debug, Deserialize)]
-struct Descriptor {
-    digest: String,
-    size: u64,
+pub(super) struct Descriptor {
+    pub digest: String,
+    pub size: u64,
 }
 
 /// What a copy sent.
@@ -106,8 +106,9 @@ async fn copy_manifest(
     Ok((media_type, bytes))
 }
 
-/// One blob, unless `to` has it.
-async fn copy_blob(
+/// One blob, unless `to` has it: read from `from` (checked against its digest) and
+/// uploaded to `to`.
+pub(super) async fn copy_blob(
     from: &Registry,
     to: &Registry,
     blob: &Descriptor,

@@ -534,11 +534,11 @@ async fn local_image(
 
 /// The layers among `diff_ids` that the primary registry has, or could mount, from the
 /// `options.reuse_from` images, by `diff_id`, each shown to be its layer by `proof`; with
-/// several registries, only those every one of them has, so that the one manifest names
-/// blobs all of them hold (a layer another lacks is compressed anew, and sent to each).
-/// Reuse is only an optimisation.
+/// several registries, copied to those that lack them ([`copy_reused`]). Reuse is only an
+/// optimisation.
 async fn reusable_layers(
     fanout: &targets::Fanout,
+    uploads: &mut upload::Uploads,
     diff_ids: &[String],
     platform: Option<&crate::platform::Platform>,
     options: &DirectOptions,
@@ -549,22 +549,62 @@ async fn reusable_layers(
     }
     let reg = fanout.lead();
     let known = reuse::known_layers(reg, &options.reuse_from, platform, options.compression).await;
-    let mut reused = reuse::resolve(reg, diff_ids, &known, options.mounting, proof).await;
+    let reused = reuse::resolve(reg, diff_ids, &known, options.mounting, proof).await;
     if fanout.len() > 1 {
-        let mut everywhere = HashMap::new();
-        for (diff_id, (blob, how)) in reused.drain() {
-            if fanout.all_have_blob(&blob.digest).await {
-                everywhere.insert(diff_id, (blob, how));
-            } else {
-                tracing::debug!(
-                    "not reusing {}: a registry of the push lacks it",
-                    blob.digest
-                );
-            }
-        }
-        reused = everywhere;
+        copy_reused(fanout, uploads, &reused, &options.spool_dir).await;
     }
     reused
+}
+
+/// The reused blobs the primary registry has, copied as they are to each other registry
+/// of the push that lacks them: the one manifest names blobs every registry holds, and
+/// none is compressed again. A registry the copy fails for is dropped from the push.
+async fn copy_reused(
+    fanout: &targets::Fanout,
+    uploads: &mut upload::Uploads,
+    reused: &HashMap<String, (reuse::KnownBlob, reuse::Reused)>,
+    spool_dir: &std::path::Path,
+) {
+    let blobs: HashMap<&str, u64> = reused
+        .values()
+        .map(|(blob, _)| (blob.digest.as_str(), blob.size))
+        .collect();
+    for index in fanout.live().into_iter().filter(|i| *i != 0) {
+        let to = fanout.reg(index);
+        let (mut count, mut bytes) = (0, 0);
+        for (digest, size) in &blobs {
+            let blob = copy::Descriptor {
+                digest: (*digest).to_string(),
+                size: *size,
+            };
+            let mut copied = copy::Copied::default();
+            let result = copy::copy_blob(fanout.lead(), to, &blob, spool_dir, &mut copied).await;
+            if copied.bytes_sent > 0 {
+                uploads.record_copied(index, digest, copied.bytes_sent);
+                count += 1;
+                bytes += copied.bytes_sent;
+            }
+            if let Err(err) = result {
+                fanout.fail(
+                    index,
+                    format!(
+                        "copying the known layer {digest} there from the primary registry \
+                         failed: {}",
+                        crate::error_chain(&err)
+                    ),
+                );
+                break;
+            }
+        }
+        if count > 0 {
+            tracing::info!(
+                "{}: {count} known layer(s) copied from the primary registry ({}), not \
+                 compressed again",
+                fanout.label(index),
+                mb(bytes)
+            );
+        }
+    }
 }
 
 fn short(digest: &str) -> &str {

@@ -51,6 +51,9 @@ pub(super) struct Uploads {
     running: FuturesUnordered<Running>,
     /// Per registry, in the fan-out's order.
     pub done: Vec<HashMap<String, BlobOutcome>>,
+    /// Per registry, the known blobs copied there from the primary registry (digest to
+    /// bytes sent), which the primary only skipped or mounted.
+    copied: Vec<HashMap<String, u64>>,
 }
 
 impl Uploads {
@@ -63,6 +66,7 @@ impl Uploads {
             started: HashSet::new(),
             running: FuturesUnordered::new(),
             done: vec![HashMap::new(); fanout.len()],
+            copied: vec![HashMap::new(); fanout.len()],
         }
     }
 
@@ -161,9 +165,24 @@ impl Uploads {
                     }
                 }
             };
-            for done in &mut self.done {
+            for (done, copied) in self.done.iter_mut().zip(&self.copied) {
+                let outcome = match copied.get(&blob.digest) {
+                    Some(&uploaded) => BlobOutcome {
+                        uploaded,
+                        ..BlobOutcome::default()
+                    },
+                    None => outcome,
+                };
                 done.insert(blob.digest.clone(), outcome);
             }
+        }
+    }
+
+    /// Records the known blob `digest` as copied to registry `index` from the primary,
+    /// `bytes` sent: what [`Self::record_reused`] then counts there.
+    pub fn record_copied(&mut self, index: usize, digest: &str, bytes: u64) {
+        if let Some(copied) = self.copied.get_mut(index) {
+            copied.insert(digest.to_string(), bytes);
         }
     }
 
