@@ -75,7 +75,10 @@ def also_push_to(env) -> str:
 
 
 def compressions(log_text: str) -> int:
-    return sum(1 for line in log_text.splitlines() if ": Compressed " in line)
+    """How many times the action's log says it compressed the bench's layer (the base's
+    small layer, compressed too in a new repository, is not counted)."""
+    sizes = re.findall(r": Compressed ([0-9.]+) MB to ", log_text)
+    return sum(1 for mb in sizes if float(mb) * 1e6 >= LAYER * 0.9)
 
 
 def run(env, runs: int) -> dict:
@@ -114,7 +117,6 @@ def run(env, runs: int) -> dict:
                     wall, cpu = docker_pushes(env, source, name)
                     res[name]["wall"].append(wall)
                     res[name]["cpu"].append(cpu)
-                    res[name]["compressed"].append(3 if name.startswith("3") else 1)
                 shutil.rmtree(ws)
                 docker_rmi(source)
             log(f"targets run {i + 1}/{runs}: " + ", ".join(
@@ -167,10 +169,13 @@ def section(res) -> list[str]:
     one = median(res["action, 1 registry"]["cpu"])
     rows = []
     for name, values in res.items():
+        counted = (f"{median(values['compressed']):.0f}" if values["compressed"]
+                   else "not logged")
         rows.append(f"| {name} | {median(values['wall']):.2f} s | {median(values['cpu']):.2f} s "
-                    f"| {median(values['compressed']):.0f} |")
+                    f"| {counted} |")
     three = median(res["action, 3 registries"]["cpu"])
     docker3 = median(res["3 × docker push"]["cpu"])
+    docker1 = median(res["docker push + replication"]["cpu"])
     return ["", "## 10. One build, three registries (`also-push-to`)", "",
             f"One new {LAYER // 1_000_000} MB layer of log-like text (section 3's kind) on "
             "`local/busybox`, already built; a fresh one per push. Three registries: the "
@@ -180,14 +185,16 @@ def section(res) -> list[str]:
             "process (the action: plan, export, compress, upload to every registry, "
             "confirmation with each ECR API; docker: the pushes, logins done before). CPU: "
             "the action's process, or dockerd's and the docker CLI's during the pushes. "
-            "'Compressed': how many times the layer was gzipped (the action's log; docker "
-            "gzips on every push).", "",
+            "'Compressed': how many times the action's log says it gzipped the 200 MB layer; "
+            "dockerd logs no such line, and its CPU tells instead.", "",
             "| | wall (median) | CPU seconds (median) | layer compressed |",
             "|---|---|---|---|", *rows, "",
             f"Three registries cost the action {three:.2f} CPU seconds against {one:.2f} for "
             f"one ({three / one:.2f}×: the compression is done once, the rest is TLS and "
             f"hashing per registry); three `docker push`es cost {docker3:.2f} "
-            f"({docker3 / three:.2f}× the action's three). The replication row is one "
+            f"({docker3 / three:.2f}× the action's three), {docker3 / docker1:.2f}× the "
+            "one push of the replication row: dockerd gzips the layer again for each "
+            "registry. The replication row is one "
             "`docker push` plus the action's wait for `COMPLETE` in us-west-2; the stand-in "
             "replicates at once, so it shows only the wait's overhead: ECR's own replication "
             "takes minutes and has no SLA (README, Cost)."]

@@ -141,7 +141,7 @@ async fn push_image(registry: &Registry, tag: &str) -> String {
 #[tokio::test]
 async fn the_alias_is_the_registry_s_primary_one() {
     let (_, public, _) = connect().await;
-    assert_eq!(public.alias().await.unwrap(), ALIAS);
+    assert_eq!(public.aliases().await.unwrap()[0], ALIAS);
     assert!(
         public.endpoint.contains("api.ecr-public.us-east-1"),
         "{}",

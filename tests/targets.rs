@@ -172,7 +172,7 @@ fn one_build_reaches_every_registry_with_one_digest() {
 /// fails that registry alone (the others have the image, `targets` lists only them, and
 /// the one error names the failed registry with ECR's reason); a re-run with
 /// `on-tag-exists: skip` builds nothing and copies the image to that registry only, with
-/// the same digest.
+/// the same digest and the provenance the primary holds.
 #[test]
 fn a_denied_registry_fails_alone_and_a_rerun_with_skip_finishes_it() {
     let standin = standin();
@@ -238,9 +238,36 @@ fn a_denied_registry_fails_alone_and_a_rerun_with_skip_finishes_it() {
     );
     assert_eq!(second.output("image-digest"), digest);
     assert_eq!(targets(&second).len(), 3);
+    let account2 = standin.account2();
     assert_eq!(
-        standin.digest_at(&standin.account2(), &repository, "v1"),
-        Some(digest)
+        standin.digest_at(&account2, &repository, "v1"),
+        Some(digest.clone())
+    );
+    // The provenance the first run attached at the primary came along with the image.
+    let mut at_primary: Vec<String> = standin
+        .referrers(&repository, &digest)
+        .into_iter()
+        .map(|(referrer, _)| referrer)
+        .collect();
+    assert!(!at_primary.is_empty(), "no provenance at the primary");
+    let listed = standin.api_at(
+        &account2,
+        "ListImageReferrers",
+        &serde_json::json!({"repositoryName": repository, "subjectId": {"imageDigest": digest}}),
+    );
+    let mut there: Vec<String> = listed["referrers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .filter_map(|r| r["digest"].as_str().map(String::from))
+        .collect();
+    at_primary.sort();
+    there.sort();
+    assert_eq!(there, at_primary, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("attachment(s) of"),
+        "{}",
+        second.stderr
     );
 }
 

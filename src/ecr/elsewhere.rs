@@ -7,15 +7,16 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use aws_config::sts::AssumeRoleProvider;
 use aws_config::Region;
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::provider::{ProvideCredentials as _, SharedCredentialsProvider};
 use aws_sdk_ecr::Client;
 
 use super::Ecr;
 use crate::env::GitHubContext;
 
-/// How long an assumed role's credentials last: a build and a push to every registry.
-const ROLE_SESSION_SECONDS: i32 = 3600;
+/// How long an assumed role's credentials last before the SDK assumes it again.
+const ROLE_SESSION: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Ecr {
     /// ECR in `region` at `endpoint`, with the credentials of `role` when given (assumed
@@ -58,52 +59,48 @@ impl Ecr {
             .to_builder()
             .region(Region::new(region.to_string()));
         if let Some(role) = role {
-            let credentials = self.assume(role, region, github).await?;
-            builder = builder.credentials_provider(SharedCredentialsProvider::new(credentials));
+            let provider = self.assume(role, region, github).await?;
+            builder = builder.credentials_provider(SharedCredentialsProvider::new(provider));
         }
         Ok(builder.build())
     }
 
-    /// `sts:AssumeRole` of `role` through STS in `region`, tagged with the run.
+    /// A provider of `role`'s credentials, assumed through STS in `region` and tagged with
+    /// the run: assumed once here, so that a role the run cannot assume fails the target
+    /// before anything is pushed, and again by the SDK's identity cache before they
+    /// expire, so that a target's confirmation and scan gate after a long build still
+    /// hold valid credentials.
     async fn assume(
         &self,
         role: &str,
         region: &str,
         github: &GitHubContext,
-    ) -> anyhow::Result<aws_credential_types::Credentials> {
+    ) -> anyhow::Result<AssumeRoleProvider> {
         let config = self
             .sdk
             .to_builder()
             .region(Region::new(region.to_string()))
             .build();
-        let sts = aws_sdk_sts::Client::new(&config);
-        let answer = sts
-            .assume_role()
-            .role_arn(role)
-            .role_session_name(session_name(github))
-            .duration_seconds(ROLE_SESSION_SECONDS)
-            .set_tags(Some(session_tags(github)))
-            .send()
+        let provider = AssumeRoleProvider::builder(role)
+            .configure(&config)
+            .session_name(session_name(github))
+            .session_length(ROLE_SESSION)
+            .tags(session_tags(github))
+            .build()
+            .await;
+        provider
+            .provide_credentials()
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
                     "{}; the run's credentials need `sts:AssumeRole` and `sts:TagSession` on \
                      it, and its trust policy must allow them",
-                    super::describe(&e)
+                    crate::error_chain(&e)
                 )
             })
             .with_context(|| format!("cannot assume the role {role}"))?;
-        let given = answer
-            .credentials
-            .with_context(|| format!("STS assumed {role} but returned no credentials"))?;
         tracing::info!("assumed the role {role} for the registry in {region}");
-        Ok(aws_credential_types::Credentials::new(
-            given.access_key_id,
-            given.secret_access_key,
-            Some(given.session_token),
-            std::time::SystemTime::try_from(given.expiration).ok(),
-            "ecr-build-push assumed role",
-        ))
+        Ok(provider)
     }
 }
 
@@ -122,7 +119,7 @@ fn session_name(github: &GitHubContext) -> String {
 
 /// The run's GitHub context as session tags (values at most 256 characters of the
 /// characters STS allows).
-fn session_tags(github: &GitHubContext) -> Vec<aws_sdk_sts::types::Tag> {
+fn session_tags(github: &GitHubContext) -> Vec<(&'static str, String)> {
     [
         ("GitHubRepository", &github.repository),
         ("GitHubRunId", &github.run_id),
@@ -137,11 +134,7 @@ fn session_tags(github: &GitHubContext) -> Vec<aws_sdk_sts::types::Tag> {
             .filter(|c| c.is_alphanumeric() || " _.:/=+-@".contains(*c))
             .collect();
         value.truncate(256);
-        aws_sdk_sts::types::Tag::builder()
-            .key(key)
-            .value(value)
-            .build()
-            .ok()
+        Some((key, value))
     })
     .collect()
 }
@@ -161,16 +154,12 @@ mod tests {
         };
         assert_eq!(session_name(&github), "ecr-build-push-42-2");
         assert_eq!(session_name(&GitHubContext::default()), "ecr-build-push");
-        let tags: Vec<(String, String)> = session_tags(&github)
-            .into_iter()
-            .map(|t| (t.key, t.value))
-            .collect();
         assert_eq!(
-            tags,
+            session_tags(&github),
             [
-                ("GitHubRepository".to_string(), "octo/app".to_string()),
-                ("GitHubRunId".into(), "42".into()),
-                ("GitHubRef".into(), "refs/heads/main".into()),
+                ("GitHubRepository", "octo/app".to_string()),
+                ("GitHubRunId", "42".into()),
+                ("GitHubRef", "refs/heads/main".into()),
             ]
         );
     }

@@ -214,6 +214,19 @@ impl Ecr {
         .await
     }
 
+    /// Whether ECR lists `digest` in `name` now, asked once (no waiting for it to show).
+    pub async fn has_image(
+        &self,
+        name: &str,
+        registry_id: Option<&str>,
+        digest: &str,
+    ) -> anyhow::Result<bool> {
+        Ok(self
+            .describe_digest(name, registry_id, digest)
+            .await?
+            .is_some())
+    }
+
     /// `DescribeImages` of one digest; `None` when ECR does not list it.
     async fn describe_digest(
         &self,

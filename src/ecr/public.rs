@@ -154,9 +154,10 @@ impl EcrPublic {
         })
     }
 
-    /// The registry's primary alias (images are `public.ecr.aws/<alias>/<repository>`),
-    /// from `DescribeRegistries`.
-    pub async fn alias(&self) -> anyhow::Result<String> {
+    /// The registry's aliases (images are `public.ecr.aws/<alias>/<repository>`), from
+    /// `DescribeRegistries`: the primary first, then the default, then the rest; a
+    /// repository is reached under each.
+    pub async fn aliases(&self) -> anyhow::Result<Vec<String>> {
         let response = self
             .client
             .describe_registries()
@@ -173,20 +174,17 @@ impl EcrPublic {
             "the account has no ECR Public registry: create a repository in the ECR Public \
              console (us-east-1) once, which creates the registry and its alias",
         )?;
-        let aliases = registry.aliases();
-        aliases
-            .iter()
-            .find(|a| a.primary_registry_alias())
-            .or_else(|| aliases.iter().find(|a| a.default_registry_alias()))
-            .or_else(|| aliases.first())
-            .map(|a| a.name().to_string())
-            .with_context(|| {
-                format!(
-                    "the ECR Public registry {} has no alias: create one in the ECR Public \
-                     console (us-east-1, Settings)",
-                    registry.registry_uri()
-                )
-            })
+        let mut aliases = registry.aliases().to_vec();
+        if aliases.is_empty() {
+            anyhow::bail!(
+                "the ECR Public registry {} has no alias: create one in the ECR Public \
+                 console (us-east-1, Settings)",
+                registry.registry_uri()
+            );
+        }
+        // Stable: the primary, then the default, then the others as listed.
+        aliases.sort_by_key(|a| (!a.primary_registry_alias(), !a.default_registry_alias()));
+        Ok(aliases.into_iter().map(|a| a.name().to_string()).collect())
     }
 
     /// Finds the repository, creating it with `catalog`; an existing one gets the

@@ -27,10 +27,16 @@ pub enum Replicated {
 }
 
 impl Ecr {
-    /// Whether a replication rule of this registry sends `repository` to `to`, per
-    /// `DescribeRegistry`: a rule with that destination and no filter, or a prefix filter
-    /// the repository name starts with.
-    pub async fn replicates_to(&self, repository: &str, to: &Destination) -> anyhow::Result<bool> {
+    /// Whether a replication rule of registry `source` (the primary) sends `repository`
+    /// to `to`, per `DescribeRegistry`: a rule with that destination and no filter, or a
+    /// prefix filter the repository name starts with. `DescribeRegistry` knows only the
+    /// caller's own registry, so a primary in another account (`registry-id`) is refused.
+    pub async fn replicates_to(
+        &self,
+        repository: &str,
+        source: &str,
+        to: &Destination,
+    ) -> anyhow::Result<bool> {
         let answer = self
             .client
             .describe_registry()
@@ -38,6 +44,13 @@ impl Ecr {
             .await
             .map_err(api_error)
             .context("cannot read the registry's replication rules (`ecr:DescribeRegistry`)")?;
+        if let Some(own) = answer.registry_id().filter(|own| *own != source) {
+            anyhow::bail!(
+                "the primary registry is account {source}'s, but ECR shows the replication \
+                 rules of the run's own account ({own}) only: drop `replicated` to push \
+                 there"
+            );
+        }
         let rules = answer
             .replication_configuration()
             .map(aws_sdk_ecr::types::ReplicationConfiguration::rules)

@@ -354,7 +354,8 @@ impl Inputs {
             }
         };
         let compression = parse_compression(raw, push_engine)?;
-        let also_push_to = parse_also_push_to(raw, push, push_engine, !build_platforms.is_empty())?;
+        let also_push_to =
+            targets::parse_input(raw, push, push_engine, !build_platforms.is_empty())?;
         let timeout_text = raw.get("replication-timeout");
         let replication_timeout = validate::duration(&timeout_text)
             .map_err(|reason| InputError::invalid("replication-timeout", &timeout_text, reason))?;
@@ -392,43 +393,6 @@ impl Inputs {
             also_push_to,
             replication_timeout,
         })
-    }
-}
-
-/// `also-push-to`, and what it cannot go with: nothing to push, the daemon's pusher (it
-/// compresses again for each registry), or a build shared by matrix legs (whose records
-/// live in the primary repository only).
-fn parse_also_push_to(
-    raw: &Raw<'_>,
-    push: bool,
-    push_engine: PushEngine,
-    shared: bool,
-) -> Result<Vec<targets::TargetSpec>, InputError> {
-    raw.read.borrow_mut().insert("also-push-to".into());
-    let text = raw.values.get("also-push-to").cloned().unwrap_or_default();
-    let targets = targets::parse(&text)?;
-    let pushed_to = targets.iter().any(|t| !t.replicated);
-    let conflict = if targets.is_empty() {
-        None
-    } else if !push {
-        Some("`push` is false, so there is nothing to push there")
-    } else if push_engine == PushEngine::Daemon && pushed_to {
-        Some(
-            "`push-engine: daemon` pushes to one registry at a time and compresses every \
-             layer again for each; use `push-engine: auto` (the default) or `direct`",
-        )
-    } else if shared {
-        Some(
-            "a build shared by matrix legs (`build-platforms`) records its platforms in the \
-             primary repository only; push the assembled index to the other registries \
-             in a later step",
-        )
-    } else {
-        None
-    };
-    match conflict {
-        Some(why) => Err(InputError::invalid("also-push-to", text.trim(), why)),
-        None => Ok(targets),
     }
 }
 

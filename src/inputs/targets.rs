@@ -15,7 +15,7 @@
 //! dual-stack `<account>.dkr-ecr.<region>.on.aws`, and `public.ecr.aws/<alias>/<repo>`.
 
 use super::validate;
-use super::InputError;
+use super::{InputError, PushEngine};
 
 const INPUT: &str = "also-push-to";
 
@@ -87,6 +87,43 @@ impl TargetSpec {
             TargetRegistry::Private { account, .. } => Some(account.as_deref().unwrap_or(primary)),
             TargetRegistry::Public { .. } => None,
         }
+    }
+}
+
+/// `also-push-to`, and what it cannot go with: nothing to push, the daemon's pusher (it
+/// compresses again for each registry), or a build shared by matrix legs (whose records
+/// live in the primary repository only).
+pub(super) fn parse_input(
+    raw: &super::Raw<'_>,
+    push: bool,
+    push_engine: PushEngine,
+    shared: bool,
+) -> Result<Vec<TargetSpec>, InputError> {
+    raw.read.borrow_mut().insert("also-push-to".into());
+    let text = raw.values.get("also-push-to").cloned().unwrap_or_default();
+    let targets = parse(&text)?;
+    let pushed_to = targets.iter().any(|t| !t.replicated);
+    let conflict = if targets.is_empty() {
+        None
+    } else if !push {
+        Some("`push` is false, so there is nothing to push there")
+    } else if push_engine == PushEngine::Daemon && pushed_to {
+        Some(
+            "`push-engine: daemon` pushes to one registry at a time and compresses every \
+             layer again for each; use `push-engine: auto` (the default) or `direct`",
+        )
+    } else if shared {
+        Some(
+            "a build shared by matrix legs (`build-platforms`) records its platforms in the \
+             primary repository only; a later step of this action with the same `tags`, \
+             `on-tag-exists: skip` and `also-push-to` copies the assembled index there",
+        )
+    } else {
+        None
+    };
+    match conflict {
+        Some(why) => Err(InputError::invalid("also-push-to", text.trim(), why)),
+        None => Ok(targets),
     }
 }
 
@@ -213,11 +250,17 @@ fn parse_target(target: &str) -> Result<(TargetRegistry, Option<String>), String
              or `public.ecr.aws/<alias>/<repository>`"
         )
     })?;
+    // The China regions' registries are under `amazonaws.com.cn`.
+    let endpoint = if region.starts_with("cn-") {
+        HostForm::China
+    } else {
+        HostForm::Standard
+    };
     Ok((
         TargetRegistry::Private {
             account,
             region,
-            endpoint: HostForm::Standard,
+            endpoint,
         },
         None,
     ))
@@ -327,6 +370,21 @@ mod tests {
         );
         assert_eq!(t.account_or("123456789012"), Some("123456789012"));
         assert_eq!(t.repository, None);
+    }
+
+    /// Regression: a China region's short form got the registry and API of
+    /// `amazonaws.com`, which do not exist there.
+    #[test]
+    fn a_china_region_alone_is_under_amazonaws_com_cn() {
+        let t = one("210987654321:cn-northwest-1");
+        let TargetRegistry::Private { endpoint, .. } = t.registry else {
+            panic!("private");
+        };
+        assert_eq!(endpoint, HostForm::China);
+        assert_eq!(
+            endpoint.api_endpoint("cn-northwest-1"),
+            "https://api.ecr.cn-northwest-1.amazonaws.com.cn"
+        );
     }
 
     #[test]

@@ -113,12 +113,19 @@ pub(super) async fn upload(
                 size: bytes.len() as u64,
                 content: Content::Memory(Bytes::from(bytes.clone())),
             });
-        } else if fanout.all_have_blob(&descriptor.digest).await {
+        } else if fanout.lead_has_blob(&descriptor.digest).await {
+            // Not exported (a layer the store never pulled): the primary has it, and the
+            // other registries get it from there.
+            let blob = [(descriptor.digest.as_str(), descriptor.size)];
+            super::copy::to_the_others(fanout, &mut uploads, blob, &options.spool_dir, "blob")
+                .await;
             uploads.record_present(&descriptor.digest);
         } else {
             return Err(image_error(format!(
-                "the export lacks blob {} of manifest {}, and the repository does not have it",
-                descriptor.digest, manifest.digest
+                "the export lacks blob {} of manifest {}, and {} does not have it",
+                descriptor.digest,
+                manifest.digest,
+                fanout.label(0)
             )));
         }
     }

@@ -2,9 +2,13 @@
 //! re-run of `on-tag-exists: skip` that finishes only the registries a failed run missed.
 //! Nothing is built or compressed again, and the digest is the primary's: every blob and
 //! manifest goes over byte for byte (an index's platform manifests first, by digest),
-//! blobs the target has already are skipped, and the tags are put last.
+//! blobs the target has already are skipped, and the tags are put last. Within a push,
+//! the blobs the primary has and the others lack (known layers, a base layer the
+//! containerd store did not export) go over the same way.
 
+use std::collections::HashMap;
 use std::io::Write as _;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,7 +16,8 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use super::export::{hex, sha256_digest, spool_file, Content};
-use super::upload::{upload_blob, Blob};
+use super::targets::Fanout;
+use super::upload::{upload_blob, Blob, Uploads};
 use super::DirectPushError;
 use crate::registry::{Failure, Registry};
 
@@ -30,9 +35,9 @@ struct Listed {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct Descriptor {
-    pub digest: String,
-    pub size: u64,
+struct Descriptor {
+    digest: String,
+    size: u64,
 }
 
 /// What a copy sent.
@@ -42,6 +47,47 @@ pub struct Copied {
     pub blobs_skipped: usize,
 }
 
+impl std::ops::AddAssign for Copied {
+    fn add_assign(&mut self, other: Self) {
+        self.bytes_sent += other.bytes_sent;
+        self.blobs_skipped += other.blobs_skipped;
+    }
+}
+
+/// The digest `tag` names in `reg`'s repository; `None` when it names nothing.
+pub async fn tagged(reg: &Registry, tag: &str) -> Result<Option<String>, DirectPushError> {
+    match reg
+        .with_retry(&format!("reading tag {tag}"), || {
+            reg.get_manifest(&reg.repository, tag)
+        })
+        .await
+    {
+        Ok((_, bytes)) => Ok(Some(sha256_digest(&bytes))),
+        Err((failure, _)) if failure.status == Some(404) => Ok(None),
+        Err(f) => Err(DirectPushError::registry(
+            reg,
+            "reading",
+            format!("tag {tag}"),
+            f,
+        )),
+    }
+}
+
+/// The manifests the index `digest` lists in `reg`'s repository; none for an image
+/// manifest.
+pub async fn children(reg: &Registry, digest: &str) -> Result<Vec<String>, DirectPushError> {
+    let (_, bytes) = reg
+        .with_retry("reading a manifest", || {
+            reg.get_manifest(&reg.repository, digest)
+        })
+        .await
+        .map_err(|f| DirectPushError::registry(reg, "reading", format!("manifest {digest}"), f))?;
+    let listed: Listed = serde_json::from_slice(&bytes).map_err(|e| {
+        DirectPushError::image(digest, reg, format!("it cannot be read as a manifest: {e}"))
+    })?;
+    Ok(listed.manifests.into_iter().map(|d| d.digest).collect())
+}
+
 /// Copies the manifest `digest` of `from` (with everything it names) to `to`, and puts
 /// it under `tags` there.
 pub async fn copy(
@@ -49,7 +95,7 @@ pub async fn copy(
     to: &Registry,
     digest: &str,
     tags: &[String],
-    spool_dir: &std::path::Path,
+    spool_dir: &Path,
 ) -> Result<Copied, DirectPushError> {
     let mut copied = Copied::default();
     let (media_type, bytes) = copy_manifest(from, to, digest, spool_dir, &mut copied).await?;
@@ -68,7 +114,7 @@ async fn copy_manifest(
     from: &Registry,
     to: &Registry,
     digest: &str,
-    spool_dir: &std::path::Path,
+    spool_dir: &Path,
     copied: &mut Copied,
 ) -> Result<(String, Bytes), DirectPushError> {
     let read = |f| DirectPushError::registry(from, "reading", format!("manifest {digest}"), f);
@@ -106,13 +152,64 @@ async fn copy_manifest(
     Ok((media_type, bytes))
 }
 
+/// Blobs (digest, size) the primary registry has, copied as they are to each other
+/// registry of the push that lacks them, so that one manifest names blobs every registry
+/// holds and none is compressed again; what each copy sent is counted there
+/// ([`Uploads::record_copied`]). A registry a copy fails for is dropped from the push.
+/// `what` names the blobs in the log.
+pub(super) async fn to_the_others<'d>(
+    fanout: &Fanout,
+    uploads: &mut Uploads,
+    blobs: impl IntoIterator<Item = (&'d str, u64)>,
+    spool_dir: &Path,
+    what: &str,
+) {
+    let blobs: HashMap<&str, u64> = blobs.into_iter().collect();
+    for index in fanout.live().into_iter().filter(|i| *i != 0) {
+        let to = fanout.reg(index);
+        let (mut count, mut bytes) = (0, 0);
+        for (digest, size) in &blobs {
+            let blob = Descriptor {
+                digest: (*digest).to_string(),
+                size: *size,
+            };
+            let mut copied = Copied::default();
+            let result = copy_blob(fanout.lead(), to, &blob, spool_dir, &mut copied).await;
+            if copied.bytes_sent > 0 {
+                uploads.record_copied(index, digest, copied.bytes_sent);
+                count += 1;
+                bytes += copied.bytes_sent;
+            }
+            if let Err(err) = result {
+                fanout.fail(
+                    index,
+                    format!(
+                        "copying the {what} {digest} there from the primary registry \
+                         failed: {}",
+                        crate::error_chain(&err)
+                    ),
+                );
+                break;
+            }
+        }
+        if count > 0 {
+            tracing::info!(
+                "{}: {count} {what}(s) copied from the primary registry ({}), not \
+                 compressed again",
+                fanout.label(index),
+                super::mb(bytes)
+            );
+        }
+    }
+}
+
 /// One blob, unless `to` has it: read from `from` (checked against its digest) and
 /// uploaded to `to`.
-pub(super) async fn copy_blob(
+async fn copy_blob(
     from: &Registry,
     to: &Registry,
     blob: &Descriptor,
-    spool_dir: &std::path::Path,
+    spool_dir: &Path,
     copied: &mut Copied,
 ) -> Result<(), DirectPushError> {
     let subject = || format!("blob {}", blob.digest);
@@ -148,7 +245,7 @@ pub(super) async fn copy_blob(
 async fn read_blob(
     from: &Registry,
     blob: &Descriptor,
-    spool_dir: &std::path::Path,
+    spool_dir: &Path,
 ) -> Result<Content, Failure> {
     if blob.size < IN_MEMORY {
         let bytes = from
@@ -182,7 +279,7 @@ async fn read_blob(
 async fn spool_blob(
     from: &Registry,
     blob: &Descriptor,
-    spool_dir: &std::path::Path,
+    spool_dir: &Path,
 ) -> Result<std::fs::File, Failure> {
     let local = |e: std::io::Error| {
         Failure::local(format!(

@@ -534,8 +534,8 @@ async fn local_image(
 
 /// The layers among `diff_ids` that the primary registry has, or could mount, from the
 /// `options.reuse_from` images, by `diff_id`, each shown to be its layer by `proof`; with
-/// several registries, copied to those that lack them ([`copy_reused`]). Reuse is only an
-/// optimisation.
+/// several registries, copied to those that lack them ([`copy::to_the_others`]). Reuse is
+/// only an optimisation.
 async fn reusable_layers(
     fanout: &targets::Fanout,
     uploads: &mut upload::Uploads,
@@ -551,60 +551,12 @@ async fn reusable_layers(
     let known = reuse::known_layers(reg, &options.reuse_from, platform, options.compression).await;
     let reused = reuse::resolve(reg, diff_ids, &known, options.mounting, proof).await;
     if fanout.len() > 1 {
-        copy_reused(fanout, uploads, &reused, &options.spool_dir).await;
+        let blobs = reused
+            .values()
+            .map(|(blob, _)| (blob.digest.as_str(), blob.size));
+        copy::to_the_others(fanout, uploads, blobs, &options.spool_dir, "known layer").await;
     }
     reused
-}
-
-/// The reused blobs the primary registry has, copied as they are to each other registry
-/// of the push that lacks them: the one manifest names blobs every registry holds, and
-/// none is compressed again. A registry the copy fails for is dropped from the push.
-async fn copy_reused(
-    fanout: &targets::Fanout,
-    uploads: &mut upload::Uploads,
-    reused: &HashMap<String, (reuse::KnownBlob, reuse::Reused)>,
-    spool_dir: &std::path::Path,
-) {
-    let blobs: HashMap<&str, u64> = reused
-        .values()
-        .map(|(blob, _)| (blob.digest.as_str(), blob.size))
-        .collect();
-    for index in fanout.live().into_iter().filter(|i| *i != 0) {
-        let to = fanout.reg(index);
-        let (mut count, mut bytes) = (0, 0);
-        for (digest, size) in &blobs {
-            let blob = copy::Descriptor {
-                digest: (*digest).to_string(),
-                size: *size,
-            };
-            let mut copied = copy::Copied::default();
-            let result = copy::copy_blob(fanout.lead(), to, &blob, spool_dir, &mut copied).await;
-            if copied.bytes_sent > 0 {
-                uploads.record_copied(index, digest, copied.bytes_sent);
-                count += 1;
-                bytes += copied.bytes_sent;
-            }
-            if let Err(err) = result {
-                fanout.fail(
-                    index,
-                    format!(
-                        "copying the known layer {digest} there from the primary registry \
-                         failed: {}",
-                        crate::error_chain(&err)
-                    ),
-                );
-                break;
-            }
-        }
-        if count > 0 {
-            tracing::info!(
-                "{}: {count} known layer(s) copied from the primary registry ({}), not \
-                 compressed again",
-                fanout.label(index),
-                mb(bytes)
-            );
-        }
-    }
 }
 
 fn short(digest: &str) -> &str {

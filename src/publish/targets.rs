@@ -177,6 +177,16 @@ impl Fanout {
         true
     }
 
+    /// Whether the primary registry (the first) has the blob `digest`.
+    pub async fn lead_has_blob(&self, digest: &str) -> bool {
+        let reg = self.lead();
+        matches!(
+            reg.with_retry("checking a blob", || reg.has_blob(digest))
+                .await,
+            Ok(true)
+        )
+    }
+
     /// Whether every registry still in the push but the lead has the manifest `digest`
     /// (so it has every blob the manifest lists).
     pub async fn others_have_manifest(&self, digest: &str) -> bool {

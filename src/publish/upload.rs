@@ -186,17 +186,22 @@ impl Uploads {
         }
     }
 
-    /// Records a blob every registry is known to hold already.
+    /// Records a blob every registry holds already (those it was copied to counting what
+    /// the copy sent).
     pub fn record_present(&mut self, digest: &str) {
         self.started.insert(digest.to_string());
-        for done in &mut self.done {
-            done.insert(
-                digest.to_string(),
-                BlobOutcome {
+        for (done, copied) in self.done.iter_mut().zip(&self.copied) {
+            let outcome = match copied.get(digest) {
+                Some(&uploaded) => BlobOutcome {
+                    uploaded,
+                    ..BlobOutcome::default()
+                },
+                None => BlobOutcome {
                     skipped: true,
                     ..BlobOutcome::default()
                 },
-            );
+            };
+            done.insert(digest.to_string(), outcome);
         }
     }
 
@@ -219,6 +224,12 @@ impl Uploads {
     ) -> Option<Result<(), DirectPushError>> {
         let (index, digest, result) = self.running.next().await?;
         let prefix = self.fanout.prefix(index);
+        // A stream that broke off (no digest) failed with the export, not with its
+        // registry: the push's failure, whichever registries remain.
+        let result = match (digest.is_none(), result) {
+            (true, Err(err)) => return Some(Err(err)),
+            (_, result) => result,
+        };
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(err) if self.fanout.len() > 1 => {

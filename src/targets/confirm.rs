@@ -2,16 +2,20 @@
 //! the build, the image is copied from the primary to the targets that lack it), the
 //! scan gate runs in each, and the summary gets a row per registry.
 
+use std::collections::HashSet;
+
 use anyhow::Context as _;
 
 use super::{wait_for_replicas, Failed, Target, TargetApi};
 use crate::inputs::Inputs;
+use crate::publish::copy::{self, Copied};
 use crate::publish::targets::TargetPush;
 use crate::registry::Registry;
 use crate::report::targets::TargetRow;
 use crate::report::Report;
 use crate::repository;
 use crate::runner::Runner;
+use crate::supply::cosign;
 
 /// Has each target's ECR confirm what the push put there, and makes the summary's rows:
 /// the primary's (confirmed already: `report`), then each target's in `also-push-to`
@@ -81,6 +85,7 @@ pub async fn confirm(
         rows.extend(wait_for_replicas(plan, inputs, digest).await);
     }
     rows.extend(plan.left_out.iter().map(left_out_row));
+    in_input_order(&mut rows, inputs, &report.registry);
     rows
 }
 
@@ -153,11 +158,9 @@ pub async fn finish_skipped(
             error: None,
         };
         let done = async {
-            if target.holds.as_deref() != Some(digest) {
-                let copied = copy_to(plan, inputs, target, digest).await?;
-                row.bytes_sent = copied.bytes_sent;
-                row.blobs_skipped = copied.blobs_skipped;
-            }
+            let copied = copy_to(plan, inputs, target, digest).await?;
+            row.bytes_sent = copied.bytes_sent;
+            row.blobs_skipped = copied.blobs_skipped;
             confirm_one(target, digest).await
         };
         match done.await {
@@ -173,24 +176,30 @@ pub async fn finish_skipped(
     rows.extend(futures_util::future::join_all(copies).await);
     rows.extend(wait_for_replicas(plan, inputs, digest).await);
     rows.extend(plan.left_out.iter().map(left_out_row));
-    for row in rows.iter().filter(|r| r.bytes_sent > 0) {
-        tracing::info!(
-            "copied the image {digest} from the primary registry to {}: it was missing there",
-            row.label
-        );
-    }
+    in_input_order(&mut rows, inputs, primary);
     rows
 }
 
-/// Copies the primary's image `digest` to `target`, under the tags it does not hold yet.
-async fn copy_to(
+/// The rows after the primary's in `also-push-to` order: pushed, replicated and left-out
+/// targets are found apart.
+fn in_input_order(rows: &mut [TargetRow], inputs: &Inputs, primary_host: &str) {
+    let account = primary_host.split('.').next().unwrap_or_default();
+    let order: Vec<String> = inputs
+        .also_push_to
+        .iter()
+        .map(|spec| super::label(spec, account, inputs))
+        .collect();
+    if let Some((_, rest)) = rows.split_first_mut() {
+        rest.sort_by_key(|row| order.iter().position(|label| *label == row.label));
+    }
+}
+
+/// The primary registry and `target`'s, for a copy between them.
+fn connect_both(
     plan: &crate::plan::Plan,
     inputs: &Inputs,
     target: &Target,
-    digest: &str,
-) -> anyhow::Result<crate::publish::copy::Copied> {
-    let kept = repository::check_present(&target.destination.present, digest)?;
-    let tags = repository::without(&inputs.tags, &kept);
+) -> anyhow::Result<(Registry, Registry)> {
     let from = Registry::connect(
         &plan.auth.login(),
         &inputs.repository,
@@ -207,11 +216,89 @@ async fn copy_to(
         plan.retry,
         &elsewhere,
     )?;
-    tracing::info!(
-        "{} lacks {digest}: copying it from the primary registry",
-        target.label()
-    );
-    Ok(crate::publish::copy::copy(&from, &to, digest, &tags, &plan.spool_dir).await?)
+    Ok((from, to))
+}
+
+/// Copies the primary's image `digest` to `target`, under the tags it does not hold yet,
+/// unless it holds it already; then the attachments it lacks ([`copy_attachments`]).
+async fn copy_to(
+    plan: &crate::plan::Plan,
+    inputs: &Inputs,
+    target: &Target,
+    digest: &str,
+) -> anyhow::Result<Copied> {
+    let (from, to) = connect_both(plan, inputs, target)?;
+    let mut copied = Copied::default();
+    if target.holds.as_deref() != Some(digest) {
+        let kept = repository::check_present(&target.destination.present, digest)?;
+        let tags = repository::without(&inputs.tags, &kept);
+        tracing::info!(
+            "{} lacks {digest}: copying it from the primary registry",
+            target.label()
+        );
+        copied += copy::copy(&from, &to, digest, &tags, &plan.spool_dir).await?;
+    }
+    copied += copy_attachments(plan, inputs, target, (&from, &to), digest)
+        .await
+        .with_context(|| format!("copying the attachments of {digest} to {}", target.label()))?;
+    Ok(copied)
+}
+
+/// The primary's attachments of `digest` that `target` lacks, copied as they are: the
+/// referrers ECR lists for the image (and, for an index, for each of its platforms), and
+/// cosign's `sha256-<hex>.sig` and `.att` tags. A re-run that finishes a target leaves
+/// it with what the full run attached elsewhere. ECR Public gets none, as in a full run.
+async fn copy_attachments(
+    plan: &crate::plan::Plan,
+    inputs: &Inputs,
+    target: &Target,
+    (from, to): (&Registry, &Registry),
+    digest: &str,
+) -> anyhow::Result<Copied> {
+    let Some(ecr) = target.ecr() else {
+        return Ok(Copied::default());
+    };
+    let there = &target.inputs;
+    let mut subjects = vec![digest.to_string()];
+    subjects.extend(copy::children(from, digest).await?);
+    let mut copied = Copied::default();
+    let mut count = 0;
+    for subject in &subjects {
+        let held: HashSet<String> = ecr
+            .referrers(&there.repository, there.registry_id.as_deref(), subject)
+            .await?
+            .into_iter()
+            .map(|r| r.digest)
+            .collect();
+        let referrers = plan
+            .ecr
+            .referrers(&inputs.repository, inputs.registry_id.as_deref(), subject)
+            .await?;
+        for referrer in referrers.iter().filter(|r| !held.contains(&r.digest)) {
+            copied += copy::copy(from, to, &referrer.digest, &[], &plan.spool_dir).await?;
+            count += 1;
+        }
+        for tag in [
+            cosign::signature_tag(subject)?,
+            cosign::attestation_tag(subject)?,
+        ] {
+            let Some(tagged) = copy::tagged(from, &tag).await? else {
+                continue;
+            };
+            if copy::tagged(to, &tag).await?.as_deref() != Some(tagged.as_str()) {
+                copied += copy::copy(from, to, &tagged, &[tag], &plan.spool_dir).await?;
+                count += 1;
+            }
+        }
+    }
+    if count > 0 {
+        tracing::info!(
+            "copied {count} attachment(s) of {digest} (provenance, signatures) from the \
+             primary registry to {}",
+            target.label()
+        );
+    }
+    Ok(copied)
 }
 
 fn left_out_row(failed: &Failed) -> TargetRow {

@@ -93,9 +93,10 @@ pub async fn plan(
         let planned = match &spec.registry {
             TargetRegistry::Private { .. } => {
                 let github = &env.github;
-                plan_private(
+                // Boxed: the AssumeRole provider's state makes the future large.
+                Box::pin(plan_private(
                     spec, &label, inputs, github, primary, account, store, runner,
-                )
+                ))
                 .await
             }
             TargetRegistry::Public { alias } => {
@@ -172,7 +173,10 @@ fn inputs_there(inputs: &Inputs, repository: &str, registry_id: Option<&str>) ->
 }
 
 /// Refuses, before anything changes in AWS, a target that is the primary registry (in
-/// any host form) and repository: the step pushes there anyway.
+/// any host form) and repository (the step pushes there anyway), and two targets that
+/// are one once the primary's account and the `repository` input fill in what they leave
+/// out (`us-west-2` and `123456789012:us-west-2`): they would push to one repository
+/// twice at once.
 pub fn check_not_primary(
     inputs: &Inputs,
     primary_host: &str,
@@ -193,8 +197,42 @@ pub fn check_not_primary(
                 inputs.repository
             ),
         )),
-        None => Ok(()),
+        None => check_distinct(inputs, account),
     }
+}
+
+/// Refuses the second of two targets that name one registry and repository once filled
+/// in.
+fn check_distinct(inputs: &Inputs, account: &str) -> Result<(), crate::inputs::InputError> {
+    let key = |spec: &TargetSpec| {
+        let registry = match &spec.registry {
+            TargetRegistry::Private { region, .. } => {
+                format!("{}:{region}", spec.account_or(account).unwrap_or(account))
+            }
+            TargetRegistry::Public { alias } => format!("public.ecr.aws/{alias}"),
+        };
+        let repository = spec.repository.as_deref().unwrap_or(&inputs.repository);
+        (registry, repository.to_string())
+    };
+    let mut seen: Vec<(String, String, &str)> = Vec::new();
+    for spec in &inputs.also_push_to {
+        let (registry, repository) = key(spec);
+        if let Some((.., twin)) = seen
+            .iter()
+            .find(|(r, repo, _)| *r == registry && *repo == repository)
+        {
+            return Err(crate::inputs::InputError::invalid(
+                "also-push-to",
+                &spec.text,
+                format!(
+                    "it names the same registry and repository as `{twin}` \
+                     ({registry}, repository {repository}): name it once"
+                ),
+            ));
+        }
+        seen.push((registry, repository, &spec.text));
+    }
+    Ok(())
 }
 
 /// Whether `spec` is the primary registry (in any host form) and repository.
@@ -227,7 +265,7 @@ pub struct Planned {
 }
 
 /// `<host>/<repository>`.
-fn label(spec: &TargetSpec, primary_account: &str, inputs: &Inputs) -> String {
+pub(super) fn label(spec: &TargetSpec, primary_account: &str, inputs: &Inputs) -> String {
     let repository = spec.repository.as_deref().unwrap_or(&inputs.repository);
     match &spec.registry {
         TargetRegistry::Private {
@@ -339,12 +377,13 @@ async fn plan_public(
     runner.add_mask(auth.token.expose());
     let masks = runner.clone();
     auth.renew = Some(public.token_renewal(move |secret| masks.add_mask(secret)));
-    let registry_alias = public.alias().await?;
-    if registry_alias != alias {
+    let aliases = public.aliases().await?;
+    if !aliases.iter().any(|a| a == alias) {
         anyhow::bail!(
-            "the ECR Public registry of these credentials has the alias `{registry_alias}`, \
-             not `{alias}`: name `public.ecr.aws/{registry_alias}/…`, or use the account that \
-             owns `{alias}`"
+            "the ECR Public registry of these credentials has the alias(es) `{}`, not \
+             `{alias}`: name `public.ecr.aws/{}/…`, or use the account that owns `{alias}`",
+            aliases.join("`, `"),
+            aliases[0]
         );
     }
     let name = spec
@@ -428,5 +467,33 @@ mod tests {
                 "{also}"
             );
         }
+    }
+
+    /// Regression: two spellings of one target, equal only once the primary's account
+    /// and the `repository` input fill them in, passed the parser's duplicate check and
+    /// were pushed to twice at once.
+    #[test]
+    fn two_targets_that_are_one_once_filled_in_are_refused() {
+        let primary = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+        for (first, second) in [
+            ("us-west-2", "123456789012:us-west-2"),
+            (
+                "us-west-2",
+                "123456789012.dkr.ecr.us-west-2.amazonaws.com/app",
+            ),
+            ("public.ecr.aws/al", "public.ecr.aws/al/app"),
+            (
+                "210987654321:eu-west-1",
+                "210987654321.dkr.ecr.eu-west-1.amazonaws.com/app",
+            ),
+        ] {
+            let also = format!("{first}\n{second}");
+            let err = check_not_primary(&inputs(&also), primary, "us-east-1").unwrap_err();
+            assert_eq!(err.input(), "also-push-to", "{also}");
+            assert!(err.to_string().contains(&format!("as `{first}`")), "{err}");
+        }
+        let distinct =
+            "us-west-2\n123456789012.dkr.ecr.us-west-2.amazonaws.com/other\npublic.ecr.aws/al";
+        assert!(check_not_primary(&inputs(distinct), primary, "us-east-1").is_ok());
     }
 }

@@ -55,7 +55,10 @@ pub(super) async fn plan_replica(
         region: region.clone(),
         registry_id: account.to_string(),
     };
-    if !primary.replicates_to(&inputs.repository, &to).await? {
+    if !primary
+        .replicates_to(&inputs.repository, primary_account, &to)
+        .await?
+    {
         anyhow::bail!(
             "no replication rule of the primary registry sends `{}` to {region} in account \
              {account}: add one (ECR console, Private registry, Replication), or drop \
@@ -94,9 +97,15 @@ pub async fn wait_for_replicas(
             error: None,
         };
         let waited = async {
-            // A re-run's image may be there already.
-            if let Ok(found) = confirm_replica(replica, digest).await {
-                return Ok(found);
+            // A re-run's image may be there already: asked once, as confirming would
+            // wait for it to show.
+            let there = &replica.inputs;
+            let present = replica
+                .ecr
+                .has_image(&there.repository, there.registry_id.as_deref(), digest)
+                .await;
+            if matches!(present, Ok(true)) {
+                return confirm_replica(replica, digest).await;
             }
             let outcome = plan
                 .ecr
