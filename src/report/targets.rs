@@ -22,6 +22,21 @@ pub struct TargetRow {
     pub error: Option<String>,
 }
 
+impl TargetRow {
+    /// The row of `label` before anything is known of it.
+    pub fn new(label: &str) -> Self {
+        Self {
+            label: label.to_string(),
+            uris: Vec::new(),
+            digest: None,
+            bytes_sent: 0,
+            blobs_skipped: 0,
+            time: std::time::Duration::ZERO,
+            error: None,
+        }
+    }
+}
+
 impl Report {
     /// `targets`: every confirmed target, the primary first, to its URIs and digest. A
     /// JSON object written by hand, to keep that order (`serde_json`'s map sorts keys).

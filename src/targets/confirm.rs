@@ -148,15 +148,7 @@ pub async fn finish_skipped(
     }];
     let copies = plan.extra.iter().map(|target| async move {
         let started = std::time::Instant::now();
-        let mut row = TargetRow {
-            label: target.label().to_string(),
-            uris: Vec::new(),
-            digest: None,
-            bytes_sent: 0,
-            blobs_skipped: 0,
-            time: std::time::Duration::ZERO,
-            error: None,
-        };
+        let mut row = TargetRow::new(target.label());
         let done = async {
             let copied = copy_to(plan, inputs, target, digest).await?;
             row.bytes_sent = copied.bytes_sent;
@@ -303,13 +295,8 @@ async fn copy_attachments(
 
 fn left_out_row(failed: &Failed) -> TargetRow {
     TargetRow {
-        label: failed.label.clone(),
-        uris: Vec::new(),
-        digest: None,
-        bytes_sent: 0,
-        blobs_skipped: 0,
-        time: std::time::Duration::ZERO,
         error: Some(failed.reason.clone()),
+        ..TargetRow::new(&failed.label)
     }
 }
 

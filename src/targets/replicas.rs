@@ -87,15 +87,7 @@ pub async fn wait_for_replicas(
 ) -> Vec<TargetRow> {
     let waits = plan.replicas.iter().map(|replica| async move {
         let started = std::time::Instant::now();
-        let mut row = TargetRow {
-            label: replica.label.clone(),
-            uris: Vec::new(),
-            digest: None,
-            bytes_sent: 0,
-            blobs_skipped: 0,
-            time: std::time::Duration::ZERO,
-            error: None,
-        };
+        let mut row = TargetRow::new(&replica.label);
         let waited = async {
             // A re-run's image may be there already: asked once, as confirming would
             // wait for it to show.
