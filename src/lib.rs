@@ -396,12 +396,15 @@ async fn attach_to_targets(
     runner: &Runner,
     report: &mut Report,
 ) {
-    for (target, row) in plan.extra.iter().zip(report.targets.iter_mut().skip(1)) {
+    for target in &plan.extra {
         // ECR Public has no `ListImageReferrers` to confirm them with.
         let Some(ecr) = target.ecr() else {
             continue;
         };
-        if row.error.is_some() || row.label != target.label() {
+        let Some(row) = report.target_row(target.label()) else {
+            continue;
+        };
+        if row.error.is_some() {
             continue;
         }
         let at = AttachAt {

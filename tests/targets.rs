@@ -415,10 +415,40 @@ fn a_replicated_region_is_waited_for_not_pushed_to() {
             .run()
     };
 
+    // With a pushed target after the replicated one. Regression: the rows follow the
+    // input, and the pushed target's row was matched with the replicated one's, so it
+    // got no provenance.
     let repository = format!("{prefix}/app");
-    let replicated = run(&repository);
+    let account2_label = format!("{}/{repository}", standin.var("STANDIN_ACCOUNT2_HOST"));
+    let replicated = standin
+        .action(workspace(&unique("marker")).path())
+        .input("repository", &repository)
+        .input("tags", "v1")
+        .input(
+            "also-push-to",
+            &format!(
+                "{also}\n{}:{} {}",
+                standin.var("STANDIN_ACCOUNT2"),
+                standin.var("STANDIN_ACCOUNT2_REGION"),
+                standin.var("STANDIN_ACCOUNT2_ROLE"),
+            ),
+        )
+        .run();
     replicated.assert_success();
     let digest = replicated.output("image-digest").to_string();
+    let at_primary = standin.referrers(&repository, &digest);
+    assert!(!at_primary.is_empty(), "no provenance at the primary");
+    let listed = standin.api_at(
+        &standin.account2(),
+        "ListImageReferrers",
+        &serde_json::json!({"repositoryName": repository, "subjectId": {"imageDigest": digest}}),
+    );
+    assert_eq!(
+        listed["referrers"].as_array().map_or(0, Vec::len),
+        at_primary.len(),
+        "{listed}\n{}",
+        replicated.stderr
+    );
     assert!(
         replicated.stderr.contains("ECR replicated"),
         "{}",
@@ -431,6 +461,18 @@ fn a_replicated_region_is_waited_for_not_pushed_to() {
         replicated.stderr
     );
     assert_eq!(targets(&replicated).get(&region2_label), Some(&digest));
+    assert_eq!(targets(&replicated).get(&account2_label), Some(&digest));
+    let row = |label: &str| {
+        replicated
+            .summary
+            .find(&format!("| `{label}` |"))
+            .unwrap_or_else(|| panic!("no row for {label}:\n{}", replicated.summary))
+    };
+    assert!(
+        row(&region2_label) < row(&account2_label),
+        "{}",
+        replicated.summary
+    );
     assert_eq!(
         standin.digest_at(&standin.region2(), &repository, "v1"),
         Some(digest)

@@ -38,6 +38,14 @@ impl TargetRow {
 }
 
 impl Report {
+    /// The row of the target `label` (the rows follow `also-push-to`, not the pushes).
+    pub fn target_row(&mut self, label: &str) -> Option<&mut TargetRow> {
+        self.targets
+            .iter_mut()
+            .skip(1)
+            .find(|row| row.label == label)
+    }
+
     /// `targets`: every confirmed target, the primary first, to its URIs and digest. A
     /// JSON object written by hand, to keep that order (`serde_json`'s map sorts keys).
     pub(super) fn targets_output(&self) -> String {

@@ -305,7 +305,10 @@ fn left_out_row(failed: &Failed) -> TargetRow {
 /// target whose gate fails is marked so in its row, and so fails the step.
 pub async fn gate(plan: &crate::plan::Plan, report: &mut Report, runner: &Runner) {
     let digests = report.gated_digests();
-    for (target, row) in plan.extra.iter().zip(report.targets.iter_mut().skip(1)) {
+    for target in &plan.extra {
+        let Some(row) = report.target_row(target.label()) else {
+            continue;
+        };
         let Some(digest) = row.digest.clone().filter(|_| row.error.is_none()) else {
             continue;
         };
