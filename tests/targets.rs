@@ -396,6 +396,53 @@ impl Drop for Replication {
     }
 }
 
+/// A role whose trust policy does not trust the run leaves that target out before the
+/// build, with STS's own reason and what to fix; the other target gets the image.
+#[test]
+fn a_role_the_run_cannot_assume_leaves_its_target_out_with_sts_s_reason() {
+    let standin = standin();
+    let repository = unique("targets-untrusted");
+    let role = format!(
+        "arn:aws:iam::{}:role/untrusted",
+        standin.var("STANDIN_ACCOUNT2")
+    );
+    standin.control("/sts", Some(&serde_json::json!({"deny": [role]})));
+    let run = standin
+        .action(workspace(&unique("marker")).path())
+        .input("repository", &repository)
+        .input("tags", "v1")
+        .input(
+            "also-push-to",
+            &format!(
+                "{}:{} {role}\n{}",
+                standin.var("STANDIN_ACCOUNT2"),
+                standin.var("STANDIN_ACCOUNT2_REGION"),
+                standin.var("STANDIN_REGION2"),
+            ),
+        )
+        .run();
+    let error = run.assert_one_error(&[
+        "1 of 3 registries failed",
+        &format!("cannot assume the role {role}"),
+    ]);
+    assert!(
+        error.contains("STS answered AccessDenied: User: ")
+            && error.contains("not authorized to perform: sts:AssumeRole")
+            && error.contains("sts:TagSession"),
+        "{error}"
+    );
+    assert!(
+        run.stderr.contains("is left out of this run"),
+        "{}",
+        run.stderr
+    );
+    let digest = run.output("image-digest").to_string();
+    assert_eq!(
+        standin.digest_at(&standin.region2(), &repository, "v1"),
+        Some(digest)
+    );
+}
+
 /// A `replicated` target is not pushed to: the step waits for ECR's replication to report
 /// `COMPLETE` there and confirms the image with that region's API (the same digest in
 /// `targets`). Replication that fails fails that target alone, with ECR's code; a

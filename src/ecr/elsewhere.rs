@@ -95,13 +95,30 @@ impl Ecr {
                 anyhow::anyhow!(
                     "{}; the run's credentials need `sts:AssumeRole` and `sts:TagSession` on \
                      it, and its trust policy must allow them",
-                    crate::error_chain(&e)
+                    sts_reason(&e)
                 )
             })
             .with_context(|| format!("cannot assume the role {role}"))?;
         tracing::info!("assumed the role {role} for the registry in {region}");
         Ok(provider)
     }
+}
+
+/// STS's own code and message when it answered (`AccessDenied: User: … is not authorized
+/// to perform: sts:AssumeRole on resource: …`), else the error's whole chain.
+fn sts_reason(err: &(dyn std::error::Error + 'static)) -> String {
+    use aws_sdk_sts::error::ProvideErrorMetadata as _;
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(sts) = e.downcast_ref::<AssumeRoleError>() {
+            if let Some(code) = sts.code() {
+                return format!("STS answered {code}: {}", sts.message().unwrap_or_default());
+            }
+        }
+        source = e.source();
+    }
+    crate::error_chain(err)
 }
 
 /// `ecr-build-push-<run id>-<attempt>`, or `ecr-build-push` outside a workflow: at most 64

@@ -21,6 +21,7 @@
   GET    /kms?key=K                                        -> {"key", "key_id", "deny"}
   DELETE /stats?repository=R                               -> {"cleared": R}
   GET    /sts         every AssumeRole through the front  -> {"calls": [...]}
+  POST   /sts         {"deny": [role ARNs]}  -> 201: AssumeRole of those gets 403 AccessDenied
   POST   /deny        {"account", "repository", "allow"?}  -> 201 {"account", "repository"}
                       (`"allow": true` lifts the refusal)
   GET    /deny                                             -> {"denied": [...]}
@@ -301,6 +302,15 @@ class ControlHandler(BaseHTTPRequestHandler):
 
     def _get_sts(self, _raw):
         return 200, {"calls": self._state.assumed.calls()}
+
+    def _post_sts(self, raw):
+        spec = body_object(raw, {"deny"}, {"deny"})
+        roles = spec["deny"]
+        if not isinstance(roles, list) or not all(
+                isinstance(r, str) and re.fullmatch(r"arn:aws:iam::\d{12}:role/.+", r) for r in roles):
+            raise SpecError("deny must be a list of role ARNs")
+        self._state.assumed.deny(roles)
+        return 201, {"deny": roles}
 
     def _post_deny(self, raw):
         spec = body_object(raw, {"account", "repository", "allow"}, {"account", "repository"})

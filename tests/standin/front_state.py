@@ -549,6 +549,16 @@ class AssumedRoles:
         self._lock = threading.Lock()
         self._calls: list[dict] = []
         self._keys: dict[str, tuple[str, str]] = {}
+        # Roles whose trust policy does not trust the caller (POST /sts {"deny": [...]}).
+        self._denied: set[str] = set()
+
+    def deny(self, roles: list[str]) -> None:
+        with self._lock:
+            self._denied = set(roles)
+
+    def denied(self, role: str | None) -> bool:
+        with self._lock:
+            return role in self._denied
 
     def record(self, call: dict, access_key: str | None, account: str | None, arn: str | None) -> None:
         with self._lock:
@@ -569,6 +579,7 @@ class AssumedRoles:
         with self._lock:
             self._calls.clear()
             self._keys.clear()
+            self._denied.clear()
 
 
 class Denies:

@@ -19,8 +19,10 @@ moto does too). As IAM does:
 """
 from __future__ import annotations
 
+import html
 import json
 import re
+import uuid
 from urllib.parse import parse_qs
 
 from front_common import ACCOUNT, access_key_of, log
@@ -67,6 +69,8 @@ class StsMixin:
     def _sts(self):
         body = self._read_body(64 * 1024) or b""
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        if form.get("Action") == "AssumeRole" and self.server.state.assumed.denied(form.get("RoleArn")):
+            return self._sts_access_denied(form)
         conn, resp = self._upstream(self.server.moto_addr, body=body)
         try:
             answer = resp.read()
@@ -76,6 +80,19 @@ class StsMixin:
             self._relay(resp, answer)
         finally:
             conn.close()
+
+    def _sts_access_denied(self, form: dict) -> None:
+        """STS's refusal of a role whose trust policy does not trust the caller (or that does
+        not exist): 403, the query protocol's XML error, code `AccessDenied`."""
+        _, caller = self._principal(access_key_of(self.headers.get("Authorization")) or "")
+        message = (f"User: {caller} is not authorized to perform: sts:AssumeRole on resource: "
+                   f"{form.get('RoleArn')}")
+        answer = ("<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"
+                  "<Error><Type>Sender</Type><Code>AccessDenied</Code>"
+                  f"<Message>{html.escape(message)}</Message></Error>"
+                  f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>").encode()
+        self._record_assume_role(form, 403, answer)
+        self._answer(403, "text/xml", answer)
 
     def _record_assume_role(self, form: dict, status: int, answer: bytes) -> None:
         def members(prefix: str) -> list[str]:
