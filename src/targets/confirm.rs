@@ -239,7 +239,9 @@ async fn copy_to(
 /// The primary's attachments of `digest` that `target` lacks, copied as they are: the
 /// referrers ECR lists for the image (and, for an index, for each of its platforms), and
 /// cosign's `sha256-<hex>.sig` and `.att` tags. A re-run that finishes a target leaves
-/// it with what the full run attached elsewhere. ECR Public gets none, as in a full run.
+/// it with what the full run attached elsewhere. ECR Public gets none, as in a full run,
+/// and a run that attaches nothing (`provenance: false`, no `sign`) copies none (nor needs
+/// `ecr:ListImageReferrers`).
 async fn copy_attachments(
     plan: &crate::plan::Plan,
     inputs: &Inputs,
@@ -247,7 +249,7 @@ async fn copy_attachments(
     (from, to): (&Registry, &Registry),
     digest: &str,
 ) -> anyhow::Result<Copied> {
-    let Some(ecr) = target.ecr() else {
+    let Some(ecr) = target.ecr().filter(|_| inputs.supply.attaches()) else {
         return Ok(Copied::default());
     };
     let there = &target.inputs;
