@@ -425,6 +425,31 @@ def kms_checks() -> None:
        "alias); GetPublicKey still works; deny [] allows again")
 
 
+def concurrent_link_checks(create, password: str, rounds: int = 40, pushers: int = 8) -> None:
+    """Pushes of one blob to one repository that race manifest PUTs naming it, as matrix
+    legs do with the empty config blob: ECR accepts every PUT. The reference registry
+    rewrites the blob's link in place, so without the front's link lock a PUT that reads
+    it meanwhile was refused 400 DIGEST_INVALID (the CI failure of
+    shared_build::two_legs_at_once_make_one_index_and_leave_nothing_behind)."""
+    from concurrent.futures import ThreadPoolExecutor
+    repo = create("links")
+
+    def push(n: int) -> Response:
+        layer = f"link race {RUN} {n}".encode()
+        manifest = {"schemaVersion": 2, "mediaType": OCI, "artifactType": "application/vnd.example.record",
+                    "config": {"mediaType": EMPTY[0], "digest": push_blob(repo, password, b"{}"), "size": 2},
+                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                                "digest": push_blob(repo, password, layer), "size": len(layer)}]}
+        return put_manifest(repo, f"leg-{n}", password, json.dumps(manifest).encode(), OCI)
+
+    with ThreadPoolExecutor(pushers) as pool:
+        answers = list(pool.map(push, range(rounds * pushers)))
+    refused = [a for a in answers if a.status != 201]
+    check(not refused, f"{len(refused)} of {len(answers)} manifest PUTs racing pushes of their blob were refused",
+          refused[:1])
+    ok(f"{len(answers)} manifest PUTs, {pushers} at a time, each racing pushes of the blob it names: all 201")
+
+
 # --- the checks ----------------------------------------------------------------------
 
 def main(ns: str) -> None:
@@ -575,6 +600,9 @@ def main(ns: str) -> None:
     check(put_manifest(mut, "latest", password, m2).status == 201, "MUTABLE_WITH_EXCLUSION: latest moves")
     check(put_manifest(mut, "release-1", password, m2).code() == "TAG_INVALID", "MUTABLE_WITH_EXCLUSION: release-* stays")
     ok("*_WITH_EXCLUSION: a tag an exclusion filter matches has the opposite mutability")
+
+    print("\n== conformance links: pushes of one blob racing manifest PUTs")
+    concurrent_link_checks(create, password)
 
     print("\n== conformance redirect: blob GET")
     config_digest = json.loads(manifest)["config"]["digest"]

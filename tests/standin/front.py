@@ -103,6 +103,7 @@ class Front(ThreadingHTTPServer):
         # One moto client per non-primary registry (front_targets.TargetMoto).
         self._motos: dict[Target, Moto] = {}
         self._locks: dict[str, threading.Lock] = {}
+        self._link_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         # "refuse" faults: the accept loop owns the listening socket; other threads ask it
         # to close the socket until a deadline, through a wake-up pipe.
@@ -209,6 +210,16 @@ class Front(ThreadingHTTPServer):
         # different images to one immutable tag cannot both win.
         with self._locks_guard:
             return self._locks.setdefault(name, threading.Lock())
+
+    def link_lock(self, name: str) -> threading.Lock:
+        # The reference registry rewrites a blob's link in a repository in place
+        # (truncate, then write: distribution's filesystem driver, PutContent). A manifest
+        # PUT that reads the link in between finds it empty and is refused 400
+        # DIGEST_INVALID, which ECR never answers to a manifest PUT; two pushes of one blob
+        # to one repository (matrix legs) hit it. Everything that writes a link, and every
+        # manifest PUT, holds this lock so the registry's race is not taken for ECR's.
+        with self._locks_guard:
+            return self._link_locks.setdefault(name, threading.Lock())
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]

@@ -216,6 +216,9 @@ class RegistryMixin:
         params = query_params(parts.query)
         values = dict(params)
         if "mount" not in values:
+            if "digest" in values:  # a monolithic POST links the blob
+                with self.server.link_lock(name):
+                    return self._forward(self.server.registry_addr)
             return self._forward(self.server.registry_addr)
         stats = self.server.state.stats
         stats.bump(name, "mount_attempts")
@@ -225,13 +228,14 @@ class RegistryMixin:
             self.path = parts.path + ("?" + "&".join(f"{k}={v}" for k, v in kept) if kept else "")
             self._rule = "mount-refused"
             return self._forward(self.server.registry_addr)
-        conn, resp = self._upstream(self.server.registry_addr, stream=True)
-        try:
-            if resp.status == 201:
-                stats.bump(name, "mounts")
-            self._relay(resp)
-        finally:
-            conn.close()
+        with self.server.link_lock(name):
+            conn, resp = self._upstream(self.server.registry_addr, stream=True)
+            try:
+                if resp.status == 201:
+                    stats.bump(name, "mounts")
+                self._relay(resp)
+            finally:
+                conn.close()
 
     def _mount_allowed(self, name: str, repo: dict, values: dict, access_key: str) -> bool:
         """ECR User Guide, blob mounting: only with BLOB_MOUNTING=ENABLED, within the
@@ -286,7 +290,8 @@ class RegistryMixin:
         earlier = state.uploads.finish(session)
         if "digest" in dict(query_params(query)) and has_body and not (earlier and earlier["patches"]):
             state.stats.bump(name, "monolithic_puts")
-        self._forward(self.server.registry_addr)
+        with self.server.link_lock(name):
+            self._forward(self.server.registry_addr)
 
     # --- blob reads --------------------------------------------------------------------
 
@@ -410,7 +415,7 @@ class RegistryMixin:
         if self._referrer_refusal(name, doc, ecr):
             return
         tag = None if ":" in reference else reference
-        with self.server.repo_lock(name):
+        with self.server.repo_lock(name), self.server.link_lock(name):
             previous = moto.image(name, tag) if tag is not None else None
             if previous and tag_is_immutable(repo, tag):
                 mine = "sha256:" + hashlib.sha256(body).hexdigest()
