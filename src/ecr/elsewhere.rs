@@ -75,7 +75,7 @@ impl Ecr {
         role: &str,
         region: &str,
         github: &GitHubContext,
-    ) -> anyhow::Result<AssumeRoleProvider> {
+    ) -> anyhow::Result<AssumedRole> {
         let config = self
             .sdk
             .to_builder()
@@ -88,7 +88,7 @@ impl Ecr {
             .tags(session_tags(github))
             .build()
             .await;
-        provider
+        let first = provider
             .provide_credentials()
             .await
             .map_err(|e| {
@@ -100,7 +100,47 @@ impl Ecr {
             })
             .with_context(|| format!("cannot assume the role {role}"))?;
         tracing::info!("assumed the role {role} for the registry in {region}");
-        Ok(provider)
+        Ok(AssumedRole {
+            first: std::sync::Mutex::new(Some(first)),
+            then: provider,
+        })
+    }
+}
+
+/// An assumed role's credentials: the ones the eager check got, handed to the SDK's
+/// identity cache once while they have 5 minutes left (so the check costs no second
+/// `AssumeRole`), then the SDK's provider, which assumes the role again whenever the
+/// cache finds them near expiry.
+#[derive(Debug)]
+struct AssumedRole {
+    first: std::sync::Mutex<Option<aws_credential_types::Credentials>>,
+    then: AssumeRoleProvider,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for AssumedRole {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            // Only while fresh: a cache first asked after a long build assumes again.
+            .filter(|c| {
+                c.expiry().is_some_and(|at| {
+                    at > std::time::SystemTime::now() + std::time::Duration::from_secs(300)
+                })
+            });
+        match first {
+            Some(credentials) => {
+                aws_credential_types::provider::future::ProvideCredentials::ready(Ok(credentials))
+            }
+            None => self.then.provide_credentials(),
+        }
     }
 }
 

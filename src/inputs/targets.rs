@@ -81,6 +81,16 @@ impl HostForm {
 }
 
 impl TargetSpec {
+    /// The region and host form of a private target; `None` for ECR Public.
+    pub fn private(&self) -> Option<(&str, HostForm)> {
+        match &self.registry {
+            TargetRegistry::Private {
+                region, endpoint, ..
+            } => Some((region, *endpoint)),
+            TargetRegistry::Public { .. } => None,
+        }
+    }
+
     /// The account of a private target: its own, or `primary`'s for a short form.
     pub fn account_or<'a>(&'a self, primary: &'a str) -> Option<&'a str> {
         match &self.registry {

@@ -165,12 +165,7 @@ impl Fanout {
     /// Whether every registry still in the push has the blob `digest`.
     pub async fn all_have_blob(&self, digest: &str) -> bool {
         for index in self.live() {
-            let reg = self.reg(index);
-            if !matches!(
-                reg.with_retry("checking a blob", || reg.has_blob(digest))
-                    .await,
-                Ok(true)
-            ) {
+            if !self.has_blob_at(index, digest).await {
                 return false;
             }
         }
@@ -179,7 +174,13 @@ impl Fanout {
 
     /// Whether the primary registry (the first) has the blob `digest`.
     pub async fn lead_has_blob(&self, digest: &str) -> bool {
-        let reg = self.lead();
+        self.has_blob_at(0, digest).await
+    }
+
+    /// Whether registry `index` has the blob `digest`; an answer lost after its retries
+    /// counts as no.
+    async fn has_blob_at(&self, index: usize, digest: &str) -> bool {
+        let reg = self.reg(index);
         matches!(
             reg.with_retry("checking a blob", || reg.has_blob(digest))
                 .await,

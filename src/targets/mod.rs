@@ -146,10 +146,7 @@ async fn private_api(
     spec: &TargetSpec,
     github: &GitHubContext,
 ) -> anyhow::Result<Ecr> {
-    let TargetRegistry::Private {
-        region, endpoint, ..
-    } = &spec.registry
-    else {
+    let Some((region, endpoint)) = spec.private() else {
         anyhow::bail!("ECR Public has no private ECR API")
     };
     primary
@@ -289,10 +286,7 @@ async fn plan_private(
     store: ImageStore,
     runner: &Runner,
 ) -> anyhow::Result<Target> {
-    let TargetRegistry::Private {
-        region, endpoint, ..
-    } = &spec.registry
-    else {
+    let Some((region, endpoint)) = spec.private() else {
         unreachable!("plan_private is given private targets")
     };
     let account = spec.account_or(primary_account).unwrap_or_default();

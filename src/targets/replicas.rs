@@ -3,7 +3,7 @@
 //! the run waits for ECR's replication of the image, then confirms it with that
 //! registry's own API.
 
-use super::{inputs_there, private_api, TargetRegistry, TargetSpec};
+use super::{inputs_there, private_api, TargetSpec};
 use crate::ecr::Ecr;
 use crate::env::GitHubContext;
 use crate::inputs::Inputs;
@@ -33,10 +33,7 @@ pub(super) async fn plan_replica(
     primary: &Ecr,
     primary_account: &str,
 ) -> anyhow::Result<Replica> {
-    let TargetRegistry::Private {
-        region, endpoint, ..
-    } = &spec.registry
-    else {
+    let Some((region, endpoint)) = spec.private() else {
         unreachable!("ECR Public is never `replicated` (the input refuses it)")
     };
     if spec
@@ -52,7 +49,7 @@ pub(super) async fn plan_replica(
     }
     let account = spec.account_or(primary_account).unwrap_or_default();
     let to = crate::ecr::replication::Destination {
-        region: region.clone(),
+        region: region.to_string(),
         registry_id: account.to_string(),
     };
     if !primary

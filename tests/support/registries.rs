@@ -109,6 +109,29 @@ impl Standin {
             .map(ToString::to_string)
     }
 
+    /// The digests of the referrers of `subject` in `registry`'s `repository`, as its
+    /// `ListImageReferrers` lists them, sorted.
+    pub fn referrers_at(
+        &self,
+        registry: &Registry,
+        repository: &str,
+        subject: &str,
+    ) -> Vec<String> {
+        let listed = self.api_at(
+            registry,
+            "ListImageReferrers",
+            &serde_json::json!({"repositoryName": repository, "subjectId": {"imageDigest": subject}}),
+        );
+        let mut digests: Vec<String> = listed["referrers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("ListImageReferrers: {listed}"))
+            .iter()
+            .filter_map(|r| r["digest"].as_str().map(String::from))
+            .collect();
+        digests.sort();
+        digests
+    }
+
     /// The registry password `registry`'s API issues to its caller.
     pub fn password_at(&self, registry: &Registry) -> String {
         let answer = self.api_at(registry, "GetAuthorizationToken", &serde_json::json!({}));
