@@ -27,12 +27,21 @@ fn workspace(marker: &str) -> Workspace {
 fn everywhere() -> String {
     let standin = standin();
     format!(
-        "{}\n{}:{} {}\npublic.ecr.aws/{}",
+        "{}\n{}\npublic.ecr.aws/{}",
         standin.var("STANDIN_REGION2"),
+        account2_with(&standin.var("STANDIN_ACCOUNT2_ROLE")),
+        standin.var("STANDIN_PUBLIC_ALIAS"),
+    )
+}
+
+/// The `also-push-to` line of the second account (`account:region`), reached through
+/// `role`.
+fn account2_with(role: &str) -> String {
+    let standin = standin();
+    format!(
+        "{}:{} {role}",
         standin.var("STANDIN_ACCOUNT2"),
         standin.var("STANDIN_ACCOUNT2_REGION"),
-        standin.var("STANDIN_ACCOUNT2_ROLE"),
-        standin.var("STANDIN_PUBLIC_ALIAS"),
     )
 }
 
@@ -202,10 +211,9 @@ fn a_denied_registry_fails_alone_and_a_rerun_with_skip_finishes_it() {
     let ws = workspace(&unique("marker"));
     let account2 = standin.var("STANDIN_ACCOUNT2");
     let also = format!(
-        "{}\n{account2}:{} {}",
+        "{}\n{}",
         standin.var("STANDIN_REGION2"),
-        standin.var("STANDIN_ACCOUNT2_REGION"),
-        standin.var("STANDIN_ACCOUNT2_ROLE"),
+        account2_with(&standin.var("STANDIN_ACCOUNT2_ROLE")),
     );
     standin.control(
         "/deny",
@@ -425,10 +433,9 @@ fn a_role_the_run_cannot_assume_leaves_its_target_out_with_sts_s_reason() {
         .input(
             "also-push-to",
             &format!(
-                "{}:{} {role}\n{}",
-                standin.var("STANDIN_ACCOUNT2"),
-                standin.var("STANDIN_ACCOUNT2_REGION"),
-                standin.var("STANDIN_REGION2"),
+                "{}\n{}",
+                account2_with(&role),
+                standin.var("STANDIN_REGION2")
             ),
         )
         .run();
@@ -464,12 +471,12 @@ fn a_replicated_region_is_waited_for_not_pushed_to() {
     let prefix = unique("targets-repl");
     let _rules = Replication::to_region2(&prefix, &serde_json::json!({"delay": 2}));
     let also = format!("{} replicated", standin.var("STANDIN_REGION2"));
-    let run = |repository: &str| {
+    let run = |repository: &str, also_push_to: &str| {
         standin
             .action(workspace(&unique("marker")).path())
             .input("repository", repository)
             .input("tags", "v1")
-            .input("also-push-to", &also)
+            .input("also-push-to", also_push_to)
             .run()
     };
 
@@ -478,20 +485,13 @@ fn a_replicated_region_is_waited_for_not_pushed_to() {
     // got no provenance.
     let repository = format!("{prefix}/app");
     let account2_label = format!("{}/{repository}", standin.var("STANDIN_ACCOUNT2_HOST"));
-    let replicated = standin
-        .action(workspace(&unique("marker")).path())
-        .input("repository", &repository)
-        .input("tags", "v1")
-        .input(
-            "also-push-to",
-            &format!(
-                "{also}\n{}:{} {}",
-                standin.var("STANDIN_ACCOUNT2"),
-                standin.var("STANDIN_ACCOUNT2_REGION"),
-                standin.var("STANDIN_ACCOUNT2_ROLE"),
-            ),
-        )
-        .run();
+    let replicated = run(
+        &repository,
+        &format!(
+            "{also}\n{}",
+            account2_with(&standin.var("STANDIN_ACCOUNT2_ROLE"))
+        ),
+    );
     replicated.assert_success();
     let digest = replicated.output("image-digest").to_string();
     let at_primary = standin.referrers(&repository, &digest);
@@ -539,14 +539,14 @@ fn a_replicated_region_is_waited_for_not_pushed_to() {
         "/replication",
         Some(&serde_json::json!({"fail": [standin.var("STANDIN_REGION2")]})),
     );
-    let failed = run(&format!("{prefix}/failing"));
+    let failed = run(&format!("{prefix}/failing"), &also);
     failed.assert_one_error(&[
         "1 of 2 registries failed",
         "replication",
         "REPLICATION_FAILED",
     ]);
 
-    let uncovered = run(&unique("targets-norule"));
+    let uncovered = run(&unique("targets-norule"), &also);
     uncovered.assert_one_error(&["no replication rule"]);
     assert!(
         uncovered.stderr.contains("is left out of this run"),
